@@ -1,0 +1,179 @@
+//! Balancers: choosing which endpoint gets the next call.
+//!
+//! A [`Balancer`] is a pure, synchronous picker. It is rebuilt (off the call
+//! path) each time the endpoint set changes, with [`Balancer::rebuild`], so it
+//! can precompute what it needs (an alias table, a weighted schedule); then
+//! [`Balancer::pick`] is called with `&self` from any number of tasks at once,
+//! with no lock and no allocation. A pick sees each endpoint's [`Load`]
+//! through a [`LoadSet`] and a filter saying which indices are eligible (not
+//! ejected by a breaker, not already tried by this call). It returns `None`
+//! exactly when no index is eligible.
+//!
+//! | balancer | picks | cost per pick |
+//! |---|---|---|
+//! | [`RoundRobin`] | each eligible endpoint in turn, from a random start | O(1) |
+//! | [`Random`] | uniformly at random | O(1) |
+//! | [`Weighted::random`] | at random in proportion to weight (alias table) | O(1) |
+//! | [`Weighted::round_robin`] | in turn, in proportion to weight, interleaved (precomputed earliest-deadline schedule) | O(1) |
+//! | [`P2c::peak_ewma`], [`P2c::pending`] | the less loaded of two random endpoints | O(1) |
+//!
+//! Under heavy exclusion (most endpoints ineligible) every balancer falls back
+//! to an O(n) scan, so a pick still finds an eligible endpoint when one
+//! exists.
+//!
+//! ```
+//! use std::time::Instant;
+//! use towline::balance::{Balancer, Load, RoundRobin};
+//! use towline::rng::Rng;
+//!
+//! let now = Instant::now();
+//! let loads: Vec<Load> = (0..3).map(|_| Load::new(1, now)).collect();
+//! let rr = RoundRobin::new().rebuild(&[1, 1, 1]);
+//! let mut rng = Rng::seeded(1);
+//! let mut seen: Vec<usize> = (0..3)
+//!     .map(|_| rr.pick(&loads, &|_| true, now, &mut rng).unwrap())
+//!     .collect();
+//! seen.sort();
+//! assert_eq!(seen, [0, 1, 2]);
+//! // Nothing eligible: no pick.
+//! assert_eq!(rr.pick(&loads, &|_| false, now, &mut rng), None);
+//! ```
+
+mod load;
+mod p2c;
+mod random;
+mod round_robin;
+mod weighted;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+pub use load::Load;
+pub use p2c::{P2c, P2cLoad};
+pub use random::Random;
+pub use round_robin::RoundRobin;
+pub use weighted::Weighted;
+
+use crate::rng::Rng;
+
+/// The endpoints a balancer picks among, seen through their loads.
+pub trait LoadSet {
+    /// Number of endpoints; indices are `0..len()`.
+    fn len(&self) -> usize;
+    /// The load of endpoint `index` (`index < len()`).
+    fn load(&self, index: usize) -> &Load;
+    /// True when there are no endpoints.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl LoadSet for [Load] {
+    fn len(&self) -> usize {
+        <[Load]>::len(self)
+    }
+    fn load(&self, index: usize) -> &Load {
+        &self[index]
+    }
+}
+
+impl LoadSet for Vec<Load> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn load(&self, index: usize) -> &Load {
+        &self[index]
+    }
+}
+
+/// A load-balancing strategy.
+pub trait Balancer: fmt::Debug + Send + Sync + 'static {
+    /// A short name for logs and metrics ("round_robin", "p2c_peak_ewma", …).
+    fn name(&self) -> &'static str;
+
+    /// A balancer for a new endpoint set whose weights, by index, are
+    /// `weights`. Called whenever the set or a weight changes, never on the
+    /// pick path.
+    fn rebuild(&self, weights: &[u32]) -> Box<dyn Balancer>;
+
+    /// Picks an index `i < set.len()` with `eligible(i)`, or `None` when there
+    /// is none. `now` is the time of the pick (for time-decayed loads).
+    fn pick(
+        &self,
+        set: &dyn LoadSet,
+        eligible: &dyn Fn(usize) -> bool,
+        now: Instant,
+        rng: &mut Rng,
+    ) -> Option<usize>;
+
+    /// Records a finished call's round-trip time on its endpoint's load.
+    /// Only balancers that use latency do anything here (default: nothing).
+    fn observe(&self, load: &Load, rtt: Duration, now: Instant) {
+        let _ = (load, rtt, now);
+    }
+}
+
+/// How many random draws to try before falling back to an exact scan.
+const RANDOM_TRIES: usize = 4;
+
+/// A uniformly random eligible index other than `avoid`, or `None`.
+///
+/// Random draws first (O(1) when most indices are eligible), then an exact
+/// two-pass scan, so the result is uniform over the eligible indices either
+/// way.
+pub(crate) fn sample_eligible(
+    n: usize,
+    eligible: &dyn Fn(usize) -> bool,
+    avoid: Option<usize>,
+    rng: &mut Rng,
+) -> Option<usize> {
+    if n == 0 {
+        return None;
+    }
+    let ok = |i: usize| Some(i) != avoid && eligible(i);
+    for _ in 0..RANDOM_TRIES {
+        let i = rng.below(n);
+        if ok(i) {
+            return Some(i);
+        }
+    }
+    let count = (0..n).filter(|&i| ok(i)).count();
+    if count == 0 {
+        return None;
+    }
+    let k = rng.below(count);
+    (0..n).filter(|&i| ok(i)).nth(k)
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::*;
+
+    pub fn loads(n: usize) -> Vec<Load> {
+        let now = Instant::now();
+        (0..n).map(|_| Load::new(1, now)).collect()
+    }
+
+    pub fn all(_: usize) -> bool {
+        true
+    }
+
+    /// Every balancer returns `None` on an empty set and on a fully excluded
+    /// set, and only eligible indices otherwise.
+    pub fn check_exclusions(b: &dyn Balancer) {
+        let now = Instant::now();
+        let mut rng = Rng::seeded(11);
+        let empty = b.rebuild(&[]);
+        assert_eq!(empty.pick(&loads(0), &all, now, &mut rng), None);
+        let b = b.rebuild(&[1, 2, 3, 4, 5]);
+        let set = loads(5);
+        assert_eq!(b.pick(&set, &|_| false, now, &mut rng), None);
+        for _ in 0..200 {
+            let i = b.pick(&set, &|i| i == 1 || i == 3, now, &mut rng).unwrap();
+            assert!(i == 1 || i == 3, "picked excluded {i}");
+        }
+        for _ in 0..50 {
+            assert_eq!(b.pick(&set, &|i| i == 4, now, &mut rng), Some(4));
+        }
+    }
+}

@@ -1,0 +1,423 @@
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use super::{Balancer, LoadSet, RANDOM_TRIES, sample_eligible};
+use crate::rng::{Rng, with_thread_rng};
+
+/// Weighted balancing: traffic in proportion to each endpoint's weight.
+///
+/// Two modes:
+/// - [`Weighted::random`]: independent random picks, O(1) each through an
+///   alias table built when the set changes (Vose's method).
+/// - [`Weighted::round_robin`]: a smooth, interleaved weighted round-robin.
+///   When the set changes, weights are reduced by their greatest common
+///   divisor and an earliest-deadline-first schedule of one full cycle is
+///   precomputed (endpoint `i`'s `k`-th turn is due at `(k - ½) / wᵢ`); picks
+///   walk it with an atomic cursor. Over a full cycle each endpoint gets
+///   exactly its weight in picks. A cycle longer than
+///   [`Weighted::MAX_SCHEDULE`] entries (or the endpoint count, if larger) is
+///   scaled down proportionally, each weight staying at least 1.
+///
+/// Weight 0 endpoints get no traffic while any eligible endpoint has a
+/// positive weight; when only weight-0 endpoints are eligible, picks are
+/// uniform among them.
+#[derive(Debug)]
+pub struct Weighted {
+    plan: Plan,
+}
+
+#[derive(Debug)]
+enum Plan {
+    RandomMode,
+    RoundRobinMode,
+    Alias(AliasTable),
+    Schedule { slots: Vec<u32>, cursor: AtomicUsize, weights: Vec<u32> },
+}
+
+impl Weighted {
+    /// The longest precomputed round-robin cycle (unless there are more
+    /// endpoints than this): 65,536 entries.
+    pub const MAX_SCHEDULE: usize = 1 << 16;
+
+    /// Weighted random choice.
+    pub fn random() -> Self {
+        Weighted {
+            plan: Plan::RandomMode,
+        }
+    }
+
+    /// Smooth weighted round-robin.
+    pub fn round_robin() -> Self {
+        Weighted {
+            plan: Plan::RoundRobinMode,
+        }
+    }
+
+    /// The precomputed round-robin cycle (endpoint index per turn); empty for
+    /// weighted random or before [`Balancer::rebuild`].
+    pub fn schedule(&self) -> &[u32] {
+        match &self.plan {
+            Plan::Schedule { slots, .. } => slots,
+            _ => &[],
+        }
+    }
+
+    fn weight_of(&self, i: usize) -> u64 {
+        match &self.plan {
+            Plan::Alias(t) => t.weights[i].into(),
+            Plan::Schedule { weights, .. } => weights[i].into(),
+            _ => 0,
+        }
+    }
+
+    /// Exact weighted choice among eligible indices by scanning; uniform when
+    /// every eligible weight is 0.
+    fn scan(&self, n: usize, eligible: &dyn Fn(usize) -> bool, rng: &mut Rng) -> Option<usize> {
+        let total: u64 = (0..n).filter(|&i| eligible(i)).map(|i| self.weight_of(i)).sum();
+        if total == 0 {
+            return sample_eligible(n, eligible, None, rng);
+        }
+        let mut r = (u128::from(rng.next_u64()) * u128::from(total) >> 64) as u64;
+        for i in (0..n).filter(|&i| eligible(i)) {
+            let w = self.weight_of(i);
+            if r < w {
+                return Some(i);
+            }
+            r -= w;
+        }
+        None
+    }
+}
+
+impl Balancer for Weighted {
+    fn name(&self) -> &'static str {
+        match self.plan {
+            Plan::RandomMode | Plan::Alias(_) => "weighted_random",
+            _ => "weighted_round_robin",
+        }
+    }
+
+    fn rebuild(&self, weights: &[u32]) -> Box<dyn Balancer> {
+        let plan = match self.plan {
+            Plan::RandomMode | Plan::Alias(_) => Plan::Alias(AliasTable::new(weights)),
+            _ => {
+                let slots = schedule(weights, Self::MAX_SCHEDULE.max(weights.len()));
+                let start = with_thread_rng(|rng| rng.below(slots.len().max(1)));
+                Plan::Schedule {
+                    slots,
+                    cursor: AtomicUsize::new(start),
+                    weights: weights.to_vec(),
+                }
+            }
+        };
+        Box::new(Weighted { plan })
+    }
+
+    fn pick(
+        &self,
+        set: &dyn LoadSet,
+        eligible: &dyn Fn(usize) -> bool,
+        _now: Instant,
+        rng: &mut Rng,
+    ) -> Option<usize> {
+        let n = set.len();
+        if n == 0 {
+            return None;
+        }
+        match &self.plan {
+            Plan::Alias(table) if table.len() == n => {
+                for _ in 0..RANDOM_TRIES {
+                    match table.sample(rng) {
+                        Some(i) if eligible(i) => return Some(i),
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+                self.scan(n, eligible, rng)
+            }
+            Plan::Schedule { slots, cursor, weights } if weights.len() == n => {
+                if slots.is_empty() {
+                    return self.scan(n, eligible, rng);
+                }
+                let len = slots.len();
+                let c = cursor.fetch_add(1, Ordering::Relaxed);
+                let first = slots[c % len] as usize;
+                if eligible(first) {
+                    return Some(first);
+                }
+                // Walk the schedule past ineligible turns (bounded), moving
+                // the cursor with us so the next caller starts after them.
+                let limit = len.min(SCHEDULE_WALK);
+                match (1..limit).find(|&k| eligible(slots[(c + k) % len] as usize)) {
+                    Some(k) => {
+                        cursor.fetch_add(k, Ordering::Relaxed);
+                        Some(slots[(c + k) % len] as usize)
+                    }
+                    None => self.scan(n, eligible, rng),
+                }
+            }
+            // Not rebuilt for this set: stay correct, if slower.
+            _ => sample_eligible(n, eligible, None, rng),
+        }
+    }
+}
+
+/// How far a round-robin pick walks the schedule before scanning instead.
+const SCHEDULE_WALK: usize = 256;
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// One full earliest-deadline-first cycle for `weights`, at most `cap` long.
+fn schedule(weights: &[u32], cap: usize) -> Vec<u32> {
+    let g = weights.iter().fold(0u64, |g, &w| gcd(g, w.into()));
+    if g == 0 {
+        return Vec::new();
+    }
+    let mut reduced: Vec<u64> = weights.iter().map(|&w| u64::from(w) / g).collect();
+    let total: u64 = reduced.iter().sum();
+    if total > cap as u64 {
+        for w in reduced.iter_mut().filter(|w| **w > 0) {
+            *w = (u128::from(*w) * cap as u128 / u128::from(total)).max(1) as u64;
+        }
+    }
+    // Turn k (1-based) of endpoint i is due at (2k - 1) / (2 wᵢ).
+    #[derive(PartialEq, Eq)]
+    struct Turn {
+        num: u64,
+        den: u64,
+        index: u32,
+        k: u64,
+    }
+    impl Ord for Turn {
+        fn cmp(&self, other: &Self) -> CmpOrdering {
+            // Reversed for a min-heap: earliest deadline, then lowest index.
+            let a = u128::from(self.num) * u128::from(other.den);
+            let b = u128::from(other.num) * u128::from(self.den);
+            b.cmp(&a).then_with(|| other.index.cmp(&self.index))
+        }
+    }
+    impl PartialOrd for Turn {
+        fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+            Some(self.cmp(other))
+        }
+    }
+    let mut heap: BinaryHeap<Turn> = reduced
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| **w > 0)
+        .map(|(i, &w)| Turn {
+            num: 1,
+            den: 2 * w,
+            index: i as u32,
+            k: 1,
+        })
+        .collect();
+    let len: u64 = reduced.iter().sum();
+    let mut out = Vec::with_capacity(len as usize);
+    while let Some(t) = heap.pop() {
+        out.push(t.index);
+        let w = reduced[t.index as usize];
+        if t.k < w {
+            heap.push(Turn {
+                num: 2 * (t.k + 1) - 1,
+                den: 2 * w,
+                index: t.index,
+                k: t.k + 1,
+            });
+        }
+    }
+    out
+}
+
+/// Vose's alias table: O(n) to build, O(1) to sample.
+#[derive(Debug)]
+struct AliasTable {
+    prob: Vec<f64>,
+    alias: Vec<u32>,
+    weights: Vec<u32>,
+    total: u64,
+}
+
+impl AliasTable {
+    fn new(weights: &[u32]) -> Self {
+        let n = weights.len();
+        let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+        let mut prob = vec![1.0; n];
+        let mut alias: Vec<u32> = (0..n as u32).collect();
+        if total > 0 {
+            let mut scaled: Vec<f64> = weights
+                .iter()
+                .map(|&w| f64::from(w) * n as f64 / total as f64)
+                .collect();
+            let (mut small, mut large): (Vec<usize>, Vec<usize>) =
+                (0..n).partition(|&i| scaled[i] < 1.0);
+            while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
+                prob[s] = scaled[s];
+                alias[s] = l as u32;
+                scaled[l] -= 1.0 - scaled[s];
+                if scaled[l] < 1.0 {
+                    large.pop();
+                    small.push(l);
+                }
+            }
+            // Leftovers are 1 up to rounding error. A zero-weight entry must
+            // never be returned, so its column always defers to its alias.
+            for (i, &w) in weights.iter().enumerate() {
+                if w == 0 {
+                    prob[i] = 0.0;
+                    if weights[alias[i] as usize] == 0 {
+                        alias[i] = weights.iter().position(|&w| w > 0).unwrap_or(0) as u32;
+                    }
+                }
+            }
+        }
+        AliasTable {
+            prob,
+            alias,
+            weights: weights.to_vec(),
+            total,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.prob.len()
+    }
+
+    /// A weighted index, or `None` when every weight is 0.
+    fn sample(&self, rng: &mut Rng) -> Option<usize> {
+        if self.total == 0 {
+            return None;
+        }
+        let i = rng.below(self.prob.len());
+        Some(if rng.unit() < self.prob[i] {
+            i
+        } else {
+            self.alias[i] as usize
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::*;
+
+    fn assert_shares(b: &dyn Balancer, weights: &[u32], picks: usize, seed: u64) {
+        let now = Instant::now();
+        let mut rng = Rng::seeded(seed);
+        let b = b.rebuild(weights);
+        let set = loads(weights.len());
+        let mut counts = vec![0f64; weights.len()];
+        for _ in 0..picks {
+            counts[b.pick(&set, &all, now, &mut rng).unwrap()] += 1.0;
+        }
+        let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+        for (i, &w) in weights.iter().enumerate() {
+            let p = f64::from(w) / total;
+            let sigma = (picks as f64 * p * (1.0 - p)).sqrt();
+            let expected = picks as f64 * p;
+            assert!(
+                (counts[i] - expected).abs() <= 4.0 * sigma,
+                "endpoint {i}: {} picks, expected {expected} ± {}",
+                counts[i],
+                4.0 * sigma
+            );
+        }
+    }
+
+    #[test]
+    fn weighted_random_shares_within_four_sigma() {
+        assert_shares(&Weighted::random(), &[1, 2, 3, 10, 0, 7], 100_000, 21);
+        assert_shares(&Weighted::random(), &[5, 5, 5], 30_000, 22);
+    }
+
+    #[test]
+    fn weighted_round_robin_is_exact_per_cycle_and_interleaved() {
+        let weights = [5u32, 1, 3, 0, 1];
+        let b = Weighted::round_robin().rebuild(&weights);
+        let now = Instant::now();
+        let mut rng = Rng::seeded(1);
+        let set = loads(weights.len());
+        for _cycle in 0..3 {
+            let mut counts = [0u32; 5];
+            for _ in 0..10 {
+                counts[b.pick(&set, &all, now, &mut rng).unwrap()] += 1;
+            }
+            assert_eq!(counts, weights);
+        }
+        // Smooth: the heavy endpoint never takes more than 2 turns in a row.
+        let w = Weighted::round_robin().rebuild(&weights);
+        let sched = w.schedule_for_test();
+        let longest = sched
+            .chunk_by(|a, b| a == b)
+            .map(<[u32]>::len)
+            .max()
+            .unwrap();
+        assert!(longest <= 2, "{sched:?}");
+    }
+
+    #[test]
+    fn schedule_reduces_by_gcd_and_caps_length() {
+        assert_eq!(schedule(&[100, 200], 1 << 16).len(), 3);
+        let s = schedule(&[u32::MAX, 1, u32::MAX], 1000);
+        assert!(s.len() <= 1002, "{}", s.len());
+        assert!(s.contains(&1));
+        assert!(schedule(&[0, 0], 10).is_empty());
+    }
+
+    #[test]
+    fn all_zero_weights_are_uniform_among_eligible() {
+        for b in [Weighted::random(), Weighted::round_robin()] {
+            let b = b.rebuild(&[0, 0, 0]);
+            let now = Instant::now();
+            let mut rng = Rng::seeded(9);
+            let set = loads(3);
+            let mut seen = [0; 3];
+            for _ in 0..300 {
+                seen[b.pick(&set, &all, now, &mut rng).unwrap()] += 1;
+            }
+            assert!(seen.iter().all(|&c| c > 50), "{seen:?}");
+        }
+    }
+
+    #[test]
+    fn zero_weight_only_when_nothing_else_is_eligible() {
+        for b in [Weighted::random(), Weighted::round_robin()] {
+            let b = b.rebuild(&[0, 3, 0]);
+            let now = Instant::now();
+            let mut rng = Rng::seeded(10);
+            let set = loads(3);
+            for _ in 0..200 {
+                assert_eq!(b.pick(&set, &all, now, &mut rng), Some(1));
+            }
+            let i = b.pick(&set, &|i| i != 1, now, &mut rng).unwrap();
+            assert!(i == 0 || i == 2);
+        }
+    }
+
+    #[test]
+    fn exclusions() {
+        check_exclusions(&Weighted::random());
+        check_exclusions(&Weighted::round_robin());
+    }
+
+    impl dyn Balancer {
+        fn schedule_for_test(&self) -> Vec<u32> {
+            // Round-robin schedules are observable through picks from a fresh
+            // rebuild; read them back in cursor order.
+            let now = Instant::now();
+            let mut rng = Rng::seeded(0);
+            let set = loads(5);
+            (0..10)
+                .map(|_| self.pick(&set, &all, now, &mut rng).unwrap() as u32)
+                .collect()
+        }
+    }
+}

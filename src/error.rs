@@ -1,0 +1,150 @@
+//! The one error type of a channel and its policies, and the builder error.
+//!
+//! [`Error`] says why a call failed; every variant that wraps another error
+//! exposes it through [`std::error::Error::source`], so the inner service's
+//! own error stays reachable (downcast it from [`BoxError`]).
+//! [`BuildError`] says which builder setting was invalid and why.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::discover::DiscoverError;
+
+/// A type-erased error, as tower uses.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a call through a towline channel or layer failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// No endpoint was available: discovery has produced none (within the
+    /// channel's initial wait), or every endpoint was excluded.
+    NoEndpoints,
+    /// Discovery failed before any endpoint was ever known.
+    Discovery(DiscoverError),
+    /// One attempt took longer than the per-attempt timeout.
+    AttemptTimeout(Duration),
+    /// The overall deadline of the call passed (attempts and backoff
+    /// included). Carries the last attempt's error, if there was one.
+    DeadlineExceeded {
+        /// The deadline that was exceeded.
+        deadline: Duration,
+        /// The last attempt's error, if any attempt finished.
+        last: Option<Box<Error>>,
+    },
+    /// A circuit breaker is open and rejected the call without trying it.
+    CircuitOpen,
+    /// Every allowed attempt failed; carries the last attempt's error.
+    RetriesExhausted {
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last attempt's error.
+        last: Box<Error>,
+    },
+    /// The retry budget refused a retry; carries the last attempt's error.
+    BudgetExhausted {
+        /// The last attempt's error.
+        last: Box<Error>,
+    },
+    /// The server said it was overloaded and the call was not retried.
+    Overloaded {
+        /// The retry-after the server asked for, if it gave one.
+        retry_after: Option<Duration>,
+    },
+    /// The inner (per-endpoint) service failed, or the classifier called its
+    /// response a failure.
+    Inner(BoxError),
+}
+
+impl Error {
+    /// Wraps an inner service error.
+    pub fn inner(e: impl Into<BoxError>) -> Self {
+        Error::Inner(e.into())
+    }
+
+    /// True when this error (or the last attempt it carries) is a timeout of
+    /// an attempt or of the deadline.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Error::AttemptTimeout(_) | Error::DeadlineExceeded { .. } => true,
+            Error::RetriesExhausted { last, .. } | Error::BudgetExhausted { last } => {
+                last.is_timeout()
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NoEndpoints => f.write_str("no endpoints available"),
+            Error::Discovery(e) => write!(f, "discovery failed before any endpoint was known: {e}"),
+            Error::AttemptTimeout(d) => write!(f, "attempt timed out after {d:?}"),
+            Error::DeadlineExceeded { deadline, .. } => {
+                write!(f, "deadline of {deadline:?} exceeded")
+            }
+            Error::CircuitOpen => f.write_str("circuit breaker is open"),
+            Error::RetriesExhausted { attempts, .. } => {
+                write!(f, "all {attempts} attempts failed")
+            }
+            Error::BudgetExhausted { .. } => f.write_str("retry budget exhausted"),
+            Error::Overloaded { retry_after } => match retry_after {
+                Some(d) => write!(f, "server overloaded (retry after {d:?})"),
+                None => f.write_str("server overloaded"),
+            },
+            Error::Inner(e) => write!(f, "inner service failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Discovery(e) => Some(e),
+            Error::DeadlineExceeded { last, .. } => {
+                last.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+            }
+            Error::RetriesExhausted { last, .. } | Error::BudgetExhausted { last } => {
+                Some(&**last)
+            }
+            Error::Inner(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// An invalid builder setting: which setting, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError {
+    setting: &'static str,
+    reason: String,
+}
+
+impl BuildError {
+    /// An error for `setting`, explained by `reason`.
+    pub fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+        BuildError {
+            setting,
+            reason: reason.into(),
+        }
+    }
+
+    /// The name of the offending setting.
+    pub fn setting(&self) -> &'static str {
+        self.setting
+    }
+
+    /// Why the setting was refused.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid setting `{}`: {}", self.setting, self.reason)
+    }
+}
+
+impl std::error::Error for BuildError {}
