@@ -2,6 +2,8 @@
 #![deny(missing_docs)]
 
 pub mod balance;
+#[cfg(feature = "arbitrary")]
+pub mod check;
 pub mod classify;
 pub mod discover;
 mod endpoint;

@@ -1,0 +1,76 @@
+//! Invariant checkers: op sequences run against the crate's state machines
+//! and compared with what the crate promises.
+//!
+//! Each checker takes a sequence of operations (derived with
+//! [`arbitrary::Arbitrary`], so a fuzzer can generate them from raw bytes),
+//! applies them to the real implementation next to a small reference model,
+//! and returns the first broken promise as a [`Violation`]. The same functions
+//! serve three callers:
+//!
+//! - the cargo-fuzz targets in `fuzz/` (nightly, coverage-guided);
+//! - `tests/fuzz_replay.rs` on stable, which replays the checked-in corpus
+//!   (`fuzz/corpus/<target>/`) and a few thousand seeded random sequences;
+//! - tests that feed a deliberately faulty implementation and expect a
+//!   violation, so the checks are known to be able to fail.
+//!
+//! This module exists only with the `arbitrary` feature (off by default).
+//!
+//! | checker | what it exercises |
+//! |---|---|
+//! | [`balancer`] | every balancer under set churn, ejection, load and exclusions |
+//!
+//! ```
+//! use towline::check::balancer::{BalancerKind, BalancerOp, Weight, run_balancer};
+//!
+//! let ops = [
+//!     BalancerOp::Reset { len: 4, weights: vec![Weight::One] },
+//!     BalancerOp::Eject { index: 2 },
+//!     BalancerOp::Cycle { exclude: 0b1 },
+//! ];
+//! assert!(run_balancer(BalancerKind::RoundRobin, &ops).is_ok());
+//! ```
+
+pub mod balancer;
+
+use std::fmt;
+
+/// A broken invariant: which operation exposed it and what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Index of the operation in the sequence (the sequence length for a
+    /// check made after the last operation).
+    pub step: usize,
+    /// What was expected and what happened.
+    pub message: String,
+}
+
+impl Violation {
+    pub(crate) fn new(step: usize, message: impl Into<String>) -> Self {
+        Violation {
+            step,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invariant violated at step {}: {}",
+            self.step, self.message
+        )
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// Returns a violation at `step` with the formatted message unless `cond`.
+macro_rules! ensure {
+    ($cond:expr, $step:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err($crate::check::Violation::new($step, format!($($fmt)+)));
+        }
+    };
+}
+pub(crate) use ensure;

@@ -1,0 +1,192 @@
+//! Stable replay of the fuzz targets: every checked-in corpus input
+//! (`fuzz/corpus/<target>/`) and a few thousand seeded random op sequences
+//! per target go through the same checkers (`towline::check`) the fuzzers
+//! run. Faulty implementations show that the checks can fail.
+#![cfg(feature = "arbitrary")]
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use arbitrary::{Arbitrary, Unstructured};
+use towline::balance::{Balancer, LoadSet, P2c};
+use towline::check::Violation;
+use towline::check::balancer::{BalancerCase, BalancerKind, run_balancer_with};
+use towline::rng::Rng;
+
+/// Seeded random sequences per target.
+const RANDOM_CASES: u64 = 3_000;
+
+/// Decodes `bytes` the way `fuzz_target!` does.
+fn decode<T: for<'a> Arbitrary<'a>>(bytes: &[u8]) -> T {
+    T::arbitrary_take_rest(Unstructured::new(bytes)).expect("arbitrary accepts any input")
+}
+
+/// Every file of `fuzz/corpus/<target>/`; fails when there is none, so a
+/// lost corpus does not pass silently.
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("corpus entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "empty corpus {}", dir.display());
+    files
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).expect("corpus file");
+            (path, bytes)
+        })
+        .collect()
+}
+
+/// Random input bytes of a random length up to `max_len`.
+fn random_bytes(rng: &mut Rng, max_len: usize) -> Vec<u8> {
+    let len = rng.below(max_len + 1);
+    (0..len).map(|_| rng.next_u64() as u8).collect()
+}
+
+fn replay<T>(target: &str, run: impl Fn(&T) -> Result<(), Violation>)
+where
+    T: for<'a> Arbitrary<'a> + std::fmt::Debug,
+{
+    for (path, bytes) in corpus(target) {
+        let case: T = decode(&bytes);
+        if let Err(v) = run(&case) {
+            panic!("{}: {v}\n{case:#?}", path.display());
+        }
+    }
+}
+
+fn random<T>(seed: u64, max_len: usize, run: impl Fn(&T) -> Result<(), Violation>)
+where
+    T: for<'a> Arbitrary<'a> + std::fmt::Debug,
+{
+    let mut rng = Rng::seeded(seed);
+    for i in 0..RANDOM_CASES {
+        let case: T = decode(&random_bytes(&mut rng, max_len));
+        if let Err(v) = run(&case) {
+            panic!("seed {seed}, case {i}: {v}\n{case:#?}");
+        }
+    }
+}
+
+#[test]
+fn balancer_corpus() {
+    replay("balancer", BalancerCase::run);
+}
+
+#[test]
+fn balancer_random_sequences() {
+    random(0xba1a, 2_048, BalancerCase::run);
+}
+
+/// Random cases run against `faulty` with the promises of `kind`: the first
+/// violation.
+fn first_violation(faulty: &dyn Balancer, kind: BalancerKind) -> Option<Violation> {
+    let mut rng = Rng::seeded(0xfa17);
+    (0..RANDOM_CASES).find_map(|_| {
+        let case: BalancerCase = decode(&random_bytes(&mut rng, 2_048));
+        run_balancer_with(faulty, kind, &case.ops).err()
+    })
+}
+
+/// Wraps a real balancer and breaks one promise.
+#[derive(Debug)]
+struct Faulty {
+    inner: Box<dyn Balancer>,
+    fault: Fault,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Picks as if every endpoint were eligible.
+    IgnoresExclusions,
+    /// Returns the other P2C candidate: the more loaded one.
+    PrefersMoreLoaded,
+    /// Skips a turn now and then.
+    DropsTurns,
+}
+
+impl Balancer for Faulty {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn rebuild(&self, weights: &[u32]) -> Box<dyn Balancer> {
+        Box::new(Faulty {
+            inner: self.inner.rebuild(weights),
+            fault: self.fault,
+        })
+    }
+
+    fn pick(
+        &self,
+        set: &dyn LoadSet,
+        eligible: &dyn Fn(usize) -> bool,
+        now: Instant,
+        rng: &mut Rng,
+    ) -> Option<usize> {
+        match self.fault {
+            Fault::IgnoresExclusions => self.inner.pick(set, &|_| true, now, rng),
+            Fault::PrefersMoreLoaded => {
+                let p2c = P2c::pending();
+                match p2c.sample_pair(set.len(), eligible, rng)? {
+                    (a, None) => Some(a),
+                    (a, Some(b)) => {
+                        let (ca, cb) = (p2c.cost(set.load(a), now), p2c.cost(set.load(b), now));
+                        Some(if ca > cb { a } else { b })
+                    }
+                }
+            }
+            Fault::DropsTurns => {
+                if rng.below(97) == 0 {
+                    self.inner.pick(set, eligible, now, rng);
+                }
+                self.inner.pick(set, eligible, now, rng)
+            }
+        }
+    }
+}
+
+#[test]
+fn checker_catches_a_balancer_that_ignores_exclusions() {
+    for kind in BalancerKind::ALL {
+        let faulty = Faulty {
+            inner: kind.build(),
+            fault: Fault::IgnoresExclusions,
+        };
+        let v = first_violation(&faulty, kind)
+            .unwrap_or_else(|| panic!("{kind:?} ignoring exclusions passed every check"));
+        // Either a pick with nothing eligible, or of an ineligible index.
+        assert!(
+            v.message.contains("with eligible []")
+                || v.message.contains("removed, ejected or excluded"),
+            "{kind:?}: {v}"
+        );
+    }
+}
+
+#[test]
+fn checker_catches_p2c_taking_the_more_loaded_candidate() {
+    let faulty = Faulty {
+        inner: Box::new(P2c::pending()),
+        fault: Fault::PrefersMoreLoaded,
+    };
+    let v = first_violation(&faulty, BalancerKind::P2cPending).expect("a violation");
+    assert!(v.message.starts_with("P2C picked"), "{v}");
+}
+
+#[test]
+fn checker_catches_round_robin_that_skips_turns() {
+    for kind in [BalancerKind::RoundRobin, BalancerKind::WeightedRoundRobin] {
+        let faulty = Faulty {
+            inner: kind.build(),
+            fault: Fault::DropsTurns,
+        };
+        let v = first_violation(&faulty, kind).expect("a violation");
+        assert!(v.message.contains("over one cycle"), "{kind:?}: {v}");
+    }
+}
