@@ -6,6 +6,7 @@ pub mod classify;
 pub mod discover;
 mod endpoint;
 pub mod error;
+pub mod policy;
 pub mod rng;
 
 pub use endpoint::{DEFAULT_WEIGHT, Endpoint};
