@@ -8,7 +8,12 @@ pub mod classify;
 pub mod discover;
 mod endpoint;
 pub mod error;
+pub mod policy;
 pub mod rng;
 
 pub use endpoint::{DEFAULT_WEIGHT, Endpoint};
 pub use error::{BoxError, BuildError, Error};
+pub mod channel;
+pub mod metrics;
+
+pub use channel::{Channel, EndpointInfo};

@@ -71,6 +71,13 @@ pub fn with_thread_rng<R>(f: impl FnOnce(&mut Rng) -> R) -> R {
     })
 }
 
+/// Replaces this thread's generator with one seeded by `seed`, so that the
+/// random choices made on this thread (backoff jitter, balancer picks) are
+/// reproducible, e.g. in a test on a current-thread runtime.
+pub fn seed_thread_rng(seed: u64) {
+    THREAD_RNG.with(|cell| cell.set(Some(Rng::seeded(seed))));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,338 @@
+//! Tests of the breaker core, the shared breaker and the layer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tower::{Layer, Service, ServiceExt};
+
+use super::*;
+use crate::error::{BoxError, Error};
+use crate::rng::Rng;
+
+const MS: Duration = Duration::from_millis(1);
+const S: Duration = Duration::from_secs(1);
+
+/// All triggers off: each test turns on the one it checks.
+fn base() -> BreakerSettings {
+    BreakerSettings::default()
+        .with_consecutive_failures(None)
+        .with_failure_rate(None)
+}
+
+/// Runs one admitted call through the core.
+fn call(
+    core: &mut BreakerCore,
+    failed: bool,
+    took: Duration,
+    now: Instant,
+    rng: &mut Rng,
+) -> Option<Transition> {
+    let (admission, _) = core.try_acquire(now);
+    core.record(admission.expect("admitted"), failed, took, now, rng)
+}
+
+fn opened(t: Option<Transition>) -> bool {
+    t.is_some_and(|t| t.to == BreakerState::Open)
+}
+
+#[test]
+fn consecutive_failures_open_exactly_at_the_threshold() {
+    let mut rng = Rng::seeded(1);
+    let now = Instant::now();
+    let mut core = BreakerCore::new(base().with_consecutive_failures(Some(5)));
+    // A success in between restarts the count.
+    for _ in 0..4 {
+        assert!(!opened(call(&mut core, true, MS, now, &mut rng)));
+    }
+    call(&mut core, false, MS, now, &mut rng);
+    for _ in 0..4 {
+        assert!(!opened(call(&mut core, true, MS, now, &mut rng)));
+    }
+    assert_eq!(core.state(), BreakerState::Closed);
+    assert!(opened(call(&mut core, true, MS, now, &mut rng)));
+    assert_eq!(core.state(), BreakerState::Open);
+}
+
+#[test]
+fn failure_rate_opens_exactly_at_the_threshold_once_min_calls_are_seen() {
+    let mut rng = Rng::seeded(2);
+    let now = Instant::now();
+    let settings = base()
+        .with_failure_rate(Some(0.5))
+        .with_window(Window::Count(10))
+        .with_min_calls(10);
+    let mut core = BreakerCore::new(settings.clone());
+    // 5 failures in the first 5 calls: 100%, but fewer than 10 calls.
+    for _ in 0..5 {
+        assert!(!opened(call(&mut core, true, MS, now, &mut rng)));
+    }
+    for _ in 0..4 {
+        assert!(!opened(call(&mut core, false, MS, now, &mut rng)));
+    }
+    // The 10th call makes 5 failures of 10 = 50%.
+    assert!(opened(call(&mut core, false, MS, now, &mut rng)));
+
+    // 4 of 10 stays closed; sliding the window keeps it at 4 of 10 until a
+    // fifth failure enters.
+    let mut core = BreakerCore::new(settings);
+    let pattern = [
+        true, false, true, false, true, false, true, false, false, false,
+    ];
+    for failed in pattern {
+        assert!(!opened(call(&mut core, failed, MS, now, &mut rng)));
+    }
+    // Slide: the first entry (a failure) leaves as a failure enters.
+    assert!(!opened(call(&mut core, true, MS, now, &mut rng)));
+    // The second entry (a success) leaves as a failure enters: 5 of 10.
+    assert!(opened(call(&mut core, true, MS, now, &mut rng)));
+}
+
+#[test]
+fn time_window_forgets_old_calls() {
+    let mut rng = Rng::seeded(3);
+    let t0 = Instant::now();
+    let settings = base()
+        .with_failure_rate(Some(0.5))
+        .with_window(Window::Time(10 * S))
+        .with_min_calls(4);
+    let mut core = BreakerCore::new(settings);
+    for _ in 0..3 {
+        call(&mut core, true, MS, t0, &mut rng);
+    }
+    // Eleven seconds later the three failures are gone: 1 failure of 4.
+    let t1 = t0 + 11 * S;
+    for _ in 0..3 {
+        assert!(!opened(call(&mut core, false, MS, t1, &mut rng)));
+    }
+    assert!(!opened(call(&mut core, true, MS, t1, &mut rng)));
+    // Within the window: 2 of 5 stays closed, 3 of 6 reaches 50%.
+    assert!(!opened(call(&mut core, true, MS, t1 + S, &mut rng)));
+    assert!(opened(call(&mut core, true, MS, t1 + S, &mut rng)));
+}
+
+#[test]
+fn slow_call_rate_opens_exactly_at_the_threshold() {
+    let mut rng = Rng::seeded(4);
+    let now = Instant::now();
+    let settings = base()
+        .with_slow_calls(Some((100 * MS, 0.5)))
+        .with_window(Window::Count(4))
+        .with_min_calls(4);
+    let mut core = BreakerCore::new(settings);
+    assert!(!opened(call(&mut core, false, 100 * MS, now, &mut rng)));
+    assert!(!opened(call(&mut core, false, 99 * MS, now, &mut rng)));
+    assert!(!opened(call(&mut core, false, 10 * MS, now, &mut rng)));
+    // Fourth call, second slow one: 2 of 4 = 50%.
+    assert!(opened(call(&mut core, false, S, now, &mut rng)));
+}
+
+fn trip(core: &mut BreakerCore, now: Instant, rng: &mut Rng) -> Duration {
+    let t = call(core, true, MS, now, rng).expect("opens");
+    t.open_for.expect("open time")
+}
+
+#[test]
+fn half_open_admits_exactly_n_probes_and_closes_when_all_succeed() {
+    let mut rng = Rng::seeded(5);
+    let t0 = Instant::now();
+    let settings = base().with_consecutive_failures(Some(1)).with_probes(3);
+    let mut core = BreakerCore::new(settings);
+    let open_for = trip(&mut core, t0, &mut rng);
+    // Still open just before the open time ends.
+    assert_eq!(core.try_acquire(t0 + open_for - MS).0, None);
+    let t1 = t0 + open_for;
+    let (first, transition) = core.try_acquire(t1);
+    assert_eq!(transition.map(|t| t.to), Some(BreakerState::HalfOpen));
+    let mut probes = vec![first.unwrap()];
+    probes.push(core.try_acquire(t1).0.unwrap());
+    probes.push(core.try_acquire(t1).0.unwrap());
+    assert!(probes.iter().all(|p| p.is_probe()));
+    assert_eq!(core.try_acquire(t1).0, None, "a fourth probe was admitted");
+    // An abandoned probe frees its slot.
+    core.release(probes.pop().unwrap());
+    probes.push(core.try_acquire(t1).0.unwrap());
+    assert_eq!(core.try_acquire(t1).0, None);
+    let mut last = None;
+    for p in probes {
+        assert_eq!(core.state(), BreakerState::HalfOpen);
+        last = core.record(p, false, MS, t1, &mut rng);
+    }
+    assert_eq!(last.map(|t| t.to), Some(BreakerState::Closed));
+}
+
+#[test]
+fn each_reopen_lengthens_the_open_time_up_to_the_cap() {
+    let mut rng = Rng::seeded(6);
+    let settings = base()
+        .with_consecutive_failures(Some(1))
+        .with_open_time(S, 2.0, 10 * S)
+        .with_open_jitter(0.2)
+        .with_probes(1);
+    let mut core = BreakerCore::new(settings);
+    let mut now = Instant::now();
+    let mut times = vec![trip(&mut core, now, &mut rng)];
+    for _ in 0..6 {
+        now = core.open_until().unwrap();
+        let (probe, _) = core.try_acquire(now);
+        let t = core
+            .record(probe.unwrap(), true, MS, now, &mut rng)
+            .unwrap();
+        assert_eq!((t.from, t.to), (BreakerState::HalfOpen, BreakerState::Open));
+        times.push(t.open_for.unwrap());
+    }
+    let ceilings = [1, 2, 4, 8, 10, 10, 10].map(|s| s * S);
+    for (t, c) in times.iter().zip(ceilings) {
+        assert!(*t <= c && *t >= c.mul_f64(0.8), "{times:?}");
+    }
+    // Strictly longer while the ceiling doubles (2 × 0.8 > 1).
+    assert!(times[..4].windows(2).all(|w| w[1] > w[0]), "{times:?}");
+    // A successful probe closes the breaker and the growth starts over.
+    now = core.open_until().unwrap();
+    let (probe, _) = core.try_acquire(now);
+    core.record(probe.unwrap(), false, MS, now, &mut rng);
+    assert_eq!(core.state(), BreakerState::Closed);
+    assert!(trip(&mut core, now, &mut rng) <= S);
+}
+
+#[test]
+fn results_from_before_a_state_change_are_ignored() {
+    let mut rng = Rng::seeded(7);
+    let now = Instant::now();
+    let mut core = BreakerCore::new(base().with_consecutive_failures(Some(2)));
+    let (old, _) = core.try_acquire(now);
+    core.force_open();
+    core.reset();
+    assert!(core.record(old.unwrap(), true, MS, now, &mut rng).is_none());
+    call(&mut core, true, MS, now, &mut rng);
+    // Only one failure counted since the reset.
+    assert_eq!(core.state(), BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn transitions_are_published_counted_and_forcing_holds() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let breaker = metrics::with_local_recorder(&recorder, || {
+        CircuitBreaker::named(base().with_consecutive_failures(Some(1)), "b1").unwrap()
+    });
+    let mut events = breaker.subscribe();
+    let now = Instant::now();
+    let failed = crate::classify::Outcome::Failure { retryable: true };
+    let a = breaker.try_acquire(now).unwrap();
+    breaker.record(a, failed, MS, now);
+    assert_eq!(breaker.state(), BreakerState::Open);
+    assert!(events.has_changed().unwrap());
+    assert_eq!(*events.borrow_and_update(), BreakerState::Open);
+
+    breaker.force_close();
+    for _ in 0..10 {
+        let a = breaker.try_acquire(now).unwrap();
+        breaker.record(a, failed, MS, now);
+    }
+    assert_eq!(breaker.state(), BreakerState::ForcedClosed);
+    breaker.force_open();
+    assert!(breaker.try_acquire(now + 3600 * S).is_none());
+    assert!(!breaker.would_admit(now + 3600 * S));
+    breaker.reset();
+    assert_eq!(*events.borrow_and_update(), BreakerState::Closed);
+
+    let counts: Vec<(String, u64)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(k, ..)| k.key().name() == crate::policy::metrics::BREAKER_TRANSITIONS)
+        .map(|(k, _, _, v)| {
+            let to = k
+                .key()
+                .labels()
+                .find(|l| l.key() == "to")
+                .unwrap()
+                .value()
+                .to_string();
+            let n = match v {
+                metrics_util::debugging::DebugValue::Counter(n) => n,
+                other => panic!("{other:?}"),
+            };
+            (to, n)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let mut counts = counts;
+    counts.sort();
+    let expect = |s: &str, n| (s.to_string(), n);
+    assert_eq!(
+        counts,
+        [
+            expect("closed", 1),
+            expect("forced_closed", 1),
+            expect("forced_open", 1),
+            expect("open", 1)
+        ]
+    );
+}
+
+#[test]
+fn retuning_keeps_the_state() {
+    let breaker = CircuitBreaker::new(base().with_consecutive_failures(Some(1))).unwrap();
+    let now = Instant::now();
+    let a = breaker.try_acquire(now).unwrap();
+    breaker.record(
+        a,
+        crate::classify::Outcome::Failure { retryable: true },
+        MS,
+        now,
+    );
+    breaker
+        .set_settings(base().with_consecutive_failures(Some(9)))
+        .unwrap();
+    assert_eq!(breaker.state(), BreakerState::Open);
+    assert_eq!(breaker.settings().consecutive_failures(), Some(9));
+    assert!(breaker.set_settings(base()).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn layer_fails_fast_without_calling_the_inner_service() {
+    let calls = crate::policy::tests::Count::default();
+    let c = calls.clone();
+    let inner = tower::service_fn(move |_: u32| {
+        c.bump();
+        async { Err::<u32, BoxError>("down".into()) }
+    });
+    let layer = CircuitBreakerLayer::new(base().with_consecutive_failures(Some(3))).unwrap();
+    let svc = layer.layer(inner);
+    for _ in 0..3 {
+        assert!(matches!(svc.clone().oneshot(1).await, Err(Error::Inner(_))));
+    }
+    assert_eq!(layer.breaker().state(), BreakerState::Open);
+    for _ in 0..100 {
+        assert!(matches!(
+            svc.clone().oneshot(1).await,
+            Err(Error::CircuitOpen)
+        ));
+    }
+    assert_eq!(calls.get(), 3, "the inner service was called while open");
+}
+
+#[tokio::test(start_paused = true)]
+async fn layer_gives_back_the_probe_of_a_dropped_call() {
+    let hang = tower::service_fn(|_: u32| std::future::pending::<Result<u32, BoxError>>());
+    let settings = base().with_consecutive_failures(Some(1)).with_probes(1);
+    let breaker = Arc::new(CircuitBreaker::new(settings).unwrap());
+    let layer = CircuitBreakerLayer::with_breaker(breaker.clone());
+    let now = crate::policy::now();
+    let a = breaker.try_acquire(now).unwrap();
+    breaker.record(
+        a,
+        crate::classify::Outcome::Failure { retryable: true },
+        MS,
+        now,
+    );
+    tokio::time::advance(60 * S).await;
+    let mut svc = layer.layer(hang);
+    let fut = svc.call(1);
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+    assert!(matches!(svc.call(2).await, Err(Error::CircuitOpen)));
+    drop(fut);
+    // The slot is free again.
+    assert!(breaker.try_acquire(crate::policy::now()).is_some());
+}
