@@ -11,6 +11,8 @@ use arbitrary::{Arbitrary, Unstructured};
 use towline::balance::{Balancer, LoadSet, P2c};
 use towline::check::Violation;
 use towline::check::balancer::{BalancerCase, BalancerKind, run_balancer_with};
+use towline::check::breaker::BreakerCase;
+use towline::check::budget_backoff::BudgetBackoffCase;
 use towline::rng::Rng;
 
 /// Seeded random sequences per target.
@@ -80,7 +82,27 @@ fn balancer_corpus() {
 
 #[test]
 fn balancer_random_sequences() {
-    random(0xba1a, 2_048, BalancerCase::run);
+    random(0xba1a, 512, BalancerCase::run);
+}
+
+#[test]
+fn breaker_corpus() {
+    replay("breaker", BreakerCase::run);
+}
+
+#[test]
+fn breaker_random_sequences() {
+    random(0xb4ea, 1_024, BreakerCase::run);
+}
+
+#[test]
+fn budget_backoff_corpus() {
+    replay("budget_backoff", BudgetBackoffCase::run);
+}
+
+#[test]
+fn budget_backoff_random_sequences() {
+    random(0xb0d6, 1_024, BudgetBackoffCase::run);
 }
 
 /// Random cases run against `faulty` with the promises of `kind`: the first

@@ -18,6 +18,8 @@
 //! | checker | what it exercises |
 //! |---|---|
 //! | [`balancer`] | every balancer under set churn, ejection, load and exclusions |
+//! | [`breaker`] | the circuit breaker against a reference model |
+//! | [`budget_backoff`] | retry/hedge budgets and backoff delays within their bounds |
 //!
 //! ```
 //! use towline::check::balancer::{BalancerKind, BalancerOp, Weight, run_balancer};
@@ -31,6 +33,8 @@
 //! ```
 
 pub mod balancer;
+pub mod breaker;
+pub mod budget_backoff;
 
 use std::fmt;
 
@@ -65,10 +69,46 @@ impl fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
+/// Implements `Arbitrary` for a fuzz case: its settings fields, then its
+/// operations. Decoded from a whole input (`arbitrary_take_rest`, what
+/// `fuzz_target!` and the replay use), operations are read one after another
+/// until the input is used up, with no length or continuation bytes, so
+/// every input byte goes into an operation and random inputs give long
+/// sequences.
+macro_rules! fuzz_case {
+    ($case:ident { $($field:ident),* ; $ops:ident }) => {
+        impl<'a> arbitrary::Arbitrary<'a> for $case {
+            fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+                Ok($case {
+                    $($field: u.arbitrary()?,)*
+                    $ops: u.arbitrary()?,
+                })
+            }
+
+            fn arbitrary_take_rest(
+                mut u: arbitrary::Unstructured<'a>,
+            ) -> arbitrary::Result<Self> {
+                let case = $case {
+                    $($field: u.arbitrary()?,)*
+                    $ops: Vec::new(),
+                };
+                let mut ops = Vec::new();
+                while !u.is_empty() {
+                    ops.push(u.arbitrary()?);
+                }
+                Ok($case { $ops: ops, ..case })
+            }
+        }
+    };
+}
+pub(crate) use fuzz_case;
+
 /// Returns a violation at `step` with the formatted message unless `cond`.
 macro_rules! ensure {
     ($cond:expr, $step:expr, $($fmt:tt)+) => {
-        if !$cond {
+        // A NaN comparison is false, so it counts as a violation.
+        let holds: bool = $cond;
+        if !holds {
             return Err($crate::check::Violation::new($step, format!($($fmt)+)));
         }
     };

@@ -252,13 +252,15 @@ pub enum BalancerOp {
 }
 
 /// A fuzz input: a balancer and the operations to run on it.
-#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BalancerCase {
     /// The balancer under test.
     pub kind: BalancerKind,
     /// Its operations, in order.
     pub ops: Vec<BalancerOp>,
 }
+
+crate::check::fuzz_case!(BalancerCase { kind; ops });
 
 impl BalancerCase {
     /// Runs [`run_balancer`] on this case.
