@@ -4,6 +4,8 @@
 
 #[path = "support/dnsmasq.rs"]
 mod dnsmasq;
+#[path = "support/http.rs"]
+mod http;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -11,12 +13,15 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use towline::Endpoint;
+use tower::{Service, ServiceExt};
+use towline::balance::RoundRobin;
 use towline::discover::{
-    DiscoverError, Dns, DnsBuilder, LOOKUP_ERRORS_METRIC, SRV_TARGET_KEY, Update,
+    DiscoverError, Dns, DnsBuilder, LOOKUP_ERRORS_METRIC, RefreshHint, SRV_TARGET_KEY, Update,
 };
+use towline::{Channel, Endpoint, Error};
 
 use dnsmasq::{Dnsmasq, LOCAL_TTL, Srv};
+use http::{Behavior, Reply, connector, eventually, start_many};
 
 const SRV_NAME: &str = "_http._tcp.svc.test";
 
@@ -265,6 +270,131 @@ async fn an_srv_change_after_a_restart_is_picked_up() {
         got,
         [(addr("127.0.0.61:8080"), 2), (addr("127.0.0.62:8080"), 7)]
     );
+}
+
+#[tokio::test]
+async fn a_refresh_hint_looks_again_before_the_ttl() {
+    let server = Dnsmasq::start(&[(ip("127.0.0.71"), "api.svc.test")], &[]);
+    let hint = RefreshHint::new();
+    // TTL refresh would only come after about a minute.
+    let mut dns = fast(Dns::host("api.svc.test.", 80), &server)
+        .min_ttl(Duration::from_secs(60))
+        .refresh_hint(hint.clone())
+        .build()
+        .unwrap();
+    wait_for_set(&mut dns, Duration::from_secs(5), |s| s.len() == 1).await;
+    server.set_hosts(&[(ip("127.0.0.72"), "api.svc.test")]);
+    hint.request();
+    // Rate limit (1 s after the last lookup) plus a lookup.
+    let (set, _) = wait_for_set(&mut dns, Duration::from_secs(3), |_| true).await;
+    assert_eq!(addrs(&set), [addr("127.0.0.72:80")]);
+}
+
+async fn get<S>(channel: &mut S) -> Result<Reply, Error>
+where
+    S: Service<String, Response = Reply, Error = Error>,
+{
+    channel.ready().await?.call("/".to_string()).await
+}
+
+/// SRV records for backends that all listen on 127.0.0.1 with their own
+/// ports: `b{i}.svc.test` → port of backend i, priority 1, weight 1.
+fn srv_for(ports: &[u16]) -> Vec<Srv> {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| Srv::new(SRV_NAME, &format!("b{i}.svc.test"), *port, 1, 1))
+        .collect()
+}
+
+fn loopback_hosts(count: usize) -> Vec<(IpAddr, String)> {
+    (0..count)
+        .map(|i| (ip("127.0.0.1"), format!("b{i}.svc.test")))
+        .collect()
+}
+
+fn host_refs(hosts: &[(IpAddr, String)]) -> Vec<(IpAddr, &str)> {
+    hosts
+        .iter()
+        .map(|(ip, name)| (*ip, name.as_str()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_reach_a_backend_added_in_dns() {
+    let backends = start_many(2, Behavior::default()).await;
+    let ports: Vec<u16> = backends.iter().map(|b| b.addr.port()).collect();
+    // Both SRV records exist, but only b0's name resolves at first.
+    let server = Dnsmasq::start(&host_refs(&loopback_hosts(1)), &srv_for(&ports));
+    let dns = fast(Dns::srv(format!("{SRV_NAME}.")), &server)
+        .build()
+        .unwrap();
+    let mut channel = Channel::builder(connector())
+        .discover(dns)
+        .balancer(RoundRobin::new())
+        .name("dns-added")
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        assert_eq!(get(&mut channel).await.unwrap().from, backends[0].addr);
+    }
+    assert_eq!(backends[1].hits(), 0);
+
+    server.set_hosts(&host_refs(&loopback_hosts(2)));
+    let changed_at = Instant::now();
+    let limit = Duration::from_secs(LOCAL_TTL + 1);
+    assert!(
+        eventually(limit, || channel.endpoints().len() == 2).await,
+        "the new backend did not reach the channel within {limit:?}"
+    );
+    assert!(changed_at.elapsed() <= limit);
+    for _ in 0..10 {
+        assert_eq!(get(&mut channel).await.unwrap().status, 200);
+    }
+    // Round-robin over two: half of the new calls each.
+    assert_eq!(backends[1].hits(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_keeps_serving_while_dnsmasq_is_down() {
+    let backends = start_many(2, Behavior::default()).await;
+    let ports: Vec<u16> = backends.iter().map(|b| b.addr.port()).collect();
+    let mut server = Dnsmasq::start(&host_refs(&loopback_hosts(2)), &srv_for(&ports));
+    let recorder = DebuggingRecorder::new();
+    let metrics = recorder.snapshotter();
+    let dns = metrics::with_local_recorder(&recorder, || {
+        fast(Dns::srv(format!("{SRV_NAME}.")), &server)
+            .build()
+            .unwrap()
+    });
+    let mut channel = Channel::builder(connector())
+        .discover(dns)
+        .balancer(RoundRobin::new())
+        .name("dns-down")
+        .build()
+        .unwrap();
+    assert_eq!(get(&mut channel).await.unwrap().status, 200);
+    assert!(eventually(Duration::from_secs(5), || channel.endpoints().len() == 2).await);
+
+    server.kill();
+    // Serve all through several failed lookups.
+    let mut errors = 0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while errors < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "only {errors} lookup errors counted"
+        );
+        let reply = get(&mut channel).await.expect("served from the last set");
+        assert_eq!(reply.status, 200);
+        errors += counters(&metrics)
+            .get(LOOKUP_ERRORS_METRIC)
+            .copied()
+            .unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(20)).await; // pace the calls
+    }
+    assert_eq!(channel.endpoints().len(), 2);
+    assert!(backends.iter().all(|b| b.hits() > 1));
 }
 
 #[test]

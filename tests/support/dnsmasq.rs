@@ -54,8 +54,8 @@ pub struct Dnsmasq {
     srv: Vec<Srv>,
 }
 
-/// Where dnsmasq is, or a panic that names the package to install.
-pub fn dnsmasq_binary() -> PathBuf {
+/// Where dnsmasq is: on PATH, else in /usr/sbin or /sbin.
+pub fn find_dnsmasq() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
@@ -64,12 +64,15 @@ pub fn dnsmasq_binary() -> PathBuf {
         .chain(["/usr/sbin".into(), "/sbin".into()])
         .map(|dir| dir.join("dnsmasq"))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "dnsmasq not found on PATH, /usr/sbin or /sbin: install the Debian package \
-                 `dnsmasq-base` (apt-get install -y dnsmasq-base); scripts/test does this"
-            )
-        })
+}
+
+/// What to tell someone who lacks dnsmasq.
+pub const MISSING_DNSMASQ: &str = "dnsmasq not found on PATH, /usr/sbin or /sbin: install the \
+    Debian package `dnsmasq-base` (apt-get install -y dnsmasq-base); scripts/test does this";
+
+/// Where dnsmasq is, or a panic that names the package to install.
+pub fn dnsmasq_binary() -> PathBuf {
+    find_dnsmasq().unwrap_or_else(|| panic!("{MISSING_DNSMASQ}"))
 }
 
 impl Dnsmasq {
