@@ -148,6 +148,33 @@ async fn srv_records_become_weighted_endpoints_of_the_lowest_priority() {
 }
 
 #[tokio::test]
+async fn srv_targets_without_glue_are_looked_up() {
+    let server = Dnsmasq::start_with_addresses(
+        &[(ip("127.0.0.25"), "a1.svc.test")],
+        &[
+            Srv::new(SRV_NAME, "a1.svc.test", 81, 1, 1),
+            Srv::new(SRV_NAME, "far.svc.test", 80, 1, 3),
+        ],
+        &[("far.svc.test", ip("127.0.0.26"))],
+    );
+    let mut dns = fast(Dns::srv(format!("{SRV_NAME}.")), &server)
+        .build()
+        .unwrap();
+    let (set, _) = wait_for_set(&mut dns, Duration::from_secs(5), |_| true).await;
+    let got: Vec<(SocketAddr, u32, &str)> = set
+        .iter()
+        .map(|e| (e.addr, e.weight, e.metadata[SRV_TARGET_KEY].as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (addr("127.0.0.25:81"), 1, "a1.svc.test."),
+            (addr("127.0.0.26:80"), 3, "far.svc.test."),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_hosts_dir_change_arrives_within_ttl_plus_one_second() {
     let server = Dnsmasq::start(&[(ip("127.0.0.31"), "api.svc.test")], &[]);
     let mut dns = fast(Dns::host("api.svc.test.", 80), &server)
@@ -431,4 +458,12 @@ fn invalid_settings_are_build_errors() {
         .name_servers([addr("127.0.0.1:53")])
         .build()
         .unwrap();
+}
+
+#[test]
+fn the_system_configuration_builds() {
+    // Reads /etc/resolv.conf; no query is sent.
+    Dns::host("api.svc.test.", 80)
+        .build()
+        .expect("system resolver configuration");
 }

@@ -52,6 +52,9 @@ pub struct Dnsmasq {
     port: u16,
     dir: PathBuf,
     srv: Vec<Srv>,
+    /// Names answered by `--address`: dnsmasq gives them no glue in SRV
+    /// answers, so a client must look them up itself.
+    addresses: Vec<(String, IpAddr)>,
 }
 
 /// Where dnsmasq is: on PATH, else in /usr/sbin or /sbin.
@@ -78,6 +81,16 @@ pub fn dnsmasq_binary() -> PathBuf {
 impl Dnsmasq {
     /// Starts dnsmasq with these host lines (`(ip, name)`) and SRV records.
     pub fn start(hosts: &[(IpAddr, &str)], srv: &[Srv]) -> Dnsmasq {
+        Dnsmasq::start_with_addresses(hosts, srv, &[])
+    }
+
+    /// Like [`start`](Self::start), plus names answered by `--address`
+    /// (never sent as SRV glue).
+    pub fn start_with_addresses(
+        hosts: &[(IpAddr, &str)],
+        srv: &[Srv],
+        addresses: &[(&str, IpAddr)],
+    ) -> Dnsmasq {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "towline-dnsmasq-{}-{}",
@@ -91,6 +104,10 @@ impl Dnsmasq {
             port: 0,
             dir,
             srv: srv.to_vec(),
+            addresses: addresses
+                .iter()
+                .map(|(n, ip)| (n.to_string(), *ip))
+                .collect(),
         };
         server.set_hosts(hosts);
         // A free port can be taken between the probe and dnsmasq's bind:
@@ -183,6 +200,9 @@ impl Dnsmasq {
         .arg(format!("--local-ttl={LOCAL_TTL}"));
         if is_root() {
             cmd.arg("--user=root");
+        }
+        for (name, ip) in &self.addresses {
+            cmd.arg(format!("--address=/{name}/{ip}"));
         }
         for s in &self.srv {
             cmd.arg(format!(

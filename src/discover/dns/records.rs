@@ -411,4 +411,63 @@ mod tests {
         assert_eq!(found.endpoints.len(), 1);
         assert_eq!(found.endpoints[0].weight, 5);
     }
+
+    /// Invariants that hold for any input: sorted unique addresses, no
+    /// unusable address, no port 0, and (for SRV) only the best priority.
+    fn check(found: &Extracted, kind: RecordKind) {
+        assert!(found.endpoints.windows(2).all(|w| w[0].addr < w[1].addr));
+        for e in &found.endpoints {
+            assert!(usable_ip(e.addr.ip()) && e.addr.port() != 0, "{e:?}");
+            if let RecordKind::Address { port } = kind {
+                assert_eq!(e.addr.port(), port);
+            }
+        }
+        if !found.endpoints.is_empty() {
+            assert!(found.ttl.is_some());
+        }
+    }
+
+    #[test]
+    fn mutated_wire_messages_never_panic() {
+        use hickory_resolver::proto::op::{Message, OpCode};
+
+        let mut message = Message::response(7, OpCode::Query);
+        message.add_answers([
+            srv(30, 1, 5, 8080, "a1.svc.test."),
+            srv(30, 1, 1, 8081, "a2.svc.test."),
+            srv(30, 2, 1, 8082, "b.svc.test."),
+            a("x.svc.test.", 5, [10, 0, 0, 1]),
+        ]);
+        message.add_additionals([
+            a("a1.svc.test.", 4, [127, 0, 0, 11]),
+            Record::from_rdata(
+                name("a2.svc.test."),
+                4,
+                RData::AAAA(AAAA::from(Ipv6Addr::LOCALHOST)),
+            ),
+        ]);
+        let wire = message.to_vec().unwrap();
+        let mut rng = crate::rng::Rng::seeded(99);
+        let mut parsed = 0;
+        for _ in 0..20_000 {
+            let mut bytes = wire.clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(bytes.len());
+                bytes[at] = rng.next_u64() as u8;
+            }
+            if rng.below(8) == 0 {
+                bytes.truncate(rng.below(bytes.len() + 1));
+            }
+            let Ok(m) = Message::from_vec(&bytes) else {
+                continue;
+            };
+            parsed += 1;
+            for kind in [RecordKind::Srv, RecordKind::Address { port: 80 }] {
+                let found = endpoints_from_records(&m.answers, &m.additionals, kind);
+                check(&found, kind);
+            }
+        }
+        // Enough mutants decode to exercise the conversion, not just the parser.
+        assert!(parsed > 1_000, "only {parsed} mutants parsed");
+    }
 }
