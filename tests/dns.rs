@@ -116,6 +116,17 @@ async fn a_and_aaaa_records_become_endpoints() {
     assert!(set.iter().all(|e| e.weight == 1));
 }
 
+/// The first set an SRV source on `server` yields: address, weight, target.
+async fn first_srv_set(server: &Dnsmasq) -> Vec<(SocketAddr, u32, String)> {
+    let mut dns = fast(Dns::srv(format!("{SRV_NAME}.")), server)
+        .build()
+        .unwrap();
+    let (set, _) = wait_for_set(&mut dns, Duration::from_secs(5), |_| true).await;
+    set.into_iter()
+        .map(|e| (e.addr, e.weight, e.metadata[SRV_TARGET_KEY].clone()))
+        .collect()
+}
+
 #[tokio::test]
 async fn srv_records_become_weighted_endpoints_of_the_lowest_priority() {
     let server = Dnsmasq::start(
@@ -130,19 +141,11 @@ async fn srv_records_become_weighted_endpoints_of_the_lowest_priority() {
             Srv::new(SRV_NAME, "backup.svc.test", 9000, 20, 9),
         ],
     );
-    let mut dns = fast(Dns::srv(format!("{SRV_NAME}.")), &server)
-        .build()
-        .unwrap();
-    let (set, _) = wait_for_set(&mut dns, Duration::from_secs(5), |_| true).await;
-    let got: Vec<(SocketAddr, u32, &str)> = set
-        .iter()
-        .map(|e| (e.addr, e.weight, e.metadata[SRV_TARGET_KEY].as_str()))
-        .collect();
     assert_eq!(
-        got,
+        first_srv_set(&server).await,
         [
-            (addr("127.0.0.21:8081"), 5, "a1.svc.test."),
-            (addr("127.0.0.22:8082"), 1, "a2.svc.test."),
+            (addr("127.0.0.21:8081"), 5, "a1.svc.test.".into()),
+            (addr("127.0.0.22:8082"), 1, "a2.svc.test.".into()),
         ]
     );
 }
@@ -157,19 +160,11 @@ async fn srv_targets_without_glue_are_looked_up() {
         ],
         &[("far.svc.test", ip("127.0.0.26"))],
     );
-    let mut dns = fast(Dns::srv(format!("{SRV_NAME}.")), &server)
-        .build()
-        .unwrap();
-    let (set, _) = wait_for_set(&mut dns, Duration::from_secs(5), |_| true).await;
-    let got: Vec<(SocketAddr, u32, &str)> = set
-        .iter()
-        .map(|e| (e.addr, e.weight, e.metadata[SRV_TARGET_KEY].as_str()))
-        .collect();
     assert_eq!(
-        got,
+        first_srv_set(&server).await,
         [
-            (addr("127.0.0.25:81"), 1, "a1.svc.test."),
-            (addr("127.0.0.26:80"), 3, "far.svc.test."),
+            (addr("127.0.0.25:81"), 1, "a1.svc.test.".into()),
+            (addr("127.0.0.26:80"), 3, "far.svc.test.".into()),
         ]
     );
 }
