@@ -241,13 +241,16 @@ impl Driver {
                 }
                 tracing::debug!(name, endpoints, next_in_ms, "DNS endpoints changed");
             }
-            Note::EmptyWithinGrace { until } => {
+            Note::EmptyWithinGrace { until, first } => {
                 let removal_in_ms = until.saturating_duration_since(now()).as_millis() as u64;
-                tracing::warn!(
-                    name,
-                    removal_in_ms,
-                    "DNS name has no records; keeping the last endpoints for the grace period"
-                );
+                let message =
+                    "DNS name has no records; keeping the last endpoints for the grace period";
+                // Warn once per empty spell; the repeats are routine.
+                if *first {
+                    tracing::warn!(name, removal_in_ms, "{message}");
+                } else {
+                    tracing::debug!(name, removal_in_ms, "{message}");
+                }
             }
             Note::Emptied => {
                 tracing::warn!(name, "DNS name has no records; endpoint set is now empty")

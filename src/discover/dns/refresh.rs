@@ -96,7 +96,8 @@ pub(crate) enum Note {
         cut_from: Option<usize>,
     },
     /// An empty answer while a set is held; it is dropped at `until`.
-    EmptyWithinGrace { until: Instant },
+    /// `first` marks the answer that started the empty spell.
+    EmptyWithinGrace { until: Instant, first: bool },
     /// Empty answers outlasted the grace period (or nothing was held): the
     /// set is now empty.
     Emptied,
@@ -199,6 +200,7 @@ impl Refresher {
         let next_at = now + self.ttl_delay(ttl.unwrap_or(Duration::ZERO));
         let holding = self.current.as_ref().is_some_and(|set| !set.is_empty());
         if holding {
+            let first = self.empty_since.is_none();
             let since = *self.empty_since.get_or_insert(now);
             let until = since + self.policy.empty_grace;
             if now < until {
@@ -207,7 +209,7 @@ impl Refresher {
                     error: None,
                     // Look again when the grace ends, so the removal is on time.
                     next_at: next_at.min(until),
-                    note: Note::EmptyWithinGrace { until },
+                    note: Note::EmptyWithinGrace { until, first },
                 };
             }
         }

@@ -177,7 +177,14 @@ fn empty_answers_drop_the_set_only_after_the_grace_period() {
         let step = r.on_answer(now, Answer::Empty { ttl: None });
         if now < grace_end {
             assert_eq!(step.update, None, "dropped at {:?}", now - t0);
-            assert_eq!(step.note, Note::EmptyWithinGrace { until: grace_end });
+            let first = now == t0 + 10 * S;
+            assert_eq!(
+                step.note,
+                Note::EmptyWithinGrace {
+                    until: grace_end,
+                    first
+                }
+            );
             assert!(
                 step.next_at <= grace_end,
                 "must look again when the grace ends"
@@ -204,7 +211,13 @@ fn records_during_grace_cancel_it() {
     // A new empty spell starts its own grace period.
     let step = r.on_answer(t0 + 40 * S, Answer::Empty { ttl: None });
     assert_eq!(step.update, None);
-    assert_eq!(step.note, Note::EmptyWithinGrace { until: t0 + 70 * S });
+    assert_eq!(
+        step.note,
+        Note::EmptyWithinGrace {
+            until: t0 + 70 * S,
+            first: true
+        }
+    );
     // Failures during a grace period neither extend nor end it.
     r.on_answer(t0 + 50 * S, failed());
     let step = r.on_answer(t0 + 70 * S, Answer::Empty { ttl: None });
