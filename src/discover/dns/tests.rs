@@ -245,3 +245,9 @@ async fn skipped_records_and_caps_are_counted() {
     assert_eq!(counted[RECORDS_SKIPPED_METRIC], 3);
     assert_eq!(counted[ENDPOINTS_CAPPED_METRIC], 1);
 }
+
+#[test]
+fn dns_is_a_discovery_source() {
+    fn discover<D: crate::discover::Discover + Unpin>() {}
+    discover::<Dns>();
+}
