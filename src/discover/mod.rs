@@ -16,6 +16,8 @@
 //! - [`Static`]: a fixed list, sent once.
 //! - [`Manual`]: a cloneable handle to insert, remove and reset endpoints at
 //!   runtime.
+//! - `Dns` (feature `dns`, on by default): A/AAAA or SRV records, refreshed on
+//!   their TTL.
 //!
 //! A source that can look again on demand (DNS) takes a [`RefreshHint`]; the
 //! channel pulls it when every endpoint is ejected or failing, so that a
@@ -37,6 +39,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "dns")]
+mod dns;
 mod manual;
 mod static_list;
 
@@ -48,6 +52,12 @@ use futures_core::Stream;
 
 use crate::Endpoint;
 
+#[cfg(feature = "dns")]
+pub use dns::{
+    DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT, Dns, DnsBuilder, ENDPOINTS_CAPPED_METRIC, Extracted,
+    LOOKUP_ERRORS_METRIC, LOOKUPS_METRIC, RECORDS_SKIPPED_METRIC, RecordKind, SRV_PRIORITY_KEY,
+    SRV_TARGET_KEY, SrvTarget, endpoints_from_records,
+};
 pub use manual::{Manual, ManualStream};
 pub use static_list::Static;
 
