@@ -102,12 +102,10 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Discovery(e) => Some(e),
-            Error::DeadlineExceeded { last, .. } => {
-                last.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
-            }
-            Error::RetriesExhausted { last, .. } | Error::BudgetExhausted { last } => {
-                Some(&**last)
-            }
+            Error::DeadlineExceeded { last, .. } => last
+                .as_deref()
+                .map(|e| e as &(dyn std::error::Error + 'static)),
+            Error::RetriesExhausted { last, .. } | Error::BudgetExhausted { last } => Some(&**last),
             Error::Inner(e) => Some(&**e),
             _ => None,
         }

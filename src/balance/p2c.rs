@@ -177,7 +177,10 @@ mod tests {
         let now = Instant::now();
         let mut rng = Rng::seeded(1);
         let set = loads(4);
-        assert_eq!(P2c::pending().pick(&set, &|i| i == 2, now, &mut rng), Some(2));
+        assert_eq!(
+            P2c::pending().pick(&set, &|i| i == 2, now, &mut rng),
+            Some(2)
+        );
         assert_eq!(P2c::pending().pick(&loads(1), &all, now, &mut rng), Some(0));
     }
 

@@ -33,7 +33,11 @@ enum Plan {
     RandomMode,
     RoundRobinMode,
     Alias(AliasTable),
-    Schedule { slots: Vec<u32>, cursor: AtomicUsize, weights: Vec<u32> },
+    Schedule {
+        slots: Vec<u32>,
+        cursor: AtomicUsize,
+        weights: Vec<u32>,
+    },
 }
 
 impl Weighted {
@@ -75,7 +79,10 @@ impl Weighted {
     /// Exact weighted choice among eligible indices by scanning; uniform when
     /// every eligible weight is 0.
     fn scan(&self, n: usize, eligible: &dyn Fn(usize) -> bool, rng: &mut Rng) -> Option<usize> {
-        let total: u64 = (0..n).filter(|&i| eligible(i)).map(|i| self.weight_of(i)).sum();
+        let total: u64 = (0..n)
+            .filter(|&i| eligible(i))
+            .map(|i| self.weight_of(i))
+            .sum();
         if total == 0 {
             return sample_eligible(n, eligible, None, rng);
         }
@@ -137,7 +144,11 @@ impl Balancer for Weighted {
                 }
                 self.scan(n, eligible, rng)
             }
-            Plan::Schedule { slots, cursor, weights } if weights.len() == n => {
+            Plan::Schedule {
+                slots,
+                cursor,
+                weights,
+            } if weights.len() == n => {
                 if slots.is_empty() {
                     return self.scan(n, eligible, rng);
                 }

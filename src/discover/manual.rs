@@ -42,7 +42,8 @@ struct Shared {
 impl Shared {
     fn publish(&mut self, update: Update) {
         // A subscriber whose stream was dropped is forgotten here.
-        self.subscribers.retain(|tx| tx.send(update.clone()).is_ok());
+        self.subscribers
+            .retain(|tx| tx.send(update.clone()).is_ok());
     }
 }
 

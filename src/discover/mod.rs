@@ -16,6 +16,8 @@
 //! - [`Static`]: a fixed list, sent once.
 //! - [`Manual`]: a cloneable handle to insert, remove and reset endpoints at
 //!   runtime.
+//! - `Etcd` (feature `etcd`): follows a key prefix in etcd; `Registrar`
+//!   registers an instance there under a lease.
 //!
 //! A source that can look again on demand (DNS) takes a [`RefreshHint`]; the
 //! channel pulls it when every endpoint is ejected or failing, so that a
@@ -37,7 +39,11 @@
 //! # }
 //! ```
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod manual;
+#[cfg(feature = "etcd")]
+mod registrar;
 mod static_list;
 
 use std::fmt;
@@ -48,7 +54,11 @@ use futures_core::Stream;
 
 use crate::Endpoint;
 
+#[cfg(feature = "etcd")]
+pub use etcd::{Etcd, EtcdBuilder, EtcdCluster};
 pub use manual::{Manual, ManualStream};
+#[cfg(feature = "etcd")]
+pub use registrar::{DEFAULT_TTL, Registrar, RegistrarBuilder};
 pub use static_list::Static;
 
 /// One change to the endpoint set.
