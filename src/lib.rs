@@ -10,3 +10,7 @@ pub mod rng;
 
 pub use endpoint::{DEFAULT_WEIGHT, Endpoint};
 pub use error::{BoxError, BuildError, Error};
+pub mod channel;
+pub mod metrics;
+
+pub use channel::{Channel, EndpointInfo};

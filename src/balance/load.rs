@@ -118,6 +118,13 @@ impl Load {
         Some(Duration::from_nanos(ns as u64))
     }
 
+    /// The last RTT estimate as recorded, without idle decay; `None` before
+    /// the first observation.
+    pub fn rtt_estimate(&self) -> Option<Duration> {
+        let bits = self.rtt_ns.load(Ordering::Relaxed);
+        (bits != UNSET).then(|| Duration::from_nanos(f64::from_bits(bits) as u64))
+    }
+
     /// The peak-EWMA cost: `rtt × (pending + 1) / weight`, using
     /// `default_rtt` before the first observation. Weight 0 costs the most.
     pub fn ewma_cost(&self, now: Instant, decay: Duration, default_rtt: Duration) -> f64 {

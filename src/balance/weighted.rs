@@ -86,7 +86,7 @@ impl Weighted {
         if total == 0 {
             return sample_eligible(n, eligible, None, rng);
         }
-        let mut r = (u128::from(rng.next_u64()) * u128::from(total) >> 64) as u64;
+        let mut r = ((u128::from(rng.next_u64()) * u128::from(total)) >> 64) as u64;
         for i in (0..n).filter(|&i| eligible(i)) {
             let w = self.weight_of(i);
             if r < w {

@@ -28,7 +28,7 @@
 //! use towline::discover::{Static, Update};
 //!
 //! # tokio_test_block_on(async {
-//! let mut source = Static::new(["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()]);
+//! let mut source = Static::new(["127.0.0.1:1".parse::<std::net::SocketAddr>().unwrap(), "127.0.0.1:2".parse().unwrap()]);
 //! match source.next().await {
 //!     Some(Ok(Update::Reset(set))) => assert_eq!(set.len(), 2),
 //!     other => panic!("unexpected {other:?}"),

@@ -1,0 +1,89 @@
+//! One call through the channel: wait for endpoints, pick, attempt, record.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures_util::future::poll_fn;
+use tower::Service;
+
+use super::table::Snapshot;
+use super::{Shared, now};
+use crate::classify::Outcome;
+use crate::rng::with_thread_rng;
+use crate::{BoxError, Error};
+
+/// The result of one attempt on one endpoint.
+pub(crate) struct Attempt<Resp> {
+    /// The inner service's result, its error boxed.
+    pub(crate) result: Result<Resp, BoxError>,
+    /// What the classifier made of it.
+    pub(crate) outcome: Outcome,
+}
+
+/// Picks an eligible endpoint of `snapshot` that `excluded` does not reject.
+pub(crate) fn pick<S>(
+    snapshot: &Snapshot<S>,
+    excluded: &dyn Fn(usize) -> bool,
+    at: std::time::Instant,
+) -> Option<usize> {
+    let eligible = |i: usize| !excluded(i) && !snapshot.slots[i].ejected.load(Ordering::Relaxed);
+    with_thread_rng(|rng| snapshot.balancer.pick(snapshot, &eligible, at, rng))
+}
+
+/// Sends `req` to endpoint `index` of `snapshot`, and records the outcome on
+/// the endpoint's load, counters and metrics.
+pub(crate) async fn attempt<Req, S>(
+    shared: &Shared<Req, S>,
+    snapshot: &Snapshot<S>,
+    index: usize,
+    req: Req,
+) -> Attempt<S::Response>
+where
+    S: Service<Req> + Clone,
+    S::Response: 'static,
+    S::Error: Into<BoxError> + 'static,
+{
+    let slot = &snapshot.slots[index];
+    let mut service = slot.service.clone();
+    let start = now();
+    let in_flight = slot.begin();
+    let result = match poll_fn(|cx| service.poll_ready(cx)).await {
+        Ok(()) => service.call(req).await,
+        Err(e) => Err(e),
+    };
+    let end = now();
+    let rtt = end.saturating_duration_since(start);
+    let outcome = shared.classify.classify(&result);
+    drop(in_flight);
+    slot.record(outcome, rtt);
+    snapshot.balancer.observe(&slot.load, rtt, end);
+    Attempt {
+        result: result.map_err(Into::into),
+        outcome,
+    }
+}
+
+/// A call with no policy: one attempt on one picked endpoint.
+pub(crate) async fn call<Req, S>(
+    shared: Arc<Shared<Req, S>>,
+    req: Req,
+) -> Result<S::Response, Error>
+where
+    S: Service<Req> + Clone,
+    S::Response: 'static,
+    S::Error: Into<BoxError> + 'static,
+{
+    let start = now();
+    let snapshot = shared.table.populated(shared.initial_wait).await?;
+    let Some(index) = pick(&snapshot, &|_| false, start) else {
+        shared.request_refresh();
+        return Err(Error::NoEndpoints);
+    };
+    let attempt = attempt(&shared, &snapshot, index, req).await;
+    shared
+        .metrics
+        .record_call(attempt.outcome, now().saturating_duration_since(start));
+    // A response the classifier called a failure is still the caller's
+    // answer when nothing else will be tried.
+    attempt.result.map_err(Error::Inner)
+}

@@ -1,0 +1,167 @@
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures_util::{StreamExt, stream};
+use tower::{Service, ServiceExt, service_fn};
+
+use super::*;
+use crate::balance::RoundRobin;
+use crate::discover::{DiscoverError, Manual, Static, Update};
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+type Echo = tower::util::BoxCloneSyncService<u32, u16, Infallible>;
+
+/// A connector whose service answers with the endpoint's port.
+fn echo(ep: &Endpoint) -> Echo {
+    let port = ep.addr.port();
+    Echo::new(service_fn(move |_req: u32| async move {
+        Ok::<_, Infallible>(port)
+    }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_for_first_endpoints_then_fails_with_no_endpoints() {
+    let manual = Manual::new();
+    let mut channel = Channel::builder(echo)
+        .discover(manual.stream())
+        .initial_wait(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let err = channel.ready().await.unwrap().call(1).await.unwrap_err();
+    assert!(matches!(err, Error::NoEndpoints), "{err}");
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_call_is_served_when_endpoints_arrive() {
+    let manual = Manual::new();
+    let channel = Channel::builder(echo)
+        .discover(manual.stream())
+        .build()
+        .unwrap();
+    let mut ch = channel.clone();
+    let call = tokio::spawn(async move { ch.call(1).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!call.is_finished());
+    manual.insert(addr(7));
+    assert_eq!(call.await.unwrap().unwrap(), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn discovery_failure_before_any_endpoint_is_reported() {
+    let failing = stream::iter([Err::<Update, _>(DiscoverError::new("resolver unreachable"))])
+        .chain(stream::pending());
+    let mut channel = Channel::builder(echo)
+        .discover(failing)
+        .initial_wait(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    match channel.call(1).await {
+        Err(Error::Discovery(e)) => assert_eq!(e.message(), "resolver unreachable"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn endpoint_state_survives_updates_and_weights_change_in_place() {
+    let manual = Manual::with_endpoints([addr(1), addr(2)]);
+    let mut channel = Channel::builder(echo)
+        .discover(manual.stream())
+        .balancer(RoundRobin::new())
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        channel.call(0).await.unwrap();
+    }
+    manual.reset([
+        Endpoint::new(addr(1)).with_weight(7),
+        Endpoint::new(addr(2)),
+        Endpoint::new(addr(3)),
+    ]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while channel.endpoints().len() != 3 {
+        assert!(tokio::time::Instant::now() < deadline, "update not applied");
+        tokio::task::yield_now().await;
+    }
+    let info = channel.endpoints();
+    assert_eq!(info[0].endpoint.weight, 7);
+    assert_eq!(
+        info[0].requests + info[1].requests,
+        10,
+        "counters were lost"
+    );
+    assert_eq!(info[2].requests, 0);
+}
+
+#[tokio::test]
+async fn discovery_task_ends_with_the_last_clone() {
+    let made = Arc::new(AtomicU32::new(0));
+    let marker = made.clone();
+    let connect = move |ep: &Endpoint| {
+        marker.fetch_add(1, Ordering::Relaxed);
+        echo(ep)
+    };
+    let manual = Manual::with_endpoints([addr(1)]);
+    let channel = Channel::builder(connect)
+        .discover(manual.stream())
+        .build()
+        .unwrap();
+    let second = channel.clone();
+    drop(channel);
+    let mut second = second;
+    assert_eq!(second.call(0).await.unwrap(), 1);
+    drop(second);
+    // The task owned the connector (and its clone of `made`); once it ends,
+    // only our handle is left.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&made) > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "discovery task still running"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn invalid_builder_settings_are_errors() {
+    let err = Channel::<u32, Echo>::builder(echo).build().unwrap_err();
+    assert_eq!(err.setting(), "discover");
+    let err = Channel::builder(echo)
+        .discover(Static::new([addr(1)]))
+        .name("")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.setting(), "name");
+    assert!(err.to_string().contains("must not be empty"));
+}
+
+#[test]
+fn building_outside_a_runtime_is_an_error() {
+    let err = Channel::builder(echo)
+        .discover(Static::new([addr(1)]))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.setting(), "runtime");
+}
+
+#[tokio::test]
+async fn empty_update_stream_errors_do_not_drop_endpoints() {
+    let updates = stream::iter([
+        Ok(Update::Reset(vec![Endpoint::new(addr(5))])),
+        Err(DiscoverError::new("transient")),
+    ])
+    .chain(stream::pending());
+    let mut channel = Channel::builder(echo).discover(updates).build().unwrap();
+    assert_eq!(channel.call(0).await.unwrap(), 5);
+    tokio::task::yield_now().await;
+    assert_eq!(channel.call(0).await.unwrap(), 5);
+    assert_eq!(channel.endpoints().len(), 1);
+}

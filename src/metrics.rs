@@ -1,0 +1,132 @@
+//! Metric names and handles, reported through the [`metrics`] facade.
+//!
+//! Install any `metrics` recorder (Prometheus exporter, statsd, …) and a
+//! channel reports the series below. Every handle is registered once, when
+//! the channel is built or an endpoint is inserted, so the call path never
+//! formats or hashes a label. Without a recorder the handles do nothing.
+//!
+//! Labels: `channel` is the name given to the channel builder (default
+//! `"default"`); `endpoint` is the endpoint's socket address; `outcome` is
+//! `success`, `failure` or `overloaded` (as the classifier said); `kind` is
+//! `reset`, `insert` or `remove`.
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `towline_requests_total` | counter | channel, outcome | calls finished through the channel |
+//! | `towline_request_duration_seconds` | histogram | channel | call latency as the caller saw it |
+//! | `towline_endpoints` | gauge | channel | endpoints in the current set |
+//! | `towline_discovery_updates_total` | counter | channel, kind | discovery updates applied |
+//! | `towline_discovery_errors_total` | counter | channel | errors reported by the discovery source |
+//! | `towline_endpoint_requests_total` | counter | channel, endpoint, outcome | attempts sent to one endpoint |
+//! | `towline_endpoint_request_duration_seconds` | histogram | channel, endpoint | attempt latency on one endpoint |
+//! | `towline_endpoint_in_flight` | gauge | channel, endpoint | attempts in flight on one endpoint |
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+use crate::classify::Outcome;
+
+/// `towline_requests_total`: calls finished, by outcome.
+pub const REQUESTS_TOTAL: &str = "towline_requests_total";
+/// `towline_request_duration_seconds`: call latency.
+pub const REQUEST_DURATION: &str = "towline_request_duration_seconds";
+/// `towline_endpoints`: size of the current endpoint set.
+pub const ENDPOINTS: &str = "towline_endpoints";
+/// `towline_discovery_updates_total`: discovery updates applied, by kind.
+pub const DISCOVERY_UPDATES: &str = "towline_discovery_updates_total";
+/// `towline_discovery_errors_total`: errors from the discovery source.
+pub const DISCOVERY_ERRORS: &str = "towline_discovery_errors_total";
+/// `towline_endpoint_requests_total`: attempts per endpoint, by outcome.
+pub const ENDPOINT_REQUESTS: &str = "towline_endpoint_requests_total";
+/// `towline_endpoint_request_duration_seconds`: attempt latency per endpoint.
+pub const ENDPOINT_DURATION: &str = "towline_endpoint_request_duration_seconds";
+/// `towline_endpoint_in_flight`: attempts in flight per endpoint.
+pub const ENDPOINT_IN_FLIGHT: &str = "towline_endpoint_in_flight";
+
+/// One counter per outcome, so recording needs no label.
+#[derive(Debug, Clone)]
+pub(crate) struct OutcomeCounters {
+    success: Counter,
+    failure: Counter,
+    overloaded: Counter,
+}
+
+impl OutcomeCounters {
+    fn new(name: &'static str, labels: &[(&'static str, String)]) -> Self {
+        let with = |outcome: &'static str| {
+            let mut l: Vec<(&'static str, String)> = labels.to_vec();
+            l.push(("outcome", outcome.to_string()));
+            counter!(name, &l)
+        };
+        OutcomeCounters {
+            success: with("success"),
+            failure: with("failure"),
+            overloaded: with("overloaded"),
+        }
+    }
+
+    pub(crate) fn record(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Success => self.success.increment(1),
+            Outcome::Failure { .. } => self.failure.increment(1),
+            Outcome::Overloaded { .. } => self.overloaded.increment(1),
+        }
+    }
+}
+
+/// Channel-wide handles.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelMetrics {
+    pub(crate) requests: OutcomeCounters,
+    pub(crate) duration: Histogram,
+    pub(crate) endpoints: Gauge,
+    pub(crate) resets: Counter,
+    pub(crate) inserts: Counter,
+    pub(crate) removes: Counter,
+    pub(crate) discovery_errors: Counter,
+    name: String,
+}
+
+impl ChannelMetrics {
+    pub(crate) fn new(channel: &str) -> Self {
+        let labels = [("channel", channel.to_string())];
+        let kind = |k: &'static str| counter!(DISCOVERY_UPDATES, "channel" => channel.to_string(), "kind" => k);
+        ChannelMetrics {
+            requests: OutcomeCounters::new(REQUESTS_TOTAL, &labels),
+            duration: histogram!(REQUEST_DURATION, &labels),
+            endpoints: gauge!(ENDPOINTS, &labels),
+            resets: kind("reset"),
+            inserts: kind("insert"),
+            removes: kind("remove"),
+            discovery_errors: counter!(DISCOVERY_ERRORS, &labels),
+            name: channel.to_string(),
+        }
+    }
+
+    /// Handles for one endpoint of this channel.
+    pub(crate) fn endpoint(&self, addr: std::net::SocketAddr) -> EndpointMetrics {
+        let labels = [
+            ("channel", self.name.clone()),
+            ("endpoint", addr.to_string()),
+        ];
+        EndpointMetrics {
+            requests: OutcomeCounters::new(ENDPOINT_REQUESTS, &labels),
+            duration: histogram!(ENDPOINT_DURATION, &labels),
+            in_flight: gauge!(ENDPOINT_IN_FLIGHT, &labels),
+        }
+    }
+
+    pub(crate) fn record_call(&self, outcome: Outcome, latency: Duration) {
+        self.requests.record(outcome);
+        self.duration.record(latency.as_secs_f64());
+    }
+}
+
+/// Per-endpoint handles, made when the endpoint is inserted.
+#[derive(Debug, Clone)]
+pub(crate) struct EndpointMetrics {
+    pub(crate) requests: OutcomeCounters,
+    pub(crate) duration: Histogram,
+    pub(crate) in_flight: Gauge,
+}
