@@ -1,1 +1,187 @@
-fn main() {}
+//! Per-call overhead of a towline channel against tower's P2C balancer, over
+//! an always-ready in-memory service, in the same run.
+//!
+//! - `towline`: `Channel` with P2C peak-EWMA, shared by clones.
+//! - `tower_balance`: `tower::balance::p2c::Balance<PeakEwma<_>>` used
+//!   directly (`&mut`, one task only: it cannot be shared).
+//! - `tower_buffer`: the same `Balance` behind `tower::buffer::Buffer`
+//!   (capacity 1024), which is how tonic shares a balanced channel.
+//!
+//! "1 task" runs calls one after another; "64 tasks" splits the calls over 64
+//! tasks on a 2-worker multi-thread runtime and reports elapsed / calls.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use std::task::{Context, Poll};
+use tower::balance::p2c::Balance;
+use tower::buffer::Buffer;
+use tower::discover::ServiceList;
+use tower::load::{CompleteOnResponse, PeakEwma};
+
+use tower::{Service, ServiceExt};
+use towline::balance::P2c;
+use towline::discover::Static;
+use towline::{Channel, Endpoint};
+
+/// An always-ready in-memory service that answers with its request: no
+/// allocation, so the benchmark measures the balancers alone.
+#[derive(Debug, Clone, Copy)]
+struct Echo;
+
+impl Service<u64> for Echo {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<u64, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u64) -> Self::Future {
+        std::future::ready(Ok(req))
+    }
+}
+
+fn echo() -> Echo {
+    Echo
+}
+
+fn addrs(n: usize) -> Vec<SocketAddr> {
+    (0..n)
+        .map(|i| SocketAddr::from(([127, 0, (i / 250) as u8, (i % 250) as u8 + 1], 80)))
+        .collect()
+}
+
+fn towline_channel(n: usize) -> Channel<u64, Echo> {
+    Channel::builder(|_: &Endpoint| echo())
+        .discover(Static::new(addrs(n)))
+        .balancer(P2c::peak_ewma())
+        .build()
+        .expect("valid channel")
+}
+
+type TowerBalance = Balance<ServiceList<Vec<PeakEwma<Echo>>>, u64>;
+
+fn tower_balance(n: usize) -> TowerBalance {
+    let services = (0..n)
+        .map(|_| {
+            PeakEwma::new(
+                echo(),
+                Duration::from_millis(30),
+                Duration::from_secs(10).as_nanos() as f64,
+                CompleteOnResponse::default(),
+            )
+        })
+        .collect::<Vec<_>>();
+    Balance::new(ServiceList::new(services))
+}
+
+const TASKS: u64 = 64;
+
+/// Runs `iters` calls split over 64 tasks, each on its own clone.
+async fn concurrent<S>(svc: S, iters: u64) -> Duration
+where
+    S: Service<u64, Response = u64> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug,
+    S::Future: Send,
+{
+    let per_task = iters.div_ceil(TASKS);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let mut svc = svc.clone();
+            tokio::spawn(async move {
+                for i in 0..per_task {
+                    black_box(svc.ready().await.unwrap().call(i).await.unwrap());
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    start
+        .elapsed()
+        .mul_f64(iters as f64 / (per_task * TASKS) as f64)
+}
+
+/// Runs `iters` calls one after another on one task.
+async fn sequential<S>(svc: &mut S, iters: u64) -> Duration
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    let start = Instant::now();
+    for i in 0..iters {
+        black_box(svc.ready().await.unwrap().call(i).await.unwrap());
+    }
+    start.elapsed()
+}
+
+fn one_task(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("call_1_task");
+    for n in [10usize, 100, 1000] {
+        let mut channel = rt.block_on(ready_channel(n));
+        group.bench_with_input(BenchmarkId::new("towline", n), &n, |b, _| {
+            b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters)));
+        });
+        let mut balance = tower_balance(n);
+        group.bench_with_input(BenchmarkId::new("tower_balance", n), &n, |b, _| {
+            b.iter_custom(|iters| rt.block_on(sequential(&mut balance, iters)));
+        });
+        let mut buffer = rt.block_on(async { Buffer::new(tower_balance(n), 1024) });
+        group.bench_with_input(BenchmarkId::new("tower_buffer", n), &n, |b, _| {
+            b.iter_custom(|iters| rt.block_on(sequential(&mut buffer, iters)));
+        });
+    }
+    group.finish();
+}
+
+/// A channel whose discovery task has published all `n` endpoints.
+async fn ready_channel(n: usize) -> Channel<u64, Echo> {
+    let ch = towline_channel(n);
+    while ch.endpoints().len() < n {
+        tokio::task::yield_now().await;
+    }
+    ch
+}
+
+fn many_tasks(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("call_64_tasks");
+    for n in [10usize, 100, 1000] {
+        let channel = rt.block_on(ready_channel(n));
+        group.bench_with_input(BenchmarkId::new("towline", n), &n, |b, _| {
+            b.to_async(&rt)
+                .iter_custom(|iters| concurrent(channel.clone(), iters));
+        });
+        let buffer = rt.block_on(async { Buffer::new(tower_balance(n), 1024) });
+        group.bench_with_input(BenchmarkId::new("tower_buffer", n), &n, |b, _| {
+            b.to_async(&rt)
+                .iter_custom(|iters| concurrent(buffer.clone(), iters));
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    targets = one_task, many_tasks
+}
+criterion_main!(benches);
