@@ -1,42 +1,7 @@
-//! Registration: an instance announces itself in etcd under a lease.
-//!
-//! A [`Registrar`] puts one key, `{prefix}{instance id}` (the instance id
-//! defaults to the endpoint's address), whose value is the endpoint in the
-//! JSON form [`Etcd`](crate::discover::Etcd) reads. The key is attached to a
-//! lease (TTL default 10 s) that a background task keeps alive every TTL/3:
-//!
-//! - if the process dies or the `Registrar` is dropped, keep-alives stop and
-//!   etcd deletes the key when the lease expires (within the TTL);
-//! - [`Registrar::shutdown`] revokes the lease, which deletes the key at
-//!   once: the clean way to leave;
-//! - if the lease is lost (etcd answers that it no longer exists, or
-//!   keep-alives failed for longer than the TTL), a new lease is granted and
-//!   the key put again;
-//! - a failed call is retried after a jittered exponential backoff (default
-//!   200 ms doubling to 2 s).
-//!
-//! The decisions are made by a plain state machine ([`LeaseSchedule`], not
-//! public) that takes the current time as an argument; the task only performs
-//! them.
-//!
-//! Requires the `etcd` feature.
-//!
-//! ```no_run
-//! use std::time::Duration;
-//! use towline::Endpoint;
-//! use towline::discover::{EtcdCluster, Registrar};
-//!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let me = Endpoint::new("10.0.0.7:8080".parse()?).with_metadata("zone", "a");
-//! let registrar = Registrar::builder(EtcdCluster::new(["127.0.0.1:2379"]), "/services/api/", me)
-//!     .ttl(Duration::from_secs(10))
-//!     .build()?;
-//! registrar.registered().await?;
-//! // ... serve ...
-//! registrar.shutdown().await?;
-//! # Ok(())
-//! # }
-//! ```
+//! Registration: an instance announces itself in etcd under a lease (see
+//! [`Registrar`]). The decisions (when to grant, put, renew, start over) are
+//! made by [`LeaseSchedule`], a plain state machine that takes the current
+//! time as an argument; the [`Worker`] task only performs them.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -54,11 +19,41 @@ use crate::rng::Rng;
 /// Default lease TTL: 10 s.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
-/// Keeps one endpoint registered in etcd (see the [module docs](self)).
+/// Keeps one endpoint registered in etcd under a lease.
 ///
-/// Dropping it stops the keep-alive without revoking: the key disappears
-/// when the lease expires. Call [`shutdown`](Registrar::shutdown) to leave at
-/// once.
+/// A `Registrar` puts one key, `{prefix}{instance id}` (the instance id
+/// defaults to the endpoint's address), whose value is the endpoint in the
+/// JSON form [`Etcd`](crate::discover::Etcd) reads. The key is attached to a
+/// lease (TTL default 10 s) that a background task keeps alive every TTL/3:
+///
+/// - if the process dies or the `Registrar` is dropped, keep-alives stop and
+///   etcd deletes the key when the lease expires (within the TTL);
+/// - [`Registrar::shutdown`] revokes the lease, which deletes the key at
+///   once: the clean way to leave;
+/// - if the lease is lost (etcd answers that it no longer exists, or
+///   keep-alives failed for longer than the TTL), a new lease is granted and
+///   the key put again;
+/// - a failed call is retried after a jittered exponential backoff (default
+///   200 ms doubling to 2 s).
+///
+/// Requires the `etcd` feature.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use towline::Endpoint;
+/// use towline::discover::{EtcdCluster, Registrar};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let me = Endpoint::new("10.0.0.7:8080".parse()?).with_metadata("zone", "a");
+/// let registrar = Registrar::builder(EtcdCluster::new(["127.0.0.1:2379"]), "/services/api/", me)
+///     .ttl(Duration::from_secs(10))
+///     .build()?;
+/// registrar.registered().await?;
+/// // ... serve ...
+/// registrar.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Registrar {
     key: String,
     status: watch::Receiver<bool>,

@@ -1,28 +1,5 @@
-//! Where the etcd cluster is and how to talk to it.
-//!
-//! [`EtcdCluster`] holds the connection settings shared by [`Etcd`]
-//! discovery and the [`Registrar`]: the member endpoints (give several: the
-//! client spreads requests over them and moves on when one is down),
-//! timeouts, HTTP/2 keep-alive, user/password authentication and, with the
-//! `etcd-tls` feature, TLS.
-//!
-//! Defaults: connect timeout 2 s, request timeout 5 s (unary calls and the
-//! opening of a stream; an open watch is not cut by it), HTTP/2 keep-alive
-//! ping every 10 s with a 5 s timeout (so a silently dead member is noticed),
-//! no authentication, plain HTTP.
-//!
-//! ```
-//! use std::time::Duration;
-//! use towline::discover::EtcdCluster;
-//!
-//! let cluster = EtcdCluster::new(["127.0.0.1:2379", "127.0.0.1:22379", "127.0.0.1:32379"])
-//!     .user("svc", "secret")
-//!     .request_timeout(Duration::from_secs(3));
-//! # drop(cluster);
-//! ```
-//!
-//! [`Etcd`]: super::Etcd
-//! [`Registrar`]: crate::discover::Registrar
+//! Connection settings for an etcd cluster (see [`EtcdCluster`]), shared by
+//! discovery and registration.
 
 use std::fmt;
 use std::time::Duration;
@@ -32,7 +9,31 @@ use etcd_client::{Client, ConnectOptions};
 use crate::discover::DiscoverError;
 use crate::error::BuildError;
 
-/// Connection settings for an etcd cluster.
+/// Where an etcd cluster is and how to talk to it.
+///
+/// `EtcdCluster` holds the connection settings shared by [`Etcd`]
+/// discovery and the [`Registrar`]: the member endpoints (give several: the
+/// client spreads requests over them and moves on when one is down),
+/// timeouts, HTTP/2 keep-alive, user/password authentication and, with the
+/// `etcd-tls` feature, TLS.
+///
+/// Defaults: connect timeout 2 s, request timeout 5 s (unary calls and the
+/// opening of a stream; an open watch is not cut by it), HTTP/2 keep-alive
+/// ping every 10 s with a 5 s timeout (so a silently dead member is noticed),
+/// no authentication, plain HTTP.
+///
+/// ```
+/// use std::time::Duration;
+/// use towline::discover::EtcdCluster;
+///
+/// let cluster = EtcdCluster::new(["127.0.0.1:2379", "127.0.0.1:22379", "127.0.0.1:32379"])
+///     .user("svc", "secret")
+///     .request_timeout(Duration::from_secs(3));
+/// # drop(cluster);
+/// ```
+///
+/// [`Etcd`]: super::Etcd
+/// [`Registrar`]: crate::discover::Registrar
 #[derive(Clone)]
 pub struct EtcdCluster {
     endpoints: Vec<String>,

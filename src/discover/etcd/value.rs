@@ -72,8 +72,13 @@ fn default_weight() -> u32 {
     DEFAULT_WEIGHT
 }
 
-/// Reads an endpoint from an etcd value: a bare `ip:port`, or the JSON
-/// object described in the [module docs](self). Never panics.
+/// Reads an endpoint from an etcd value. Never panics.
+///
+/// Two forms: a bare `ip:port` (`127.0.0.1:8080`, `[::1]:8080`; surrounding
+/// whitespace ignored), or a JSON object `{"addr": "ip:port", "weight": N,
+/// "metadata": {"k": "v"}}` where `weight` defaults to 1, `metadata` to
+/// empty (string values only), and unknown fields are ignored. Host names
+/// are refused: the address must be an IP literal.
 pub fn parse_value(value: &[u8]) -> Result<Endpoint, ValueError> {
     let text = std::str::from_utf8(value).map_err(|_| ValueError::NotUtf8)?;
     let text = text.trim();
