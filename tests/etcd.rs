@@ -33,16 +33,23 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// The members at `endpoints`, with a short connect timeout.
+fn cluster(endpoints: Vec<String>) -> EtcdCluster {
+    EtcdCluster::new(endpoints).connect_timeout(Duration::from_millis(500))
+}
+
 fn discovery(endpoints: Vec<String>, prefix: &str, seed: u64) -> EtcdBuilder {
-    let cluster = EtcdCluster::new(endpoints).connect_timeout(Duration::from_millis(500));
+    discovery_with(cluster(endpoints), prefix, seed)
+}
+
+fn discovery_with(cluster: EtcdCluster, prefix: &str, seed: u64) -> EtcdBuilder {
     Etcd::builder(cluster, prefix)
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
         .jitter_seed(seed)
 }
 
 /// Starts a registrar (TTL 2 s) and waits until its key is in etcd.
-async fn register(endpoints: Vec<String>, prefix: &str, ep: Endpoint, seed: u64) -> Registrar {
-    let cluster = EtcdCluster::new(endpoints).connect_timeout(Duration::from_millis(500));
+async fn register(cluster: EtcdCluster, prefix: &str, ep: Endpoint, seed: u64) -> Registrar {
     let r = Registrar::builder(cluster, prefix, ep)
         .ttl(TTL)
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
@@ -254,8 +261,14 @@ async fn registrar_dropped_expires_within_ttl_and_shutdown_leaves_at_once() {
     let mut kv = procs.client().await;
     let f = follow(discovery(procs.endpoints(), "/svc/r/", 3).build().unwrap());
     let a_ep = Endpoint::new(addr(3001)).with_metadata("zone", "a");
-    let a = register(procs.endpoints(), "/svc/r/", a_ep.clone(), 1).await;
-    let b = register(procs.endpoints(), "/svc/r/", Endpoint::new(addr(3002)), 2).await;
+    let a = register(cluster(procs.endpoints()), "/svc/r/", a_ep.clone(), 1).await;
+    let b = register(
+        cluster(procs.endpoints()),
+        "/svc/r/",
+        Endpoint::new(addr(3002)),
+        2,
+    )
+    .await;
     f.wait("both registrations", SOON, |s| {
         s.addrs() == set_of(&[3001, 3002]) && s.set[&addr(3001)] == a_ep
     })
@@ -291,7 +304,13 @@ async fn registrar_dropped_expires_within_ttl_and_shutdown_leaves_at_once() {
 async fn registrar_whose_lease_was_lost_registers_again() {
     let procs = EtcdProcs::single().await;
     let mut kv = procs.client().await;
-    let r = register(procs.endpoints(), "/svc/l/", Endpoint::new(addr(4001)), 3).await;
+    let r = register(
+        cluster(procs.endpoints()),
+        "/svc/l/",
+        Endpoint::new(addr(4001)),
+        3,
+    )
+    .await;
     let first = lease_of(&mut kv, r.key()).await.expect("registered key");
     // The lease vanishes behind the registrar's back (as after an etcd
     // restart on a fresh data directory): the key goes with it.
@@ -441,7 +460,13 @@ async fn three_member_cluster_keeps_discovery_and_registration_with_the_leader_k
     let mut procs = EtcdProcs::cluster(3).await;
     let all = procs.endpoints();
     let f = follow(discovery(all.clone(), "/svc/k/", 7).build().unwrap());
-    let r = register(all.clone(), "/svc/k/", Endpoint::new(addr(8001)), 4).await;
+    let r = register(
+        cluster(all.clone()),
+        "/svc/k/",
+        Endpoint::new(addr(8001)),
+        4,
+    )
+    .await;
     f.wait("the registration", SOON, |s| s.addrs() == set_of(&[8001]))
         .await;
 
@@ -464,7 +489,13 @@ async fn three_member_cluster_keeps_discovery_and_registration_with_the_leader_k
     assert_held(&mut kv, r.key(), || f.addrs().contains(&addr(8001))).await;
 
     // A new instance registers, is discovered, and leaves cleanly.
-    let r2 = register(all.clone(), "/svc/k/", Endpoint::new(addr(8003)), 5).await;
+    let r2 = register(
+        cluster(all.clone()),
+        "/svc/k/",
+        Endpoint::new(addr(8003)),
+        5,
+    )
+    .await;
     f.wait("the new registration", SOON, |s| {
         s.set.contains_key(&addr(8003))
     })
@@ -532,4 +563,48 @@ async fn put_to_first_request_propagation_p50_p99() {
     );
     // Target is 100 ms on loopback; the bound here only catches breakage.
     assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+}
+
+/// Discovery and registration work with the `good` connection settings,
+/// and with the `bad` ones discovery yields only errors.
+async fn works_only_with_good_settings(good: EtcdCluster, bad: EtcdCluster, prefix: &str) {
+    let f = follow(discovery_with(good.clone(), prefix, 11).build().unwrap());
+    let _r = register(good, prefix, Endpoint::new(addr(9001)), 7).await;
+    f.wait("the registration", SOON, |s| s.addrs() == set_of(&[9001]))
+        .await;
+    let g = follow(discovery_with(bad, prefix, 12).build().unwrap());
+    g.wait("a refused connection", SOON, |s| s.errors >= 2)
+        .await;
+    assert_eq!(g.seen.lock().resets, 0);
+}
+
+#[cfg(feature = "etcd-tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_members_serve_a_client_that_trusts_their_ca_only() {
+    use towline::discover::etcd::{Certificate, TlsOptions};
+
+    let procs = EtcdProcs::single_tls().await;
+    let url = format!("https://{}", procs.endpoint(0));
+    let ca = procs.tls().expect("TLS member").ca_pem.clone();
+    let trusting = cluster(vec![url.clone()]).tls(
+        TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(&ca))
+            .domain_name("127.0.0.1"),
+    );
+    // Without the CA the server's certificate is refused.
+    let untrusting = cluster(vec![url]).tls(TlsOptions::new().domain_name("127.0.0.1"));
+    works_only_with_good_settings(trusting, untrusting, "/svc/t/").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password_are_passed_through() {
+    let procs = EtcdProcs::single().await;
+    let mut admin = procs.client().await;
+    admin.user_add("root", "s3cret", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.auth_enable().await.unwrap();
+
+    let login = cluster(procs.endpoints()).user("root", "s3cret");
+    let wrong = cluster(procs.endpoints()).user("root", "wrong");
+    works_only_with_good_settings(login, wrong, "/svc/u/").await;
 }

@@ -33,6 +33,15 @@ pub struct EtcdProcs {
     root: PathBuf,
     members: Vec<Member>,
     initial_cluster: String,
+    tls: Option<TlsFiles>,
+}
+
+/// A test CA and a server certificate for 127.0.0.1 that it signed.
+pub struct TlsFiles {
+    /// The CA certificate, PEM: what clients trust.
+    pub ca_pem: String,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
@@ -63,7 +72,23 @@ impl EtcdProcs {
 
     /// Starts an `n`-member cluster and waits until every member answers.
     pub async fn cluster(n: usize) -> EtcdProcs {
+        EtcdProcs::start(n, temp_root(), None).await
+    }
+
+    /// Starts a single member that serves clients over TLS only, with a
+    /// certificate from a fresh test CA (made with the `openssl` tool).
+    pub async fn single_tls() -> EtcdProcs {
         let root = temp_root();
+        let tls = make_certs(&root);
+        EtcdProcs::start(1, root, Some(tls)).await
+    }
+
+    /// The TLS files, for a member started with [`EtcdProcs::single_tls`].
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    async fn start(n: usize, root: PathBuf, tls: Option<TlsFiles>) -> EtcdProcs {
         let members: Vec<Member> = (0..n)
             .map(|i| {
                 let name = format!("m{i}");
@@ -86,6 +111,7 @@ impl EtcdProcs {
             root,
             members,
             initial_cluster,
+            tls,
         };
         for i in 0..n {
             procs.spawn(i);
@@ -99,8 +125,18 @@ impl EtcdProcs {
     fn spawn(&mut self, i: usize) {
         let m = &mut self.members[i];
         assert!(m.child.is_none(), "member {} already runs", m.name);
-        let client_url = format!("http://127.0.0.1:{}", m.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{}", m.client_port);
         let peer_url = format!("http://127.0.0.1:{}", m.peer_port);
+        let tls_args: Vec<&Path> = match &self.tls {
+            Some(tls) => vec![
+                Path::new("--cert-file"),
+                &tls.cert,
+                Path::new("--key-file"),
+                &tls.key,
+            ],
+            None => Vec::new(),
+        };
         let log = File::options()
             .create(true)
             .append(true)
@@ -122,6 +158,7 @@ impl EtcdProcs {
             // without a heartbeat, and so a 1.5 s minimum lease TTL.
             .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
             .args(["--log-level", "warn", "--logger", "zap"])
+            .args(tls_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
@@ -153,7 +190,7 @@ impl EtcdProcs {
                     self.log_of(i)
                 );
             }
-            if probe(&endpoint).await {
+            if probe(&endpoint, self.connect_options()).await {
                 return;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -199,7 +236,8 @@ impl EtcdProcs {
     /// A client for the test's own reads and writes, to the given members.
     pub async fn client_to(&self, members: &[usize]) -> Client {
         let endpoints: Vec<String> = members.iter().map(|&i| self.endpoint(i)).collect();
-        let options = ConnectOptions::new()
+        let options = self
+            .connect_options()
             .with_connect_timeout(Duration::from_secs(1))
             .with_timeout(Duration::from_secs(5));
         Client::connect(endpoints, Some(options))
@@ -236,8 +274,93 @@ impl EtcdProcs {
     }
 }
 
-async fn probe(endpoint: &str) -> bool {
-    let options = ConnectOptions::new()
+impl EtcdProcs {
+    /// Client options for these members: TLS trusting the test CA when they
+    /// serve TLS.
+    fn connect_options(&self) -> ConnectOptions {
+        #[cfg(feature = "etcd-tls")]
+        if let Some(tls) = &self.tls {
+            let trust = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(&tls.ca_pem))
+                .domain_name("127.0.0.1");
+            return ConnectOptions::new().with_tls(trust);
+        }
+        assert!(self.tls.is_none(), "TLS members need the etcd-tls feature");
+        ConnectOptions::new()
+    }
+}
+
+/// Makes a CA and a server certificate for `127.0.0.1` under `dir` with the
+/// `openssl` command-line tool (Debian package `openssl`).
+fn make_certs(dir: &Path) -> TlsFiles {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run `openssl` ({e}): install the Debian package `openssl`")
+            });
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write san.ext");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=towline test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    ]);
+    TlsFiles {
+        ca_pem: std::fs::read_to_string(dir.join("ca.crt")).expect("read ca.crt"),
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+    }
+}
+
+async fn probe(endpoint: &str, options: ConnectOptions) -> bool {
+    let options = options
         .with_connect_timeout(Duration::from_millis(500))
         .with_timeout(Duration::from_millis(1000))
         .with_require_leader(true);

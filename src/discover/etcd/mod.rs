@@ -59,6 +59,10 @@ use futures_core::Stream;
 
 pub(crate) use backoff::Backoff;
 pub use cluster::EtcdCluster;
+/// TLS settings for [`EtcdCluster::tls`] (feature `etcd-tls`), re-exported
+/// from etcd-client (they are tonic's).
+#[cfg(feature = "etcd-tls")]
+pub use etcd_client::{Certificate, Identity, TlsOptions};
 use follow::{Action, Change, Output, PrefixFollower};
 pub use value::{ValueError, encode_value, parse_value};
 
