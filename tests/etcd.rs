@@ -333,6 +333,10 @@ async fn registrar_whose_lease_was_lost_registers_again() {
         .await
         .unwrap()
         .unwrap();
+    // Leaving revokes the new lease.
+    let key = r.key().to_owned();
+    r.shutdown().await.unwrap();
+    assert_eq!(lease_of(&mut kv, &key).await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

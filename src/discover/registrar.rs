@@ -527,6 +527,9 @@ impl Worker {
         }
     }
 
+    /// Revokes the current lease, retrying (with the backoff) while the
+    /// lease may still live: with several members, a call can land on one
+    /// that is down. A lease etcd no longer knows counts as revoked.
     async fn revoke(&mut self) -> Result<(), DiscoverError> {
         self.keeper = None;
         let lease = match self.schedule.phase {
@@ -536,14 +539,32 @@ impl Worker {
             } => lease,
             _ => return Ok(()),
         };
-        let mut client = self.client().await?;
-        client
-            .lease_revoke(lease)
-            .await
-            .map(drop)
-            .map_err(|e| DiscoverError::with_source("revoking the etcd lease failed", e))
+        let give_up = now() + self.schedule.ttl.max(Duration::from_secs(1));
+        loop {
+            let error = match self.client().await {
+                Ok(mut client) => match client.lease_revoke(lease).await {
+                    Ok(_) => return Ok(()),
+                    Err(etcd_client::Error::GRpcStatus(status))
+                        if status.code() as i32 == GRPC_NOT_FOUND =>
+                    {
+                        return Ok(());
+                    }
+                    Err(e) => DiscoverError::with_source("revoking the etcd lease failed", e),
+                },
+                Err(e) => e,
+            };
+            let delay = self.schedule.backoff.next_delay();
+            if now() + delay >= give_up {
+                return Err(error);
+            }
+            tracing::debug!(lease, error = %error, retry_in = ?delay, "retrying the lease revoke");
+            tokio::time::sleep(delay).await;
+        }
     }
 }
+
+/// gRPC's NOT_FOUND status code: etcd's answer for an unknown lease.
+const GRPC_NOT_FOUND: i32 = 5;
 
 #[cfg(test)]
 mod tests {

@@ -52,9 +52,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use etcd_client::{
-    Client, EventType, GetOptions, GetResponse, WatchOptions, WatchResponse, WatchStream,
-};
+use etcd_client::{Client, GetOptions, GetResponse, WatchOptions, WatchResponse, WatchStream};
 use futures_core::Stream;
 
 pub(crate) use backoff::Backoff;
@@ -310,14 +308,19 @@ impl Driver {
         if response.created() {
             self.follower.on_watch_created();
         }
+        // A put carries the key's new version (1 or more); a delete carries
+        // version 0 (etcd's KeyValue semantics). Reading the version instead
+        // of `Event::event_type`, which panics on an event type it does not
+        // know, keeps a surprising server from crashing the process.
         let changes = response.events().iter().filter_map(|event| {
             let kv = event.kv()?;
-            Some(match event.event_type() {
-                EventType::Put => Change::Put {
+            Some(if kv.version() > 0 {
+                Change::Put {
                     key: kv.key(),
                     value: kv.value(),
-                },
-                EventType::Delete => Change::Delete { key: kv.key() },
+                }
+            } else {
+                Change::Delete { key: kv.key() }
             })
         });
         self.follower.on_changes(changes, out);
