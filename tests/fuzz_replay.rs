@@ -105,6 +105,21 @@ fn budget_backoff_random_sequences() {
     random(0xb0d6, 1_024, BudgetBackoffCase::run);
 }
 
+#[cfg(all(feature = "dns", feature = "etcd"))]
+#[test]
+fn discovery_values_corpus() {
+    replay(
+        "discovery_values",
+        towline::check::discovery::DiscoveryCase::run,
+    );
+}
+
+#[cfg(all(feature = "dns", feature = "etcd"))]
+#[test]
+fn discovery_values_random_inputs() {
+    random(0xd15c, 512, towline::check::discovery::DiscoveryCase::run);
+}
+
 /// Random cases run against `faulty` with the promises of `kind`: the first
 /// violation.
 fn first_violation(faulty: &dyn Balancer, kind: BalancerKind) -> Option<Violation> {

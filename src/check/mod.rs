@@ -20,6 +20,7 @@
 //! | [`balancer`] | every balancer under set churn, ejection, load and exclusions |
 //! | [`breaker`] | the circuit breaker against a reference model |
 //! | [`budget_backoff`] | retry/hedge budgets and backoff delays within their bounds |
+//! | `discovery` | etcd values and DNS answers to endpoints (features `etcd`, `dns`) |
 //!
 //! ```
 //! use towline::check::balancer::{BalancerKind, BalancerOp, Weight, run_balancer};
@@ -35,6 +36,8 @@
 pub mod balancer;
 pub mod breaker;
 pub mod budget_backoff;
+#[cfg(any(feature = "dns", feature = "etcd"))]
+pub mod discovery;
 
 use std::fmt;
 
