@@ -21,7 +21,7 @@
 //! [`encode_value`]: crate::discover::etcd::encode_value
 //! [`endpoints_from_records`]: crate::discover::endpoints_from_records
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use arbitrary::{Arbitrary, Unstructured};
 
@@ -101,7 +101,9 @@ impl IpSpec {
         }
     }
 
-    fn socket(self, port: u16) -> SocketAddr {
+    #[cfg(feature = "etcd")]
+    fn socket(self, port: u16) -> std::net::SocketAddr {
+        use std::net::{SocketAddr, SocketAddrV6};
         match self {
             IpSpec::V6Scoped(s, scope) => SocketAddrV6::new(s.into(), port, 0, scope).into(),
             _ => SocketAddr::new(self.ip(), port),

@@ -268,7 +268,7 @@ impl<'a> Model<'a> {
         if self.kind.is_weighted()
             && let Some(weights) = &self.built_for
         {
-            let positive = eligible.iter().any(|&e| weights[e] > 0);
+            let positive = eligible.iter().any(|e| weights[e] > 0);
             ensure!(
                 weights[i] > 0 || !positive,
                 step,
@@ -277,7 +277,7 @@ impl<'a> Model<'a> {
             );
         }
         if let (Some(p2c), Some(pair)) = (p2c, pair) {
-            self.check_p2c(p2c, pair, i, &eligible)?;
+            self.check_p2c(p2c, pair, i, eligible)?;
         }
         Ok(Some(i))
     }
@@ -287,7 +287,7 @@ impl<'a> Model<'a> {
         p2c: P2c,
         pair: Option<(usize, Option<usize>)>,
         got: usize,
-        eligible: &[usize],
+        eligible: Eligible,
     ) -> Result<(), Violation> {
         let step = self.step;
         let Some((a, b)) = pair else {
@@ -349,7 +349,7 @@ impl<'a> Model<'a> {
             BalancerKind::RoundRobin => {
                 Some((0..n).map(|i| eligible.contains(&i).into()).collect())
             }
-            BalancerKind::WeightedRoundRobin => self.wrr_turns(&eligible),
+            BalancerKind::WeightedRoundRobin => self.wrr_turns(eligible),
             _ => None,
         };
         let Some(expected) = expected else {
@@ -380,7 +380,7 @@ impl<'a> Model<'a> {
     /// exactness is promised: the balancer is fresh, some eligible weight is
     /// positive, the reduced weights fit the schedule, and few turns are
     /// skipped.
-    fn wrr_turns(&self, eligible: &[usize]) -> Option<Vec<u64>> {
+    fn wrr_turns(&self, eligible: Eligible) -> Option<Vec<u64>> {
         let weights = self.built_for.as_ref()?;
         let g = weights.iter().fold(0u64, |g, &w| gcd(g, w.into()));
         if g == 0 {
@@ -449,10 +449,37 @@ fn eligible(slots: &[Slot], exclude: u64, i: usize) -> bool {
     i < slots.len() && !slots[i].ejected && (i >= 64 || exclude & (1 << i) == 0)
 }
 
-fn eligible_indices(slots: &[Slot], exclude: u64) -> Vec<usize> {
-    (0..slots.len())
-        .filter(|&i| eligible(slots, exclude, i))
-        .collect()
+/// The eligible indices as a bit set (sets hold at most 64 endpoints).
+#[derive(Clone, Copy)]
+struct Eligible(u64);
+
+impl Eligible {
+    fn contains(self, i: &usize) -> bool {
+        *i < 64 && self.0 & (1 << i) != 0
+    }
+    fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+    fn iter(self) -> impl Iterator<Item = usize> {
+        (0..64).filter(move |i| self.contains(i))
+    }
+}
+
+impl std::fmt::Debug for Eligible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+fn eligible_indices(slots: &[Slot], exclude: u64) -> Eligible {
+    Eligible(
+        (0..slots.len())
+            .filter(|&i| eligible(slots, exclude, i))
+            .fold(0, |m, i| m | (1 << i)),
+    )
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
