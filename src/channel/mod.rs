@@ -48,6 +48,8 @@
 
 mod builder;
 pub(crate) mod call;
+mod policy;
+mod resilient;
 pub(crate) mod table;
 
 use std::fmt;
@@ -62,11 +64,14 @@ use std::time::{Duration, Instant};
 use tower::Service;
 
 pub use builder::Builder;
+pub use policy::{ChannelPolicy, EJECTED_ENDPOINTS, PolicyHandle};
 
 use crate::classify::Classify;
 use crate::discover::RefreshHint;
 use crate::metrics::ChannelMetrics;
+use crate::policy::replay::Replay;
 use crate::{BoxError, Endpoint, Error};
+use policy::Policies;
 use table::Table;
 
 /// The current time, from tokio's clock so that paused test time applies.
@@ -88,6 +93,10 @@ pub(crate) struct Shared<Req, S: Service<Req>> {
     pub(crate) metrics: ChannelMetrics,
     pub(crate) refresh: Option<RefreshHint>,
     pub(crate) name: String,
+    /// Resilience policies: settings, budgets, latency window.
+    pub(crate) policies: Arc<Policies>,
+    /// Copies requests for retries and hedges, when set.
+    pub(crate) replay: Option<Box<dyn Replay<Req>>>,
     /// Dropped with the last clone, which stops the discovery task.
     _stop: tokio::sync::oneshot::Sender<()>,
     _req: PhantomData<fn(Req)>,
@@ -113,6 +122,15 @@ where
         F: Fn(&Endpoint) -> S + Send + Sync + 'static,
     {
         Builder::new(connect)
+    }
+
+    /// A handle to change the channel's policy settings at runtime; breaker
+    /// state, budgets and the latency window are kept.
+    pub fn policy_handle(&self) -> PolicyHandle {
+        PolicyHandle {
+            policies: self.shared.policies.clone(),
+            table: self.shared.table.clone(),
+        }
     }
 }
 
@@ -178,9 +196,14 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        ResponseFuture {
-            inner: Box::pin(call::call(self.shared.clone(), req)),
-        }
+        let shared = self.shared.clone();
+        let inner: Pin<Box<dyn Future<Output = Result<S::Response, Error>> + Send>> =
+            if shared.policies.settings.load().is_bare() {
+                Box::pin(call::call(shared, req))
+            } else {
+                Box::pin(resilient::call(shared, req))
+            };
+        ResponseFuture { inner }
     }
 }
 

@@ -17,10 +17,12 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::policy::Policies;
 use crate::balance::{Balancer, Load, LoadSet};
 use crate::classify::Outcome;
 use crate::discover::{DiscoverError, Update};
 use crate::metrics::{ChannelMetrics, EndpointMetrics};
+use crate::policy::breaker::CircuitBreaker;
 use crate::{Endpoint, Error};
 
 /// Everything the channel keeps about one endpoint.
@@ -32,6 +34,8 @@ pub(crate) struct Slot<S> {
     pub(crate) failures: AtomicU64,
     /// Set while the endpoint must get no picks (breaker open).
     pub(crate) ejected: AtomicBool,
+    /// The endpoint's circuit breaker, when the channel has breakers.
+    pub(crate) breaker: Option<CircuitBreaker>,
     pub(crate) metrics: EndpointMetrics,
 }
 
@@ -163,6 +167,7 @@ pub(crate) struct TableWriter<S> {
     balancer: Box<dyn Balancer>,
     metrics: ChannelMetrics,
     epoch: Instant,
+    policies: Arc<Policies>,
 }
 
 impl<S> TableWriter<S> {
@@ -171,6 +176,7 @@ impl<S> TableWriter<S> {
         connect: Box<dyn Fn(&Endpoint) -> S + Send + Sync>,
         balancer: Box<dyn Balancer>,
         metrics: ChannelMetrics,
+        policies: Arc<Policies>,
     ) -> Self {
         TableWriter {
             table,
@@ -179,6 +185,7 @@ impl<S> TableWriter<S> {
             balancer,
             metrics,
             epoch: crate::channel::now(),
+            policies,
         }
     }
 
@@ -219,6 +226,7 @@ impl<S> TableWriter<S> {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             ejected: AtomicBool::new(false),
+            breaker: self.policies.make_breaker(endpoint.addr),
             metrics: self.metrics.endpoint(endpoint.addr),
             endpoint,
         })
@@ -232,6 +240,7 @@ impl<S> TableWriter<S> {
         let balancer = self.balancer.rebuild(&weights);
         self.metrics.endpoints.set(slots.len() as f64);
         self.table.publish(Snapshot { slots, balancer });
+        self.policies.refresh_ejections(&self.table);
     }
 
     pub(crate) fn discovery_failed(&self, error: DiscoverError) {

@@ -68,6 +68,7 @@ pub mod timeout;
 
 pub use breaker::{CircuitBreaker, CircuitBreakerLayer};
 pub use hedge_layer::{Hedge, HedgeFuture, HedgeHandle, HedgeLayer};
+pub(crate) use retry_layer::final_error as retry_final_error;
 pub use retry_layer::{Retry, RetryFuture, RetryHandle, RetryLayer};
 pub use timeout::{Timeout, TimeoutFuture, TimeoutLayer};
 
