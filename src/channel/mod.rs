@@ -244,4 +244,6 @@ pub struct EndpointInfo {
 }
 
 #[cfg(test)]
+mod policy_tests;
+#[cfg(test)]
 mod tests;

@@ -71,7 +71,11 @@ fn choose<S>(
                     && !refused.contains(i)
                     && (panic || admits(&snapshot.slots[i], now))
             };
-            let i = with_thread_rng(|rng| snapshot.balancer.pick(snapshot, &eligible, now, rng))?;
+            let Some(i) =
+                with_thread_rng(|rng| snapshot.balancer.pick(snapshot, &eligible, now, rng))
+            else {
+                break;
+            };
             let slot = &snapshot.slots[i];
             let Some(breaker) = &slot.breaker else {
                 return Some((i, None));
@@ -84,11 +88,6 @@ fn choose<S>(
                     return Some((i, None));
                 }
                 None => refused.insert(i),
-            }
-            if !allow_tried
-                && (0..snapshot.slots.len()).all(|i| tried.contains(i) || refused.contains(i))
-            {
-                break;
             }
         }
     }
@@ -313,6 +312,7 @@ where
     let mut tried = Tried::default();
     let mut retry_state = RetryState::new();
     let mut template = Some(req);
+    let mut replayable = true;
     let mut last_error: Option<Error> = None;
     let (result, outcome) = loop {
         let Some(original) = template.take() else {
@@ -333,7 +333,12 @@ where
                 template = Some(original);
                 copy
             }
-            None => original,
+            None => {
+                // Sent as it is: either its last attempt, or it cannot be
+                // copied (then it is sent once).
+                replayable &= !more;
+                original
+            }
         };
         let mut round = Round {
             shared: &shared,
@@ -368,7 +373,7 @@ where
             retry_state.next(
                 retry,
                 attempt.outcome,
-                template.is_some(),
+                replayable,
                 now(),
                 deadline.as_ref(),
                 &policies.retry_budget,
