@@ -380,6 +380,12 @@ impl PolicyHandle {
         self.set(f((*self.settings()).clone()))
     }
 
+    /// True while the channel is in panic mode (spreading calls over all
+    /// endpoints because too few are healthy).
+    pub fn in_panic_mode(&self) -> bool {
+        self.policies.panicking()
+    }
+
     /// The state of each current endpoint's breaker, by address (empty when
     /// breakers are off).
     pub fn breaker_states(&self) -> Vec<(SocketAddr, BreakerState)> {
