@@ -18,6 +18,9 @@ pub(crate) struct Attempt<Resp> {
     pub(crate) result: Result<Resp, BoxError>,
     /// What the classifier made of it.
     pub(crate) outcome: Outcome,
+    /// How long it took, and when it ended.
+    pub(crate) rtt: std::time::Duration,
+    pub(crate) end: std::time::Instant,
 }
 
 /// Picks an eligible endpoint of `snapshot` that `excluded` does not reject.
@@ -60,6 +63,8 @@ where
     Attempt {
         result: result.map_err(Into::into),
         outcome,
+        rtt,
+        end,
     }
 }
 

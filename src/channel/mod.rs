@@ -197,11 +197,14 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = self.shared.clone();
+        let settings = shared.policies.settings.load();
         let inner: Pin<Box<dyn Future<Output = Result<S::Response, Error>> + Send>> =
-            if shared.policies.settings.load().is_bare() {
+            if settings.is_bare() {
+                drop(settings);
                 Box::pin(call::call(shared, req))
             } else {
-                Box::pin(resilient::call(shared, req))
+                let settings = arc_swap::Guard::into_inner(settings);
+                Box::pin(resilient::call(shared, settings, req))
             };
         ResponseFuture { inner }
     }

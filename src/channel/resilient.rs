@@ -15,6 +15,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::time::Sleep;
 use tower::Service;
 
 use super::call::{Attempt, attempt};
@@ -24,10 +25,10 @@ use super::{Shared, now};
 use crate::classify::Outcome;
 use crate::error::{BoxError, Error};
 use crate::policy::breaker::{Admission, Permit};
-use crate::policy::hedge::{HedgeState, HedgeStep};
+use crate::policy::hedge::{HedgeDelay, HedgeState, HedgeStep};
 use crate::policy::into_error;
 use crate::policy::retry::{RetryDecision, RetryState, Stop};
-use crate::policy::timeout::{Deadline, Limit, attempt_limit};
+use crate::policy::timeout::{Deadline, Expiring, Limit, attempt_limit};
 use crate::rng::with_thread_rng;
 
 /// The endpoints a call has tried, without allocating for the first few.
@@ -63,6 +64,22 @@ fn choose<S>(
     now: Instant,
 ) -> Option<(usize, Option<Admission>)> {
     let panic = policies.panicking();
+    if tried.len == 0 && !panic {
+        // A first attempt: the usual case, with the least work per candidate.
+        let eligible = |i: usize| admits(&snapshot.slots[i], now);
+        if let Some(i) =
+            with_thread_rng(|rng| snapshot.balancer.pick(snapshot, &eligible, now, rng))
+        {
+            let slot = &snapshot.slots[i];
+            match slot.breaker.as_ref().map(|b| b.try_acquire(now)) {
+                None => return Some((i, None)),
+                Some(Some(admission)) => return Some((i, Some(admission))),
+                // Its breaker refused (half-open without a free probe):
+                // fall through to the general search.
+                Some(None) => {}
+            }
+        }
+    }
     let mut refused = Tried::default();
     for allow_tried in [false, true] {
         loop {
@@ -101,7 +118,8 @@ async fn guarded<Req, S>(
     index: usize,
     admission: Option<Admission>,
     req: Req,
-    limit: Option<(std::time::Duration, Limit)>,
+    limit: Option<(Instant, Limit)>,
+    record_latency: bool,
 ) -> Result<Attempt<S::Response>, Limit>
 where
     S: Service<Req> + Clone,
@@ -112,26 +130,40 @@ where
     let permit = admission
         .zip(slot.breaker.as_ref())
         .map(|(a, b)| Permit::new(b, a));
-    let start = now();
     let fut = attempt(shared, snapshot, index, req);
     let out = match limit {
         None => Ok(fut.await),
-        Some((d, limit)) => tokio::time::timeout(d, fut).await.map_err(|_| limit),
+        Some((at, limit)) => Expiring::new(fut, at).await.map_err(|()| limit),
     };
-    let end = now();
-    let elapsed = end.saturating_duration_since(start);
-    let outcome = out
-        .as_ref()
-        .map_or(Outcome::Failure { retryable: true }, |a| a.outcome);
-    if outcome.is_success() {
-        shared.policies.latency.record(elapsed, end);
+    let (outcome, rtt, end) = match &out {
+        Ok(a) => (a.outcome, a.rtt, a.end),
+        Err(limit) => {
+            let end = now();
+            let took = match limit {
+                Limit::Attempt(t) => *t,
+                Limit::Deadline(d) => end.saturating_duration_since(d.at() - d.length()),
+            };
+            (Outcome::Failure { retryable: true }, took, end)
+        }
+    };
+    if record_latency && outcome.is_success() {
+        shared.policies.latency.record(rtt, end);
     }
     if let Some(permit) = permit
-        && permit.finish(outcome, elapsed, end).is_some()
+        && permit.finish(outcome, rtt, end).is_some()
     {
         shared.policies.refresh_ejections(&shared.table);
     }
     out
+}
+
+/// When an attempt starting at `start` must end, and which limit that is.
+fn limit_at(
+    settings: &ChannelPolicy,
+    deadline: Option<&Deadline>,
+    start: Instant,
+) -> Option<(Instant, Limit)> {
+    attempt_limit(settings.timeout(), deadline, start).map(|(d, l)| (start + d, l))
 }
 
 /// No hedges yet: a set for futures of the same type as `first`.
@@ -153,9 +185,11 @@ enum RoundEnd<Resp> {
 fn timed_out<Resp>(limit: Limit) -> RoundEnd<Resp> {
     match limit {
         Limit::Deadline(_) => RoundEnd::Deadline,
-        Limit::Attempt(_) => RoundEnd::Done(Attempt {
+        Limit::Attempt(t) => RoundEnd::Done(Attempt {
             result: Err(Box::new(limit.error())),
             outcome: Outcome::Failure { retryable: true },
+            rtt: t,
+            end: now(),
         }),
     }
 }
@@ -191,27 +225,48 @@ where
     S::Response: 'static,
     S::Error: Into<BoxError> + 'static,
 {
-    async fn run(&mut self, tried: &mut Tried, req: Req) -> RoundEnd<S::Response> {
+    async fn run(&mut self, tried: &mut Tried, req: Req, start: Instant) -> RoundEnd<S::Response> {
         let policies = &*self.shared.policies;
-        let start = now();
         let Some((index, admission)) = choose(self.snapshot, tried, policies, start) else {
             return RoundEnd::NoEndpoint;
         };
         tried.insert(index);
         policies.retry_metrics.attempts.increment(1);
-        let limit = attempt_limit(self.settings.timeout(), self.deadline, start);
-        let first = guarded(self.shared, self.snapshot, index, admission, req, limit);
         let hedge = self.settings.hedge();
+        let record = hedge.is_some_and(|h| matches!(h.delay(), HedgeDelay::Percentile(_)));
+        let limit = limit_at(self.settings, self.deadline, start);
         let delay = hedge.and_then(|h| h.delay_now(&policies.latency, start));
-        let (Some(hedge), Some(_), true) = (hedge, delay, self.template.is_some()) else {
-            return first.await.map_or_else(timed_out, RoundEnd::Done);
-        };
         let mut state = HedgeState::new(delay);
-        let Some(first_due) = state.next_at(hedge, start) else {
-            return first.await.map_or_else(timed_out, RoundEnd::Done);
+        let first_due = match hedge {
+            Some(h) if self.template.is_some() => state.next_at(h, start),
+            _ => None,
         };
-        let mut timer = pin!(tokio::time::sleep_until(first_due.into()));
-        let mut armed = true;
+        let (Some(hedge), Some(first_due)) = (hedge, first_due) else {
+            return guarded(
+                self.shared,
+                self.snapshot,
+                index,
+                admission,
+                req,
+                limit,
+                record,
+            )
+            .await
+            .map_or_else(timed_out, RoundEnd::Done);
+        };
+        let first = guarded(
+            self.shared,
+            self.snapshot,
+            index,
+            admission,
+            req,
+            limit,
+            record,
+        );
+        // The hedge timer is made only if the first attempt is not answered
+        // at once.
+        let mut timer = pin!(None::<Sleep>);
+        let mut due = Some(first_due);
         let mut extras = none_like(&first);
         let mut primary = pin!(Some(first));
         let mut last = None;
@@ -238,7 +293,14 @@ where
                         }
                     }
                 }
-                if armed && timer.as_mut().poll(cx).is_ready() {
+                if let Some(at) = due
+                    && timer.is_none()
+                {
+                    timer.set(Some(tokio::time::sleep_until(at.into())));
+                }
+                if let Some(t) = timer.as_mut().as_pin_mut()
+                    && t.poll(cx).is_ready()
+                {
                     let t = now();
                     match state.on_due(hedge, t, &policies.hedge_budget) {
                         HedgeStep::Send => {
@@ -251,8 +313,7 @@ where
                                 tried.insert(i);
                                 policies.hedge_metrics.attempts.increment(1);
                                 policies.hedge_metrics.sent.increment(1);
-                                let limit =
-                                    attempt_limit(self.settings.timeout(), self.deadline, t);
+                                let limit = limit_at(self.settings, self.deadline, t);
                                 extras
                                     .get_or_insert_with(FuturesUnordered::new)
                                     .push(guarded(
@@ -262,6 +323,7 @@ where
                                         admission,
                                         req,
                                         limit,
+                                        record,
                                     ));
                             }
                         }
@@ -270,10 +332,8 @@ where
                         }
                         HedgeStep::Done => {}
                     }
-                    match state.next_at(hedge, start) {
-                        Some(at) => timer.as_mut().reset(at.into()),
-                        None => armed = false,
-                    }
+                    due = state.next_at(hedge, start);
+                    timer.set(None);
                     continue;
                 }
                 let pending = extras.as_ref().is_some_and(|e| !e.is_empty());
@@ -287,9 +347,12 @@ where
     }
 }
 
+const FAILED: Outcome = Outcome::Failure { retryable: true };
+
 /// A call under the channel's policies.
 pub(crate) async fn call<Req: 'static, S>(
     shared: Arc<Shared<Req, S>>,
+    settings: Arc<ChannelPolicy>,
     req: Req,
 ) -> Result<S::Response, Error>
 where
@@ -298,7 +361,6 @@ where
     S::Error: Into<BoxError> + 'static,
 {
     let policies = &*shared.policies;
-    let settings = policies.settings.load_full();
     let start = now();
     let deadline = settings.deadline().map(|d| Deadline::new(start, d));
     let retry = settings.retry().filter(|r| r.max_attempts() > 1);
@@ -314,12 +376,10 @@ where
     let mut template = Some(req);
     let mut replayable = true;
     let mut last_error: Option<Error> = None;
-    let (result, outcome) = loop {
+    // Each exit gives the result, its outcome and when the call ended.
+    let (result, outcome, end) = loop {
         let Some(original) = template.take() else {
-            break (
-                Err(last_error.unwrap_or(Error::NoEndpoints)),
-                Outcome::Failure { retryable: true },
-            );
+            break (Err(last_error.unwrap_or(Error::NoEndpoints)), FAILED, now());
         };
         // Send a copy while the original may be needed again.
         let more = retry.is_some_and(|r| retry_state.attempts() + 1 < r.max_attempts());
@@ -347,34 +407,37 @@ where
             deadline: deadline.as_ref(),
             template: template.take(),
         };
-        let end = round.run(&mut tried, req).await;
+        let round_start = if retry_state.attempts() == 0 {
+            start
+        } else {
+            now()
+        };
+        let end = round.run(&mut tried, req, round_start).await;
         template = round.template;
         let attempt = match end {
             RoundEnd::Done(a) => a,
             RoundEnd::Deadline => {
                 let d = deadline.expect("only a deadline ends a round this way");
-                break (
-                    Err(d.error(last_error)),
-                    Outcome::Failure { retryable: true },
-                );
+                break (Err(d.error(last_error)), FAILED, now());
             }
             RoundEnd::NoEndpoint => {
                 shared.request_refresh();
-                break (
-                    Err(last_error.unwrap_or(Error::NoEndpoints)),
-                    Outcome::Failure { retryable: true },
-                );
+                break (Err(last_error.unwrap_or(Error::NoEndpoints)), FAILED, now());
             }
         };
-        let Some(retry) = retry else {
-            break (attempt.result.map_err(into_error), attempt.outcome);
+        let Some(retry) = retry.filter(|_| !attempt.outcome.is_success()) else {
+            break (
+                attempt.result.map_err(into_error),
+                attempt.outcome,
+                attempt.end,
+            );
         };
         let decision = with_thread_rng(|rng| {
             retry_state.next(
                 retry,
                 attempt.outcome,
                 replayable,
-                now(),
+                attempt.end,
                 deadline.as_ref(),
                 &policies.retry_budget,
                 rng,
@@ -400,12 +463,12 @@ where
                         deadline.as_ref(),
                     )
                 });
-                break (result, attempt.outcome);
+                break (result, attempt.outcome, attempt.end);
             }
         }
     };
     shared
         .metrics
-        .record_call(outcome, now().saturating_duration_since(start));
+        .record_call(outcome, end.saturating_duration_since(start));
     result
 }
