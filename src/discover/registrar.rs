@@ -1,7 +1,8 @@
 //! Registration: an instance announces itself in etcd under a lease (see
 //! [`Registrar`]). The decisions (when to grant, put, renew, start over) are
-//! made by [`LeaseSchedule`] (in `schedule.rs`), a plain state machine that takes the current
-//! time as an argument; the [`Worker`] task only performs them.
+//! made by [`LeaseSchedule`] (in `schedule.rs`), a plain state machine that
+//! takes the current time as an argument; the [`Worker`] task only performs
+//! them.
 
 use std::fmt;
 use std::time::{Duration, Instant};
