@@ -21,7 +21,9 @@
 //! "metadata": {..}}` (see [`parse_value`]). A malformed value is skipped,
 //! logged at `warn` and counted in [`MALFORMED_VALUES_TOTAL`]; it never
 //! removes a good endpoint: a key whose value turns malformed keeps the last
-//! good endpoint it held until it is deleted or fixed.
+//! good endpoint it held until it is deleted or fixed. Two keys holding the
+//! same address make one endpoint, present while either key is; the last key
+//! in byte order gives its weight and metadata.
 //!
 //! Requires the `etcd` feature (the etcd-client build runs `protoc`: Debian
 //! `protobuf-compiler` and `libprotobuf-dev`).
