@@ -16,6 +16,8 @@
 //! - [`Static`]: a fixed list, sent once.
 //! - [`Manual`]: a cloneable handle to insert, remove and reset endpoints at
 //!   runtime.
+//! - `Dns` (feature `dns`, on by default): A/AAAA or SRV records, refreshed on
+//!   their TTL.
 //! - `Etcd` (feature `etcd`): follows a key prefix in etcd; `Registrar`
 //!   registers an instance there under a lease.
 //!
@@ -39,6 +41,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "dns")]
+mod dns;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod manual;
@@ -54,11 +58,17 @@ use futures_core::Stream;
 
 use crate::Endpoint;
 
+#[cfg(feature = "dns")]
+pub use dns::{
+    DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT, Dns, DnsBuilder, ENDPOINTS_CAPPED_METRIC, Extracted,
+    LOOKUP_ERRORS_METRIC, LOOKUPS_METRIC, RECORDS_SKIPPED_METRIC, RecordKind, SRV_PRIORITY_KEY,
+    SRV_TARGET_KEY, SrvTarget, endpoints_from_records,
+};
 #[cfg(feature = "etcd")]
 pub use etcd::{Etcd, EtcdBuilder, EtcdCluster};
 pub use manual::{Manual, ManualStream};
 #[cfg(feature = "etcd")]
-pub use registrar::{DEFAULT_TTL, Registrar, RegistrarBuilder};
+pub use registrar::{Registrar, RegistrarBuilder};
 pub use static_list::Static;
 
 /// One change to the endpoint set.

@@ -20,9 +20,6 @@ use crate::error::BuildError;
 use crate::rng::Rng;
 use schedule::{LeaseAction, LeaseSchedule, Phase};
 
-/// Default lease TTL: 10 s.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
-
 /// Keeps one endpoint registered in etcd under a lease.
 ///
 /// A `Registrar` puts one key, `{prefix}{instance id}` (the instance id
@@ -66,6 +63,9 @@ pub struct Registrar {
 }
 
 impl Registrar {
+    /// The default lease TTL: 10 s.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
     /// Starts building a registrar that puts `endpoint` under `prefix`.
     pub fn builder(
         cluster: EtcdCluster,
@@ -77,7 +77,7 @@ impl Registrar {
             prefix: prefix.into(),
             instance_id: None,
             endpoint,
-            ttl: DEFAULT_TTL,
+            ttl: Registrar::DEFAULT_TTL,
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(2),
             seed: None,
