@@ -79,7 +79,10 @@ where
     S::Error: Into<BoxError> + 'static,
 {
     let start = now();
-    let snapshot = shared.table.populated(shared.initial_wait).await?;
+    let snapshot = shared
+        .table
+        .populated(shared.initial_wait, || shared.request_refresh())
+        .await?;
     let Some(index) = pick(&snapshot, &|_| false, start) else {
         shared.request_refresh();
         return Err(Error::NoEndpoints);

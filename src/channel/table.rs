@@ -114,11 +114,18 @@ impl<S> Table<S> {
     }
 
     /// The current snapshot once it has an endpoint, waiting up to `wait`.
-    pub(crate) async fn populated(&self, wait: Duration) -> Result<Arc<Snapshot<S>>, Error> {
+    /// `on_empty` runs once if the table is empty on arrival (to ask
+    /// discovery to look again).
+    pub(crate) async fn populated(
+        &self,
+        wait: Duration,
+        on_empty: impl FnOnce(),
+    ) -> Result<Arc<Snapshot<S>>, Error> {
         let snapshot = self.snapshot();
         if !snapshot.slots.is_empty() {
             return Ok(snapshot);
         }
+        on_empty();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.published.notified();

@@ -165,3 +165,26 @@ async fn empty_update_stream_errors_do_not_drop_endpoints() {
     assert_eq!(channel.call(0).await.unwrap(), 5);
     assert_eq!(channel.endpoints().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_table_or_an_impossible_pick_pulls_the_refresh_hint() {
+    use crate::discover::RefreshHint;
+    let hint = RefreshHint::new();
+    let manual = Manual::new();
+    let mut channel = Channel::builder(echo)
+        .discover(manual.stream())
+        .refresh_hint(hint.clone())
+        .initial_wait(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    // No request yet: the hint does not complete.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), hint.requested())
+            .await
+            .is_err()
+    );
+    assert!(matches!(channel.call(0).await, Err(Error::NoEndpoints)));
+    tokio::time::timeout(Duration::from_secs(1), hint.requested())
+        .await
+        .expect("an empty table requests a refresh");
+}

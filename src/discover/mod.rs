@@ -16,6 +16,10 @@
 //! - [`Static`]: a fixed list, sent once.
 //! - [`Manual`]: a cloneable handle to insert, remove and reset endpoints at
 //!   runtime.
+//! - `Dns` (feature `dns`, on by default): A/AAAA or SRV records, refreshed on
+//!   their TTL.
+//! - `Etcd` (feature `etcd`): follows a key prefix in etcd; `Registrar`
+//!   registers an instance there under a lease.
 //!
 //! A source that can look again on demand (DNS) takes a [`RefreshHint`]; the
 //! channel pulls it when every endpoint is ejected or failing, so that a
@@ -37,7 +41,13 @@
 //! # }
 //! ```
 
+#[cfg(feature = "dns")]
+mod dns;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod manual;
+#[cfg(feature = "etcd")]
+mod registrar;
 mod static_list;
 
 use std::fmt;
@@ -48,7 +58,17 @@ use futures_core::Stream;
 
 use crate::Endpoint;
 
+#[cfg(feature = "dns")]
+pub use dns::{
+    DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT, Dns, DnsBuilder, ENDPOINTS_CAPPED_METRIC, Extracted,
+    LOOKUP_ERRORS_METRIC, LOOKUPS_METRIC, RECORDS_SKIPPED_METRIC, RecordKind, SRV_PRIORITY_KEY,
+    SRV_TARGET_KEY, SrvTarget, endpoints_from_records,
+};
+#[cfg(feature = "etcd")]
+pub use etcd::{Etcd, EtcdBuilder, EtcdCluster};
 pub use manual::{Manual, ManualStream};
+#[cfg(feature = "etcd")]
+pub use registrar::{Registrar, RegistrarBuilder};
 pub use static_list::Static;
 
 /// One change to the endpoint set.
