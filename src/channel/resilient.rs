@@ -370,7 +370,10 @@ where
     if settings.hedge().is_some() {
         policies.hedge_budget.deposit(start);
     }
-    let snapshot = shared.table.populated(shared.initial_wait).await?;
+    let snapshot = shared
+        .table
+        .populated(shared.initial_wait, || shared.request_refresh())
+        .await?;
     let mut tried = Tried::default();
     let mut retry_state = RetryState::new();
     let mut template = Some(req);
