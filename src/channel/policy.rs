@@ -50,6 +50,31 @@ pub const EJECTED_ENDPOINTS: &str = "towline_ejected_endpoints";
 
 /// The policy settings of a channel. Every policy is off by default; the
 /// ejection limits default to 50% and 50%.
+///
+/// Per call: an overall deadline; retry rounds (each on an endpoint the call
+/// has not tried, while one is left); within a round, hedges (extra attempts
+/// on other untried endpoints); on every attempt the attempt timeout and the
+/// endpoint's own circuit breaker.
+///
+/// Ejection: an endpoint whose breaker is not closed is ejected from picks
+/// and gets only probes, and returns when its breaker closes. At most
+/// `max_ejected_share` of the endpoints (rounded down) are ejected at once;
+/// further failing endpoints stay in rotation. When fewer than
+/// `panic_threshold` of the endpoints have a closed breaker the channel is in
+/// panic mode: it spreads calls over all endpoints and bypasses their
+/// breakers, rather than crush a healthy minority.
+///
+/// ```
+/// use std::time::Duration;
+/// use towline::channel::ChannelPolicy;
+/// use towline::policy::retry::RetrySettings;
+///
+/// let policy = ChannelPolicy::default()
+///     .with_deadline(Some(Duration::from_secs(2)))
+///     .with_retry(Some(RetrySettings::default()));
+/// assert!(policy.validate().is_ok());
+/// assert!(policy.clone().with_max_ejected_share(2.0).validate().is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelPolicy {
     timeout: Option<Duration>,
@@ -230,8 +255,8 @@ impl Policies {
             retry_budget: Budget::new(retry_budget.budget(), start),
             hedge_budget: Budget::new(hedge.budget(), start),
             latency: LatencyHistogram::new(hedge.latency(), start),
-            retry_metrics: RetryMetrics::register(),
-            hedge_metrics: HedgeMetrics::register(),
+            retry_metrics: RetryMetrics::register(&[("channel", channel.to_string())]),
+            hedge_metrics: HedgeMetrics::register(&[("channel", channel.to_string())]),
             breakers: policy.breaker.is_some(),
             replayable,
             panic: AtomicBool::new(false),

@@ -111,6 +111,18 @@ fn breaker(n: u32, open: Duration, probes: u32) -> BreakerSettings {
         .with_probes(probes)
 }
 
+/// Counter values by name (all label sets summed), from one snapshot (a
+/// snapshot of the debugging recorder drains its counters).
+fn counters(snapshotter: &metrics_util::debugging::Snapshotter) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    for (k, _, _, v) in snapshotter.snapshot().into_vec() {
+        if let metrics_util::debugging::DebugValue::Counter(n) = v {
+            *out.entry(k.key().name().to_string()).or_default() += n;
+        }
+    }
+    out
+}
+
 fn ejected(channel: &Channel<u32, Svc>) -> Vec<u16> {
     channel
         .endpoints()
@@ -124,11 +136,15 @@ fn ejected(channel: &Channel<u32, Svc>) -> Vec<u16> {
 async fn retries_go_to_other_endpoints_so_every_call_succeeds() {
     let fleet = Fleet::new([1, 2, 3]);
     fleet.set(2, failing());
-    let mut channel = fleet
-        .builder([1, 2, 3])
-        .retry(quick_retry(3))
-        .build()
-        .unwrap();
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let mut channel = metrics::with_local_recorder(&recorder, || {
+        fleet
+            .builder([1, 2, 3])
+            .retry(quick_retry(3))
+            .build()
+            .unwrap()
+    });
     for i in 0..300 {
         let port = channel.ready().await.unwrap().call(i).await.unwrap();
         assert_ne!(port, 2);
@@ -137,6 +153,11 @@ async fn retries_go_to_other_endpoints_so_every_call_succeeds() {
     // never went back to the failing one: 300 hits on the healthy ones.
     assert_eq!(fleet.hits(1) + fleet.hits(3), 300);
     assert!(fleet.hits(2) > 0 && fleet.hits(2) <= 300);
+    // Attempts and retries are counted.
+    use crate::policy::metrics::{ATTEMPTS, RETRIES};
+    let counts = counters(&snapshotter);
+    assert_eq!(counts[ATTEMPTS], fleet.total() as u64);
+    assert_eq!(counts[RETRIES], fleet.hits(2) as u64);
 }
 
 #[tokio::test(start_paused = true)]
@@ -342,7 +363,11 @@ async fn hedges_go_to_another_endpoint() {
         .with_budget(
             crate::policy::budget::BudgetSettings::new(1.0, 100, Duration::from_secs(10)).unwrap(),
         );
-    let mut channel = fleet.builder([1, 2]).hedge(hedge).build().unwrap();
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let mut channel = metrics::with_local_recorder(&recorder, || {
+        fleet.builder([1, 2]).hedge(hedge).build().unwrap()
+    });
     for i in 0..20 {
         let t0 = Instant::now();
         let port = channel.ready().await.unwrap().call(i).await.unwrap();
@@ -354,6 +379,11 @@ async fn hedges_go_to_another_endpoint() {
     // attempt per call).
     assert_eq!(fleet.hits(2), 20);
     assert!(fleet.hits(1) <= 20);
+    // A hedge was sent, and won, for each call that started on the slow one.
+    use crate::policy::metrics::{HEDGES_SENT, HEDGES_WON};
+    let counts = counters(&snapshotter);
+    assert_eq!(counts[HEDGES_SENT], fleet.hits(1) as u64);
+    assert_eq!(counts[HEDGES_WON], fleet.hits(1) as u64);
 }
 
 #[tokio::test(start_paused = true)]

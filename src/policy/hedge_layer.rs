@@ -64,7 +64,7 @@ impl HedgeLayer {
                 budget: Budget::new(settings.budget(), start),
                 latency: LatencyHistogram::new(settings.latency(), start),
                 settings: ArcSwap::from_pointee(settings),
-                metrics: HedgeMetrics::register(),
+                metrics: HedgeMetrics::register(&[]),
             }),
             classify: DefaultClassify,
             replay: CloneReplay,

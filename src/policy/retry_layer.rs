@@ -60,7 +60,7 @@ impl RetryLayer {
             tuning: Arc::new(Tuning {
                 settings: ArcSwap::from_pointee(settings),
                 budget,
-                metrics: RetryMetrics::register(),
+                metrics: RetryMetrics::register(&[]),
             }),
             classify: DefaultClassify,
             replay: CloneReplay,
