@@ -17,7 +17,7 @@
 //! Every layer's service returns [`crate::Error`]. An inner error that is
 //! already a [`crate::Error`] (for example from a `TimeoutLayer` below a
 //! `RetryLayer`) passes through unchanged; any other is wrapped in
-//! [`Error::Inner`](crate::Error::Inner).
+//! [`Error::Inner`].
 //!
 //! Settings are checked when a layer is built: an invalid value is an
 //! `Err(`[`BuildError`](crate::BuildError)`)` naming the setting, never a

@@ -15,7 +15,7 @@
 //! - **slow-call rate**: the same for calls that took at least a set time.
 //!
 //! The window is the last `n` calls or the calls of the last duration
-//! ([`Window`]). A call fails when its [`Outcome`](crate::classify::Outcome)
+//! ([`Window`]). A call fails when its [`Outcome`]
 //! is not a success (retryable or not, or overloaded).
 //!
 //! Open time: `base × multiplier^k` for the `k`-th open since the breaker
