@@ -203,6 +203,7 @@ where
             self.policy,
             self.replay.is_some(),
             &self.name,
+            self.refresh.clone(),
         ));
         let table = Arc::new(Table::new(&*self.balancer));
         let mut writer = TableWriter::new(

@@ -36,6 +36,7 @@ use metrics::Gauge;
 use parking_lot::Mutex;
 
 use super::table::{Slot, Table};
+use crate::discover::RefreshHint;
 use crate::error::BuildError;
 use crate::policy::breaker::{BreakerSettings, BreakerState, CircuitBreaker};
 use crate::policy::budget::Budget;
@@ -244,10 +245,17 @@ pub(crate) struct Policies {
     ejection: Mutex<()>,
     ejected_gauge: Gauge,
     channel: String,
+    /// Pulled when panic mode engages: discovery may know better endpoints.
+    refresh: Option<RefreshHint>,
 }
 
 impl Policies {
-    pub(crate) fn new(policy: ChannelPolicy, replayable: bool, channel: &str) -> Self {
+    pub(crate) fn new(
+        policy: ChannelPolicy,
+        replayable: bool,
+        channel: &str,
+        refresh: Option<RefreshHint>,
+    ) -> Self {
         let start = super::now();
         let retry_budget = policy.retry.clone().unwrap_or_default();
         let hedge = policy.hedge.clone().unwrap_or_default();
@@ -263,6 +271,7 @@ impl Policies {
             ejection: Mutex::new(()),
             ejected_gauge: metrics::gauge!(EJECTED_ENDPOINTS, "channel" => channel.to_string()),
             channel: channel.to_string(),
+            refresh,
             settings: ArcSwap::from_pointee(policy),
         }
     }
@@ -334,6 +343,9 @@ impl Policies {
         let panic = n > 0 && (healthy as f64) < settings.panic_threshold * n as f64;
         if panic != self.panic.swap(panic, Ordering::Relaxed) {
             tracing::warn!(channel = %self.channel, healthy, endpoints = n, panic, "panic mode changed");
+            if panic && let Some(hint) = &self.refresh {
+                hint.request();
+            }
         }
         self.ejected_gauge.set(ejected as f64);
     }

@@ -238,14 +238,22 @@ async fn ejection_is_capped_and_panic_mode_spreads_over_all_endpoints() {
     }
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
+    let hint = crate::discover::RefreshHint::new();
     let mut channel = metrics::with_local_recorder(&recorder, || {
         fleet
             .builder(ports)
+            .refresh_hint(hint.clone())
             .circuit_breaker(breaker(1, Duration::from_secs(60), 1))
             .max_ejected_share(0.5)
             .build()
             .unwrap()
     });
+    // Once the endpoints are known, forget any earlier refresh request
+    // (a call finding the table empty makes one).
+    while channel.endpoints().len() < 4 {
+        tokio::task::yield_now().await;
+    }
+    let _ = tokio::time::timeout(Duration::ZERO, hint.requested()).await;
     // One failure opens each failing endpoint's breaker.
     for i in 0..8 {
         let _ = channel.ready().await.unwrap().call(i).await;
@@ -268,8 +276,13 @@ async fn ejection_is_capped_and_panic_mode_spreads_over_all_endpoints() {
         gauge,
         Some(metrics_util::debugging::DebugValue::Gauge(2.0.into()))
     );
-    // One healthy endpoint of four is below the 50% panic threshold: calls
-    // spread over every endpoint again.
+    // One healthy endpoint of four is below the 50% panic threshold: the
+    // channel asked discovery to look again, and calls spread over every
+    // endpoint again.
+    assert!(channel.policy_handle().in_panic_mode());
+    tokio::time::timeout(Duration::from_secs(1), hint.requested())
+        .await
+        .expect("panic mode asks discovery for a fresh look");
     let before: Vec<usize> = ports.iter().map(|&p| fleet.hits(p)).collect();
     for i in 0..400 {
         let _ = channel.ready().await.unwrap().call(i).await;
