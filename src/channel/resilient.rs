@@ -241,19 +241,6 @@ where
             Some(h) if self.template.is_some() => state.next_at(h, start),
             _ => None,
         };
-        let (Some(hedge), Some(first_due)) = (hedge, first_due) else {
-            return guarded(
-                self.shared,
-                self.snapshot,
-                index,
-                admission,
-                req,
-                limit,
-                record,
-            )
-            .await
-            .map_or_else(timed_out, RoundEnd::Done);
-        };
         let first = guarded(
             self.shared,
             self.snapshot,
@@ -263,6 +250,9 @@ where
             limit,
             record,
         );
+        let (Some(hedge), Some(first_due)) = (hedge, first_due) else {
+            return first.await.map_or_else(timed_out, RoundEnd::Done);
+        };
         // The hedge timer is made only if the first attempt is not answered
         // at once.
         let mut timer = pin!(None::<Sleep>);
