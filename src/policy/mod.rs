@@ -62,6 +62,7 @@ pub mod metrics;
 pub mod replay;
 pub mod retry;
 mod retry_layer;
+mod shell;
 #[cfg(test)]
 pub(crate) mod tests;
 pub mod timeout;
