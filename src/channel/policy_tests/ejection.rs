@@ -171,3 +171,29 @@ async fn without_panic_mode_ejected_endpoints_get_no_calls() {
     }
     assert_eq!(fleet.hits(3) + fleet.hits(4), before);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_forced_open_through_the_handle_ejects_its_endpoint_until_reset() {
+    let fleet = Fleet::new([1, 2, 3]);
+    let mut channel = fleet
+        .builder([1, 2, 3])
+        .circuit_breaker(breaker(5, Duration::from_secs(1), 1))
+        .build()
+        .unwrap();
+    channel.ready().await.unwrap().call(0).await.unwrap();
+    let handle = channel.policy_handle();
+    assert_eq!(handle.with_breaker(addr(2), |b| b.force_open()), Some(()));
+    assert_eq!(handle.with_breaker(addr(9), |b| b.force_open()), None);
+    assert_eq!(ejected(&channel), [2]);
+    let before = fleet.hits(2);
+    for i in 0..60 {
+        channel.ready().await.unwrap().call(i).await.unwrap();
+    }
+    assert_eq!(fleet.hits(2), before, "a forced-open endpoint got calls");
+    handle.with_breaker(addr(2), |b| b.reset());
+    assert!(ejected(&channel).is_empty());
+    for i in 0..60 {
+        channel.ready().await.unwrap().call(i).await.unwrap();
+    }
+    assert!(fleet.hits(2) >= before + 15);
+}
