@@ -42,7 +42,7 @@
 //! ```
 
 #[cfg(feature = "dns")]
-mod dns;
+pub mod dns;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod manual;
