@@ -10,7 +10,7 @@ use tower::Service;
 
 use super::policy::{ChannelPolicy, Policies};
 use super::table::{Table, TableWriter};
-use super::{Channel, Shared};
+use super::{Channel, Handle, Shared};
 use crate::balance::{Balancer, P2c};
 use crate::classify::{Classify, DefaultClassify};
 use crate::discover::{Discover, DiscoverError, RefreshHint, Update};
@@ -206,6 +206,7 @@ where
             self.refresh.clone(),
         ));
         let table = Arc::new(Table::new(&*self.balancer));
+        let observer = self.balancer.rebuild(&[]);
         let mut writer = TableWriter::new(
             table.clone(),
             self.connect,
@@ -258,19 +259,21 @@ where
                 }
             }
         });
+        let shared = Arc::new(Shared {
+            table,
+            classify: self.classify,
+            initial_wait: self.initial_wait,
+            metrics,
+            refresh: self.refresh,
+            name: self.name,
+            policies,
+            replay: self.replay,
+            observer,
+            _stop: stop,
+            _req: PhantomData,
+        });
         Ok(Channel {
-            shared: Arc::new(Shared {
-                table,
-                classify: self.classify,
-                initial_wait: self.initial_wait,
-                metrics,
-                refresh: self.refresh,
-                name: self.name,
-                policies,
-                replay: self.replay,
-                _stop: stop,
-                _req: PhantomData,
-            }),
+            handle: Arc::new(Handle { shared }),
         })
     }
 }

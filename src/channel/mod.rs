@@ -82,7 +82,23 @@ pub(crate) fn now() -> Instant {
 /// A discovery-aware, load-balancing client channel. See the
 /// [module docs](self).
 pub struct Channel<Req, S: Service<Req>> {
+    handle: Arc<Handle<Req, S>>,
+}
+
+/// One clone's own reference to the shared state. A call clones the handle
+/// of the channel it was made on; when each task owns its clone, that
+/// reference count is touched by one core only, instead of every core
+/// contending on the shared state's count.
+pub(crate) struct Handle<Req, S: Service<Req>> {
     shared: Arc<Shared<Req, S>>,
+}
+
+impl<Req, S: Service<Req>> std::ops::Deref for Handle<Req, S> {
+    type Target = Shared<Req, S>;
+
+    fn deref(&self) -> &Shared<Req, S> {
+        &self.shared
+    }
 }
 
 /// State shared by all clones of a channel.
@@ -95,6 +111,9 @@ pub(crate) struct Shared<Req, S: Service<Req>> {
     pub(crate) name: String,
     /// Resilience policies: settings, budgets, latency window.
     pub(crate) policies: Arc<Policies>,
+    /// The balancer as configured, for recording latencies on endpoint loads
+    /// outside a snapshot (its per-set data is not used).
+    pub(crate) observer: Box<dyn crate::balance::Balancer>,
     /// Copies requests for retries and hedges, when set.
     pub(crate) replay: Option<Box<dyn Replay<Req>>>,
     /// Dropped with the last clone, which stops the discovery task.
@@ -128,8 +147,8 @@ where
     /// state, budgets and the latency window are kept.
     pub fn policy_handle(&self) -> PolicyHandle {
         PolicyHandle {
-            policies: self.shared.policies.clone(),
-            table: self.shared.table.clone(),
+            policies: self.handle.policies.clone(),
+            table: self.handle.table.clone(),
         }
     }
 }
@@ -137,13 +156,13 @@ where
 impl<Req, S: Service<Req>> Channel<Req, S> {
     /// The channel's name (the `channel` metric label).
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.handle.name
     }
 
     /// A point-in-time view of every endpoint in the current set, ordered by
     /// address.
     pub fn endpoints(&self) -> Vec<EndpointInfo> {
-        let snapshot = self.shared.table.snapshot();
+        let snapshot = self.handle.table.snapshot();
         snapshot
             .slots
             .iter()
@@ -165,7 +184,9 @@ impl<Req, S: Service<Req>> Channel<Req, S> {
 impl<Req, S: Service<Req>> Clone for Channel<Req, S> {
     fn clone(&self) -> Self {
         Channel {
-            shared: self.shared.clone(),
+            handle: Arc::new(Handle {
+                shared: self.handle.shared.clone(),
+            }),
         }
     }
 }
@@ -173,8 +194,8 @@ impl<Req, S: Service<Req>> Clone for Channel<Req, S> {
 impl<Req, S: Service<Req>> fmt::Debug for Channel<Req, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channel")
-            .field("name", &self.shared.name)
-            .field("endpoints", &self.shared.table.snapshot().slots.len())
+            .field("name", &self.handle.name)
+            .field("endpoints", &self.handle.table.snapshot().slots.len())
             .finish()
     }
 }
@@ -196,7 +217,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let shared = self.shared.clone();
+        let shared = self.handle.clone();
         let settings = shared.policies.settings.load();
         let inner: Pin<Box<dyn Future<Output = Result<S::Response, Error>> + Send>> =
             if settings.is_bare() {

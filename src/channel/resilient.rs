@@ -21,7 +21,7 @@ use tower::Service;
 use super::call::{Attempt, attempt};
 use super::policy::{ChannelPolicy, Policies, admits};
 use super::table::Snapshot;
-use super::{Shared, now};
+use super::{Handle, Shared, now};
 use crate::classify::Outcome;
 use crate::error::{BoxError, Error};
 use crate::policy::breaker::{Admission, Permit};
@@ -341,7 +341,7 @@ const FAILED: Outcome = Outcome::Failure { retryable: true };
 
 /// A call under the channel's policies.
 pub(crate) async fn call<Req: 'static, S>(
-    shared: Arc<Shared<Req, S>>,
+    shared: Arc<Handle<Req, S>>,
     settings: Arc<ChannelPolicy>,
     req: Req,
 ) -> Result<S::Response, Error>

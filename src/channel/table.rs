@@ -108,6 +108,12 @@ impl<S> Table<S> {
         }
     }
 
+    /// A short-lived view of the current snapshot, for a pick: cheaper than
+    /// [`snapshot`](Self::snapshot), but must not be held across an await.
+    pub(crate) fn current(&self) -> arc_swap::Guard<Arc<Snapshot<S>>> {
+        self.current.load()
+    }
+
     /// The current snapshot.
     pub(crate) fn snapshot(&self) -> Arc<Snapshot<S>> {
         self.current.load_full()
