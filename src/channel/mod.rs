@@ -15,6 +15,9 @@
 //! any endpoint was ever known. The discovery task ends when the last clone of
 //! the channel is dropped.
 //!
+//! Give each task its own clone: cloning allocates a small handle once, and
+//! a call then only touches reference counts that its own task owns.
+//!
 //! The per-endpoint service must be `Clone + Send + Sync`; a boxed service can
 //! be `tower::util::BoxCloneSyncService`.
 //!
