@@ -3,7 +3,10 @@
 //! Starts five HTTP servers on 127.0.0.1 — one ten times slower than the
 //! others, one failing 30% of its requests with HTTP 500 — then sends 20,000
 //! requests from 64 concurrent tasks through a P2C peak-EWMA channel and
-//! through a round-robin channel, and prints how each spread the load.
+//! through a round-robin channel, and prints how each spread the load. A third
+//! run adds the resilience policies: up to 3 attempts per call (retries go to
+//! endpoints not yet tried) and a circuit breaker per endpoint that ejects one
+//! whose failure rate passes 20%.
 //!
 //! Run with `cargo run --release --example quickstart` (or without
 //! `--release`; it takes a few seconds either way).
@@ -17,8 +20,11 @@ use std::time::{Duration, Instant};
 
 use http::{Backend, Behavior, Reply};
 use tower::{Service, ServiceExt};
-use towline::balance::{Balancer, P2c, RoundRobin};
+use towline::balance::{P2c, RoundRobin};
 use towline::discover::Static;
+use towline::policy::breaker::BreakerSettings;
+use towline::policy::replay::CloneReplay;
+use towline::policy::retry::RetrySettings;
 use towline::{Channel, Error};
 
 const REQUESTS: usize = 20_000;
@@ -47,24 +53,50 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         backends.push(backend);
     }
     println!("5 backends on 127.0.0.1, {REQUESTS} requests from {TASKS} tasks per run\n");
-    run("P2C peak-EWMA", P2c::peak_ewma(), &backends, &labels).await?;
-    run("round-robin", RoundRobin::new(), &backends, &labels).await?;
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+
+    let p2c = Channel::builder(http::connector())
+        .discover(Static::new(addrs.clone()))
+        .balancer(P2c::peak_ewma())
+        .classify(http::classify)
+        .name("p2c")
+        .build()?;
+    run("P2C peak-EWMA", p2c, &backends, &labels).await?;
+
+    let round_robin = Channel::builder(http::connector())
+        .discover(Static::new(addrs.clone()))
+        .balancer(RoundRobin::new())
+        .classify(http::classify)
+        .name("round_robin")
+        .build()?;
+    run("round-robin", round_robin, &backends, &labels).await?;
+
+    let resilient = Channel::builder(http::connector())
+        .discover(Static::new(addrs))
+        .balancer(P2c::peak_ewma())
+        .classify(http::classify)
+        .replay(CloneReplay)
+        .retry(RetrySettings::default().with_max_attempts(3))
+        .circuit_breaker(BreakerSettings::default().with_failure_rate(Some(0.2)))
+        .timeout(Duration::from_millis(500))
+        .name("resilient")
+        .build()?;
+    run(
+        "P2C peak-EWMA + retry + breaker",
+        resilient,
+        &backends,
+        &labels,
+    )
+    .await?;
     Ok(())
 }
 
 async fn run(
     title: &str,
-    balancer: impl Balancer,
+    channel: Channel<String, http::HttpEndpoint>,
     backends: &[Backend],
     labels: &HashMap<SocketAddr, &str>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let channel = Channel::builder(http::connector())
-        .discover(Static::new(backends.iter().map(|b| b.addr)))
-        .balancer(balancer)
-        .classify(http::classify)
-        .name(title)
-        .build()?;
-
     let started = Instant::now();
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
@@ -100,10 +132,13 @@ async fn run(
     }
     let elapsed = started.elapsed();
 
-    println!("== {title}: {REQUESTS} requests in {elapsed:.2?} ({errors} transport errors)");
+    let failed_calls: u64 = per_endpoint.values().map(|(_, f)| f).sum::<u64>() + errors;
+    println!(
+        "== {title}: {REQUESTS} requests in {elapsed:.2?}; {failed_calls} reached the caller as failures"
+    );
     println!(
         "{:<22} {:<11} {:>8} {:>7} {:>9} {:>9} {:>9}",
-        "endpoint", "kind", "requests", "share", "p50", "p99", "failures"
+        "endpoint", "kind", "answers", "share", "p50", "p99", "failures"
     );
     let mut addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
     addrs.sort();

@@ -53,3 +53,8 @@ pub mod channel;
 pub mod metrics;
 
 pub use channel::{Channel, EndpointInfo};
+
+/// The README's code, compiled as a doc test so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

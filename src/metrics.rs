@@ -20,6 +20,17 @@
 //! | `towline_endpoint_requests_total` | counter | channel, endpoint, outcome | attempts sent to one endpoint |
 //! | `towline_endpoint_request_duration_seconds` | histogram | channel, endpoint | attempt latency on one endpoint |
 //! | `towline_endpoint_in_flight` | gauge | channel, endpoint | attempts in flight on one endpoint |
+//! | `towline_attempts_total` | counter | channel | attempts sent under a policy (first tries, retries, hedges) |
+//! | `towline_retries_total` | counter | channel | retries sent |
+//! | `towline_hedges_sent_total` | counter | channel | hedged attempts sent |
+//! | `towline_hedges_won_total` | counter | channel | calls answered by a hedged attempt |
+//! | `towline_budget_exhausted_total` | counter | channel, budget | retries (`budget="retry"`) or hedges (`"hedge"`) refused by their budget |
+//! | `towline_breaker_transitions_total` | counter | breaker (`channel/endpoint`), to | endpoint breaker state changes |
+//! | `towline_ejected_endpoints` | gauge | channel | endpoints ejected from picks by their breaker |
+//!
+//! The policy series are also reported by the standalone layers of
+//! [`crate::policy`] (without the `channel` label); their names are
+//! constants in [`crate::policy::metrics`].
 
 use std::time::Duration;
 

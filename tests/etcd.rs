@@ -20,7 +20,7 @@ use tower::{Service, ServiceExt};
 
 use etcd::EtcdProcs;
 use towline::balance::RoundRobin;
-use towline::discover::etcd::MALFORMED_VALUES_TOTAL;
+use towline::discover::etcd::MALFORMED_VALUES_METRIC;
 use towline::discover::{Etcd, EtcdBuilder, EtcdCluster, Registrar, Update};
 use towline::{Channel, Endpoint};
 
@@ -208,7 +208,7 @@ async fn put_makes_an_endpoint_appear_and_delete_removes_it() {
 fn malformed_count(snapshotter: &metrics_util::debugging::Snapshotter, total: &mut u64) -> u64 {
     use metrics_util::debugging::DebugValue;
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-        if key.key().name() == MALFORMED_VALUES_TOTAL
+        if key.key().name() == MALFORMED_VALUES_METRIC
             && let DebugValue::Counter(n) = value
         {
             *total += n;

@@ -8,12 +8,17 @@ use std::time::Duration;
 use futures_core::Stream;
 use tower::Service;
 
+use super::policy::{ChannelPolicy, Policies};
 use super::table::{Table, TableWriter};
-use super::{Channel, Shared};
+use super::{Channel, Handle, Shared};
 use crate::balance::{Balancer, P2c};
 use crate::classify::{Classify, DefaultClassify};
 use crate::discover::{Discover, DiscoverError, RefreshHint, Update};
 use crate::metrics::ChannelMetrics;
+use crate::policy::breaker::BreakerSettings;
+use crate::policy::hedge::HedgeSettings;
+use crate::policy::replay::Replay;
+use crate::policy::retry::RetrySettings;
 use crate::{BuildError, Endpoint};
 
 type Updates = Pin<Box<dyn Stream<Item = Result<Update, DiscoverError>> + Send>>;
@@ -31,6 +36,8 @@ pub struct Builder<Req, S: Service<Req>> {
     initial_wait: Duration,
     classify: Box<dyn Classify<S::Response, S::Error>>,
     refresh: Option<RefreshHint>,
+    policy: ChannelPolicy,
+    replay: Option<Box<dyn Replay<Req>>>,
     _req: PhantomData<fn(Req)>,
 }
 
@@ -53,6 +60,8 @@ where
             initial_wait: Self::DEFAULT_INITIAL_WAIT,
             classify: Box::new(DefaultClassify),
             refresh: None,
+            policy: ChannelPolicy::default(),
+            replay: None,
             _req: PhantomData,
         }
     }
@@ -100,10 +109,77 @@ where
         self
     }
 
+    /// A timeout on each attempt (default none): an attempt that takes
+    /// longer fails with [`Error::AttemptTimeout`](crate::Error::AttemptTimeout),
+    /// which is retryable.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.policy = self.policy.with_timeout(Some(timeout));
+        self
+    }
+
+    /// An overall deadline per call, covering every attempt and pause
+    /// (default none): [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.policy = self.policy.with_deadline(Some(deadline));
+        self
+    }
+
+    /// Retries (default none): see [`crate::policy::retry`]. Each retry
+    /// goes to an endpoint the call has not tried, while one is left. Needs
+    /// [`replay`](Self::replay).
+    pub fn retry(mut self, retry: RetrySettings) -> Self {
+        self.policy = self.policy.with_retry(Some(retry));
+        self
+    }
+
+    /// Hedging (default none): see [`crate::policy::hedge`]. Each hedge goes
+    /// to an endpoint the call has not tried. Needs [`replay`](Self::replay).
+    pub fn hedge(mut self, hedge: HedgeSettings) -> Self {
+        self.policy = self.policy.with_hedge(Some(hedge));
+        self
+    }
+
+    /// A circuit breaker per endpoint (default none): an endpoint whose
+    /// breaker opens is ejected from picks and gets only probes until it
+    /// closes. See [`crate::policy::breaker`] and [`ChannelPolicy`].
+    pub fn circuit_breaker(mut self, breaker: BreakerSettings) -> Self {
+        self.policy = self.policy.with_breaker(Some(breaker));
+        self
+    }
+
+    /// The largest share of endpoints ejected at once (default 0.5).
+    pub fn max_ejected_share(mut self, share: f64) -> Self {
+        self.policy = self.policy.with_max_ejected_share(share);
+        self
+    }
+
+    /// Panic mode (spread over all endpoints) engages when fewer than this
+    /// share have a closed breaker (default 0.5).
+    pub fn panic_threshold(mut self, share: f64) -> Self {
+        self.policy = self.policy.with_panic_threshold(share);
+        self
+    }
+
+    /// Every policy setting at once (replaces the ones set before).
+    pub fn policy(mut self, policy: ChannelPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How to copy a request for a retry or hedge (default: none, and then
+    /// retries and hedging are refused at build): [`CloneReplay`](crate::policy::replay::CloneReplay)
+    /// for `Clone` requests, or a function `&Req -> Option<Req>` (a request
+    /// it returns `None` for is sent once).
+    pub fn replay(mut self, replay: impl Replay<Req>) -> Self {
+        self.replay = Some(Box::new(replay));
+        self
+    }
+
     /// Builds the channel and starts its discovery task on the current tokio
     /// runtime.
     ///
-    /// Errors: no discovery source, an empty name, or no tokio runtime.
+    /// Errors: no discovery source, an empty name, no tokio runtime, an
+    /// invalid policy setting, or retries/hedging without a replay.
     pub fn build(self) -> Result<Channel<Req, S>, BuildError> {
         let Some(mut updates) = self.discover else {
             return Err(BuildError::new(
@@ -117,10 +193,27 @@ where
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             BuildError::new("runtime", "build() must be called within a tokio runtime")
         })?;
+        Policies::check(
+            &self.policy,
+            self.policy.breaker().is_some(),
+            self.replay.is_some(),
+        )?;
         let metrics = ChannelMetrics::new(&self.name);
+        let policies = Arc::new(Policies::new(
+            self.policy,
+            self.replay.is_some(),
+            &self.name,
+            self.refresh.clone(),
+        ));
         let table = Arc::new(Table::new(&*self.balancer));
-        let mut writer =
-            TableWriter::new(table.clone(), self.connect, self.balancer, metrics.clone());
+        let observer = self.balancer.rebuild(&[]);
+        let mut writer = TableWriter::new(
+            table.clone(),
+            self.connect,
+            self.balancer,
+            metrics.clone(),
+            policies.clone(),
+        );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let name = self.name.clone();
         runtime.spawn(async move {
@@ -166,17 +259,21 @@ where
                 }
             }
         });
+        let shared = Arc::new(Shared {
+            table,
+            classify: self.classify,
+            initial_wait: self.initial_wait,
+            metrics,
+            refresh: self.refresh,
+            name: self.name,
+            policies,
+            replay: self.replay,
+            observer,
+            _stop: stop,
+            _req: PhantomData,
+        });
         Ok(Channel {
-            shared: Arc::new(Shared {
-                table,
-                classify: self.classify,
-                initial_wait: self.initial_wait,
-                metrics,
-                refresh: self.refresh,
-                name: self.name,
-                _stop: stop,
-                _req: PhantomData,
-            }),
+            handle: Arc::new(Handle { shared }),
         })
     }
 }

@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use futures_util::future::poll_fn;
 use tower::Service;
 
-use super::table::Snapshot;
-use super::{Shared, now};
+use super::table::{Slot, Snapshot};
+use super::{Handle, Shared, now};
+use crate::balance::Balancer;
 use crate::classify::Outcome;
 use crate::rng::with_thread_rng;
 use crate::{BoxError, Error};
@@ -18,6 +19,9 @@ pub(crate) struct Attempt<Resp> {
     pub(crate) result: Result<Resp, BoxError>,
     /// What the classifier made of it.
     pub(crate) outcome: Outcome,
+    /// How long it took, and when it ended.
+    pub(crate) rtt: std::time::Duration,
+    pub(crate) end: std::time::Instant,
 }
 
 /// Picks an eligible endpoint of `snapshot` that `excluded` does not reject.
@@ -43,7 +47,23 @@ where
     S::Response: 'static,
     S::Error: Into<BoxError> + 'static,
 {
-    let slot = &snapshot.slots[index];
+    attempt_on(shared, &snapshot.slots[index], &*snapshot.balancer, req).await
+}
+
+/// Sends `req` to the endpoint of `slot`, and records the outcome on its
+/// load (through `balancer`, for latency-aware balancers), counters and
+/// metrics.
+pub(crate) async fn attempt_on<Req, S>(
+    shared: &Shared<Req, S>,
+    slot: &Slot<S>,
+    balancer: &dyn Balancer,
+    req: Req,
+) -> Attempt<S::Response>
+where
+    S: Service<Req> + Clone,
+    S::Response: 'static,
+    S::Error: Into<BoxError> + 'static,
+{
     let mut service = slot.service.clone();
     let start = now();
     let in_flight = slot.begin();
@@ -56,16 +76,27 @@ where
     let outcome = shared.classify.classify(&result);
     drop(in_flight);
     slot.record(outcome, rtt);
-    snapshot.balancer.observe(&slot.load, rtt, end);
+    balancer.observe(&slot.load, rtt, end);
     Attempt {
         result: result.map_err(Into::into),
         outcome,
+        rtt,
+        end,
     }
 }
 
+/// The picked endpoint's slot, or `None` when no endpoint is eligible.
+fn pick_slot<S>(snapshot: &Snapshot<S>, at: std::time::Instant) -> Option<Arc<Slot<S>>> {
+    pick(snapshot, &|_| false, at).map(|i| snapshot.slots[i].clone())
+}
+
 /// A call with no policy: one attempt on one picked endpoint.
+///
+/// The pick happens under a short-lived guard of the current snapshot and
+/// only the picked slot is kept for the call, so a call never touches the
+/// snapshot's reference count, which every core would contend on.
 pub(crate) async fn call<Req, S>(
-    shared: Arc<Shared<Req, S>>,
+    shared: Arc<Handle<Req, S>>,
     req: Req,
 ) -> Result<S::Response, Error>
 where
@@ -74,15 +105,26 @@ where
     S::Error: Into<BoxError> + 'static,
 {
     let start = now();
-    let snapshot = shared
-        .table
-        .populated(shared.initial_wait, || shared.request_refresh())
-        .await?;
-    let Some(index) = pick(&snapshot, &|_| false, start) else {
+    let picked = {
+        let current = shared.table.current();
+        (!current.slots.is_empty()).then(|| pick_slot(&current, start))
+    };
+    let picked = match picked {
+        Some(picked) => picked,
+        // Empty table: wait for discovery (the slow path).
+        None => {
+            let snapshot = shared
+                .table
+                .populated(shared.initial_wait, || shared.request_refresh())
+                .await?;
+            pick_slot(&snapshot, start)
+        }
+    };
+    let Some(slot) = picked else {
         shared.request_refresh();
         return Err(Error::NoEndpoints);
     };
-    let attempt = attempt(&shared, &snapshot, index, req).await;
+    let attempt = attempt_on(&shared, &slot, &*shared.observer, req).await;
     shared
         .metrics
         .record_call(attempt.outcome, now().saturating_duration_since(start));

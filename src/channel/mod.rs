@@ -15,6 +15,9 @@
 //! any endpoint was ever known. The discovery task ends when the last clone of
 //! the channel is dropped.
 //!
+//! Give each task its own clone: cloning allocates a small handle once, and
+//! a call then only touches reference counts that its own task owns.
+//!
 //! The per-endpoint service must be `Clone + Send + Sync`; a boxed service can
 //! be `tower::util::BoxCloneSyncService`.
 //!
@@ -48,6 +51,8 @@
 
 mod builder;
 pub(crate) mod call;
+mod policy;
+mod resilient;
 pub(crate) mod table;
 
 use std::fmt;
@@ -62,11 +67,14 @@ use std::time::{Duration, Instant};
 use tower::Service;
 
 pub use builder::Builder;
+pub use policy::{ChannelPolicy, EJECTED_ENDPOINTS, PolicyHandle};
 
 use crate::classify::Classify;
 use crate::discover::RefreshHint;
 use crate::metrics::ChannelMetrics;
+use crate::policy::replay::Replay;
 use crate::{BoxError, Endpoint, Error};
+use policy::Policies;
 use table::Table;
 
 /// The current time, from tokio's clock so that paused test time applies.
@@ -77,7 +85,23 @@ pub(crate) fn now() -> Instant {
 /// A discovery-aware, load-balancing client channel. See the
 /// [module docs](self).
 pub struct Channel<Req, S: Service<Req>> {
+    handle: Arc<Handle<Req, S>>,
+}
+
+/// One clone's own reference to the shared state. A call clones the handle
+/// of the channel it was made on; when each task owns its clone, that
+/// reference count is touched by one core only, instead of every core
+/// contending on the shared state's count.
+pub(crate) struct Handle<Req, S: Service<Req>> {
     shared: Arc<Shared<Req, S>>,
+}
+
+impl<Req, S: Service<Req>> std::ops::Deref for Handle<Req, S> {
+    type Target = Shared<Req, S>;
+
+    fn deref(&self) -> &Shared<Req, S> {
+        &self.shared
+    }
 }
 
 /// State shared by all clones of a channel.
@@ -88,6 +112,13 @@ pub(crate) struct Shared<Req, S: Service<Req>> {
     pub(crate) metrics: ChannelMetrics,
     pub(crate) refresh: Option<RefreshHint>,
     pub(crate) name: String,
+    /// Resilience policies: settings, budgets, latency window.
+    pub(crate) policies: Arc<Policies>,
+    /// The balancer as configured, for recording latencies on endpoint loads
+    /// outside a snapshot (its per-set data is not used).
+    pub(crate) observer: Box<dyn crate::balance::Balancer>,
+    /// Copies requests for retries and hedges, when set.
+    pub(crate) replay: Option<Box<dyn Replay<Req>>>,
     /// Dropped with the last clone, which stops the discovery task.
     _stop: tokio::sync::oneshot::Sender<()>,
     _req: PhantomData<fn(Req)>,
@@ -114,18 +145,27 @@ where
     {
         Builder::new(connect)
     }
+
+    /// A handle to change the channel's policy settings at runtime; breaker
+    /// state, budgets and the latency window are kept.
+    pub fn policy_handle(&self) -> PolicyHandle {
+        PolicyHandle {
+            policies: self.handle.policies.clone(),
+            table: self.handle.table.clone(),
+        }
+    }
 }
 
 impl<Req, S: Service<Req>> Channel<Req, S> {
     /// The channel's name (the `channel` metric label).
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.handle.name
     }
 
     /// A point-in-time view of every endpoint in the current set, ordered by
     /// address.
     pub fn endpoints(&self) -> Vec<EndpointInfo> {
-        let snapshot = self.shared.table.snapshot();
+        let snapshot = self.handle.table.snapshot();
         snapshot
             .slots
             .iter()
@@ -147,7 +187,9 @@ impl<Req, S: Service<Req>> Channel<Req, S> {
 impl<Req, S: Service<Req>> Clone for Channel<Req, S> {
     fn clone(&self) -> Self {
         Channel {
-            shared: self.shared.clone(),
+            handle: Arc::new(Handle {
+                shared: self.handle.shared.clone(),
+            }),
         }
     }
 }
@@ -155,8 +197,8 @@ impl<Req, S: Service<Req>> Clone for Channel<Req, S> {
 impl<Req, S: Service<Req>> fmt::Debug for Channel<Req, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channel")
-            .field("name", &self.shared.name)
-            .field("endpoints", &self.shared.table.snapshot().slots.len())
+            .field("name", &self.handle.name)
+            .field("endpoints", &self.handle.table.snapshot().slots.len())
             .finish()
     }
 }
@@ -178,9 +220,17 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        ResponseFuture {
-            inner: Box::pin(call::call(self.shared.clone(), req)),
-        }
+        let shared = self.handle.clone();
+        let settings = shared.policies.settings.load();
+        let inner: Pin<Box<dyn Future<Output = Result<S::Response, Error>> + Send>> =
+            if settings.is_bare() {
+                drop(settings);
+                Box::pin(call::call(shared, req))
+            } else {
+                let settings = arc_swap::Guard::into_inner(settings);
+                Box::pin(resilient::call(shared, settings, req))
+            };
+        ResponseFuture { inner }
     }
 }
 
@@ -220,5 +270,7 @@ pub struct EndpointInfo {
     pub ejected: bool,
 }
 
+#[cfg(test)]
+mod policy_tests;
 #[cfg(test)]
 mod tests;

@@ -17,10 +17,12 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::policy::Policies;
 use crate::balance::{Balancer, Load, LoadSet};
 use crate::classify::Outcome;
 use crate::discover::{DiscoverError, Update};
 use crate::metrics::{ChannelMetrics, EndpointMetrics};
+use crate::policy::breaker::CircuitBreaker;
 use crate::{Endpoint, Error};
 
 /// Everything the channel keeps about one endpoint.
@@ -32,6 +34,8 @@ pub(crate) struct Slot<S> {
     pub(crate) failures: AtomicU64,
     /// Set while the endpoint must get no picks (breaker open).
     pub(crate) ejected: AtomicBool,
+    /// The endpoint's circuit breaker, when the channel has breakers.
+    pub(crate) breaker: Option<CircuitBreaker>,
     pub(crate) metrics: EndpointMetrics,
 }
 
@@ -104,6 +108,12 @@ impl<S> Table<S> {
         }
     }
 
+    /// A short-lived view of the current snapshot, for a pick: cheaper than
+    /// [`snapshot`](Self::snapshot), but must not be held across an await.
+    pub(crate) fn current(&self) -> arc_swap::Guard<Arc<Snapshot<S>>> {
+        self.current.load()
+    }
+
     /// The current snapshot.
     pub(crate) fn snapshot(&self) -> Arc<Snapshot<S>> {
         self.current.load_full()
@@ -170,6 +180,7 @@ pub(crate) struct TableWriter<S> {
     balancer: Box<dyn Balancer>,
     metrics: ChannelMetrics,
     epoch: Instant,
+    policies: Arc<Policies>,
 }
 
 impl<S> TableWriter<S> {
@@ -178,6 +189,7 @@ impl<S> TableWriter<S> {
         connect: Box<dyn Fn(&Endpoint) -> S + Send + Sync>,
         balancer: Box<dyn Balancer>,
         metrics: ChannelMetrics,
+        policies: Arc<Policies>,
     ) -> Self {
         TableWriter {
             table,
@@ -186,6 +198,7 @@ impl<S> TableWriter<S> {
             balancer,
             metrics,
             epoch: crate::channel::now(),
+            policies,
         }
     }
 
@@ -226,6 +239,7 @@ impl<S> TableWriter<S> {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             ejected: AtomicBool::new(false),
+            breaker: self.policies.make_breaker(endpoint.addr),
             metrics: self.metrics.endpoint(endpoint.addr),
             endpoint,
         })
@@ -239,6 +253,7 @@ impl<S> TableWriter<S> {
         let balancer = self.balancer.rebuild(&weights);
         self.metrics.endpoints.set(slots.len() as f64);
         self.table.publish(Snapshot { slots, balancer });
+        self.policies.refresh_ejections(&self.table);
     }
 
     pub(crate) fn discovery_failed(&self, error: DiscoverError) {

@@ -42,7 +42,7 @@
 //! ```
 
 #[cfg(feature = "dns")]
-mod dns;
+pub mod dns;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod manual;
@@ -68,7 +68,7 @@ pub use dns::{
 pub use etcd::{Etcd, EtcdBuilder, EtcdCluster};
 pub use manual::{Manual, ManualStream};
 #[cfg(feature = "etcd")]
-pub use registrar::{DEFAULT_TTL, Registrar, RegistrarBuilder};
+pub use registrar::{Registrar, RegistrarBuilder};
 pub use static_list::Static;
 
 /// One change to the endpoint set.

@@ -1,7 +1,8 @@
 //! Registration: an instance announces itself in etcd under a lease (see
 //! [`Registrar`]). The decisions (when to grant, put, renew, start over) are
-//! made by [`LeaseSchedule`], a plain state machine that takes the current
-//! time as an argument; the [`Worker`] task only performs them.
+//! made by [`LeaseSchedule`] (in `schedule.rs`), a plain state machine that
+//! takes the current time as an argument; the [`Worker`] task only performs
+//! them.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -10,14 +11,14 @@ use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+mod schedule;
+
 use super::etcd::{Backoff, EtcdCluster, check_prefix, encode_value};
 use crate::Endpoint;
 use crate::discover::DiscoverError;
 use crate::error::BuildError;
 use crate::rng::Rng;
-
-/// Default lease TTL: 10 s.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+use schedule::{LeaseAction, LeaseSchedule, Phase};
 
 /// Keeps one endpoint registered in etcd under a lease.
 ///
@@ -62,6 +63,9 @@ pub struct Registrar {
 }
 
 impl Registrar {
+    /// The default lease TTL: 10 s.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
     /// Starts building a registrar that puts `endpoint` under `prefix`.
     pub fn builder(
         cluster: EtcdCluster,
@@ -73,7 +77,7 @@ impl Registrar {
             prefix: prefix.into(),
             instance_id: None,
             endpoint,
-            ttl: DEFAULT_TTL,
+            ttl: Registrar::DEFAULT_TTL,
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(2),
             seed: None,
@@ -236,153 +240,6 @@ impl RegistrarBuilder {
             stop: Some(stop),
             task: Some(task),
         })
-    }
-}
-
-/// What the registrar's task should do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LeaseAction {
-    /// Ask etcd for a new lease.
-    Grant,
-    /// Put the key under this lease.
-    Put { lease: i64 },
-    /// Renew this lease.
-    KeepAlive { lease: i64 },
-    /// Nothing to do before this instant.
-    Wait { until: Instant },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Grant,
-    Put {
-        lease: i64,
-    },
-    Alive {
-        lease: i64,
-        next_keep_alive: Instant,
-    },
-    /// After a failure: wait, then renew `lease` if it may still live, else
-    /// start over with a grant.
-    Retry {
-        until: Instant,
-        lease: Option<i64>,
-    },
-}
-
-/// The registrar's decisions, free of I/O and clocks.
-#[derive(Debug)]
-struct LeaseSchedule {
-    phase: Phase,
-    /// The TTL etcd granted for the current lease.
-    ttl: Duration,
-    /// When the current lease expires if not renewed (set once the key is
-    /// put).
-    expires: Option<Instant>,
-    backoff: Backoff,
-}
-
-impl LeaseSchedule {
-    fn new(backoff: Backoff) -> Self {
-        LeaseSchedule {
-            phase: Phase::Grant,
-            ttl: Duration::ZERO,
-            expires: None,
-            backoff,
-        }
-    }
-
-    fn action(&self, now: Instant) -> LeaseAction {
-        match self.phase {
-            Phase::Grant => LeaseAction::Grant,
-            Phase::Put { lease } => LeaseAction::Put { lease },
-            Phase::Alive {
-                lease,
-                next_keep_alive,
-            } => {
-                if now >= next_keep_alive {
-                    LeaseAction::KeepAlive { lease }
-                } else {
-                    LeaseAction::Wait {
-                        until: next_keep_alive,
-                    }
-                }
-            }
-            Phase::Retry { until, lease } => {
-                if now < until {
-                    LeaseAction::Wait { until }
-                } else {
-                    match lease {
-                        Some(lease) if self.is_registered(now) => LeaseAction::KeepAlive { lease },
-                        _ => LeaseAction::Grant,
-                    }
-                }
-            }
-        }
-    }
-
-    /// Whether the key should be in etcd now.
-    fn is_registered(&self, now: Instant) -> bool {
-        let lease_held = matches!(
-            self.phase,
-            Phase::Alive { .. } | Phase::Retry { lease: Some(_), .. }
-        );
-        lease_held && self.expires.is_some_and(|expires| now < expires)
-    }
-
-    fn on_granted(&mut self, lease: i64, ttl: Duration) {
-        self.ttl = ttl;
-        self.expires = None;
-        self.phase = Phase::Put { lease };
-    }
-
-    fn on_put(&mut self, now: Instant) {
-        if let Phase::Put { lease } = self.phase {
-            self.backoff.reset();
-            self.renewed(lease, self.ttl, now);
-        }
-    }
-
-    /// A keep-alive answered: `remaining` is the lease's TTL now, zero when
-    /// etcd no longer knows the lease.
-    fn on_kept_alive(&mut self, lease: i64, remaining: Duration, now: Instant) {
-        if remaining.is_zero() {
-            tracing::warn!(
-                lease,
-                "etcd lease lost; granting a new one and putting the key again"
-            );
-            self.expires = None;
-            self.phase = Phase::Grant;
-        } else {
-            self.backoff.reset();
-            self.renewed(lease, remaining, now);
-        }
-    }
-
-    fn renewed(&mut self, lease: i64, remaining: Duration, now: Instant) {
-        self.expires = now.checked_add(remaining);
-        let interval = (self.ttl / 3).max(Duration::from_millis(100));
-        self.phase = Phase::Alive {
-            lease,
-            next_keep_alive: now.checked_add(interval).unwrap_or(now),
-        };
-    }
-
-    /// A call failed: wait a backoff, keeping the lease if it may still live.
-    fn on_failure(&mut self, now: Instant) -> Duration {
-        let delay = self.backoff.next_delay();
-        let lease = match self.phase {
-            Phase::Alive { lease, .. }
-            | Phase::Retry {
-                lease: Some(lease), ..
-            } => Some(lease),
-            _ => None,
-        };
-        self.phase = Phase::Retry {
-            until: now.checked_add(delay).unwrap_or(now),
-            lease,
-        };
-        delay
     }
 }
 
@@ -571,103 +428,6 @@ mod tests {
     use super::*;
 
     const SEC: Duration = Duration::from_secs(1);
-
-    fn schedule() -> LeaseSchedule {
-        let backoff = Backoff::new(
-            "t",
-            Duration::from_millis(100),
-            Duration::from_millis(800),
-            Rng::seeded(11),
-        )
-        .unwrap();
-        LeaseSchedule::new(backoff)
-    }
-
-    #[test]
-    fn grant_put_then_keep_alive_every_third_of_the_ttl() {
-        let t0 = Instant::now();
-        let mut s = schedule();
-        assert_eq!(s.action(t0), LeaseAction::Grant);
-        s.on_granted(7, 9 * SEC);
-        assert_eq!(s.action(t0), LeaseAction::Put { lease: 7 });
-        assert!(!s.is_registered(t0));
-        s.on_put(t0);
-        assert!(s.is_registered(t0));
-        assert_eq!(
-            s.action(t0),
-            LeaseAction::Wait {
-                until: t0 + 3 * SEC
-            }
-        );
-        assert_eq!(s.action(t0 + 3 * SEC), LeaseAction::KeepAlive { lease: 7 });
-        s.on_kept_alive(7, 9 * SEC, t0 + 3 * SEC);
-        assert_eq!(
-            s.action(t0 + 3 * SEC),
-            LeaseAction::Wait {
-                until: t0 + 6 * SEC
-            }
-        );
-        assert!(s.is_registered(t0 + 11 * SEC));
-        assert!(!s.is_registered(t0 + 12 * SEC));
-    }
-
-    #[test]
-    fn lost_lease_is_granted_and_put_again() {
-        let t0 = Instant::now();
-        let mut s = schedule();
-        s.on_granted(7, 3 * SEC);
-        s.on_put(t0);
-        s.on_kept_alive(7, Duration::ZERO, t0 + SEC);
-        assert!(!s.is_registered(t0 + SEC));
-        assert_eq!(s.action(t0 + SEC), LeaseAction::Grant);
-        s.on_granted(8, 3 * SEC);
-        assert_eq!(s.action(t0 + SEC), LeaseAction::Put { lease: 8 });
-    }
-
-    #[test]
-    fn keep_alive_failure_retries_the_same_lease_while_it_may_live() {
-        let t0 = Instant::now();
-        let mut s = schedule();
-        s.on_granted(7, 3 * SEC);
-        s.on_put(t0);
-        let t1 = t0 + SEC;
-        let delay = s.on_failure(t1);
-        assert!(delay <= Duration::from_millis(100));
-        assert_eq!(s.action(t1), LeaseAction::Wait { until: t1 + delay });
-        assert!(s.is_registered(t1 + delay));
-        assert_eq!(s.action(t1 + delay), LeaseAction::KeepAlive { lease: 7 });
-    }
-
-    #[test]
-    fn keep_alive_failures_past_expiry_start_over_with_a_grant() {
-        let t0 = Instant::now();
-        let mut s = schedule();
-        s.on_granted(7, 2 * SEC);
-        s.on_put(t0);
-        let mut now = t0 + SEC;
-        // Failures every backoff until the lease has surely expired.
-        while now < t0 + 3 * SEC {
-            now += s.on_failure(now);
-        }
-        assert!(!s.is_registered(now));
-        assert_eq!(s.action(now), LeaseAction::Grant);
-    }
-
-    #[test]
-    fn grant_or_put_failure_backs_off_then_grants_again() {
-        let t0 = Instant::now();
-        let mut s = schedule();
-        let d1 = s.on_failure(t0);
-        assert_eq!(s.action(t0 + d1), LeaseAction::Grant);
-        s.on_granted(9, 3 * SEC);
-        let d2 = s.on_failure(t0 + d1);
-        assert!(
-            d2 >= Duration::from_millis(100),
-            "second delay grows: {d2:?}"
-        );
-        assert_eq!(s.action(t0 + d1 + d2), LeaseAction::Grant);
-        assert!(!s.is_registered(t0 + d1 + d2));
-    }
 
     #[tokio::test]
     async fn bad_settings_are_build_errors() {

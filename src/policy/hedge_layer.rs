@@ -18,6 +18,7 @@ use super::hedge::{HedgeSettings, HedgeState, HedgeStep};
 use super::latency::LatencyHistogram;
 use super::metrics::HedgeMetrics;
 use super::replay::{CloneReplay, Replay};
+use super::shell::Parts;
 use super::{into_error, now};
 use crate::classify::{Classify, DefaultClassify};
 use crate::error::{BoxError, BuildError, Error};
@@ -47,10 +48,9 @@ struct Tuning {
 /// ).unwrap();
 /// assert_eq!(layer.handle().settings().max_extra(), 1);
 /// ```
+#[derive(Clone)]
 pub struct HedgeLayer<C = DefaultClassify, R = CloneReplay> {
-    tuning: Arc<Tuning>,
-    classify: C,
-    replay: R,
+    parts: Parts<Tuning, C, R>,
 }
 
 impl HedgeLayer {
@@ -59,15 +59,14 @@ impl HedgeLayer {
     pub fn new(settings: HedgeSettings) -> Result<Self, BuildError> {
         settings.validate()?;
         let start = now();
+        let tuning = Tuning {
+            budget: Budget::new(settings.budget(), start),
+            latency: LatencyHistogram::new(settings.latency(), start),
+            settings: ArcSwap::from_pointee(settings),
+            metrics: HedgeMetrics::register(&[]),
+        };
         Ok(HedgeLayer {
-            tuning: Arc::new(Tuning {
-                budget: Budget::new(settings.budget(), start),
-                latency: LatencyHistogram::new(settings.latency(), start),
-                settings: ArcSwap::from_pointee(settings),
-                metrics: HedgeMetrics::register(),
-            }),
-            classify: DefaultClassify,
-            replay: CloneReplay,
+            parts: Parts::new(tuning, DefaultClassify, CloneReplay),
         })
     }
 }
@@ -76,35 +75,21 @@ impl<C, R> HedgeLayer<C, R> {
     /// The same layer with another classifier.
     pub fn with_classify<C2>(self, classify: C2) -> HedgeLayer<C2, R> {
         HedgeLayer {
-            tuning: self.tuning,
-            classify,
-            replay: self.replay,
+            parts: self.parts.with_classify(classify),
         }
     }
 
     /// The same layer with another way to copy requests.
     pub fn with_replay<R2>(self, replay: R2) -> HedgeLayer<C, R2> {
         HedgeLayer {
-            tuning: self.tuning,
-            classify: self.classify,
-            replay,
+            parts: self.parts.with_replay(replay),
         }
     }
 
     /// A handle to read and change the settings at runtime.
     pub fn handle(&self) -> HedgeHandle {
         HedgeHandle {
-            tuning: self.tuning.clone(),
-        }
-    }
-}
-
-impl<C: Clone, R: Clone> Clone for HedgeLayer<C, R> {
-    fn clone(&self) -> Self {
-        HedgeLayer {
-            tuning: self.tuning.clone(),
-            classify: self.classify.clone(),
-            replay: self.replay.clone(),
+            tuning: self.parts.tuning.clone(),
         }
     }
 }
@@ -112,7 +97,7 @@ impl<C: Clone, R: Clone> Clone for HedgeLayer<C, R> {
 impl<C, R> fmt::Debug for HedgeLayer<C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HedgeLayer")
-            .field("settings", &*self.tuning.settings.load())
+            .field("settings", &*self.parts.tuning.settings.load())
             .finish_non_exhaustive()
     }
 }
@@ -152,23 +137,13 @@ impl fmt::Debug for HedgeHandle {
     }
 }
 
-struct Shared<C, R> {
-    tuning: Arc<Tuning>,
-    classify: C,
-    replay: R,
-}
-
 impl<S, C: Clone, R: Clone> Layer<S> for HedgeLayer<C, R> {
     type Service = Hedge<S, C, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Hedge {
             inner,
-            shared: Arc::new(Shared {
-                tuning: self.tuning.clone(),
-                classify: self.classify.clone(),
-                replay: self.replay.clone(),
-            }),
+            shared: Arc::new(self.parts.clone()),
         }
     }
 }
@@ -176,7 +151,7 @@ impl<S, C: Clone, R: Clone> Layer<S> for HedgeLayer<C, R> {
 /// The service made by [`HedgeLayer`].
 pub struct Hedge<S, C = DefaultClassify, R = CloneReplay> {
     inner: S,
-    shared: Arc<Shared<C, R>>,
+    shared: Arc<Parts<Tuning, C, R>>,
 }
 
 impl<S: Clone, C, R> Clone for Hedge<S, C, R> {
@@ -303,7 +278,7 @@ where
     start: Instant,
     settings: Arc<HedgeSettings>,
     last: Option<Result<S::Response, S::Error>>,
-    shared: Arc<Shared<C, R>>,
+    shared: Arc<Parts<Tuning, C, R>>,
 }
 
 impl<S, Req, C, R> fmt::Debug for HedgeFuture<S, Req, C, R>

@@ -1,7 +1,8 @@
 //! Metric names of the policies (see the table in [the module docs](super)).
 //!
-//! Handles are registered once, when a layer or breaker is built; nothing is
-//! looked up by label on the call path.
+//! Handles are registered once, when a layer, breaker or channel is built;
+//! nothing is looked up by label on the call path. A channel's handles carry
+//! its `channel` label; a standalone layer's carry none.
 
 use metrics::Counter;
 
@@ -27,13 +28,22 @@ pub(crate) struct RetryMetrics {
 }
 
 impl RetryMetrics {
-    pub fn register() -> Self {
+    /// Handles with the given labels (none for a layer; `channel` for a
+    /// channel).
+    pub fn register(labels: &[(&'static str, String)]) -> Self {
         RetryMetrics {
-            attempts: metrics::counter!(ATTEMPTS),
-            retries: metrics::counter!(RETRIES),
-            budget_exhausted: metrics::counter!(BUDGET_EXHAUSTED, "budget" => "retry"),
+            attempts: metrics::counter!(ATTEMPTS, labels),
+            retries: metrics::counter!(RETRIES, labels),
+            budget_exhausted: metrics::counter!(BUDGET_EXHAUSTED, &with(labels, "retry")),
         }
     }
+}
+
+/// `labels` plus `budget = which`.
+fn with(labels: &[(&'static str, String)], which: &str) -> Vec<(&'static str, String)> {
+    let mut all = labels.to_vec();
+    all.push(("budget", which.to_string()));
+    all
 }
 
 /// Counter handles of a hedging policy.
@@ -46,12 +56,13 @@ pub(crate) struct HedgeMetrics {
 }
 
 impl HedgeMetrics {
-    pub fn register() -> Self {
+    /// Handles with the given labels (as [`RetryMetrics::register`]).
+    pub fn register(labels: &[(&'static str, String)]) -> Self {
         HedgeMetrics {
-            attempts: metrics::counter!(ATTEMPTS),
-            sent: metrics::counter!(HEDGES_SENT),
-            won: metrics::counter!(HEDGES_WON),
-            budget_exhausted: metrics::counter!(BUDGET_EXHAUSTED, "budget" => "hedge"),
+            attempts: metrics::counter!(ATTEMPTS, labels),
+            sent: metrics::counter!(HEDGES_SENT, labels),
+            won: metrics::counter!(HEDGES_WON, labels),
+            budget_exhausted: metrics::counter!(BUDGET_EXHAUSTED, &with(labels, "hedge")),
         }
     }
 }

@@ -17,7 +17,7 @@
 //! Every layer's service returns [`crate::Error`]. An inner error that is
 //! already a [`crate::Error`] (for example from a `TimeoutLayer` below a
 //! `RetryLayer`) passes through unchanged; any other is wrapped in
-//! [`Error::Inner`](crate::Error::Inner).
+//! [`Error::Inner`].
 //!
 //! Settings are checked when a layer is built: an invalid value is an
 //! `Err(`[`BuildError`](crate::BuildError)`)` naming the setting, never a
@@ -62,12 +62,14 @@ pub mod metrics;
 pub mod replay;
 pub mod retry;
 mod retry_layer;
+mod shell;
 #[cfg(test)]
 pub(crate) mod tests;
 pub mod timeout;
 
 pub use breaker::{CircuitBreaker, CircuitBreakerLayer};
 pub use hedge_layer::{Hedge, HedgeFuture, HedgeHandle, HedgeLayer};
+pub(crate) use retry_layer::final_error as retry_final_error;
 pub use retry_layer::{Retry, RetryFuture, RetryHandle, RetryLayer};
 pub use timeout::{Timeout, TimeoutFuture, TimeoutLayer};
 

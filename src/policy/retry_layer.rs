@@ -15,6 +15,7 @@ use super::budget::Budget;
 use super::metrics::RetryMetrics;
 use super::replay::{CloneReplay, Replay};
 use super::retry::{RetryDecision, RetrySettings, RetryState, Stop};
+use super::shell::Parts;
 use super::timeout::{Deadline, Limit, attempt_limit};
 use super::{into_error, now};
 use crate::classify::{Classify, DefaultClassify, Outcome};
@@ -44,10 +45,9 @@ struct Tuning {
 /// handle.set(RetrySettings::default().with_max_attempts(5)).unwrap();
 /// assert_eq!(handle.settings().max_attempts(), 5);
 /// ```
+#[derive(Clone)]
 pub struct RetryLayer<C = DefaultClassify, R = CloneReplay> {
-    tuning: Arc<Tuning>,
-    classify: C,
-    replay: R,
+    parts: Parts<Tuning, C, R>,
 }
 
 impl RetryLayer {
@@ -56,14 +56,13 @@ impl RetryLayer {
     pub fn new(settings: RetrySettings) -> Result<Self, BuildError> {
         settings.validate()?;
         let budget = Budget::new(settings.budget(), now());
+        let tuning = Tuning {
+            settings: ArcSwap::from_pointee(settings),
+            budget,
+            metrics: RetryMetrics::register(&[]),
+        };
         Ok(RetryLayer {
-            tuning: Arc::new(Tuning {
-                settings: ArcSwap::from_pointee(settings),
-                budget,
-                metrics: RetryMetrics::register(),
-            }),
-            classify: DefaultClassify,
-            replay: CloneReplay,
+            parts: Parts::new(tuning, DefaultClassify, CloneReplay),
         })
     }
 }
@@ -72,9 +71,7 @@ impl<C, R> RetryLayer<C, R> {
     /// The same layer with another classifier.
     pub fn with_classify<C2>(self, classify: C2) -> RetryLayer<C2, R> {
         RetryLayer {
-            tuning: self.tuning,
-            classify,
-            replay: self.replay,
+            parts: self.parts.with_classify(classify),
         }
     }
 
@@ -82,26 +79,14 @@ impl<C, R> RetryLayer<C, R> {
     /// function `&Req -> Option<Req>` (see [`super::replay`]).
     pub fn with_replay<R2>(self, replay: R2) -> RetryLayer<C, R2> {
         RetryLayer {
-            tuning: self.tuning,
-            classify: self.classify,
-            replay,
+            parts: self.parts.with_replay(replay),
         }
     }
 
     /// A handle to read and change the settings at runtime.
     pub fn handle(&self) -> RetryHandle {
         RetryHandle {
-            tuning: self.tuning.clone(),
-        }
-    }
-}
-
-impl<C: Clone, R: Clone> Clone for RetryLayer<C, R> {
-    fn clone(&self) -> Self {
-        RetryLayer {
-            tuning: self.tuning.clone(),
-            classify: self.classify.clone(),
-            replay: self.replay.clone(),
+            tuning: self.parts.tuning.clone(),
         }
     }
 }
@@ -109,7 +94,7 @@ impl<C: Clone, R: Clone> Clone for RetryLayer<C, R> {
 impl<C, R> fmt::Debug for RetryLayer<C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryLayer")
-            .field("settings", &*self.tuning.settings.load())
+            .field("settings", &*self.parts.tuning.settings.load())
             .finish_non_exhaustive()
     }
 }
@@ -146,23 +131,13 @@ impl fmt::Debug for RetryHandle {
     }
 }
 
-struct Shared<C, R> {
-    tuning: Arc<Tuning>,
-    classify: C,
-    replay: R,
-}
-
 impl<S, C: Clone, R: Clone> Layer<S> for RetryLayer<C, R> {
     type Service = Retry<S, C, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Retry {
             inner,
-            shared: Arc::new(Shared {
-                tuning: self.tuning.clone(),
-                classify: self.classify.clone(),
-                replay: self.replay.clone(),
-            }),
+            shared: Arc::new(self.parts.clone()),
         }
     }
 }
@@ -170,7 +145,7 @@ impl<S, C: Clone, R: Clone> Layer<S> for RetryLayer<C, R> {
 /// The service made by [`RetryLayer`].
 pub struct Retry<S, C = DefaultClassify, R = CloneReplay> {
     inner: S,
-    shared: Arc<Shared<C, R>>,
+    shared: Arc<Parts<Tuning, C, R>>,
 }
 
 impl<S: Clone, C, R> Clone for Retry<S, C, R> {
@@ -261,7 +236,7 @@ where
     settings: Arc<RetrySettings>,
     deadline: Option<Deadline>,
     last_error: Option<Error>,
-    shared: Arc<Shared<C, R>>,
+    shared: Arc<Parts<Tuning, C, R>>,
 }
 
 impl<S, Req, C, R> fmt::Debug for RetryFuture<S, Req, C, R>

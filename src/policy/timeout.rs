@@ -197,15 +197,58 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let start = super::now();
         let limit = if self.layer.is_deadline {
-            Limit::Deadline(Deadline::new(super::now(), self.layer.length))
+            Limit::Deadline(Deadline::new(start, self.layer.length))
         } else {
             Limit::Attempt(self.layer.length)
         };
         TimeoutFuture {
-            inner: self.inner.call(req),
-            sleep: tokio::time::sleep(self.layer.length),
+            inner: Expiring::new(self.inner.call(req), start + self.layer.length),
             limit,
+        }
+    }
+}
+
+/// A future bounded by an instant. The timer is only made when the future
+/// is first found pending, so an answer that is ready at once never touches
+/// the timer wheel. The answer wins a tie with the timer.
+#[pin_project]
+#[derive(Debug)]
+pub(crate) struct Expiring<F> {
+    #[pin]
+    inner: F,
+    #[pin]
+    sleep: Option<Sleep>,
+    at: Instant,
+}
+
+impl<F> Expiring<F> {
+    pub(crate) fn new(inner: F, at: Instant) -> Self {
+        Expiring {
+            inner,
+            sleep: None,
+            at,
+        }
+    }
+}
+
+impl<F: Future> Future for Expiring<F> {
+    /// `Err(())` when the instant passed first.
+    type Output = Result<F::Output, ()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(out) = this.inner.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        if this.sleep.is_none() {
+            this.sleep
+                .set(Some(tokio::time::sleep_until((*this.at).into())));
+        }
+        match this.sleep.as_pin_mut() {
+            Some(sleep) => sleep.poll(cx).map(Err),
+            None => Poll::Pending,
         }
     }
 }
@@ -215,9 +258,7 @@ where
 #[derive(Debug)]
 pub struct TimeoutFuture<F> {
     #[pin]
-    inner: F,
-    #[pin]
-    sleep: Sleep,
+    inner: Expiring<F>,
     limit: Limit,
 }
 
@@ -230,12 +271,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        // The answer wins a tie with the timer.
-        if let Poll::Ready(r) = this.inner.poll(cx) {
-            return Poll::Ready(r.map_err(into_error));
+        match ready!(this.inner.poll(cx)) {
+            Ok(r) => Poll::Ready(r.map_err(into_error)),
+            Err(()) => Poll::Ready(Err(this.limit.error())),
         }
-        ready!(this.sleep.poll(cx));
-        Poll::Ready(Err(this.limit.error()))
     }
 }
 

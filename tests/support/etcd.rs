@@ -46,10 +46,21 @@ pub struct TlsFiles {
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    // Ports are taken below the kernel's ephemeral range (32768 and up): an
+    // ephemeral port can be grabbed by any outgoing connection of a parallel
+    // test between this probe and etcd's bind, or while a killed member is
+    // down before it restarts on the same port.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::SeqCst)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 127.0.0.1:{LOW}..{}", LOW + SPAN)
 }
 
 fn temp_root() -> PathBuf {

@@ -14,23 +14,23 @@
 //!
 //! Behaviour (defaults in brackets, all settable on [`DnsBuilder`]):
 //! - It looks up at the first poll, then again at the answer's TTL clamped to
-//!   [1 s, 5 min], up to [10 %] early at random. A [`Update::Reset`] is
+//!   \[1 s, 5 min\], up to \[10 %\] early at random. A [`Update::Reset`] is
 //!   yielded only when the set changed (order does not matter).
 //! - A timeout or transport error keeps the last set: the stream yields a
 //!   [`DiscoverError`] (the channel logs and counts it), logs a warning,
 //!   counts `towline_dns_lookup_errors_total{name}` and retries after a
-//!   jittered exponential backoff [1 s doubling to 30 s].
+//!   jittered exponential backoff \[1 s doubling to 30 s\].
 //! - An authoritative empty answer (NXDOMAIN, no records) empties a held set
-//!   only once it has lasted the grace period [30 s].
+//!   only once it has lasted the grace period \[30 s\].
 //! - Malformed or unusable records are skipped, logged and counted
 //!   (`towline_dns_records_skipped_total{name}`); an answer with nothing
 //!   usable left counts as a failure and keeps the last set.
-//! - At most [1,024] endpoints per answer; past that a stable subset is kept
+//! - At most \[1,024\] endpoints per answer; past that a stable subset is kept
 //!   (different per client) and a warning logged.
 //! - With a [`RefreshHint`] it looks again as soon as the hint is requested,
-//!   at most once per [1 s].
+//!   at most once per \[1 s\].
 //! - The resolver is the system's (`/etc/resolv.conf`) or the given name
-//!   servers; query timeout [2 s] and attempts [2]; no answer cache.
+//!   servers; query timeout \[2 s\] and attempts \[2\]; no answer cache.
 //!
 //! Names should be fully qualified (trailing dot); otherwise the system's
 //! search domains apply.

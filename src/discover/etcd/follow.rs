@@ -22,7 +22,9 @@
 //! [`Output::Malformed`] and otherwise ignored: the key keeps the last good
 //! endpoint it held (if any), so a bad write never removes a good endpoint.
 //! When several keys hold the same address, the endpoint stays while any of
-//! them does.
+//! them does, and the last of them in byte order gives its weight and
+//! metadata; incremental updates follow the same rule, so they always agree
+//! with what a re-list would yield.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -170,11 +172,7 @@ impl PrefixFollower {
         for change in changes {
             match change {
                 Change::Put { key, value } => self.put(key, value, out),
-                Change::Delete { key } => {
-                    if let Some(old) = self.by_key.remove(key) {
-                        self.address_released(old.addr, out);
-                    }
-                }
+                Change::Delete { key } => self.set_key(key, None, out),
             }
         }
     }
@@ -246,33 +244,45 @@ impl PrefixFollower {
     }
 
     fn put(&mut self, key: &[u8], value: &[u8], out: &mut Vec<Output>) {
-        let endpoint = match parse_value(value) {
-            Ok(endpoint) => endpoint,
-            Err(error) => {
-                out.push(malformed(key, error));
-                return;
-            }
-        };
-        let previous = self.by_key.insert(key.to_vec(), endpoint.clone());
-        if previous.as_ref() == Some(&endpoint) {
-            return;
-        }
-        out.push(Output::Update(Update::Insert(endpoint.clone())));
-        if let Some(previous) = previous
-            && previous.addr != endpoint.addr
-        {
-            self.address_released(previous.addr, out);
+        match parse_value(value) {
+            Ok(endpoint) => self.set_key(key, Some(endpoint), out),
+            Err(error) => out.push(malformed(key, error)),
         }
     }
 
-    /// A key stopped holding `addr`: remove it, unless another key still
-    /// holds it (then that key's endpoint is the one to keep).
-    fn address_released(&self, addr: SocketAddr, out: &mut Vec<Output>) {
-        let update = match self.by_key.values().rev().find(|e| e.addr == addr) {
-            Some(other) => Update::Insert(other.clone()),
-            None => Update::Remove(addr),
+    /// Sets (or, with `None`, deletes) what `key` holds, and reports the
+    /// change of every address it touches: the address it held and the one
+    /// it holds now. For each, the update turns the old view of that
+    /// address into exactly what [`endpoints`](Self::endpoints) now says,
+    /// so incremental updates and a re-list always agree.
+    fn set_key(&mut self, key: &[u8], endpoint: Option<Endpoint>, out: &mut Vec<Output>) {
+        let old_addr = self.by_key.get(key).map(|e| e.addr);
+        let new_addr = endpoint.as_ref().map(|e| e.addr);
+        // The new address first: a key that moves never leaves a gap.
+        let mut touched: Vec<SocketAddr> = new_addr.into_iter().chain(old_addr).collect();
+        touched.dedup();
+        let before: Vec<Option<Endpoint>> =
+            touched.iter().map(|&a| self.holder(a).cloned()).collect();
+        match endpoint {
+            Some(endpoint) => self.by_key.insert(key.to_vec(), endpoint),
+            None => self.by_key.remove(key),
         };
-        out.push(Output::Update(update));
+        for (addr, before) in touched.into_iter().zip(before) {
+            let after = self.holder(addr);
+            if after != before.as_ref() {
+                let update = match after {
+                    Some(endpoint) => Update::Insert(endpoint.clone()),
+                    None => Update::Remove(addr),
+                };
+                out.push(Output::Update(update));
+            }
+        }
+    }
+
+    /// The endpoint that represents `addr`: the last key in byte order that
+    /// holds it (as in [`endpoints`](Self::endpoints)).
+    fn holder(&self, addr: SocketAddr) -> Option<&Endpoint> {
+        self.by_key.values().rev().find(|e| e.addr == addr)
     }
 }
 
@@ -437,20 +447,77 @@ mod tests {
     #[test]
     fn shared_address_stays_until_the_last_key_goes() {
         let mut f = follower();
-        list(
-            &mut f,
-            1,
-            &[("/s/a", "127.0.0.1:1"), ("/s/b", "127.0.0.1:1")],
-        );
+        let heavy = r#"{"addr":"127.0.0.1:1","weight":9}"#;
+        list(&mut f, 1, &[("/s/a", heavy), ("/s/b", "127.0.0.1:1")]);
+        // The last key in byte order (b) speaks for the address.
         assert_eq!(f.endpoints(), vec![ep(1)]);
+        // a changes, but b still speaks for the address: nothing to say.
+        assert_eq!(change(&mut f, vec![put("/s/a", "127.0.0.1:1")]), vec![]);
+        // b goes: a (now weight 1 too) keeps the address, unchanged.
+        assert_eq!(change(&mut f, vec![delete("/s/b")]), vec![]);
+        assert_eq!(
+            change(&mut f, vec![put("/s/a", heavy)]),
+            vec![Update::Insert(ep(1).with_weight(9))]
+        );
         assert_eq!(
             change(&mut f, vec![delete("/s/a")]),
-            vec![Update::Insert(ep(1))]
-        );
-        assert_eq!(
-            change(&mut f, vec![delete("/s/b")]),
             vec![Update::Remove(ep(1).addr)]
         );
+    }
+
+    /// Random puts (good and malformed), deletes and re-lists over a few keys
+    /// and addresses: applying the outputs to a set, as a channel does,
+    /// always gives exactly what a re-list would.
+    #[test]
+    fn incremental_updates_always_agree_with_the_full_set() {
+        let mut rng = Rng::seeded(42);
+        let keys = ["/s/a", "/s/b", "/s/c", "/s/d"];
+        let values = [
+            "127.0.0.1:1",
+            "127.0.0.1:2",
+            r#"{"addr":"127.0.0.1:1","weight":5}"#,
+            r#"{"addr":"127.0.0.1:3","metadata":{"z":"x"}}"#,
+            "garbage",
+        ];
+        let mut f = follower();
+        let mut applied: BTreeMap<SocketAddr, Endpoint> = BTreeMap::new();
+        let mut etcd: BTreeMap<&str, &str> = BTreeMap::new();
+        for step in 0..20_000 {
+            let mut out = Vec::new();
+            match rng.below(10) {
+                0 => {
+                    let kvs: Vec<_> = etcd
+                        .iter()
+                        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+                        .collect();
+                    f.on_listed(step, kvs, &mut out);
+                }
+                1..=3 => {
+                    let key = keys[rng.below(keys.len())];
+                    etcd.remove(key);
+                    f.on_changes(vec![delete(key)], &mut out);
+                }
+                _ => {
+                    let key = keys[rng.below(keys.len())];
+                    let value = values[rng.below(values.len())];
+                    etcd.insert(key, value);
+                    f.on_changes(vec![put(key, value)], &mut out);
+                }
+            }
+            for update in updates(out) {
+                match update {
+                    Update::Reset(set) => applied = set.into_iter().map(|e| (e.addr, e)).collect(),
+                    Update::Insert(e) => {
+                        applied.insert(e.addr, e);
+                    }
+                    Update::Remove(a) => {
+                        applied.remove(&a);
+                    }
+                }
+            }
+            let applied: Vec<Endpoint> = applied.values().cloned().collect();
+            assert_eq!(applied, f.endpoints(), "step {step}");
+        }
     }
 
     #[test]

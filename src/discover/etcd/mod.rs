@@ -19,9 +19,11 @@
 //!
 //! Values are a bare `ip:port` or JSON `{"addr": "ip:port", "weight": N,
 //! "metadata": {..}}` (see [`parse_value`]). A malformed value is skipped,
-//! logged at `warn` and counted in [`MALFORMED_VALUES_TOTAL`]; it never
+//! logged at `warn` and counted in [`MALFORMED_VALUES_METRIC`]; it never
 //! removes a good endpoint: a key whose value turns malformed keeps the last
-//! good endpoint it held until it is deleted or fixed.
+//! good endpoint it held until it is deleted or fixed. Two keys holding the
+//! same address make one endpoint, present while either key is; the last key
+//! in byte order gives its weight and metadata.
 //!
 //! Requires the `etcd` feature (the etcd-client build runs `protoc`: Debian
 //! `protobuf-compiler` and `libprotobuf-dev`).
@@ -70,7 +72,7 @@ use crate::rng::Rng;
 
 /// Counter of values under a watched prefix that were not endpoints (label
 /// `prefix`).
-pub const MALFORMED_VALUES_TOTAL: &str = "towline_etcd_malformed_values_total";
+pub const MALFORMED_VALUES_METRIC: &str = "towline_etcd_malformed_values_total";
 
 /// Default first reconnect delay: 200 ms.
 pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -156,7 +158,7 @@ impl EtcdBuilder {
         check_prefix(&self.prefix)?;
         let rng = self.seed.map_or_else(Rng::from_entropy, Rng::seeded);
         let backoff = Backoff::new("reconnect_backoff", self.backoff_min, self.backoff_max, rng)?;
-        let malformed = metrics::counter!(MALFORMED_VALUES_TOTAL, "prefix" => self.prefix.clone());
+        let malformed = metrics::counter!(MALFORMED_VALUES_METRIC, "prefix" => self.prefix.clone());
         let driver = Driver {
             cluster: self.cluster,
             prefix: self.prefix.clone(),

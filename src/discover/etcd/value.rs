@@ -201,4 +201,32 @@ mod tests {
             assert_eq!(parse_value(&encode_value(&ep)).unwrap(), ep);
         }
     }
+
+    /// Seeded random bytes, and random mutations of valid values: never a
+    /// panic, and whatever parses re-encodes to the same endpoint.
+    #[test]
+    fn random_input_never_panics_and_what_parses_round_trips() {
+        let mut rng = crate::rng::Rng::seeded(7);
+        let seeds: [&[u8]; 3] = [
+            b"127.0.0.1:80",
+            br#"{"addr":"[::1]:9","weight":3,"metadata":{"a":"b"}}"#,
+            b"{}",
+        ];
+        for _ in 0..20_000 {
+            let mut input = seeds[rng.below(seeds.len())].to_vec();
+            for _ in 0..rng.below(4) {
+                let at = rng.below(input.len() + 1);
+                match rng.below(3) {
+                    0 if at < input.len() => input[at] = rng.next_u64() as u8,
+                    1 if at < input.len() => {
+                        input.remove(at);
+                    }
+                    _ => input.insert(at, rng.next_u64() as u8),
+                }
+            }
+            if let Ok(ep) = parse_value(&input) {
+                assert_eq!(parse_value(&encode_value(&ep)).unwrap(), ep);
+            }
+        }
+    }
 }

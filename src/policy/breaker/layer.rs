@@ -2,16 +2,17 @@
 
 use std::fmt;
 use std::future::Future;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pin_project::pin_project;
 use tower::{Layer, Service};
 
-use super::{Admission, BreakerSettings, CircuitBreaker};
-use crate::classify::{Classify, DefaultClassify};
+use super::{Admission, BreakerSettings, CircuitBreaker, Transition};
+use crate::classify::{Classify, DefaultClassify, Outcome};
 use crate::error::{BoxError, BuildError, Error};
 use crate::policy::{into_error, now};
 
@@ -132,10 +133,7 @@ where
             Some(admission) => BreakerFuture {
                 state: State::Running {
                     fut: self.inner.call(req),
-                    permit: Permit {
-                        breaker: self.breaker.clone(),
-                        admission: Some(admission),
-                    },
+                    permit: Some(Permit::new(self.breaker.clone(), admission)),
                     start,
                     classify: self.classify.clone(),
                 },
@@ -144,13 +142,34 @@ where
     }
 }
 
-/// An admission that is given back if its call is abandoned.
-struct Permit {
-    breaker: Arc<CircuitBreaker>,
+/// An admission that is given back if its call is abandoned; `B` is how
+/// the breaker is held (an `Arc` in the layer, a reference in the channel).
+pub(crate) struct Permit<B: Deref<Target = CircuitBreaker>> {
+    breaker: B,
     admission: Option<Admission>,
 }
 
-impl Drop for Permit {
+impl<B: Deref<Target = CircuitBreaker>> Permit<B> {
+    pub(crate) fn new(breaker: B, admission: Admission) -> Self {
+        Permit {
+            breaker,
+            admission: Some(admission),
+        }
+    }
+
+    /// Reports the call's result; returns the state change it caused.
+    pub(crate) fn finish(
+        mut self,
+        outcome: Outcome,
+        elapsed: Duration,
+        now: Instant,
+    ) -> Option<Transition> {
+        let admission = self.admission.take()?;
+        self.breaker.record(admission, outcome, elapsed, now)
+    }
+}
+
+impl<B: Deref<Target = CircuitBreaker>> Drop for Permit<B> {
     fn drop(&mut self) {
         if let Some(a) = self.admission.take() {
             self.breaker.release(a);
@@ -173,7 +192,7 @@ enum State<F, C> {
     Running {
         #[pin]
         fut: F,
-        permit: Permit,
+        permit: Option<Permit<Arc<CircuitBreaker>>>,
         start: Instant,
         classify: Arc<C>,
     },
@@ -206,10 +225,9 @@ where
                 classify,
             } => {
                 let r = std::task::ready!(fut.poll(cx));
-                if let Some(admission) = permit.admission.take() {
+                if let Some(permit) = permit.take() {
                     let t = now();
-                    permit.breaker.record(
-                        admission,
+                    permit.finish(
                         classify.classify(&r),
                         t.saturating_duration_since(*start),
                         t,

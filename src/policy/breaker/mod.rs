@@ -15,7 +15,7 @@
 //! - **slow-call rate**: the same for calls that took at least a set time.
 //!
 //! The window is the last `n` calls or the calls of the last duration
-//! ([`Window`]). A call fails when its [`Outcome`](crate::classify::Outcome)
+//! ([`Window`]). A call fails when its [`Outcome`]
 //! is not a success (retryable or not, or overloaded).
 //!
 //! Open time: `base × multiplier^k` for the `k`-th open since the breaker
@@ -76,6 +76,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 pub use self::core::{Admission, BreakerCore, BreakerState, Transition};
+pub(crate) use layer::Permit;
 pub use layer::{Breaker, BreakerFuture, CircuitBreakerLayer};
 pub use settings::{BreakerSettings, Window};
 
@@ -186,12 +187,20 @@ impl CircuitBreaker {
         self.state().admits_all() || self.core.lock().would_admit(now)
     }
 
-    /// Reports the result of an admitted call that took `elapsed`.
-    pub fn record(&self, admission: Admission, outcome: Outcome, elapsed: Duration, now: Instant) {
+    /// Reports the result of an admitted call that took `elapsed`; returns
+    /// the state change it caused, if any.
+    pub fn record(
+        &self,
+        admission: Admission,
+        outcome: Outcome,
+        elapsed: Duration,
+        now: Instant,
+    ) -> Option<Transition> {
         let mut core = self.core.lock();
         let transition =
             with_thread_rng(|rng| core.record(admission, !outcome.is_success(), elapsed, now, rng));
         self.publish(&core, transition);
+        transition
     }
 
     /// Gives back the admission of a call abandoned before it finished.

@@ -336,3 +336,70 @@ async fn layer_gives_back_the_probe_of_a_dropped_call() {
     // The slot is free again.
     assert!(breaker.try_acquire(crate::policy::now()).is_some());
 }
+
+#[test]
+fn random_call_sequences_keep_the_invariants() {
+    // Seeded random admissions, results, abandons and clock steps: at no
+    // point may an open breaker admit a call before its time, may more
+    // than `probes` probes be outstanding, or may an open time pass the cap.
+    let cap = 8 * S;
+    let (mut opens, mut closes_from_half_open) = (0, 0);
+    for seed in 0..50 {
+        let mut rng = Rng::seeded(seed);
+        let settings = base()
+            .with_consecutive_failures(Some(3))
+            .with_failure_rate(Some(0.5))
+            .with_window(Window::Count(10))
+            .with_min_calls(5)
+            .with_open_time(S, 2.0, cap)
+            .with_probes(2);
+        let mut core = BreakerCore::new(settings);
+        let mut now = Instant::now();
+        let mut outstanding: Vec<Admission> = Vec::new();
+        for _ in 0..2_000 {
+            match rng.below(4) {
+                0 => {
+                    let (admitted, _) = core.try_acquire(now);
+                    if let Some(a) = admitted {
+                        assert!(
+                            core.state() != BreakerState::Open,
+                            "admitted while open (seed {seed})"
+                        );
+                        outstanding.push(a);
+                    }
+                }
+                1 | 2 if !outstanding.is_empty() => {
+                    let a = outstanding.swap_remove(rng.below(outstanding.len()));
+                    let failed = rng.unit() < 0.6;
+                    if let Some(t) = core.record(a, failed, MS, now, &mut rng) {
+                        assert!(t.open_for.is_none_or(|d| d <= cap), "seed {seed}: {t:?}");
+                        if t.to == BreakerState::Open {
+                            assert!(core.open_until().unwrap() > now);
+                            opens += 1;
+                        }
+                        if (t.from, t.to) == (BreakerState::HalfOpen, BreakerState::Closed) {
+                            closes_from_half_open += 1;
+                        }
+                    }
+                }
+                3 if !outstanding.is_empty() && rng.below(4) == 0 => {
+                    core.release(outstanding.swap_remove(rng.below(outstanding.len())));
+                }
+                _ => now += Duration::from_millis(rng.below(700) as u64),
+            }
+            if core.state() == BreakerState::HalfOpen {
+                let generation = core.generation();
+                let probes = outstanding
+                    .iter()
+                    .filter(|a| a.is_probe() && a.generation == generation)
+                    .count();
+                assert!(probes <= 2, "seed {seed}: {probes} probes outstanding");
+            }
+        }
+    }
+    // The walk went round the whole cycle many times.
+    assert!(
+        opens > 100 && closes_from_half_open > 10,
+        "{opens} opens, {closes_from_half_open} closes"
+    );
+}
