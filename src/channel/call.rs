@@ -77,11 +77,33 @@ where
     drop(in_flight);
     slot.record(outcome, rtt);
     balancer.observe(&slot.load, rtt, end);
+    note_service_error(shared, slot, result.is_err());
     Attempt {
         result: result.map_err(Into::into),
         outcome,
         rtt,
         end,
+    }
+}
+
+/// Tracks which endpoints' services are failing outright (connection
+/// errors), and asks discovery to look again when every endpoint is: the
+/// set may be stale. The scan runs only on an error, and only when the
+/// channel has a refresh hint.
+fn note_service_error<Req, S: Service<Req>>(shared: &Shared<Req, S>, slot: &Slot<S>, error: bool) {
+    let was = slot.erroring.load(Ordering::Relaxed);
+    if was != error {
+        slot.erroring.store(error, Ordering::Relaxed);
+    }
+    if error && shared.refresh.is_some() {
+        let current = shared.table.current();
+        if current
+            .slots
+            .iter()
+            .all(|s| s.erroring.load(Ordering::Relaxed))
+        {
+            shared.request_refresh();
+        }
     }
 }
 

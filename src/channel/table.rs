@@ -34,6 +34,9 @@ pub(crate) struct Slot<S> {
     pub(crate) failures: AtomicU64,
     /// Set while the endpoint must get no picks (breaker open).
     pub(crate) ejected: AtomicBool,
+    /// Whether the last attempt ended in an error from the service itself
+    /// (a failed connection, not a response classified as failure).
+    pub(crate) erroring: AtomicBool,
     /// The endpoint's circuit breaker, when the channel has breakers.
     pub(crate) breaker: Option<CircuitBreaker>,
     pub(crate) metrics: EndpointMetrics,
@@ -239,6 +242,7 @@ impl<S> TableWriter<S> {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             ejected: AtomicBool::new(false),
+            erroring: AtomicBool::new(false),
             breaker: self.policies.make_breaker(endpoint.addr),
             metrics: self.metrics.endpoint(endpoint.addr),
             endpoint,

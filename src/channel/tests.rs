@@ -188,3 +188,62 @@ async fn an_empty_table_or_an_impossible_pick_pulls_the_refresh_hint() {
         .await
         .expect("an empty table requests a refresh");
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_endpoint_failing_outright_pulls_the_refresh_hint() {
+    use crate::discover::RefreshHint;
+    use std::io;
+    // Port 1 answers; ports 2 and 3 fail as a refused connection would.
+    let connect = |ep: &Endpoint| {
+        let port = ep.addr.port();
+        service_fn(move |_: u32| async move {
+            if port == 1 {
+                Ok(port)
+            } else {
+                Err(io::Error::from(io::ErrorKind::ConnectionRefused))
+            }
+        })
+    };
+    let hint = RefreshHint::new();
+    let manual = Manual::with_endpoints([addr(1), addr(2), addr(3)]);
+    let mut channel = Channel::builder(connect)
+        .discover(manual.stream())
+        .balancer(RoundRobin::new())
+        .refresh_hint(hint.clone())
+        .build()
+        .unwrap();
+    let requested = |hint: RefreshHint| async move {
+        tokio::time::timeout(Duration::from_secs(1), hint.requested())
+            .await
+            .is_ok()
+    };
+    // Wait for the set, so the empty-table trigger stays out of this test.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while channel.endpoints().len() != 3 {
+        assert!(tokio::time::Instant::now() < deadline, "set not applied");
+        tokio::task::yield_now().await;
+    }
+    // One healthy endpoint among failing ones: no refresh.
+    for _ in 0..6 {
+        let _ = channel.call(0).await;
+    }
+    assert!(
+        !requested(hint.clone()).await,
+        "refresh asked while one endpoint works"
+    );
+
+    // Every endpoint failing outright: discovery is asked to look again.
+    manual.remove(addr(1));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while channel.endpoints().len() != 2 {
+        assert!(tokio::time::Instant::now() < deadline, "update not applied");
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..2 {
+        assert!(matches!(channel.call(0).await, Err(Error::Inner(_))));
+    }
+    assert!(
+        requested(hint).await,
+        "no refresh with every endpoint failing"
+    );
+}
