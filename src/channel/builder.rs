@@ -203,14 +203,14 @@ where
             self.policy,
             self.replay.is_some(),
             &self.name,
-            self.refresh.clone(),
+            self.refresh,
         ));
-        let table = Arc::new(Table::new(&*self.balancer));
-        let observer = self.balancer.rebuild(&[]);
+        let balancer: Arc<dyn Balancer> = Arc::from(self.balancer);
+        let table = Arc::new(Table::new(&*balancer));
         let mut writer = TableWriter::new(
             table.clone(),
             self.connect,
-            self.balancer,
+            balancer.clone(),
             metrics.clone(),
             policies.clone(),
         );
@@ -264,11 +264,10 @@ where
             classify: self.classify,
             initial_wait: self.initial_wait,
             metrics,
-            refresh: self.refresh,
             name: self.name,
             policies,
             replay: self.replay,
-            observer,
+            balancer,
             _stop: stop,
             _req: PhantomData,
         });

@@ -8,7 +8,6 @@ use tower::Service;
 
 use super::table::{Slot, Snapshot};
 use super::{Handle, Shared, now};
-use crate::balance::Balancer;
 use crate::classify::Outcome;
 use crate::rng::with_thread_rng;
 use crate::{BoxError, Error};
@@ -24,39 +23,12 @@ pub(crate) struct Attempt<Resp> {
     pub(crate) end: std::time::Instant,
 }
 
-/// Picks an eligible endpoint of `snapshot` that `excluded` does not reject.
-pub(crate) fn pick<S>(
-    snapshot: &Snapshot<S>,
-    excluded: &dyn Fn(usize) -> bool,
-    at: std::time::Instant,
-) -> Option<usize> {
-    let eligible = |i: usize| !excluded(i) && !snapshot.slots[i].ejected.load(Ordering::Relaxed);
-    with_thread_rng(|rng| snapshot.balancer.pick(snapshot, &eligible, at, rng))
-}
-
-/// Sends `req` to endpoint `index` of `snapshot`, and records the outcome on
-/// the endpoint's load, counters and metrics.
+/// Sends `req` to the endpoint of `slot`, and records the outcome on its
+/// load (through the channel's balancer, for latency-aware ones), counters
+/// and metrics.
 pub(crate) async fn attempt<Req, S>(
     shared: &Shared<Req, S>,
-    snapshot: &Snapshot<S>,
-    index: usize,
-    req: Req,
-) -> Attempt<S::Response>
-where
-    S: Service<Req> + Clone,
-    S::Response: 'static,
-    S::Error: Into<BoxError> + 'static,
-{
-    attempt_on(shared, &snapshot.slots[index], &*snapshot.balancer, req).await
-}
-
-/// Sends `req` to the endpoint of `slot`, and records the outcome on its
-/// load (through `balancer`, for latency-aware balancers), counters and
-/// metrics.
-pub(crate) async fn attempt_on<Req, S>(
-    shared: &Shared<Req, S>,
     slot: &Slot<S>,
-    balancer: &dyn Balancer,
     req: Req,
 ) -> Attempt<S::Response>
 where
@@ -76,7 +48,7 @@ where
     let outcome = shared.classify.classify(&result);
     drop(in_flight);
     slot.record(outcome, rtt);
-    balancer.observe(&slot.load, rtt, end);
+    shared.balancer.observe(&slot.load, rtt, end);
     note_service_error(shared, slot, result.is_err());
     Attempt {
         result: result.map_err(Into::into),
@@ -95,7 +67,7 @@ fn note_service_error<Req, S: Service<Req>>(shared: &Shared<Req, S>, slot: &Slot
     if was != error {
         slot.erroring.store(error, Ordering::Relaxed);
     }
-    if error && shared.refresh.is_some() {
+    if error && shared.policies.has_refresh_hint() {
         let current = shared.table.current();
         if current
             .slots
@@ -107,9 +79,12 @@ fn note_service_error<Req, S: Service<Req>>(shared: &Shared<Req, S>, slot: &Slot
     }
 }
 
-/// The picked endpoint's slot, or `None` when no endpoint is eligible.
+/// The picked endpoint's slot (skipping ejected ones), or `None` when no
+/// endpoint is eligible.
 fn pick_slot<S>(snapshot: &Snapshot<S>, at: std::time::Instant) -> Option<Arc<Slot<S>>> {
-    pick(snapshot, &|_| false, at).map(|i| snapshot.slots[i].clone())
+    let eligible = |i: usize| !snapshot.slots[i].ejected.load(Ordering::Relaxed);
+    with_thread_rng(|rng| snapshot.balancer.pick(snapshot, &eligible, at, rng))
+        .map(|i| snapshot.slots[i].clone())
 }
 
 /// A call with no policy: one attempt on one picked endpoint.
@@ -146,7 +121,7 @@ where
         shared.request_refresh();
         return Err(Error::NoEndpoints);
     };
-    let attempt = attempt_on(&shared, &slot, &*shared.observer, req).await;
+    let attempt = attempt(&shared, &slot, req).await;
     shared
         .metrics
         .record_call(attempt.outcome, now().saturating_duration_since(start));

@@ -70,7 +70,6 @@ pub use builder::Builder;
 pub use policy::{ChannelPolicy, EJECTED_ENDPOINTS, PolicyHandle};
 
 use crate::classify::Classify;
-use crate::discover::RefreshHint;
 use crate::metrics::ChannelMetrics;
 use crate::policy::replay::Replay;
 use crate::{BoxError, Endpoint, Error};
@@ -110,13 +109,12 @@ pub(crate) struct Shared<Req, S: Service<Req>> {
     pub(crate) classify: Box<dyn Classify<S::Response, S::Error>>,
     pub(crate) initial_wait: Duration,
     pub(crate) metrics: ChannelMetrics,
-    pub(crate) refresh: Option<RefreshHint>,
     pub(crate) name: String,
     /// Resilience policies: settings, budgets, latency window.
     pub(crate) policies: Arc<Policies>,
-    /// The balancer as configured, for recording latencies on endpoint loads
-    /// outside a snapshot (its per-set data is not used).
-    pub(crate) observer: Box<dyn crate::balance::Balancer>,
+    /// The balancer as configured: each snapshot's is rebuilt from it, and
+    /// it records attempt latencies on endpoint loads.
+    pub(crate) balancer: Arc<dyn crate::balance::Balancer>,
     /// Copies requests for retries and hedges, when set.
     pub(crate) replay: Option<Box<dyn Replay<Req>>>,
     /// Dropped with the last clone, which stops the discovery task.
@@ -127,9 +125,7 @@ pub(crate) struct Shared<Req, S: Service<Req>> {
 impl<Req, S: Service<Req>> Shared<Req, S> {
     /// Asks the discovery source, if it takes hints, to look again now.
     pub(crate) fn request_refresh(&self) {
-        if let Some(hint) = &self.refresh {
-            hint.request();
-        }
+        self.policies.request_refresh();
     }
 }
 

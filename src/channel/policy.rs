@@ -1,29 +1,6 @@
-//! The channel's resilience policies: settings, shared state, tuning handle,
-//! and per-endpoint ejection.
-//!
-//! A channel applies, per call: an overall deadline; retries (each a new
-//! round on an endpoint the call has not tried, when one is left); within a
-//! round, hedges (extra attempts on other untried endpoints); on every
-//! attempt a timeout and the endpoint's own circuit breaker. Everything is
-//! off by default; a channel with no policy takes a bare path with one heap
-//! allocation per call.
-//!
-//! Ejection: an endpoint whose breaker is open (or half-open, or forced
-//! open) is ejected from picks; only probes reach it, and it returns when
-//! its breaker closes. At most `max_ejected_share` of the endpoints (default
-//! 50%, rounded down) are ejected at once: further endpoints whose breakers
-//! open stay in rotation. When fewer than `panic_threshold` of the endpoints
-//! (default 50%) have a closed breaker, the channel is in panic mode and
-//! spreads calls over all endpoints, ejected or not, bypassing their
-//! breakers: better a share of failures than a healthy minority crushed by
-//! all the traffic. The `towline_ejected_endpoints` gauge (label `channel`)
-//! tracks the ejected count.
-//!
-//! Runtime tuning: [`PolicyHandle::set`] swaps the settings atomically; new
-//! calls use them, breakers keep their state (their thresholds are
-//! updated), and the budgets and the latency window keep their history.
-//! Turning breakers, retries or hedging on at runtime needs them (or, for
-//! retries and hedging, a replay function) to have been set up at build.
+//! The channel's resilience policies: settings ([`ChannelPolicy`], whose
+//! doc explains ejection, panic mode and runtime tuning), the state shared by
+//! a channel's calls, the tuning handle, and per-endpoint ejection.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -63,7 +40,15 @@ pub const EJECTED_ENDPOINTS: &str = "towline_ejected_endpoints";
 /// further failing endpoints stay in rotation. When fewer than
 /// `panic_threshold` of the endpoints have a closed breaker the channel is in
 /// panic mode: it spreads calls over all endpoints and bypasses their
-/// breakers, rather than crush a healthy minority.
+/// breakers, rather than crush a healthy minority (and asks discovery, through
+/// the refresh hint, to look again). The `towline_ejected_endpoints` gauge
+/// (label `channel`) tracks the ejected count.
+///
+/// Runtime tuning: [`PolicyHandle::set`] swaps the settings atomically; new
+/// calls use them, breakers keep their state (their thresholds are updated),
+/// and the budgets and the latency window keep their history. Turning
+/// breakers, retries or hedging on at runtime needs them (or, for retries and
+/// hedging, a replay function) to have been set up at build.
 ///
 /// ```
 /// use std::time::Duration;
@@ -300,6 +285,18 @@ impl Policies {
         Ok(())
     }
 
+    /// Asks discovery, if it takes hints, to look again now.
+    pub(crate) fn request_refresh(&self) {
+        if let Some(hint) = &self.refresh {
+            hint.request();
+        }
+    }
+
+    /// Whether the channel was given a refresh hint.
+    pub(crate) fn has_refresh_hint(&self) -> bool {
+        self.refresh.is_some()
+    }
+
     /// A breaker for a new endpoint, when breakers are on.
     pub(crate) fn make_breaker(&self, endpoint: SocketAddr) -> Option<CircuitBreaker> {
         let settings = self.settings.load().breaker.clone()?;
@@ -343,8 +340,8 @@ impl Policies {
         let panic = n > 0 && (healthy as f64) < settings.panic_threshold * n as f64;
         if panic != self.panic.swap(panic, Ordering::Relaxed) {
             tracing::warn!(channel = %self.channel, healthy, endpoints = n, panic, "panic mode changed");
-            if panic && let Some(hint) = &self.refresh {
-                hint.request();
+            if panic {
+                self.request_refresh();
             }
         }
         self.ejected_gauge.set(ejected as f64);

@@ -130,7 +130,7 @@ where
     let permit = admission
         .zip(slot.breaker.as_ref())
         .map(|(a, b)| Permit::new(b, a));
-    let fut = attempt(shared, snapshot, index, req);
+    let fut = attempt(shared, slot, req);
     let out = match limit {
         None => Ok(fut.await),
         Some((at, limit)) => Expiring::new(fut, at).await.map_err(|()| limit),

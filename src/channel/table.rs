@@ -180,7 +180,7 @@ pub(crate) struct TableWriter<S> {
     table: Arc<Table<S>>,
     slots: HashMap<SocketAddr, Arc<Slot<S>>>,
     connect: Box<dyn Fn(&Endpoint) -> S + Send + Sync>,
-    balancer: Box<dyn Balancer>,
+    balancer: Arc<dyn Balancer>,
     metrics: ChannelMetrics,
     epoch: Instant,
     policies: Arc<Policies>,
@@ -190,7 +190,7 @@ impl<S> TableWriter<S> {
     pub(crate) fn new(
         table: Arc<Table<S>>,
         connect: Box<dyn Fn(&Endpoint) -> S + Send + Sync>,
-        balancer: Box<dyn Balancer>,
+        balancer: Arc<dyn Balancer>,
         metrics: ChannelMetrics,
         policies: Arc<Policies>,
     ) -> Self {
