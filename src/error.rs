@@ -46,11 +46,6 @@ pub enum Error {
         /// The last attempt's error.
         last: Box<Error>,
     },
-    /// The server said it was overloaded and the call was not retried.
-    Overloaded {
-        /// The retry-after the server asked for, if it gave one.
-        retry_after: Option<Duration>,
-    },
     /// The inner (per-endpoint) service failed, or the classifier called its
     /// response a failure.
     Inner(BoxError),
@@ -89,10 +84,6 @@ impl fmt::Display for Error {
                 write!(f, "all {attempts} attempts failed")
             }
             Error::BudgetExhausted { .. } => f.write_str("retry budget exhausted"),
-            Error::Overloaded { retry_after } => match retry_after {
-                Some(d) => write!(f, "server overloaded (retry after {d:?})"),
-                None => f.write_str("server overloaded"),
-            },
             Error::Inner(e) => write!(f, "inner service failed: {e}"),
         }
     }
