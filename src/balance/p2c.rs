@@ -149,6 +149,7 @@ mod tests {
 
     #[test]
     fn picks_the_lower_loaded_of_two_distinct_samples() {
+        crate::rng::seed_thread_rng(401);
         let now = Instant::now();
         for b in [P2c::pending(), P2c::peak_ewma()] {
             let set = loads(6);
@@ -174,6 +175,7 @@ mod tests {
 
     #[test]
     fn single_eligible_is_returned() {
+        crate::rng::seed_thread_rng(402);
         let now = Instant::now();
         let mut rng = Rng::seeded(1);
         let set = loads(4);
@@ -186,6 +188,7 @@ mod tests {
 
     #[test]
     fn weight_divides_cost() {
+        crate::rng::seed_thread_rng(403);
         let now = Instant::now();
         let heavy = Load::new(4, now);
         let light = Load::new(1, now);
@@ -198,6 +201,7 @@ mod tests {
 
     #[test]
     fn exclusions() {
+        crate::rng::seed_thread_rng(404);
         check_exclusions(&P2c::pending());
         check_exclusions(&P2c::peak_ewma());
     }

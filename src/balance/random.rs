@@ -41,11 +41,13 @@ mod tests {
 
     #[test]
     fn exclusions() {
+        crate::rng::seed_thread_rng(301);
         check_exclusions(&Random);
     }
 
     #[test]
     fn shares_are_uniform_within_four_sigma() {
+        crate::rng::seed_thread_rng(302);
         let now = Instant::now();
         let mut rng = Rng::seeded(5);
         let (n, picks) = (8usize, 80_000usize);

@@ -345,12 +345,14 @@ mod tests {
 
     #[test]
     fn weighted_random_shares_within_four_sigma() {
+        crate::rng::seed_thread_rng(201);
         assert_shares(&Weighted::random(), &[1, 2, 3, 10, 0, 7], 100_000, 21);
         assert_shares(&Weighted::random(), &[5, 5, 5], 30_000, 22);
     }
 
     #[test]
     fn weighted_round_robin_is_exact_per_cycle_and_interleaved() {
+        crate::rng::seed_thread_rng(202);
         let weights = [5u32, 1, 3, 0, 1];
         let b = Weighted::round_robin().rebuild(&weights);
         let now = Instant::now();
@@ -376,6 +378,7 @@ mod tests {
 
     #[test]
     fn schedule_reduces_by_gcd_and_caps_length() {
+        crate::rng::seed_thread_rng(203);
         assert_eq!(schedule(&[100, 200], 1 << 16).len(), 3);
         let s = schedule(&[u32::MAX, 1, u32::MAX], 1000);
         assert!(s.len() <= 1002, "{}", s.len());
@@ -385,6 +388,7 @@ mod tests {
 
     #[test]
     fn all_zero_weights_are_uniform_among_eligible() {
+        crate::rng::seed_thread_rng(204);
         for b in [Weighted::random(), Weighted::round_robin()] {
             let b = b.rebuild(&[0, 0, 0]);
             let now = Instant::now();
@@ -400,6 +404,7 @@ mod tests {
 
     #[test]
     fn zero_weight_only_when_nothing_else_is_eligible() {
+        crate::rng::seed_thread_rng(205);
         for b in [Weighted::random(), Weighted::round_robin()] {
             let b = b.rebuild(&[0, 3, 0]);
             let now = Instant::now();
@@ -415,6 +420,7 @@ mod tests {
 
     #[test]
     fn exclusions() {
+        crate::rng::seed_thread_rng(206);
         check_exclusions(&Weighted::random());
         check_exclusions(&Weighted::round_robin());
     }

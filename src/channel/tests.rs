@@ -27,6 +27,7 @@ fn echo(ep: &Endpoint) -> Echo {
 
 #[tokio::test(start_paused = true)]
 async fn waits_for_first_endpoints_then_fails_with_no_endpoints() {
+    crate::rng::seed_thread_rng(501);
     let manual = Manual::new();
     let mut channel = Channel::builder(echo)
         .discover(manual.stream())
@@ -41,6 +42,7 @@ async fn waits_for_first_endpoints_then_fails_with_no_endpoints() {
 
 #[tokio::test(start_paused = true)]
 async fn a_waiting_call_is_served_when_endpoints_arrive() {
+    crate::rng::seed_thread_rng(502);
     let manual = Manual::new();
     let channel = Channel::builder(echo)
         .discover(manual.stream())
@@ -56,6 +58,7 @@ async fn a_waiting_call_is_served_when_endpoints_arrive() {
 
 #[tokio::test(start_paused = true)]
 async fn discovery_failure_before_any_endpoint_is_reported() {
+    crate::rng::seed_thread_rng(503);
     let failing = stream::iter([Err::<Update, _>(DiscoverError::new("resolver unreachable"))])
         .chain(stream::pending());
     let mut channel = Channel::builder(echo)
@@ -71,6 +74,7 @@ async fn discovery_failure_before_any_endpoint_is_reported() {
 
 #[tokio::test]
 async fn endpoint_state_survives_updates_and_weights_change_in_place() {
+    crate::rng::seed_thread_rng(504);
     let manual = Manual::with_endpoints([addr(1), addr(2)]);
     let mut channel = Channel::builder(echo)
         .discover(manual.stream())
@@ -102,6 +106,7 @@ async fn endpoint_state_survives_updates_and_weights_change_in_place() {
 
 #[tokio::test]
 async fn discovery_task_ends_with_the_last_clone() {
+    crate::rng::seed_thread_rng(505);
     let made = Arc::new(AtomicU32::new(0));
     let marker = made.clone();
     let connect = move |ep: &Endpoint| {
@@ -132,6 +137,7 @@ async fn discovery_task_ends_with_the_last_clone() {
 
 #[tokio::test]
 async fn invalid_builder_settings_are_errors() {
+    crate::rng::seed_thread_rng(506);
     let err = Channel::<u32, Echo>::builder(echo).build().unwrap_err();
     assert_eq!(err.setting(), "discover");
     let err = Channel::builder(echo)
@@ -145,6 +151,7 @@ async fn invalid_builder_settings_are_errors() {
 
 #[test]
 fn building_outside_a_runtime_is_an_error() {
+    crate::rng::seed_thread_rng(507);
     let err = Channel::builder(echo)
         .discover(Static::new([addr(1)]))
         .build()
@@ -154,6 +161,7 @@ fn building_outside_a_runtime_is_an_error() {
 
 #[tokio::test]
 async fn empty_update_stream_errors_do_not_drop_endpoints() {
+    crate::rng::seed_thread_rng(508);
     let updates = stream::iter([
         Ok(Update::Reset(vec![Endpoint::new(addr(5))])),
         Err(DiscoverError::new("transient")),
@@ -168,6 +176,7 @@ async fn empty_update_stream_errors_do_not_drop_endpoints() {
 
 #[tokio::test(start_paused = true)]
 async fn an_empty_table_or_an_impossible_pick_pulls_the_refresh_hint() {
+    crate::rng::seed_thread_rng(509);
     use crate::discover::RefreshHint;
     let hint = RefreshHint::new();
     let manual = Manual::new();
@@ -191,6 +200,7 @@ async fn an_empty_table_or_an_impossible_pick_pulls_the_refresh_hint() {
 
 #[tokio::test(start_paused = true)]
 async fn every_endpoint_failing_outright_pulls_the_refresh_hint() {
+    crate::rng::seed_thread_rng(510);
     use crate::discover::RefreshHint;
     use std::io;
     // Port 1 answers; ports 2 and 3 fail as a refused connection would.
