@@ -10,13 +10,11 @@
 //! "1 task" runs calls one after another; "64 tasks" splits the calls over 64
 //! tasks on a 2-worker multi-thread runtime and reports elapsed / calls.
 
-use std::convert::Infallible;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use std::task::{Context, Poll};
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
 use tower::discover::ServiceList;
@@ -27,24 +25,9 @@ use towline::balance::P2c;
 use towline::discover::Static;
 use towline::{Channel, Endpoint};
 
-/// An always-ready in-memory service that answers with its request: no
-/// allocation, so the benchmark measures the balancers alone.
-#[derive(Debug, Clone, Copy)]
-struct Echo;
-
-impl Service<u64> for Echo {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<u64, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: u64) -> Self::Future {
-        std::future::ready(Ok(req))
-    }
-}
+#[path = "support/echo.rs"]
+mod echo;
+use echo::Echo;
 
 fn echo() -> Echo {
     Echo

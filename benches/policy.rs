@@ -7,9 +7,7 @@
 //! `hedge` (fixed 1 s delay, armed on every call), and `full` (all of them).
 //! The target for `full` is at most twice the bare channel's time per call.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -23,23 +21,9 @@ use towline::policy::replay::CloneReplay;
 use towline::policy::retry::RetrySettings;
 use towline::{Channel, Endpoint};
 
-/// An always-ready service answering with its request, without allocating.
-#[derive(Debug, Clone, Copy)]
-struct Echo;
-
-impl Service<u64> for Echo {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<u64, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: u64) -> Self::Future {
-        std::future::ready(Ok(req))
-    }
-}
+#[path = "support/echo.rs"]
+mod echo;
+use echo::Echo;
 
 fn base() -> Builder<u64, Echo> {
     let addrs: Vec<SocketAddr> = (1..=8)

@@ -205,7 +205,7 @@ impl HedgeState {
         if self.stopped || self.sent >= settings.max_extra {
             return None;
         }
-        Some(started + delay.saturating_mul(self.sent + 1))
+        Some(super::later(started, delay.saturating_mul(self.sent + 1)))
     }
 
     /// Decides at `now`, when a hedge is due, whether to send it.

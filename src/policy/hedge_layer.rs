@@ -311,7 +311,8 @@ where
                 this.primary.set(None);
                 let outcome = this.shared.classify.classify(&r);
                 if outcome.is_success() {
-                    tuning.latency.record(now() - *this.start, now());
+                    let t = now();
+                    tuning.latency.record(t - *this.start, t);
                 }
                 if outcome.is_success() || !outcome.is_retryable() {
                     return Poll::Ready(r.map_err(into_error));

@@ -73,7 +73,7 @@ pub(crate) use retry_layer::final_error as retry_final_error;
 pub use retry_layer::{Retry, RetryFuture, RetryHandle, RetryLayer};
 pub use timeout::{Timeout, TimeoutFuture, TimeoutLayer};
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::{BoxError, Error};
 
@@ -90,4 +90,14 @@ pub(crate) fn into_error<E: Into<BoxError>>(e: E) -> Error {
 /// std `Instant` for the decision cores.
 pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+/// `start + length` for a limit or a due time, saturating: a length too
+/// long for `Instant` (settings accept up to `Duration::MAX`) gives an
+/// instant about 30 years on, which never comes, instead of a panic.
+pub(crate) fn later(start: Instant, length: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    start
+        .checked_add(length)
+        .unwrap_or_else(|| start.checked_add(FAR).unwrap_or(start))
 }

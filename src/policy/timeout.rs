@@ -60,7 +60,7 @@ impl Deadline {
     /// A deadline `length` after `start`.
     pub fn new(start: Instant, length: Duration) -> Self {
         Deadline {
-            at: start + length,
+            at: super::later(start, length),
             length,
         }
     }
@@ -204,7 +204,7 @@ where
             Limit::Attempt(self.layer.length)
         };
         TimeoutFuture {
-            inner: Expiring::new(self.inner.call(req), start + self.layer.length),
+            inner: Expiring::new(self.inner.call(req), super::later(start, self.layer.length)),
             limit,
         }
     }

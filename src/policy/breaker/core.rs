@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::settings::BreakerSettings;
 use super::window::OutcomeWindow;
+use crate::policy::later;
 use crate::rng::Rng;
 
 /// A breaker's state.
@@ -270,7 +271,7 @@ impl BreakerCore {
         let open_for = self.next_open_time(rng);
         self.opens = self.opens.saturating_add(1);
         let t = self.enter(BreakerState::Open, Some(open_for));
-        self.open_until = Some(now + open_for);
+        self.open_until = Some(later(now, open_for));
         t
     }
 

@@ -1,6 +1,7 @@
 //! Tests of the policy layers on tokio's paused (virtual) clock.
 
 mod hedge;
+mod limits;
 mod retry;
 
 use std::sync::Arc;

@@ -78,13 +78,15 @@ fn slow_failing(
     })
 }
 
-#[tokio::test(start_paused = true)]
-async fn deadline_stops_retries_that_cannot_fit() {
-    let starts = Default::default();
+/// Runs one call under a 100 ms retry deadline against a backend failing
+/// after `latency`, with unjittered backoff from `base`: how long the call
+/// took, how many attempts started, and its error.
+async fn under_100ms_deadline(base: Duration, latency: Duration) -> (Duration, usize, Error) {
+    let starts = std::sync::Arc::default();
     let settings = RetrySettings::default()
         .with_max_attempts(10)
         .with_backoff(
-            Backoff::new(20 * MS, 2.0, MS * 1000)
+            Backoff::new(base, 2.0, MS * 1000)
                 .unwrap()
                 .with_jitter(Jitter::None),
         )
@@ -92,14 +94,21 @@ async fn deadline_stops_retries_that_cannot_fit() {
     let layer = RetryLayer::new(settings).unwrap();
     let t0 = Instant::now();
     let err = layer
-        .layer(slow_failing(30 * MS, std::sync::Arc::clone(&starts)))
+        .layer(slow_failing(latency, std::sync::Arc::clone(&starts)))
         .oneshot(1)
         .await
         .unwrap_err();
+    let attempts = starts.lock().len();
+    (t0.elapsed(), attempts, err)
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_stops_retries_that_cannot_fit() {
+    let (elapsed, attempts, err) = under_100ms_deadline(20 * MS, 30 * MS).await;
     // Attempt 1: 0–30 ms, pause 20 ms, attempt 2: 50–80 ms; a 40 ms pause
     // would end at 120 ms, past the deadline: stop at once, at 80 ms.
-    assert_eq!(t0.elapsed(), 80 * MS);
-    assert_eq!(starts.lock().len(), 2);
+    assert_eq!(elapsed, 80 * MS);
+    assert_eq!(attempts, 2);
     assert!(
         matches!(&err, Error::DeadlineExceeded { deadline, last: Some(last) } if *deadline == 100 * MS && matches!(**last, Error::Inner(_))),
         "{err:?}"
@@ -109,25 +118,11 @@ async fn deadline_stops_retries_that_cannot_fit() {
 
 #[tokio::test(start_paused = true)]
 async fn deadline_cuts_an_attempt_in_flight_and_keeps_the_last_error() {
-    let starts = Default::default();
-    let settings = RetrySettings::default()
-        .with_backoff(
-            Backoff::new(10 * MS, 2.0, MS * 1000)
-                .unwrap()
-                .with_jitter(Jitter::None),
-        )
-        .with_deadline(100 * MS);
-    let layer = RetryLayer::new(settings).unwrap();
-    let t0 = Instant::now();
-    let err = layer
-        .layer(slow_failing(60 * MS, std::sync::Arc::clone(&starts)))
-        .oneshot(1)
-        .await
-        .unwrap_err();
+    let (elapsed, attempts, err) = under_100ms_deadline(10 * MS, 60 * MS).await;
     // Attempt 1 fails at 60 ms, attempt 2 starts at 70 ms and is cut at
     // exactly 100 ms.
-    assert_eq!(t0.elapsed(), 100 * MS);
-    assert_eq!(starts.lock().len(), 2);
+    assert_eq!(elapsed, 100 * MS);
+    assert_eq!(attempts, 2);
     assert!(
         matches!(&err, Error::DeadlineExceeded { last: Some(_), .. }),
         "{err:?}"
