@@ -41,6 +41,7 @@ pub mod balance;
 #[cfg(feature = "arbitrary")]
 pub mod check;
 pub mod classify;
+mod clock;
 pub mod discover;
 mod endpoint;
 pub mod error;

@@ -62,7 +62,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tower::Service;
 
@@ -76,10 +76,7 @@ use crate::{BoxError, Endpoint, Error};
 use policy::Policies;
 use table::Table;
 
-/// The current time, from tokio's clock so that paused test time applies.
-pub(crate) fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
+pub(crate) use crate::clock::now;
 
 /// A discovery-aware, load-balancing client channel. See the
 /// [module docs](self).

@@ -26,9 +26,9 @@ use crate::classify::Outcome;
 use crate::error::{BoxError, Error};
 use crate::policy::breaker::{Admission, Permit};
 use crate::policy::hedge::{HedgeDelay, HedgeState, HedgeStep};
-use crate::policy::into_error;
 use crate::policy::retry::{RetryDecision, RetryState, Stop};
 use crate::policy::timeout::{Deadline, Expiring, Limit, attempt_limit};
+use crate::policy::{into_error, later};
 use crate::rng::with_thread_rng;
 
 /// The endpoints a call has tried, without allocating for the first few.
@@ -163,7 +163,7 @@ fn limit_at(
     deadline: Option<&Deadline>,
     start: Instant,
 ) -> Option<(Instant, Limit)> {
-    attempt_limit(settings.timeout(), deadline, start).map(|(d, l)| (start + d, l))
+    attempt_limit(settings.timeout(), deadline, start).map(|(d, l)| (later(start, d), l))
 }
 
 /// No hedges yet: a set for futures of the same type as `first`.

@@ -135,7 +135,9 @@ impl<S> Table<S> {
             return Ok(snapshot);
         }
         on_empty();
-        let deadline = tokio::time::Instant::now() + wait;
+        // Saturating: an initial wait of Duration::MAX means "wait forever".
+        let deadline =
+            tokio::time::Instant::from_std(crate::clock::later(crate::clock::now(), wait));
         loop {
             let notified = self.published.notified();
             tokio::pin!(notified);

@@ -257,3 +257,25 @@ async fn every_endpoint_failing_outright_pulls_the_refresh_hint() {
         "no refresh with every endpoint failing"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_longest_durations_do_not_overflow_the_clock() {
+    crate::rng::seed_thread_rng(511);
+    // An empty table with the longest initial wait: the call waits rather
+    // than panicking on `now + wait`, and is served once an endpoint comes.
+    let manual = Manual::new();
+    let mut channel = Channel::builder(echo)
+        .discover(manual.stream())
+        .initial_wait(Duration::MAX)
+        .replay(crate::policy::replay::CloneReplay)
+        .timeout(Duration::MAX)
+        .retry(crate::policy::retry::RetrySettings::default())
+        .build()
+        .unwrap();
+    let mut ch = channel.clone();
+    let waiting = tokio::spawn(async move { ch.call(1).await });
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    manual.insert(addr(4));
+    assert_eq!(waiting.await.unwrap().unwrap(), 4);
+    assert_eq!(channel.call(1).await.unwrap(), 4);
+}

@@ -73,8 +73,6 @@ pub(crate) use retry_layer::final_error as retry_final_error;
 pub use retry_layer::{Retry, RetryFuture, RetryHandle, RetryLayer};
 pub use timeout::{Timeout, TimeoutFuture, TimeoutLayer};
 
-use std::time::{Duration, Instant};
-
 use crate::error::{BoxError, Error};
 
 /// Converts an inner service error into a towline [`Error`], unwrapping one
@@ -86,18 +84,4 @@ pub(crate) fn into_error<E: Into<BoxError>>(e: E) -> Error {
     }
 }
 
-/// The time now on tokio's clock (virtual when the clock is paused), as a
-/// std `Instant` for the decision cores.
-pub(crate) fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-/// `start + length` for a limit or a due time, saturating: a length too
-/// long for `Instant` (settings accept up to `Duration::MAX`) gives an
-/// instant about 30 years on, which never comes, instead of a panic.
-pub(crate) fn later(start: Instant, length: Duration) -> Instant {
-    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
-    start
-        .checked_add(length)
-        .unwrap_or_else(|| start.checked_add(FAR).unwrap_or(start))
-}
+pub(crate) use crate::clock::{later, now};
