@@ -55,6 +55,17 @@ pub const ENDPOINT_DURATION: &str = "towline_endpoint_request_duration_seconds";
 /// `towline_endpoint_in_flight`: attempts in flight per endpoint.
 pub const ENDPOINT_IN_FLIGHT: &str = "towline_endpoint_in_flight";
 
+/// `labels` plus `key = value` (for registering handles, never per call).
+pub(crate) fn with_label(
+    labels: &[(&'static str, String)],
+    key: &'static str,
+    value: &str,
+) -> Vec<(&'static str, String)> {
+    let mut all = labels.to_vec();
+    all.push((key, value.to_string()));
+    all
+}
+
 /// One counter per outcome, so recording needs no label.
 #[derive(Debug, Clone)]
 pub(crate) struct OutcomeCounters {
@@ -65,11 +76,7 @@ pub(crate) struct OutcomeCounters {
 
 impl OutcomeCounters {
     fn new(name: &'static str, labels: &[(&'static str, String)]) -> Self {
-        let with = |outcome: &'static str| {
-            let mut l: Vec<(&'static str, String)> = labels.to_vec();
-            l.push(("outcome", outcome.to_string()));
-            counter!(name, &l)
-        };
+        let with = |outcome: &str| counter!(name, &with_label(labels, "outcome", outcome));
         OutcomeCounters {
             success: with("success"),
             failure: with("failure"),

@@ -41,9 +41,7 @@ impl RetryMetrics {
 
 /// `labels` plus `budget = which`.
 fn with(labels: &[(&'static str, String)], which: &str) -> Vec<(&'static str, String)> {
-    let mut all = labels.to_vec();
-    all.push(("budget", which.to_string()));
-    all
+    crate::metrics::with_label(labels, "budget", which)
 }
 
 /// Counter handles of a hedging policy.
