@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::Endpoint;
 use crate::discover::DiscoverError;
+use crate::policy::backoff::{Backoff, Jitter};
 use crate::rng::Rng;
 
 /// The tunable settings of a [`Refresher`]; see the module doc for defaults.
@@ -250,17 +251,13 @@ impl Refresher {
         clamped.mul_f64(1.0 - self.policy.jitter * self.rng.unit())
     }
 
-    /// The wait after the `failures`-th failure in a row: uniform in the
-    /// upper half of `backoff_initial * 2^(failures - 1)`, capped at
-    /// `backoff_max`.
+    /// The wait after the `failures`-th failure in a row: the crate's
+    /// exponential backoff with equal jitter, uniform in the upper half of
+    /// `backoff_initial * 2^(failures - 1)`, capped at `backoff_max`.
     fn backoff_delay(&mut self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(31);
-        let ceiling = self
-            .policy
-            .backoff_initial
-            .saturating_mul(1u32 << doublings)
-            .min(self.policy.backoff_max);
-        ceiling.mul_f64(0.5 + 0.5 * self.rng.unit())
+        Backoff::from_parts(self.policy.backoff_initial, 2.0, self.policy.backoff_max)
+            .with_jitter(Jitter::Equal)
+            .delay(failures.saturating_sub(1), Duration::ZERO, &mut self.rng)
     }
 
     /// Sorted by address, and cut to the cap by a salted hash of the address
