@@ -5,7 +5,7 @@
 //! them.
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use tokio::sync::{oneshot, watch};
@@ -17,6 +17,7 @@ use super::etcd::{Backoff, EtcdCluster, check_prefix, encode_value};
 use crate::Endpoint;
 use crate::discover::DiscoverError;
 use crate::error::BuildError;
+use crate::policy::now;
 use crate::rng::Rng;
 use schedule::{LeaseAction, LeaseSchedule, Phase};
 
@@ -253,10 +254,6 @@ struct Worker {
     keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
     schedule: LeaseSchedule,
     status: watch::Sender<bool>,
-}
-
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
 }
 
 fn secs(ttl: i64) -> Duration {

@@ -68,6 +68,7 @@ pub use value::{ValueError, encode_value, parse_value};
 
 use crate::discover::{DiscoverError, Update};
 use crate::error::BuildError;
+use crate::policy::now;
 use crate::rng::Rng;
 
 /// Counter of values under a watched prefix that were not endpoints (label
@@ -200,10 +201,6 @@ struct Driver {
     follower: PrefixFollower,
     pending: VecDeque<Result<Update, DiscoverError>>,
     malformed: metrics::Counter,
-}
-
-fn now() -> std::time::Instant {
-    tokio::time::Instant::now().into_std()
 }
 
 impl Driver {
