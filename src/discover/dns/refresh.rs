@@ -152,7 +152,7 @@ impl Refresher {
     /// forward as far as the rate limit allows. Returns the new due time.
     pub(crate) fn on_hint(&mut self, now: Instant) -> Instant {
         let allowed = match self.last_started {
-            Some(started) => (started + self.policy.min_hint_interval).max(now),
+            Some(started) => later(started, self.policy.min_hint_interval).max(now),
             None => now,
         };
         let due = self.next_at(now).min(allowed);
@@ -178,7 +178,7 @@ impl Refresher {
         let total = endpoints.len();
         let set = self.normalize(endpoints);
         let cut_from = (total > self.policy.max_endpoints).then_some(total);
-        let next_at = now + self.ttl_delay(ttl);
+        let next_at = later(now, self.ttl_delay(ttl));
         if self.current.as_ref() == Some(&set) {
             return Step {
                 update: None,
@@ -198,12 +198,12 @@ impl Refresher {
 
     fn on_empty(&mut self, now: Instant, ttl: Option<Duration>) -> Step {
         self.failures = 0;
-        let next_at = now + self.ttl_delay(ttl.unwrap_or(Duration::ZERO));
+        let next_at = later(now, self.ttl_delay(ttl.unwrap_or(Duration::ZERO)));
         let holding = self.current.as_ref().is_some_and(|set| !set.is_empty());
         if holding {
             let first = self.empty_since.is_none();
             let since = *self.empty_since.get_or_insert(now);
-            let until = since + self.policy.empty_grace;
+            let until = later(since, self.policy.empty_grace);
             if now < until {
                 return Step {
                     update: None,
@@ -237,7 +237,7 @@ impl Refresher {
         Step {
             update: None,
             error: Some(error),
-            next_at: now + self.backoff_delay(self.failures),
+            next_at: later(now, self.backoff_delay(self.failures)),
             note: Note::Failed {
                 consecutive: self.failures,
             },
@@ -276,6 +276,15 @@ impl Refresher {
         }
         endpoints
     }
+}
+
+/// `at + wait`, or a century after `at` when a huge setting (such as
+/// `empty_grace(Duration::MAX)`, "never") goes past what `Instant` holds:
+/// a setting must never make the source panic.
+fn later(at: Instant, wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    at.checked_add(wait)
+        .unwrap_or_else(|| at.checked_add(CENTURY).unwrap_or(at))
 }
 
 #[cfg(test)]
