@@ -15,7 +15,7 @@ mod schedule;
 
 use super::etcd::{Backoff, EtcdCluster, check_prefix, encode_value};
 use crate::Endpoint;
-use crate::discover::DiscoverError;
+use crate::discover::{DiscoverError, later};
 use crate::error::BuildError;
 use crate::policy::now;
 use crate::rng::Rng;
@@ -393,7 +393,7 @@ impl Worker {
             } => lease,
             _ => return Ok(()),
         };
-        let give_up = now() + self.schedule.ttl.max(Duration::from_secs(1));
+        let give_up = later(now(), self.schedule.ttl.max(Duration::from_secs(1)));
         loop {
             let error = match self.client().await {
                 Ok(mut client) => match client.lease_revoke(lease).await {
@@ -408,7 +408,7 @@ impl Worker {
                 Err(e) => e,
             };
             let delay = self.schedule.backoff.next_delay();
-            if now() + delay >= give_up {
+            if later(now(), delay) >= give_up {
                 return Err(error);
             }
             tracing::debug!(lease, error = %error, retry_in = ?delay, "retrying the lease revoke");

@@ -25,7 +25,7 @@ use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::Endpoint;
-use crate::discover::DiscoverError;
+use crate::discover::{DiscoverError, later};
 use crate::policy::backoff::{Backoff, Jitter};
 use crate::rng::Rng;
 
@@ -276,15 +276,6 @@ impl Refresher {
         }
         endpoints
     }
-}
-
-/// `at + wait`, or a century after `at` when a huge setting (such as
-/// `empty_grace(Duration::MAX)`, "never") goes past what `Instant` holds:
-/// a setting must never make the source panic.
-fn later(at: Instant, wait: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    at.checked_add(wait)
-        .unwrap_or_else(|| at.checked_add(CENTURY).unwrap_or(at))
 }
 
 #[cfg(test)]
