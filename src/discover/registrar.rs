@@ -308,17 +308,8 @@ impl Worker {
         }
     }
 
-    async fn client(&mut self) -> Result<Client, DiscoverError> {
-        if let Some(client) = &self.client {
-            return Ok(client.clone());
-        }
-        let client = self.cluster.connect().await?;
-        self.client = Some(client.clone());
-        Ok(client)
-    }
-
     async fn grant(&mut self) -> Result<(i64, Duration), DiscoverError> {
-        let mut client = self.client().await?;
+        let mut client = self.cluster.connected(&mut self.client).await?;
         let granted = client
             .lease_grant(self.ttl_secs, None)
             .await
@@ -333,7 +324,7 @@ impl Worker {
     }
 
     async fn put(&mut self, lease: i64) -> Result<(), DiscoverError> {
-        let mut client = self.client().await?;
+        let mut client = self.cluster.connected(&mut self.client).await?;
         client
             .put(
                 self.key.as_bytes(),
@@ -354,7 +345,7 @@ impl Worker {
             .is_none_or(|(keeper, _)| keeper.id() != lease)
         {
             self.keeper = None;
-            let mut client = self.client().await?;
+            let mut client = self.cluster.connected(&mut self.client).await?;
             // Opening the stream sends one keep-alive and reads its answer;
             // this error variant is its "lease not found".
             return match client.lease_keep_alive(lease).await {
@@ -395,7 +386,7 @@ impl Worker {
         };
         let give_up = later(now(), self.schedule.ttl.max(Duration::from_secs(1)));
         loop {
-            let error = match self.client().await {
+            let error = match self.cluster.connected(&mut self.client).await {
                 Ok(mut client) => match client.lease_revoke(lease).await {
                     Ok(_) => return Ok(()),
                     Err(etcd_client::Error::GRpcStatus(status))
