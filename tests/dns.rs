@@ -184,9 +184,7 @@ async fn a_hosts_dir_change_arrives_within_ttl_plus_one_second() {
         (ip("127.0.0.31"), "api.svc.test"),
         (ip("127.0.0.32"), "api.svc.test"),
     ]);
-    let changed_at = Instant::now();
     let (set, seen) = wait_for_set(&mut dns, limit, |s| s.len() == 2).await;
-    assert!(changed_at.elapsed() <= limit);
     assert_eq!(addrs(&set), [addr("127.0.0.31:80"), addr("127.0.0.32:80")]);
     assert!(seen.resets.is_empty(), "no set in between: {seen:?}");
 
@@ -195,12 +193,10 @@ async fn a_hosts_dir_change_arrives_within_ttl_plus_one_second() {
         (ip("127.0.0.33"), "api.svc.test"),
         (ip("127.0.0.32"), "api.svc.test"),
     ]);
-    let changed_at = Instant::now();
     let (set, _) = wait_for_set(&mut dns, limit, |s| {
         s.iter().any(|e| e.addr.ip() == ip("127.0.0.33"))
     })
     .await;
-    assert!(changed_at.elapsed() <= limit);
     assert_eq!(addrs(&set), [addr("127.0.0.32:80"), addr("127.0.0.33:80")]);
 }
 
@@ -363,13 +359,11 @@ async fn requests_reach_a_backend_added_in_dns() {
     assert_eq!(backends[1].hits(), 0);
 
     server.set_hosts(&host_refs(&loopback_hosts(2)));
-    let changed_at = Instant::now();
     let limit = Duration::from_secs(LOCAL_TTL + 1);
     assert!(
         eventually(limit, || channel.endpoints().len() == 2).await,
         "the new backend did not reach the channel within {limit:?}"
     );
-    assert!(changed_at.elapsed() <= limit);
     for _ in 0..10 {
         assert_eq!(get(&mut channel).await.unwrap().status, 200);
     }

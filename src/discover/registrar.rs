@@ -5,7 +5,7 @@
 //! them.
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use tokio::sync::{oneshot, watch};
@@ -15,8 +15,9 @@ mod schedule;
 
 use super::etcd::{Backoff, EtcdCluster, check_prefix, encode_value};
 use crate::Endpoint;
-use crate::discover::DiscoverError;
+use crate::discover::{DiscoverError, later};
 use crate::error::BuildError;
+use crate::policy::now;
 use crate::rng::Rng;
 use schedule::{LeaseAction, LeaseSchedule, Phase};
 
@@ -255,10 +256,6 @@ struct Worker {
     status: watch::Sender<bool>,
 }
 
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
 fn secs(ttl: i64) -> Duration {
     Duration::from_secs(u64::try_from(ttl).unwrap_or(0))
 }
@@ -311,17 +308,8 @@ impl Worker {
         }
     }
 
-    async fn client(&mut self) -> Result<Client, DiscoverError> {
-        if let Some(client) = &self.client {
-            return Ok(client.clone());
-        }
-        let client = self.cluster.connect().await?;
-        self.client = Some(client.clone());
-        Ok(client)
-    }
-
     async fn grant(&mut self) -> Result<(i64, Duration), DiscoverError> {
-        let mut client = self.client().await?;
+        let mut client = self.cluster.connected(&mut self.client).await?;
         let granted = client
             .lease_grant(self.ttl_secs, None)
             .await
@@ -336,7 +324,7 @@ impl Worker {
     }
 
     async fn put(&mut self, lease: i64) -> Result<(), DiscoverError> {
-        let mut client = self.client().await?;
+        let mut client = self.cluster.connected(&mut self.client).await?;
         client
             .put(
                 self.key.as_bytes(),
@@ -357,7 +345,7 @@ impl Worker {
             .is_none_or(|(keeper, _)| keeper.id() != lease)
         {
             self.keeper = None;
-            let mut client = self.client().await?;
+            let mut client = self.cluster.connected(&mut self.client).await?;
             // Opening the stream sends one keep-alive and reads its answer;
             // this error variant is its "lease not found".
             return match client.lease_keep_alive(lease).await {
@@ -396,9 +384,9 @@ impl Worker {
             } => lease,
             _ => return Ok(()),
         };
-        let give_up = now() + self.schedule.ttl.max(Duration::from_secs(1));
+        let give_up = later(now(), self.schedule.ttl.max(Duration::from_secs(1)));
         loop {
-            let error = match self.client().await {
+            let error = match self.cluster.connected(&mut self.client).await {
                 Ok(mut client) => match client.lease_revoke(lease).await {
                     Ok(_) => return Ok(()),
                     Err(etcd_client::Error::GRpcStatus(status))
@@ -411,7 +399,7 @@ impl Worker {
                 Err(e) => e,
             };
             let delay = self.schedule.backoff.next_delay();
-            if now() + delay >= give_up {
+            if later(now(), delay) >= give_up {
                 return Err(error);
             }
             tracing::debug!(lease, error = %error, retry_in = ?delay, "retrying the lease revoke");

@@ -61,12 +61,12 @@ mod resolve;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use futures_core::Stream;
 use metrics::Counter;
 
 use super::{DiscoverError, RefreshHint, Update};
+use crate::policy::now;
 use crate::rng::Rng;
 use refresh::{Note, RefreshPolicy, Refresher, Step};
 use resolve::Resolve;
@@ -172,10 +172,6 @@ struct Driver {
     refresher: Refresher,
     hint: Option<RefreshHint>,
     metrics: DnsMetrics,
-}
-
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
 }
 
 impl Driver {

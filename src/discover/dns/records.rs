@@ -204,15 +204,15 @@ fn srv_endpoints(answers: &[Record], additionals: &[Record]) -> Extracted {
     };
     let mut endpoints = Vec::new();
     for target in usable.into_iter().filter(|t| t.priority == best) {
-        let glue: Vec<&Record> = additionals
+        let glue: Vec<Record> = additionals
             .iter()
             .filter(|r| address_of(r).is_some() && r.name == target.target)
+            .cloned()
             .collect();
         if glue.is_empty() {
             found.unresolved.push(target);
             continue;
         }
-        let glue: Vec<Record> = glue.into_iter().cloned().collect();
         let part = target.endpoints_from(&glue);
         found.skipped += part.skipped;
         if !part.endpoints.is_empty() {
@@ -240,7 +240,8 @@ fn usable_ip(ip: IpAddr) -> bool {
     }
 }
 
-fn min_ttl(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+/// The smaller of two optional TTLs (either may be missing).
+pub(super) fn min_ttl(a: Option<u32>, b: Option<u32>) -> Option<u32> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

@@ -25,7 +25,8 @@ use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::Endpoint;
-use crate::discover::DiscoverError;
+use crate::discover::{DiscoverError, later};
+use crate::policy::backoff::{Backoff, Jitter};
 use crate::rng::Rng;
 
 /// The tunable settings of a [`Refresher`]; see the module doc for defaults.
@@ -151,7 +152,7 @@ impl Refresher {
     /// forward as far as the rate limit allows. Returns the new due time.
     pub(crate) fn on_hint(&mut self, now: Instant) -> Instant {
         let allowed = match self.last_started {
-            Some(started) => (started + self.policy.min_hint_interval).max(now),
+            Some(started) => later(started, self.policy.min_hint_interval).max(now),
             None => now,
         };
         let due = self.next_at(now).min(allowed);
@@ -177,7 +178,7 @@ impl Refresher {
         let total = endpoints.len();
         let set = self.normalize(endpoints);
         let cut_from = (total > self.policy.max_endpoints).then_some(total);
-        let next_at = now + self.ttl_delay(ttl);
+        let next_at = later(now, self.ttl_delay(ttl));
         if self.current.as_ref() == Some(&set) {
             return Step {
                 update: None,
@@ -197,12 +198,12 @@ impl Refresher {
 
     fn on_empty(&mut self, now: Instant, ttl: Option<Duration>) -> Step {
         self.failures = 0;
-        let next_at = now + self.ttl_delay(ttl.unwrap_or(Duration::ZERO));
+        let next_at = later(now, self.ttl_delay(ttl.unwrap_or(Duration::ZERO)));
         let holding = self.current.as_ref().is_some_and(|set| !set.is_empty());
         if holding {
             let first = self.empty_since.is_none();
             let since = *self.empty_since.get_or_insert(now);
-            let until = since + self.policy.empty_grace;
+            let until = later(since, self.policy.empty_grace);
             if now < until {
                 return Step {
                     update: None,
@@ -236,7 +237,7 @@ impl Refresher {
         Step {
             update: None,
             error: Some(error),
-            next_at: now + self.backoff_delay(self.failures),
+            next_at: later(now, self.backoff_delay(self.failures)),
             note: Note::Failed {
                 consecutive: self.failures,
             },
@@ -250,17 +251,13 @@ impl Refresher {
         clamped.mul_f64(1.0 - self.policy.jitter * self.rng.unit())
     }
 
-    /// The wait after the `failures`-th failure in a row: uniform in the
-    /// upper half of `backoff_initial * 2^(failures - 1)`, capped at
-    /// `backoff_max`.
+    /// The wait after the `failures`-th failure in a row: the crate's
+    /// exponential backoff with equal jitter, uniform in the upper half of
+    /// `backoff_initial * 2^(failures - 1)`, capped at `backoff_max`.
     fn backoff_delay(&mut self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(31);
-        let ceiling = self
-            .policy
-            .backoff_initial
-            .saturating_mul(1u32 << doublings)
-            .min(self.policy.backoff_max);
-        ceiling.mul_f64(0.5 + 0.5 * self.rng.unit())
+        Backoff::from_parts(self.policy.backoff_initial, 2.0, self.policy.backoff_max)
+            .with_jitter(Jitter::Equal)
+            .delay(failures.saturating_sub(1), Duration::ZERO, &mut self.rng)
     }
 
     /// Sorted by address, and cut to the cap by a salted hash of the address

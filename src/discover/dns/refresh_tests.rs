@@ -292,3 +292,27 @@ fn hints_refresh_early_but_rate_limited() {
     let due = r.next_at(t0);
     assert!(r.on_hint(t0 + 5 * S) <= due);
 }
+
+#[test]
+fn huge_settings_mean_never_and_do_not_panic() {
+    let policy = RefreshPolicy {
+        max_ttl: Duration::MAX,
+        backoff_max: Duration::MAX,
+        backoff_initial: Duration::MAX / 2,
+        empty_grace: Duration::MAX,
+        min_hint_interval: Duration::MAX,
+        ..RefreshPolicy::default()
+    };
+    let mut r = Refresher::new(policy, Rng::seeded(11));
+    let t0 = Instant::now();
+    let year = 365 * 24 * 3600 * S;
+    r.on_lookup_started(t0);
+    r.on_answer(t0, found(vec![ep(1)], u64::from(u32::MAX)));
+    let step = r.on_answer(t0, Answer::Empty { ttl: None });
+    assert_eq!(step.update, None, "an endless grace never drops the set");
+    assert!(matches!(step.note, Note::EmptyWithinGrace { until, .. } if until > t0 + year));
+    for _ in 0..3 {
+        assert!(r.on_answer(t0, failed()).next_at > t0 + year);
+    }
+    assert!(r.on_hint(t0) > t0 + year, "the hint waits out the interval");
+}

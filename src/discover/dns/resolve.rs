@@ -20,7 +20,7 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::rr::{Name, Record, RecordType};
 
-use super::records::{Extracted, RecordKind, SrvTarget, endpoints_from_records};
+use super::records::{Extracted, RecordKind, SrvTarget, endpoints_from_records, min_ttl};
 use super::refresh::Answer;
 use crate::discover::DiscoverError;
 
@@ -102,12 +102,7 @@ impl HickoryResolve {
         for q in [v4, v6] {
             match q {
                 Query::Records(answers, _) => records.extend(answers),
-                Query::NoRecords(ttl) => {
-                    negative_ttl = match (negative_ttl, ttl) {
-                        (Some(a), Some(b)) => Some(u32::min(a, b)),
-                        (a, b) => a.or(b),
-                    }
-                }
+                Query::NoRecords(ttl) => negative_ttl = min_ttl(negative_ttl, ttl),
                 Query::Failed(e) => return Err(e),
             }
         }
@@ -156,19 +151,19 @@ fn resolve_target(target: &SrvTarget, records: &[Record]) -> Extracted {
 fn conclude(found: Extracted, negative_ttl: Option<u32>) -> Lookup {
     let skipped = found.skipped;
     let secs = |ttl: u32| Duration::from_secs(u64::from(ttl));
-    let answer = if !found.endpoints.is_empty() {
+    let answer = if found.is_empty_answer() {
+        Answer::Empty {
+            ttl: negative_ttl.map(secs),
+        }
+    } else if found.endpoints.is_empty() {
+        Answer::Failed(DiscoverError::new(format!(
+            "DNS answer had {skipped} records and none usable"
+        )))
+    } else {
         Answer::Endpoints {
             endpoints: found.endpoints,
             ttl: found.ttl.map(secs).unwrap_or_default(),
         }
-    } else if skipped == 0 {
-        Answer::Empty {
-            ttl: negative_ttl.map(secs),
-        }
-    } else {
-        Answer::Failed(DiscoverError::new(format!(
-            "DNS answer had {skipped} records and none usable"
-        )))
     };
     Lookup { answer, skipped }
 }

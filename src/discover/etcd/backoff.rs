@@ -1,20 +1,22 @@
 //! Reconnect backoff: how long to wait before the next try after a failure.
 //!
-//! The delay doubles from `min` after each consecutive failure, up to `max`,
-//! and each delay is drawn uniformly from its upper half (`[d/2, d]`), so a
-//! fleet of clients that lost etcd together does not come back in lock step.
-//! A success resets the sequence.
+//! A counter of consecutive failures over the crate's
+//! [`policy::backoff::Backoff`](crate::policy::backoff::Backoff) with equal
+//! jitter: the delay doubles from `min` after each consecutive failure, up to
+//! `max`, and each delay is drawn uniformly from its upper half (`[d/2, d]`),
+//! so a fleet of clients that lost etcd together does not come back in lock
+//! step. A success resets the sequence.
 
 use std::time::Duration;
 
 use crate::error::BuildError;
+use crate::policy::backoff::{Backoff as Curve, Jitter};
 use crate::rng::Rng;
 
 /// Jittered exponential backoff between reconnect attempts.
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
-    min: Duration,
-    max: Duration,
+    curve: Curve,
     failures: u32,
     rng: Rng,
 }
@@ -28,21 +30,11 @@ impl Backoff {
         max: Duration,
         rng: Rng,
     ) -> Result<Self, BuildError> {
-        if min.is_zero() {
-            return Err(BuildError::new(
-                setting,
-                "the minimum delay must be above zero",
-            ));
-        }
-        if min > max {
-            return Err(BuildError::new(
-                setting,
-                format!("the minimum delay {min:?} is above the maximum {max:?}"),
-            ));
-        }
+        let curve = Curve::new(min, 2.0, max)
+            .map_err(|e| BuildError::new(setting, format!("{min:?}..{max:?}: {}", e.reason())))?
+            .with_jitter(Jitter::Equal);
         Ok(Backoff {
-            min,
-            max,
+            curve,
             failures: 0,
             rng,
         })
@@ -50,15 +42,9 @@ impl Backoff {
 
     /// Records a failure and returns how long to wait before the next try.
     pub(crate) fn next_delay(&mut self) -> Duration {
-        let doublings = self.failures.min(32);
+        let retry = self.failures;
         self.failures = self.failures.saturating_add(1);
-        let ceiling = self
-            .min
-            .saturating_mul(1u32 << doublings.min(31))
-            .min(self.max);
-        let half = ceiling / 2;
-        half.saturating_add((ceiling - half).mul_f64(self.rng.unit()))
-            .min(ceiling)
+        self.curve.delay(retry, Duration::ZERO, &mut self.rng)
     }
 
     /// Records a success: the next failure waits about `min` again.

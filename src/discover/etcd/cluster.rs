@@ -178,6 +178,20 @@ impl EtcdCluster {
             .await
             .map_err(|e| DiscoverError::with_source("cannot connect to etcd", e))
     }
+
+    /// The client in `cached`, opened with [`connect`](Self::connect) on
+    /// first use; etcd-client redials members by itself afterwards.
+    pub(crate) async fn connected(
+        &self,
+        cached: &mut Option<Client>,
+    ) -> Result<Client, DiscoverError> {
+        if let Some(client) = cached {
+            return Ok(client.clone());
+        }
+        let client = self.connect().await?;
+        *cached = Some(client.clone());
+        Ok(client)
+    }
 }
 
 impl fmt::Debug for EtcdCluster {

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use super::backoff::Backoff;
 use super::value::{ValueError, parse_value};
 use crate::Endpoint;
-use crate::discover::{DiscoverError, Update};
+use crate::discover::{DiscoverError, Update, later};
 
 /// What the shell should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +219,7 @@ impl PrefixFollower {
         tracing::warn!(error = %error, retry_in = ?delay, "etcd discovery failed");
         out.push(Output::Error(error));
         self.phase = Phase::Wait {
-            until: now.checked_add(delay).unwrap_or(now),
+            until: later(now, delay),
         };
         delay
     }

@@ -68,6 +68,7 @@ pub use value::{ValueError, encode_value, parse_value};
 
 use crate::discover::{DiscoverError, Update};
 use crate::error::BuildError;
+use crate::policy::now;
 use crate::rng::Rng;
 
 /// Counter of values under a watched prefix that were not endpoints (label
@@ -202,10 +203,6 @@ struct Driver {
     malformed: metrics::Counter,
 }
 
-fn now() -> std::time::Instant {
-    tokio::time::Instant::now().into_std()
-}
-
 impl Driver {
     async fn next(&mut self) -> Result<Update, DiscoverError> {
         loop {
@@ -260,17 +257,8 @@ impl Driver {
         self.follower.on_failure(error, now(), out);
     }
 
-    async fn client(&mut self) -> Result<Client, DiscoverError> {
-        if let Some(client) = &self.client {
-            return Ok(client.clone());
-        }
-        let client = self.cluster.connect().await?;
-        self.client = Some(client.clone());
-        Ok(client)
-    }
-
     async fn list(&mut self) -> Result<(i64, GetResponse), DiscoverError> {
-        let mut client = self.client().await?;
+        let mut client = self.cluster.connected(&mut self.client).await?;
         let response = client
             .get(
                 self.prefix.as_bytes(),
@@ -286,7 +274,7 @@ impl Driver {
     }
 
     async fn open_watch(&mut self, start_revision: i64) -> Result<WatchStream, DiscoverError> {
-        let mut client = self.client().await?;
+        let mut client = self.cluster.connected(&mut self.client).await?;
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(start_revision);

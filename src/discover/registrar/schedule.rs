@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::discover::etcd::Backoff;
+use crate::discover::later;
 
 /// What the registrar's task should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,11 +132,11 @@ impl LeaseSchedule {
     }
 
     fn renewed(&mut self, lease: i64, remaining: Duration, now: Instant) {
-        self.expires = now.checked_add(remaining);
+        self.expires = Some(later(now, remaining));
         let interval = (self.ttl / 3).max(Duration::from_millis(100));
         self.phase = Phase::Alive {
             lease,
-            next_keep_alive: now.checked_add(interval).unwrap_or(now),
+            next_keep_alive: later(now, interval),
         };
     }
 
@@ -150,7 +151,7 @@ impl LeaseSchedule {
             _ => None,
         };
         self.phase = Phase::Retry {
-            until: now.checked_add(delay).unwrap_or(now),
+            until: later(now, delay),
             lease,
         };
         delay
@@ -259,5 +260,19 @@ mod tests {
         );
         assert_eq!(s.action(t0 + d1 + d2), LeaseAction::Grant);
         assert!(!s.is_registered(t0 + d1 + d2));
+    }
+
+    #[test]
+    fn a_huge_backoff_waits_long_instead_of_retrying_at_once() {
+        let t0 = Instant::now();
+        let huge = Backoff::new("t", Duration::MAX, Duration::MAX, Rng::seeded(12)).unwrap();
+        let mut s = LeaseSchedule::new(huge);
+        s.on_failure(t0);
+        let year = 365 * 24 * 3600 * SEC;
+        assert!(
+            matches!(s.action(t0), LeaseAction::Wait { until } if until > t0 + year),
+            "{:?}",
+            s.action(t0)
+        );
     }
 }
