@@ -40,7 +40,7 @@ fn fast(builder: DnsBuilder, server: &Dnsmasq) -> DnsBuilder {
         .timeout(Duration::from_millis(1000))
         .attempts(1)
         .backoff(Duration::from_millis(200), Duration::from_secs(1))
-        .seed(7)
+        .jitter_seed(7)
 }
 
 /// What the stream said while waiting for a set.

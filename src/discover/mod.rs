@@ -53,8 +53,6 @@ mod static_list;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-#[cfg(any(feature = "dns", feature = "etcd"))]
-use std::time::{Duration, Instant};
 
 use futures_core::Stream;
 
@@ -73,16 +71,8 @@ pub use manual::{Manual, ManualStream};
 pub use registrar::{Registrar, RegistrarBuilder};
 pub use static_list::Static;
 
-/// `at + wait` for the sources' schedules, or a century after `at` when a
-/// huge setting (such as `Duration::MAX` for "never") goes past what
-/// `Instant` holds: a setting must neither panic nor turn a long wait into
-/// none.
 #[cfg(any(feature = "dns", feature = "etcd"))]
-pub(crate) fn later(at: Instant, wait: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    at.checked_add(wait)
-        .unwrap_or_else(|| at.checked_add(CENTURY).unwrap_or(at))
-}
+pub(crate) use crate::clock::later;
 
 /// One change to the endpoint set.
 #[derive(Debug, Clone, PartialEq, Eq)]

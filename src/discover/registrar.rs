@@ -15,9 +15,9 @@ mod schedule;
 
 use super::etcd::{Backoff, EtcdCluster, check_prefix, encode_value};
 use crate::Endpoint;
+use crate::clock::now;
 use crate::discover::{DiscoverError, later};
 use crate::error::BuildError;
-use crate::policy::now;
 use crate::rng::Rng;
 use schedule::{LeaseAction, LeaseSchedule, Phase};
 

@@ -263,3 +263,30 @@ mod tests {
         assert_eq!(e.setting(), "backoff.cap");
     }
 }
+
+#[cfg(test)]
+mod overflow_tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_cap_never_panics_and_stays_within_bounds() {
+        let mut rng = Rng::seeded(7);
+        for jitter in [
+            Jitter::None,
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+        ] {
+            let b = Backoff::new(Duration::from_secs(1), 2.0, Duration::MAX)
+                .unwrap()
+                .with_jitter(jitter);
+            let mut prev = Duration::ZERO;
+            for retry in 0..200u32 {
+                let (lo, hi) = b.bounds(retry, prev);
+                let d = b.delay(retry, prev, &mut rng);
+                assert!(lo <= d && d <= hi, "{jitter:?} retry {retry}: {d:?}");
+                prev = d;
+            }
+        }
+    }
+}

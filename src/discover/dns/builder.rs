@@ -138,7 +138,7 @@ impl DnsBuilder {
 
     /// Seeds the random jitter (for reproducible tests). Default: seeded
     /// from the operating system.
-    pub fn seed(mut self, seed: u64) -> Self {
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
     }

@@ -66,7 +66,7 @@ use futures_core::Stream;
 use metrics::Counter;
 
 use super::{DiscoverError, RefreshHint, Update};
-use crate::policy::now;
+use crate::clock::now;
 use crate::rng::Rng;
 use refresh::{Note, RefreshPolicy, Refresher, Step};
 use resolve::Resolve;

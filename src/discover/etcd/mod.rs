@@ -66,9 +66,9 @@ pub use etcd_client::{Certificate, Identity, TlsOptions};
 use follow::{Action, Change, Output, PrefixFollower};
 pub use value::{ValueError, encode_value, parse_value};
 
+use crate::clock::now;
 use crate::discover::{DiscoverError, Update};
 use crate::error::BuildError;
-use crate::policy::now;
 use crate::rng::Rng;
 
 /// Counter of values under a watched prefix that were not endpoints (label
