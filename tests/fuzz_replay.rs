@@ -1,7 +1,7 @@
 //! Stable replay of the fuzz targets: every checked-in corpus input
 //! (`fuzz/corpus/<target>/`) and a few thousand seeded random op sequences
 //! per target go through the same checkers (`towline::check`) the fuzzers
-//! run. Faulty implementations show that the checks can fail.
+//! run. Faulty balancers show that the balancer checks can fail.
 #![cfg(feature = "arbitrary")]
 
 use std::path::PathBuf;
