@@ -3,7 +3,6 @@
 #[path = "support/http.rs"]
 mod http;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use http::{Backend, Behavior, connector, eventually, start_many};
@@ -173,20 +172,15 @@ async fn many_tasks_share_clones_of_one_channel() {
         .map(|_| {
             let mut ch = channel.clone();
             tokio::spawn(async move {
-                let mut seen = HashMap::new();
                 for _ in 0..10 {
-                    let reply = get(&mut ch).await.unwrap();
-                    *seen.entry(reply.from).or_insert(0) += 1;
+                    assert_eq!(get(&mut ch).await.unwrap().status, 200);
                 }
-                seen
             })
         })
         .collect();
-    let mut total = 0;
     for t in tasks {
-        total += t.await.unwrap().values().sum::<u32>();
+        t.await.unwrap();
     }
-    assert_eq!(total, 2560);
     assert_eq!(backends.iter().map(Backend::hits).sum::<u64>(), 2560);
     // Every endpoint took part, and all in-flight counts returned to zero.
     for e in channel.endpoints() {

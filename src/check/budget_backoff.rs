@@ -10,7 +10,10 @@
 //!   token, so the withdrawals inside any window never exceed
 //!   [`BudgetSettings::allowance`] of the deposits inside it;
 //! - every backoff delay lies in its [`Backoff::bounds`], and those bounds
-//!   lie within `[0, cap]`; the ceiling is `min(cap, base × multiplier^n)`
+//!   lie within `[0, cap]` and are the range its [`Jitter`] mode documents
+//!   (full: `[0, ceiling]`, equal: `[ceiling / 2, ceiling]`, none: the
+//!   ceiling, decorrelated: `[base, max(previous, base) × multiplier]` within
+//!   `[base, cap]`); the ceiling is `min(cap, base × multiplier^n)`
 //!   and never shrinks from one retry to the next;
 //! - settings are validated: out-of-range values give `Err`, never a panic.
 
@@ -349,6 +352,25 @@ fn check_delay(
         low <= high && high <= cap,
         step,
         "bounds [{low:?}, {high:?}] of retry {retry} outside [0, {cap:?}]"
+    );
+    // The range each jitter mode documents (to within float rounding).
+    let (want_low, want_high) = match b.jitter() {
+        Jitter::None => (ceiling, ceiling),
+        Jitter::Full => (Duration::ZERO, ceiling),
+        Jitter::Equal => (ceiling / 2, ceiling),
+        Jitter::Decorrelated => {
+            let grown = previous.max(b.base()).as_secs_f64() * b.multiplier();
+            let high = grown.clamp(b.base().as_secs_f64(), cap.as_secs_f64());
+            (b.base(), Duration::from_secs_f64(high))
+        }
+    };
+    let near = |a: Duration, b: Duration| a.abs_diff(b) <= Duration::from_micros(1);
+    ensure!(
+        near(low, want_low) && near(high, want_high),
+        step,
+        "{:?} bounds of retry {retry} after {previous:?} are [{low:?}, {high:?}], \
+         documented [{want_low:?}, {want_high:?}]",
+        b.jitter()
     );
     let delay = b.delay(retry, previous, rng);
     ensure!(

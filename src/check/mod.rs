@@ -10,8 +10,10 @@
 //! - the cargo-fuzz targets in `fuzz/` (nightly, coverage-guided);
 //! - `tests/fuzz_replay.rs` on stable, which replays the checked-in corpus
 //!   (`fuzz/corpus/<target>/`) and a few thousand seeded random sequences;
-//! - tests that feed a deliberately faulty implementation and expect a
-//!   violation, so the checks are known to be able to fail.
+//! - tests that feed a deliberately faulty balancer and expect a
+//!   violation, so the balancer checks are known to be able to fail (the
+//!   other checkers drive concrete types, which a test cannot swap for a
+//!   faulty one).
 //!
 //! This module exists only with the `arbitrary` feature (off by default).
 //!

@@ -27,6 +27,7 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
+use towline::BoxError;
 use towline::rng::Rng;
 
 /// How a backend answers.
@@ -207,8 +208,6 @@ pub struct HttpEndpoint {
     client: Client<HttpConnector, Full<Bytes>>,
     addr: SocketAddr,
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl tower::Service<String> for HttpEndpoint {
     type Response = Reply;

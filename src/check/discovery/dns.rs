@@ -1,7 +1,7 @@
 //! DNS records to endpoints: a reference computed from the generated
 //! records, and the shape every result must have.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use hickory_resolver::proto::op::{Message, OpCode};
@@ -129,8 +129,11 @@ pub(super) fn answer(spec: &AnswerSpec) -> Result<(), Violation> {
 /// Endpoints, unresolved targets, skipped count and TTL agree (metadata
 /// is checked for the SRV priority only).
 fn same(a: &Extracted, b: &Extracted) -> bool {
-    let key = |x: &Extracted| -> Vec<(SocketAddr, u32)> {
-        x.endpoints.iter().map(|e| (e.addr, e.weight)).collect()
+    let key = |x: &Extracted| -> Vec<(SocketAddr, u32, Option<String>)> {
+        x.endpoints
+            .iter()
+            .map(|e| (e.addr, e.weight, e.metadata.get(SRV_PRIORITY_KEY).cloned()))
+            .collect()
     };
     key(a) == key(b) && a.unresolved == b.unresolved && a.skipped == b.skipped && a.ttl == b.ttl
 }
@@ -180,17 +183,17 @@ fn expected_address(answers: &[Record], port: u16) -> Extracted {
         out.skipped = records.len();
         return out;
     }
-    let mut addrs = BTreeMap::new();
+    let mut addrs = BTreeSet::new();
     for r in &records {
         match used(r) {
             Some(ip) => {
-                addrs.insert(SocketAddr::new(ip, port), ());
+                addrs.insert(SocketAddr::new(ip, port));
                 out.ttl = Some(out.ttl.map_or(r.ttl, |t: u32| t.min(r.ttl)));
             }
             None => out.skipped += 1,
         }
     }
-    out.endpoints = addrs.into_keys().map(crate::Endpoint::new).collect();
+    out.endpoints = addrs.into_iter().map(crate::Endpoint::new).collect();
     out
 }
 
@@ -229,12 +232,12 @@ fn expected_srv(answers: &[Record], additionals: &[Record]) -> Extracted {
         }
         // One share per address per SRV record, however often the address
         // is listed for its target.
-        let mut ips = BTreeMap::new();
+        let mut ips = BTreeSet::new();
         let mut ttl: Option<u32> = None;
         for g in glue {
             match used(g) {
                 Some(ip) => {
-                    ips.insert(ip, ());
+                    ips.insert(ip);
                     ttl = Some(ttl.map_or(g.ttl, |t| t.min(g.ttl)));
                 }
                 None => out.skipped += 1,
@@ -244,7 +247,7 @@ fn expected_srv(answers: &[Record], additionals: &[Record]) -> Extracted {
             let t = t.min(r.ttl);
             out.ttl = Some(out.ttl.map_or(t, |o| o.min(t)));
         }
-        for ip in ips.into_keys() {
+        for ip in ips {
             let w = weights.entry(SocketAddr::new(ip, srv.port)).or_default();
             *w = w.saturating_add(u32::from(srv.weight));
         }
