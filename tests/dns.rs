@@ -338,79 +338,83 @@ fn host_refs(hosts: &[(IpAddr, String)]) -> Vec<(IpAddr, &str)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_reach_a_backend_added_in_dns() {
-    let backends = start_many(2, Behavior::default()).await;
-    let ports: Vec<u16> = backends.iter().map(|b| b.addr.port()).collect();
-    // Both SRV records exist, but only b0's name resolves at first.
-    let server = Dnsmasq::start(&host_refs(&loopback_hosts(1)), &srv_for(&ports));
-    let dns = fast(Dns::srv(format!("{SRV_NAME}.")), &server)
-        .build()
-        .unwrap();
-    let mut channel = Channel::builder(connector())
-        .discover(dns)
-        .balancer(RoundRobin::new())
-        .name("dns-added")
-        .build()
-        .unwrap();
-    for _ in 0..10 {
-        assert_eq!(get(&mut channel).await.unwrap().from, backends[0].addr);
-    }
-    assert_eq!(backends[1].hits(), 0);
+#[test]
+fn requests_reach_a_backend_added_in_dns() {
+    http::seeded_runtime(3010).block_on(async {
+        let backends = start_many(2, Behavior::default()).await;
+        let ports: Vec<u16> = backends.iter().map(|b| b.addr.port()).collect();
+        // Both SRV records exist, but only b0's name resolves at first.
+        let server = Dnsmasq::start(&host_refs(&loopback_hosts(1)), &srv_for(&ports));
+        let dns = fast(Dns::srv(format!("{SRV_NAME}.")), &server)
+            .build()
+            .unwrap();
+        let mut channel = Channel::builder(connector())
+            .discover(dns)
+            .balancer(RoundRobin::new())
+            .name("dns-added")
+            .build()
+            .unwrap();
+        for _ in 0..10 {
+            assert_eq!(get(&mut channel).await.unwrap().from, backends[0].addr);
+        }
+        assert_eq!(backends[1].hits(), 0);
 
-    server.set_hosts(&host_refs(&loopback_hosts(2)));
-    let limit = Duration::from_secs(LOCAL_TTL + 1);
-    assert!(
-        eventually(limit, || channel.endpoints().len() == 2).await,
-        "the new backend did not reach the channel within {limit:?}"
-    );
-    for _ in 0..10 {
-        assert_eq!(get(&mut channel).await.unwrap().status, 200);
-    }
-    // Round-robin over two: half of the new calls each.
-    assert_eq!(backends[1].hits(), 5);
+        server.set_hosts(&host_refs(&loopback_hosts(2)));
+        let limit = Duration::from_secs(LOCAL_TTL + 1);
+        assert!(
+            eventually(limit, || channel.endpoints().len() == 2).await,
+            "the new backend did not reach the channel within {limit:?}"
+        );
+        for _ in 0..10 {
+            assert_eq!(get(&mut channel).await.unwrap().status, 200);
+        }
+        // Round-robin over two: half of the new calls each.
+        assert_eq!(backends[1].hits(), 5);
+    })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_channel_keeps_serving_while_dnsmasq_is_down() {
-    let backends = start_many(2, Behavior::default()).await;
-    let ports: Vec<u16> = backends.iter().map(|b| b.addr.port()).collect();
-    let mut server = Dnsmasq::start(&host_refs(&loopback_hosts(2)), &srv_for(&ports));
-    let recorder = DebuggingRecorder::new();
-    let metrics = recorder.snapshotter();
-    let dns = metrics::with_local_recorder(&recorder, || {
-        fast(Dns::srv(format!("{SRV_NAME}.")), &server)
+#[test]
+fn the_channel_keeps_serving_while_dnsmasq_is_down() {
+    http::seeded_runtime(3020).block_on(async {
+        let backends = start_many(2, Behavior::default()).await;
+        let ports: Vec<u16> = backends.iter().map(|b| b.addr.port()).collect();
+        let mut server = Dnsmasq::start(&host_refs(&loopback_hosts(2)), &srv_for(&ports));
+        let recorder = DebuggingRecorder::new();
+        let metrics = recorder.snapshotter();
+        let dns = metrics::with_local_recorder(&recorder, || {
+            fast(Dns::srv(format!("{SRV_NAME}.")), &server)
+                .build()
+                .unwrap()
+        });
+        let mut channel = Channel::builder(connector())
+            .discover(dns)
+            .balancer(RoundRobin::new())
+            .name("dns-down")
             .build()
-            .unwrap()
-    });
-    let mut channel = Channel::builder(connector())
-        .discover(dns)
-        .balancer(RoundRobin::new())
-        .name("dns-down")
-        .build()
-        .unwrap();
-    assert_eq!(get(&mut channel).await.unwrap().status, 200);
-    assert!(eventually(Duration::from_secs(5), || channel.endpoints().len() == 2).await);
+            .unwrap();
+        assert_eq!(get(&mut channel).await.unwrap().status, 200);
+        assert!(eventually(Duration::from_secs(5), || channel.endpoints().len() == 2).await);
 
-    server.kill();
-    // Serve all through several failed lookups.
-    let mut errors = 0;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while errors < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "only {errors} lookup errors counted"
-        );
-        let reply = get(&mut channel).await.expect("served from the last set");
-        assert_eq!(reply.status, 200);
-        errors += counters(&metrics)
-            .get(LOOKUP_ERRORS_METRIC)
-            .copied()
-            .unwrap_or(0);
-        tokio::time::sleep(Duration::from_millis(20)).await; // pace the calls
-    }
-    assert_eq!(channel.endpoints().len(), 2);
-    assert!(backends.iter().all(|b| b.hits() > 1));
+        server.kill();
+        // Serve all through several failed lookups.
+        let mut errors = 0;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while errors < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "only {errors} lookup errors counted"
+            );
+            let reply = get(&mut channel).await.expect("served from the last set");
+            assert_eq!(reply.status, 200);
+            errors += counters(&metrics)
+                .get(LOOKUP_ERRORS_METRIC)
+                .copied()
+                .unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(20)).await; // pace the calls
+        }
+        assert_eq!(channel.endpoints().len(), 2);
+        assert!(backends.iter().all(|b| b.hits() > 1));
+    })
 }
 
 #[test]

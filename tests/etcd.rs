@@ -174,34 +174,36 @@ async fn retry<T>(what: &str, mut op: impl AsyncFnMut() -> Result<T, etcd_client
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn put_makes_an_endpoint_appear_and_delete_removes_it() {
-    let procs = EtcdProcs::single().await;
-    let mut kv = procs.client().await;
-    kv.put("/svc/a/x", "127.0.0.1:1001", None).await.unwrap();
-    let f = follow(discovery(procs.endpoints(), "/svc/a/", 1).build().unwrap());
-    f.wait("the listed key", SOON, |s| s.addrs() == set_of(&[1001]))
+#[test]
+fn put_makes_an_endpoint_appear_and_delete_removes_it() {
+    http::seeded_runtime(4010).block_on(async {
+        let procs = EtcdProcs::single().await;
+        let mut kv = procs.client().await;
+        kv.put("/svc/a/x", "127.0.0.1:1001", None).await.unwrap();
+        let f = follow(discovery(procs.endpoints(), "/svc/a/", 1).build().unwrap());
+        f.wait("the listed key", SOON, |s| s.addrs() == set_of(&[1001]))
+            .await;
+
+        let json = r#"{"addr": "127.0.0.1:1002", "weight": 5, "metadata": {"zone": "b"}}"#;
+        kv.put("/svc/a/y", json, None).await.unwrap();
+        let expected = Endpoint::new(addr(1002))
+            .with_weight(5)
+            .with_metadata("zone", "b");
+        f.wait("the JSON endpoint", SOON, |s| {
+            s.set.get(&addr(1002)) == Some(&expected)
+        })
         .await;
 
-    let json = r#"{"addr": "127.0.0.1:1002", "weight": 5, "metadata": {"zone": "b"}}"#;
-    kv.put("/svc/a/y", json, None).await.unwrap();
-    let expected = Endpoint::new(addr(1002))
-        .with_weight(5)
-        .with_metadata("zone", "b");
-    f.wait("the JSON endpoint", SOON, |s| {
-        s.set.get(&addr(1002)) == Some(&expected)
+        // Outside the prefix: never seen (the delete below comes after it).
+        kv.put("/svc/other/z", "127.0.0.1:1003", None)
+            .await
+            .unwrap();
+        kv.delete("/svc/a/x", None).await.unwrap();
+        f.wait("the delete", SOON, |s| s.addrs() == set_of(&[1002]))
+            .await;
+        let seen = f.seen.lock();
+        assert_eq!((seen.resets, seen.errors), (1, 0), "{seen:?}");
     })
-    .await;
-
-    // Outside the prefix: never seen (the delete below comes after it).
-    kv.put("/svc/other/z", "127.0.0.1:1003", None)
-        .await
-        .unwrap();
-    kv.delete("/svc/a/x", None).await.unwrap();
-    f.wait("the delete", SOON, |s| s.addrs() == set_of(&[1002]))
-        .await;
-    let seen = f.seen.lock();
-    assert_eq!((seen.resets, seen.errors), (1, 0), "{seen:?}");
 }
 
 /// Sum of the malformed-value counter over snapshots (a snapshot drains it).
@@ -217,302 +219,317 @@ fn malformed_count(snapshotter: &metrics_util::debugging::Snapshotter, total: &m
     *total
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_values_are_skipped_and_counted_while_good_endpoints_stay() {
-    let procs = EtcdProcs::single().await;
-    let mut kv = procs.client().await;
-    kv.put("/svc/m/a", "127.0.0.1:2001", None).await.unwrap();
-    kv.put("/svc/m/bad-at-start", "localhost:80", None)
-        .await
-        .unwrap();
+#[test]
+fn malformed_values_are_skipped_and_counted_while_good_endpoints_stay() {
+    http::seeded_runtime(4020).block_on(async {
+        let procs = EtcdProcs::single().await;
+        let mut kv = procs.client().await;
+        kv.put("/svc/m/a", "127.0.0.1:2001", None).await.unwrap();
+        kv.put("/svc/m/bad-at-start", "localhost:80", None)
+            .await
+            .unwrap();
 
-    // The counter handle is registered once, at build: inside the local
-    // recorder's scope it binds to that recorder.
-    let recorder = metrics_util::debugging::DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let etcd = metrics::with_local_recorder(&recorder, || {
-        discovery(procs.endpoints(), "/svc/m/", 2).build().unwrap()
-    });
-    let f = follow(etcd);
-    let mut count = 0;
-    f.wait("the good listed key", SOON, |s| {
-        s.addrs() == set_of(&[2001])
-    })
-    .await;
-    assert_eq!(malformed_count(&snapshotter, &mut count), 1);
+        // The counter handle is registered once, at build: inside the local
+        // recorder's scope it binds to that recorder.
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let etcd = metrics::with_local_recorder(&recorder, || {
+            discovery(procs.endpoints(), "/svc/m/", 2).build().unwrap()
+        });
+        let f = follow(etcd);
+        let mut count = 0;
+        f.wait("the good listed key", SOON, |s| {
+            s.addrs() == set_of(&[2001])
+        })
+        .await;
+        assert_eq!(malformed_count(&snapshotter, &mut count), 1);
 
-    kv.put("/svc/m/b", "127.0.0.1:2002", None).await.unwrap();
-    kv.put("/svc/m/c", "{\"addr\": 12}", None).await.unwrap();
-    // A good key turning malformed keeps its last good endpoint.
-    kv.put("/svc/m/a", [0xff, 0xfe], None).await.unwrap();
-    kv.put("/svc/m/d", "127.0.0.1:2004", None).await.unwrap();
-    f.wait("the last good put", SOON, |s| {
-        s.set.contains_key(&addr(2004))
+        kv.put("/svc/m/b", "127.0.0.1:2002", None).await.unwrap();
+        kv.put("/svc/m/c", "{\"addr\": 12}", None).await.unwrap();
+        // A good key turning malformed keeps its last good endpoint.
+        kv.put("/svc/m/a", [0xff, 0xfe], None).await.unwrap();
+        kv.put("/svc/m/d", "127.0.0.1:2004", None).await.unwrap();
+        f.wait("the last good put", SOON, |s| {
+            s.set.contains_key(&addr(2004))
+        })
+        .await;
+        assert_eq!(f.addrs(), set_of(&[2001, 2002, 2004]));
+        assert_eq!(malformed_count(&snapshotter, &mut count), 3);
+        assert_eq!(f.seen.lock().errors, 0);
     })
-    .await;
-    assert_eq!(f.addrs(), set_of(&[2001, 2002, 2004]));
-    assert_eq!(malformed_count(&snapshotter, &mut count), 3);
-    assert_eq!(f.seen.lock().errors, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registrar_dropped_expires_within_ttl_and_shutdown_leaves_at_once() {
-    let procs = EtcdProcs::single().await;
-    let mut kv = procs.client().await;
-    let f = follow(discovery(procs.endpoints(), "/svc/r/", 3).build().unwrap());
-    let a_ep = Endpoint::new(addr(3001)).with_metadata("zone", "a");
-    let a = register(cluster(procs.endpoints()), "/svc/r/", a_ep.clone(), 1).await;
-    let b = register(
-        cluster(procs.endpoints()),
-        "/svc/r/",
-        Endpoint::new(addr(3002)),
-        2,
-    )
-    .await;
-    f.wait("both registrations", SOON, |s| {
-        s.addrs() == set_of(&[3001, 3002]) && s.set[&addr(3001)] == a_ep
-    })
-    .await;
-
-    // Keep-alives hold the keys well past the TTL.
-    assert_held(&mut kv, a.key(), || f.addrs() == set_of(&[3001, 3002])).await;
-
-    // Clean shutdown: the revoke deletes the key before shutdown returns.
-    let b_key = b.key().to_owned();
-    b.shutdown().await.unwrap();
-    assert_eq!(lease_of(&mut kv, &b_key).await, None);
-    f.wait(
-        "the shut-down instance to leave",
-        Duration::from_secs(1),
-        |s| !s.set.contains_key(&addr(3002)),
-    )
-    .await;
-
-    // Dropped without revoke: gone once the lease expires.
-    drop(a);
-    let took = f
-        .wait(
-            "the dropped instance to expire",
-            TTL + Duration::from_secs(1),
-            |s| s.set.is_empty(),
+#[test]
+fn registrar_dropped_expires_within_ttl_and_shutdown_leaves_at_once() {
+    http::seeded_runtime(4030).block_on(async {
+        let procs = EtcdProcs::single().await;
+        let mut kv = procs.client().await;
+        let f = follow(discovery(procs.endpoints(), "/svc/r/", 3).build().unwrap());
+        let a_ep = Endpoint::new(addr(3001)).with_metadata("zone", "a");
+        let a = register(cluster(procs.endpoints()), "/svc/r/", a_ep.clone(), 1).await;
+        let b = register(
+            cluster(procs.endpoints()),
+            "/svc/r/",
+            Endpoint::new(addr(3002)),
+            2,
         )
         .await;
-    println!("dropped registrar disappeared after {took:?} (TTL {TTL:?})");
+        f.wait("both registrations", SOON, |s| {
+            s.addrs() == set_of(&[3001, 3002]) && s.set[&addr(3001)] == a_ep
+        })
+        .await;
+
+        // Keep-alives hold the keys well past the TTL.
+        assert_held(&mut kv, a.key(), || f.addrs() == set_of(&[3001, 3002])).await;
+
+        // Clean shutdown: the revoke deletes the key before shutdown returns.
+        let b_key = b.key().to_owned();
+        b.shutdown().await.unwrap();
+        assert_eq!(lease_of(&mut kv, &b_key).await, None);
+        f.wait(
+            "the shut-down instance to leave",
+            Duration::from_secs(1),
+            |s| !s.set.contains_key(&addr(3002)),
+        )
+        .await;
+
+        // Dropped without revoke: gone once the lease expires.
+        drop(a);
+        let took = f
+            .wait(
+                "the dropped instance to expire",
+                TTL + Duration::from_secs(1),
+                |s| s.set.is_empty(),
+            )
+            .await;
+        println!("dropped registrar disappeared after {took:?} (TTL {TTL:?})");
+    })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registrar_whose_lease_was_lost_registers_again() {
-    let procs = EtcdProcs::single().await;
-    let mut kv = procs.client().await;
-    let r = register(
-        cluster(procs.endpoints()),
-        "/svc/l/",
-        Endpoint::new(addr(4001)),
-        3,
-    )
-    .await;
-    let first = lease_of(&mut kv, r.key()).await.expect("registered key");
-    // The lease vanishes behind the registrar's back (as after an etcd
-    // restart on a fresh data directory): the key goes with it.
-    kv.lease_revoke(first).await.unwrap();
-    assert_eq!(lease_of(&mut kv, r.key()).await, None);
+#[test]
+fn registrar_whose_lease_was_lost_registers_again() {
+    http::seeded_runtime(4040).block_on(async {
+        let procs = EtcdProcs::single().await;
+        let mut kv = procs.client().await;
+        let r = register(
+            cluster(procs.endpoints()),
+            "/svc/l/",
+            Endpoint::new(addr(4001)),
+            3,
+        )
+        .await;
+        let first = lease_of(&mut kv, r.key()).await.expect("registered key");
+        // The lease vanishes behind the registrar's back (as after an etcd
+        // restart on a fresh data directory): the key goes with it.
+        kv.lease_revoke(first).await.unwrap();
+        assert_eq!(lease_of(&mut kv, r.key()).await, None);
 
-    let deadline = Instant::now() + TTL + Duration::from_secs(2);
-    loop {
-        if let Some(lease) = lease_of(&mut kv, r.key()).await {
-            assert_ne!(lease, first, "the key came back under the revoked lease");
-            break;
+        let deadline = Instant::now() + TTL + Duration::from_secs(2);
+        loop {
+            if let Some(lease) = lease_of(&mut kv, r.key()).await {
+                assert_ne!(lease, first, "the key came back under the revoked lease");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the registrar did not register again"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the registrar did not register again"
+        tokio::time::timeout(SOON, r.registered())
+            .await
+            .unwrap()
+            .unwrap();
+        // Leaving revokes the new lease.
+        let key = r.key().to_owned();
+        r.shutdown().await.unwrap();
+        assert_eq!(lease_of(&mut kv, &key).await, None);
+    })
+}
+
+#[test]
+fn etcd_restart_mid_watch_resumes_and_keeps_the_set_meanwhile() {
+    http::seeded_runtime(4050).block_on(async {
+        let mut procs = EtcdProcs::single().await;
+        let mut kv = procs.client().await;
+        kv.put("/svc/x/a", "127.0.0.1:5001", None).await.unwrap();
+        kv.put("/svc/x/b", "127.0.0.1:5002", None).await.unwrap();
+        let f = follow(discovery(procs.endpoints(), "/svc/x/", 4).build().unwrap());
+        f.wait("the listed keys", SOON, |s| {
+            s.addrs() == set_of(&[5001, 5002])
+        })
+        .await;
+
+        procs.kill(0);
+        f.wait("the stream to report the outage", SOON, |s| s.errors > 0)
+            .await;
+        assert_eq!(
+            f.addrs(),
+            set_of(&[5001, 5002]),
+            "the last good set must stay"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::timeout(SOON, r.registered())
-        .await
-        .unwrap()
-        .unwrap();
-    // Leaving revokes the new lease.
-    let key = r.key().to_owned();
-    r.shutdown().await.unwrap();
-    assert_eq!(lease_of(&mut kv, &key).await, None);
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_restart_mid_watch_resumes_and_keeps_the_set_meanwhile() {
-    let mut procs = EtcdProcs::single().await;
-    let mut kv = procs.client().await;
-    kv.put("/svc/x/a", "127.0.0.1:5001", None).await.unwrap();
-    kv.put("/svc/x/b", "127.0.0.1:5002", None).await.unwrap();
-    let f = follow(discovery(procs.endpoints(), "/svc/x/", 4).build().unwrap());
-    f.wait("the listed keys", SOON, |s| {
-        s.addrs() == set_of(&[5001, 5002])
-    })
-    .await;
-
-    procs.kill(0);
-    f.wait("the stream to report the outage", SOON, |s| s.errors > 0)
+        procs.restart(0).await;
+        let mut kv = procs.client().await;
+        kv.put("/svc/x/c", "127.0.0.1:5003", None).await.unwrap();
+        kv.delete("/svc/x/a", None).await.unwrap();
+        f.wait("changes after the restart", SOON, |s| {
+            s.addrs() == set_of(&[5002, 5003])
+        })
         .await;
-    assert_eq!(
-        f.addrs(),
-        set_of(&[5001, 5002]),
-        "the last good set must stay"
-    );
-
-    procs.restart(0).await;
-    let mut kv = procs.client().await;
-    kv.put("/svc/x/c", "127.0.0.1:5003", None).await.unwrap();
-    kv.delete("/svc/x/a", None).await.unwrap();
-    f.wait("changes after the restart", SOON, |s| {
-        s.addrs() == set_of(&[5002, 5003])
+        assert!(f.seen.lock().resets >= 2, "no re-list after the restart");
     })
-    .await;
-    assert!(f.seen.lock().resets >= 2, "no re-list after the restart");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_at_a_compacted_revision_relists_instead_of_sticking() {
-    let procs = EtcdProcs::single().await;
-    let mut kv = procs.client().await;
-    kv.put("/svc/c/a", "127.0.0.1:6001", None).await.unwrap();
-    // Polled by hand: the stream works only while polled, so the watch is
-    // opened (from the listed revision + 1) only at the second poll.
-    let mut etcd = discovery(procs.endpoints(), "/svc/c/", 5).build().unwrap();
-    let first = tokio::time::timeout(SOON, etcd.next()).await.unwrap();
-    assert_eq!(
-        first.unwrap().unwrap(),
-        Update::Reset(vec![Endpoint::new(addr(6001))])
-    );
+#[test]
+fn watch_at_a_compacted_revision_relists_instead_of_sticking() {
+    http::seeded_runtime(4060).block_on(async {
+        let procs = EtcdProcs::single().await;
+        let mut kv = procs.client().await;
+        kv.put("/svc/c/a", "127.0.0.1:6001", None).await.unwrap();
+        // Polled by hand: the stream works only while polled, so the watch is
+        // opened (from the listed revision + 1) only at the second poll.
+        let mut etcd = discovery(procs.endpoints(), "/svc/c/", 5).build().unwrap();
+        let first = tokio::time::timeout(SOON, etcd.next()).await.unwrap();
+        assert_eq!(
+            first.unwrap().unwrap(),
+            Update::Reset(vec![Endpoint::new(addr(6001))])
+        );
 
-    kv.put("/svc/c/b", "127.0.0.1:6002", None).await.unwrap();
-    kv.delete("/svc/c/a", None).await.unwrap();
-    let put = kv.put("/svc/c/c", "127.0.0.1:6003", None).await.unwrap();
-    let revision = put.header().unwrap().revision();
-    kv.compact(revision, None).await.unwrap();
+        kv.put("/svc/c/b", "127.0.0.1:6002", None).await.unwrap();
+        kv.delete("/svc/c/a", None).await.unwrap();
+        let put = kv.put("/svc/c/c", "127.0.0.1:6003", None).await.unwrap();
+        let revision = put.header().unwrap().revision();
+        kv.compact(revision, None).await.unwrap();
 
-    // The watch wants a revision that is gone: etcd cancels it with the
-    // compact revision, and the stream lists again.
-    let next = tokio::time::timeout(SOON, etcd.next()).await.unwrap();
-    assert_eq!(
-        next.unwrap().unwrap(),
-        Update::Reset(vec![Endpoint::new(addr(6002)), Endpoint::new(addr(6003))])
-    );
-    // And the new watch works.
-    kv.put("/svc/c/d", "127.0.0.1:6004", None).await.unwrap();
-    let next = tokio::time::timeout(SOON, etcd.next()).await.unwrap();
-    assert_eq!(
-        next.unwrap().unwrap(),
-        Update::Insert(Endpoint::new(addr(6004)))
-    );
+        // The watch wants a revision that is gone: etcd cancels it with the
+        // compact revision, and the stream lists again.
+        let next = tokio::time::timeout(SOON, etcd.next()).await.unwrap();
+        assert_eq!(
+            next.unwrap().unwrap(),
+            Update::Reset(vec![Endpoint::new(addr(6002)), Endpoint::new(addr(6003))])
+        );
+        // And the new watch works.
+        kv.put("/svc/c/d", "127.0.0.1:6004", None).await.unwrap();
+        let next = tokio::time::timeout(SOON, etcd.next()).await.unwrap();
+        assert_eq!(
+            next.unwrap().unwrap(),
+            Update::Insert(Endpoint::new(addr(6004)))
+        );
+    })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_and_compaction_while_our_member_is_down_are_seen_after_restart() {
-    let mut procs = EtcdProcs::cluster(3).await;
-    let mut kv = procs.client_to(&[1, 2]).await;
-    kv.put("/svc/d/a", "127.0.0.1:7001", None).await.unwrap();
-    kv.put("/svc/d/b", "127.0.0.1:7002", None).await.unwrap();
-    // Discovery talks to member 0 only.
-    let f = follow(
-        discovery(vec![procs.endpoint(0)], "/svc/d/", 6)
-            .build()
-            .unwrap(),
-    );
-    f.wait("the listed keys", SOON, |s| {
-        s.addrs() == set_of(&[7001, 7002])
-    })
-    .await;
-
-    procs.kill(0);
-    f.wait("the stream to report the outage", SOON, |s| s.errors > 0)
-        .await;
-    // While it is down: a put, a delete, and a compaction past the revision
-    // the watch had reached.
-    retry("put", async || {
-        kv.put("/svc/d/c", "127.0.0.1:7003", None).await
-    })
-    .await;
-    retry("delete", async || kv.delete("/svc/d/a", None).await).await;
-    let put = retry("put", async || {
-        kv.put("/svc/d/e", "127.0.0.1:7005", None).await
-    })
-    .await;
-    let revision = put.header().unwrap().revision();
-    retry("compact", async || kv.compact(revision, None).await).await;
-    assert_eq!(
-        f.addrs(),
-        set_of(&[7001, 7002]),
-        "the last good set must stay"
-    );
-
-    procs.restart(0).await;
-    f.wait("the changes made while down", SOON, |s| {
-        s.addrs() == set_of(&[7002, 7003, 7005])
-    })
-    .await;
-    // Still following afterwards.
-    retry("delete", async || kv.delete("/svc/d/b", None).await).await;
-    f.wait("a delete after the restart", SOON, |s| {
-        s.addrs() == set_of(&[7003, 7005])
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_member_cluster_keeps_discovery_and_registration_with_the_leader_killed() {
-    let mut procs = EtcdProcs::cluster(3).await;
-    let all = procs.endpoints();
-    let f = follow(discovery(all.clone(), "/svc/k/", 7).build().unwrap());
-    let r = register(
-        cluster(all.clone()),
-        "/svc/k/",
-        Endpoint::new(addr(8001)),
-        4,
-    )
-    .await;
-    f.wait("the registration", SOON, |s| s.addrs() == set_of(&[8001]))
+#[test]
+fn changes_and_compaction_while_our_member_is_down_are_seen_after_restart() {
+    http::seeded_runtime(4070).block_on(async {
+        let mut procs = EtcdProcs::cluster(3).await;
+        let mut kv = procs.client_to(&[1, 2]).await;
+        kv.put("/svc/d/a", "127.0.0.1:7001", None).await.unwrap();
+        kv.put("/svc/d/b", "127.0.0.1:7002", None).await.unwrap();
+        // Discovery talks to member 0 only.
+        let f = follow(
+            discovery(vec![procs.endpoint(0)], "/svc/d/", 6)
+                .build()
+                .unwrap(),
+        );
+        f.wait("the listed keys", SOON, |s| {
+            s.addrs() == set_of(&[7001, 7002])
+        })
         .await;
 
-    let leader = procs.leader().await;
-    procs.kill(leader);
-    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-    let mut kv = procs.client_to(&survivors).await;
+        procs.kill(0);
+        f.wait("the stream to report the outage", SOON, |s| s.errors > 0)
+            .await;
+        // While it is down: a put, a delete, and a compaction past the revision
+        // the watch had reached.
+        retry("put", async || {
+            kv.put("/svc/d/c", "127.0.0.1:7003", None).await
+        })
+        .await;
+        retry("delete", async || kv.delete("/svc/d/a", None).await).await;
+        let put = retry("put", async || {
+            kv.put("/svc/d/e", "127.0.0.1:7005", None).await
+        })
+        .await;
+        let revision = put.header().unwrap().revision();
+        retry("compact", async || kv.compact(revision, None).await).await;
+        assert_eq!(
+            f.addrs(),
+            set_of(&[7001, 7002]),
+            "the last good set must stay"
+        );
 
-    // Discovery goes on through the survivors.
-    retry("put", async || {
-        kv.put("/svc/k/manual", "127.0.0.1:8002", None).await
+        procs.restart(0).await;
+        f.wait("the changes made while down", SOON, |s| {
+            s.addrs() == set_of(&[7002, 7003, 7005])
+        })
+        .await;
+        // Still following afterwards.
+        retry("delete", async || kv.delete("/svc/d/b", None).await).await;
+        f.wait("a delete after the restart", SOON, |s| {
+            s.addrs() == set_of(&[7003, 7005])
+        })
+        .await;
     })
-    .await;
-    f.wait("a put after the kill", SOON, |s| {
-        s.set.contains_key(&addr(8002))
-    })
-    .await;
-
-    // The registration is kept alive through the survivors for 2 TTLs.
-    assert_held(&mut kv, r.key(), || f.addrs().contains(&addr(8001))).await;
-
-    // A new instance registers, is discovered, and leaves cleanly.
-    let r2 = register(
-        cluster(all.clone()),
-        "/svc/k/",
-        Endpoint::new(addr(8003)),
-        5,
-    )
-    .await;
-    f.wait("the new registration", SOON, |s| {
-        s.set.contains_key(&addr(8003))
-    })
-    .await;
-    r2.shutdown().await.unwrap();
-    f.wait("the clean leave", SOON, |s| {
-        s.addrs() == set_of(&[8001, 8002])
-    })
-    .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn put_to_first_request_propagation_p50_p99() {
+#[test]
+fn three_member_cluster_keeps_discovery_and_registration_with_the_leader_killed() {
+    http::seeded_runtime(4080).block_on(async {
+        let mut procs = EtcdProcs::cluster(3).await;
+        let all = procs.endpoints();
+        let f = follow(discovery(all.clone(), "/svc/k/", 7).build().unwrap());
+        let r = register(
+            cluster(all.clone()),
+            "/svc/k/",
+            Endpoint::new(addr(8001)),
+            4,
+        )
+        .await;
+        f.wait("the registration", SOON, |s| s.addrs() == set_of(&[8001]))
+            .await;
+
+        let leader = procs.leader().await;
+        procs.kill(leader);
+        let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+        let mut kv = procs.client_to(&survivors).await;
+
+        // Discovery goes on through the survivors.
+        retry("put", async || {
+            kv.put("/svc/k/manual", "127.0.0.1:8002", None).await
+        })
+        .await;
+        f.wait("a put after the kill", SOON, |s| {
+            s.set.contains_key(&addr(8002))
+        })
+        .await;
+
+        // The registration is kept alive through the survivors for 2 TTLs.
+        assert_held(&mut kv, r.key(), || f.addrs().contains(&addr(8001))).await;
+
+        // A new instance registers, is discovered, and leaves cleanly.
+        let r2 = register(
+            cluster(all.clone()),
+            "/svc/k/",
+            Endpoint::new(addr(8003)),
+            5,
+        )
+        .await;
+        f.wait("the new registration", SOON, |s| {
+            s.set.contains_key(&addr(8003))
+        })
+        .await;
+        r2.shutdown().await.unwrap();
+        f.wait("the clean leave", SOON, |s| {
+            s.addrs() == set_of(&[8001, 8002])
+        })
+        .await;
+    })
+}
+
+#[test]
+fn put_to_first_request_propagation_p50_p99() {
+    http::seeded_runtime(4090).block_on(async {
     let procs = EtcdProcs::single().await;
     let mut kv = procs.client().await;
     let anchor = http::Backend::start(http::Behavior::default(), 1).await;
@@ -567,6 +584,7 @@ async fn put_to_first_request_propagation_p50_p99() {
     );
     // Target is 100 ms on loopback; the bound here only catches breakage.
     assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+    })
 }
 
 /// Discovery and registration work with the `good` connection settings,
@@ -583,32 +601,36 @@ async fn works_only_with_good_settings(good: EtcdCluster, bad: EtcdCluster, pref
 }
 
 #[cfg(feature = "etcd-tls")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_members_serve_a_client_that_trusts_their_ca_only() {
-    use towline::discover::etcd::{Certificate, TlsOptions};
+#[test]
+fn tls_members_serve_a_client_that_trusts_their_ca_only() {
+    http::seeded_runtime(4100).block_on(async {
+        use towline::discover::etcd::{Certificate, TlsOptions};
 
-    let procs = EtcdProcs::single_tls().await;
-    let url = format!("https://{}", procs.endpoint(0));
-    let ca = procs.tls().expect("TLS member").ca_pem.clone();
-    let trusting = cluster(vec![url.clone()]).tls(
-        TlsOptions::new()
-            .ca_certificate(Certificate::from_pem(&ca))
-            .domain_name("127.0.0.1"),
-    );
-    // Without the CA the server's certificate is refused.
-    let untrusting = cluster(vec![url]).tls(TlsOptions::new().domain_name("127.0.0.1"));
-    works_only_with_good_settings(trusting, untrusting, "/svc/t/").await;
+        let procs = EtcdProcs::single_tls().await;
+        let url = format!("https://{}", procs.endpoint(0));
+        let ca = procs.tls().expect("TLS member").ca_pem.clone();
+        let trusting = cluster(vec![url.clone()]).tls(
+            TlsOptions::new()
+                .ca_certificate(Certificate::from_pem(&ca))
+                .domain_name("127.0.0.1"),
+        );
+        // Without the CA the server's certificate is refused.
+        let untrusting = cluster(vec![url]).tls(TlsOptions::new().domain_name("127.0.0.1"));
+        works_only_with_good_settings(trusting, untrusting, "/svc/t/").await;
+    })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_and_password_are_passed_through() {
-    let procs = EtcdProcs::single().await;
-    let mut admin = procs.client().await;
-    admin.user_add("root", "s3cret", None).await.unwrap();
-    admin.user_grant_role("root", "root").await.unwrap();
-    admin.auth_enable().await.unwrap();
+#[test]
+fn user_and_password_are_passed_through() {
+    http::seeded_runtime(4110).block_on(async {
+        let procs = EtcdProcs::single().await;
+        let mut admin = procs.client().await;
+        admin.user_add("root", "s3cret", None).await.unwrap();
+        admin.user_grant_role("root", "root").await.unwrap();
+        admin.auth_enable().await.unwrap();
 
-    let login = cluster(procs.endpoints()).user("root", "s3cret");
-    let wrong = cluster(procs.endpoints()).user("root", "wrong");
-    works_only_with_good_settings(login, wrong, "/svc/u/").await;
+        let login = cluster(procs.endpoints()).user("root", "s3cret");
+        let wrong = cluster(procs.endpoints()).user("root", "wrong");
+        works_only_with_good_settings(login, wrong, "/svc/u/").await;
+    })
 }

@@ -269,3 +269,19 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+/// A 2-worker multi-thread runtime whose worker threads' random generators
+/// (balancer picks, jitter) are seeded from `seed`, one seed per thread.
+/// Which task runs on which worker is still the scheduler's choice; the
+/// tests' assertions do not depend on it.
+pub fn seeded_runtime(seed: u64) -> tokio::runtime::Runtime {
+    let next = std::sync::atomic::AtomicU64::new(seed);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            towline::rng::seed_thread_rng(next.fetch_add(1, Ordering::Relaxed))
+        })
+        .build()
+        .expect("tokio runtime")
+}
