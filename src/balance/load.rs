@@ -70,9 +70,11 @@ impl Load {
     /// Never goes below zero, even if called once too often.
     #[inline]
     pub fn end(&self) {
-        let _ = self
-            .pending
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| p.checked_sub(1));
+        // One atomic subtraction, not a compare-and-swap loop that retries
+        // under contention; an unpaired end (from zero) is undone at once.
+        if self.pending.fetch_sub(1, Ordering::Relaxed) == 0 {
+            self.pending.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn since_epoch(&self, now: Instant) -> u64 {
@@ -85,23 +87,21 @@ impl Load {
         let now_ns = self.since_epoch(now);
         let last = self.stamp_ns.swap(now_ns, Ordering::Relaxed);
         let w = weight_of(now_ns.saturating_sub(last), decay);
-        // Concurrent observers race benignly: each applies its sample to the
-        // latest value it sees.
-        let _ = self
-            .rtt_ns
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                let next = if bits == UNSET {
-                    sample
-                } else {
-                    let old = f64::from_bits(bits);
-                    if sample > old {
-                        sample
-                    } else {
-                        old * w + sample * (1.0 - w)
-                    }
-                };
-                Some(next.to_bits())
-            });
+        let bits = self.rtt_ns.load(Ordering::Relaxed);
+        let next = if bits == UNSET {
+            sample
+        } else {
+            let old = f64::from_bits(bits);
+            if sample > old {
+                sample
+            } else {
+                old * w + sample * (1.0 - w)
+            }
+        };
+        // A plain store, not a compare-and-swap loop: two observers racing
+        // on one endpoint may lose one sample, which an estimate can afford,
+        // rather than retry under contention on every completion.
+        self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
     }
 
     /// The current RTT estimate, decayed over idle time; `None` before the
