@@ -3,7 +3,9 @@
 //! A [`Load`] lives on each endpoint slot and is updated with atomics only, so
 //! any number of tasks can record calls while others pick. Two measures:
 //!
-//! - **pending**: requests started and not yet finished;
+//! - **pending**: requests started and not yet finished (with the count of
+//!   finished ones packed into the same atomic, so that finishing a request
+//!   is one atomic add on the endpoint's hot cache line);
 //! - **peak-EWMA RTT**: an estimate that jumps up to any slower observation
 //!   at once (the "peak") and otherwise moves toward new observations with
 //!   an exponential weight that depends on the time since the last one
@@ -19,7 +21,8 @@ use std::time::{Duration, Instant};
 /// Load counters of one endpoint.
 #[derive(Debug)]
 pub struct Load {
-    pending: AtomicU32,
+    /// In flight (low [`PENDING_BITS`] bits) and finished (the rest).
+    calls: AtomicU64,
     weight: AtomicU32,
     /// The RTT estimate in nanoseconds as `f64` bits; `u64::MAX` while unset.
     rtt_ns: AtomicU64,
@@ -30,12 +33,19 @@ pub struct Load {
 
 const UNSET: u64 = u64::MAX;
 
+/// Bits of the packed counter that hold the in-flight count (up to 16.7
+/// million requests in flight on one endpoint).
+const PENDING_BITS: u32 = 24;
+const PENDING_MASK: u64 = (1 << PENDING_BITS) - 1;
+/// Added on `end`: one more finished, one fewer in flight.
+const FINISH: u64 = (1 << PENDING_BITS) - 1;
+
 impl Load {
     /// Zero load, no RTT observed, with this weight. `epoch` is the time
     /// origin for the decay clock (any instant not after the first `now`).
     pub fn new(weight: u32, epoch: Instant) -> Self {
         Load {
-            pending: AtomicU32::new(0),
+            calls: AtomicU64::new(0),
             weight: AtomicU32::new(weight),
             rtt_ns: AtomicU64::new(UNSET),
             stamp_ns: AtomicU64::new(0),
@@ -46,7 +56,13 @@ impl Load {
     /// Requests in flight.
     #[inline]
     pub fn pending(&self) -> u32 {
-        self.pending.load(Ordering::Relaxed)
+        (self.calls.load(Ordering::Relaxed) & PENDING_MASK) as u32
+    }
+
+    /// Requests finished (ended) so far.
+    #[inline]
+    pub fn finished(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed) >> PENDING_BITS
     }
 
     /// The endpoint's weight.
@@ -63,17 +79,19 @@ impl Load {
     /// Records the start of a request.
     #[inline]
     pub fn start(&self) {
-        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records the end of a request started with [`start`](Load::start).
     /// Never goes below zero, even if called once too often.
     #[inline]
     pub fn end(&self) {
-        // One atomic subtraction, not a compare-and-swap loop that retries
-        // under contention; an unpaired end (from zero) is undone at once.
-        if self.pending.fetch_sub(1, Ordering::Relaxed) == 0 {
-            self.pending.fetch_add(1, Ordering::Relaxed);
+        // One atomic add moves a request from in flight to finished (the
+        // in-flight field's borrow carries into the finished count); an
+        // unpaired end, from zero in flight, is undone at once.
+        let prev = self.calls.fetch_add(FINISH, Ordering::Relaxed);
+        if prev & PENDING_MASK == 0 {
+            self.calls.fetch_sub(FINISH, Ordering::Relaxed);
         }
     }
 
@@ -85,7 +103,8 @@ impl Load {
     pub fn observe(&self, rtt: Duration, now: Instant, decay: Duration) {
         let sample = rtt.as_nanos() as f64;
         let now_ns = self.since_epoch(now);
-        let last = self.stamp_ns.swap(now_ns, Ordering::Relaxed);
+        let last = self.stamp_ns.load(Ordering::Relaxed);
+        self.stamp_ns.store(now_ns, Ordering::Relaxed);
         let w = weight_of(now_ns.saturating_sub(last), decay);
         let bits = self.rtt_ns.load(Ordering::Relaxed);
         let next = if bits == UNSET {
@@ -167,6 +186,12 @@ mod tests {
         load.end();
         load.end();
         assert_eq!(load.pending(), 0);
+        assert_eq!(load.finished(), 1);
+        for _ in 0..3 {
+            load.start();
+        }
+        load.end();
+        assert_eq!((load.pending(), load.finished()), (2, 2));
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl<Req, S: Service<Req>> Channel<Req, S> {
                 },
                 in_flight: s.load.pending(),
                 rtt_estimate: s.load.rtt_estimate(),
-                requests: s.requests.load(Ordering::Relaxed),
+                requests: s.load.finished(),
                 failures: s.failures.load(Ordering::Relaxed),
                 ejected: s.ejected.load(Ordering::Relaxed),
             })
@@ -255,9 +255,11 @@ pub struct EndpointInfo {
     pub in_flight: u32,
     /// The peak-EWMA round-trip estimate (recorded by P2C peak-EWMA only).
     pub rtt_estimate: Option<Duration>,
-    /// Attempts finished on this endpoint.
+    /// Attempts finished on this endpoint, including ones cancelled or cut
+    /// by a timeout.
     pub requests: u64,
-    /// Of those, attempts the classifier did not call a success.
+    /// Of those, attempts that completed and that the classifier did not
+    /// call a success.
     pub failures: u64,
     /// Whether the endpoint is ejected from picks now.
     pub ejected: bool,

@@ -30,7 +30,6 @@ pub(crate) struct Slot<S> {
     pub(crate) endpoint: Endpoint,
     pub(crate) service: S,
     pub(crate) load: Load,
-    pub(crate) requests: AtomicU64,
     pub(crate) failures: AtomicU64,
     /// Set while the endpoint must get no picks (breaker open).
     pub(crate) ejected: AtomicBool,
@@ -53,7 +52,6 @@ impl<S> Slot<S> {
 
     /// Records a finished attempt's outcome and latency.
     pub(crate) fn record(&self, outcome: Outcome, rtt: Duration) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
         if !outcome.is_success() {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -241,7 +239,6 @@ impl<S> TableWriter<S> {
         Arc::new(Slot {
             service: (self.connect)(&endpoint),
             load: Load::new(endpoint.weight, self.epoch),
-            requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             ejected: AtomicBool::new(false),
             erroring: AtomicBool::new(false),
