@@ -47,6 +47,7 @@ mod endpoint;
 pub mod error;
 pub mod policy;
 pub mod rng;
+pub mod subset;
 
 pub use endpoint::{DEFAULT_WEIGHT, Endpoint};
 pub use error::{BoxError, BuildError, Error};
