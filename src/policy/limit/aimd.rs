@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::Sample;
+use super::{Sample, check_limits};
 use crate::error::BuildError;
 
 /// Settings of the [`Aimd`] algorithm. Defaults are given on each setter;
@@ -53,12 +53,7 @@ impl AimdSettings {
 
     /// Checks every setting.
     pub fn validate(&self) -> Result<(), BuildError> {
-        if self.min_limit == 0
-            || self.min_limit > self.initial_limit
-            || self.initial_limit > self.max_limit
-        {
-            return Err(BuildError::new("limits", "need 1 <= min <= initial <= max"));
-        }
+        check_limits(self.min_limit, self.initial_limit, self.max_limit)?;
         if !(self.backoff > 0.0 && self.backoff < 1.0) {
             return Err(BuildError::new("backoff", "must be in (0, 1)"));
         }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::Sample;
+use super::{Sample, check_limits};
 use crate::clock::later;
 use crate::error::BuildError;
 use crate::rng::Rng;
@@ -102,12 +102,7 @@ impl GradientSettings {
     /// Checks every setting.
     pub fn validate(&self) -> Result<(), BuildError> {
         let bad = |setting, why: &str| Err(BuildError::new(setting, why));
-        if self.min_limit == 0
-            || self.min_limit > self.initial_limit
-            || self.initial_limit > self.max_limit
-        {
-            return bad("limits", "need 1 <= min <= initial <= max");
-        }
+        check_limits(self.min_limit, self.initial_limit, self.max_limit)?;
         if !self.tolerance.is_finite() || self.tolerance < 0.0 {
             return bad("tolerance", "must be finite and at least 0");
         }

@@ -207,6 +207,17 @@ impl LimitSettings {
     }
 }
 
+/// The bounds every algorithm shares: `1 <= min <= initial <= max`.
+fn check_limits(min: usize, initial: usize, max: usize) -> Result<(), BuildError> {
+    if min == 0 || min > initial || initial > max {
+        return Err(BuildError::new(
+            "limits",
+            format!("need 1 <= min <= initial <= max, got {min}, {initial}, {max}"),
+        ));
+    }
+    Ok(())
+}
+
 /// The algorithm's state, whichever it is.
 #[derive(Debug)]
 pub(crate) enum Core {
