@@ -99,8 +99,10 @@ impl Aimd {
         self.limit.round() as usize
     }
 
-    /// Records one finished call at `now`.
-    pub fn on_sample(&mut self, sample: Sample, now: Instant) {
+    /// Records one finished call at `now`. Returns whether the limit
+    /// moved.
+    pub fn on_sample(&mut self, sample: Sample, now: Instant) -> bool {
+        let before = self.limit;
         let s = &self.settings;
         if sample.dropped || sample.rtt > s.rtt_threshold {
             let began = now.checked_sub(sample.rtt);
@@ -116,6 +118,7 @@ impl Aimd {
         } else if sample.in_flight as f64 * 2.0 >= self.limit {
             self.limit = (self.limit + 1.0 / self.limit).min(s.max_limit as f64);
         }
+        self.limit != before
     }
 }
 

@@ -223,22 +223,25 @@ impl Gradient {
         self.next_probe
     }
 
-    /// Records one finished call at `now`.
-    pub fn on_sample(&mut self, sample: Sample, now: Instant) {
+    /// Records one finished call at `now`. Returns whether the limit in
+    /// force or the baseline may have changed (a probe began or ended, or a
+    /// window closed); `false` when the sample was only accumulated.
+    pub fn on_sample(&mut self, sample: Sample, now: Instant) -> bool {
         if let Some(probe) = &mut self.probe {
-            if probe.add(sample, now, self.settings.probe_limit) >= self.settings.probe_samples {
-                self.baseline = Some(probe.mean().max(Duration::from_nanos(1)));
-                self.probe = None;
-                self.window = Window::default();
-                self.stale_windows = 0;
-                let jitter = 1.0 + self.settings.probe_jitter * self.rng.unit();
-                self.next_probe = later(now, self.settings.probe_interval.mul_f64(jitter));
+            if probe.add(sample, now, self.settings.probe_limit) < self.settings.probe_samples {
+                return false;
             }
-            return;
+            self.baseline = Some(probe.mean().max(Duration::from_nanos(1)));
+            self.probe = None;
+            self.window = Window::default();
+            self.stale_windows = 0;
+            let jitter = 1.0 + self.settings.probe_jitter * self.rng.unit();
+            self.next_probe = later(now, self.settings.probe_interval.mul_f64(jitter));
+            return true;
         }
         if now >= self.next_probe {
             self.probe = Some(Probe::draining());
-            return;
+            return true;
         }
         let w = &mut self.window;
         let end = *w
@@ -251,13 +254,15 @@ impl Gradient {
             w.samples += 1;
             w.total = w.total.saturating_add(sample.rtt);
         }
-        if now >= end && (w.samples >= self.settings.window_samples || w.dropped) {
-            self.adjust();
-            self.window = Window::default();
-            if self.stale_windows >= STALE_WINDOWS {
-                self.probe = Some(Probe::draining());
-            }
+        if now < end || (w.samples < self.settings.window_samples && !w.dropped) {
+            return false;
         }
+        self.adjust();
+        self.window = Window::default();
+        if self.stale_windows >= STALE_WINDOWS {
+            self.probe = Some(Probe::draining());
+        }
+        true
     }
 
     /// Moves the limit at the end of a window.

@@ -234,3 +234,19 @@ fn invalid_settings_are_refused() {
     }
     assert!(d().validate().is_ok());
 }
+
+#[test]
+fn reports_when_the_limit_may_have_moved() {
+    let (mut g, mut now) = probed(GradientSettings::default());
+    let mut closed = Vec::new();
+    for _ in 0..=10 {
+        now += 10 * MS;
+        closed.push(g.on_sample(sample(10 * MS, 20), now));
+    }
+    // Only the sample that closes the window reports a change.
+    assert_eq!(closed.iter().filter(|&&c| c).count(), 1);
+    assert_eq!(closed.last(), Some(&true));
+    // Starting a probe is a change too.
+    assert!(g.on_sample(sample(10 * MS, 20), g.next_probe()));
+    assert!(g.is_probing());
+}

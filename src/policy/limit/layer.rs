@@ -164,7 +164,8 @@ where
             Some(permit) => State::Running {
                 fut: self.inner.call(req),
                 permit: Some(permit),
-                start: now(),
+                // A fixed limit learns nothing: no clock to read.
+                start: self.limiter.learns().then(now),
                 classify: self.classify.clone(),
             },
             None => State::Refused,
@@ -187,7 +188,7 @@ enum State<F, C> {
         #[pin]
         fut: F,
         permit: Option<Permit<Arc<Limiter>>>,
-        start: Instant,
+        start: Option<Instant>,
         classify: Arc<C>,
     },
 }
@@ -228,8 +229,13 @@ where
                         _ if outcome.is_success() => Some(false),
                         _ => None,
                     };
-                    let t = now();
-                    permit.finish(dropped, t.saturating_duration_since(*start), t);
+                    match (dropped, *start) {
+                        (Some(dropped), Some(start)) => {
+                            let t = now();
+                            permit.finish(dropped, t.saturating_duration_since(start), t);
+                        }
+                        _ => drop(permit),
+                    }
                 }
                 Poll::Ready(result)
             }

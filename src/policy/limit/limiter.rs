@@ -29,6 +29,8 @@ pub(crate) struct Limiter {
     rejected: AtomicU64,
     queued: AtomicU64,
     core: Mutex<Core>,
+    /// Whether the algorithm learns from samples (a fixed limit does not).
+    learns: bool,
     queue: usize,
     max_wait: Duration,
     room: Notify,
@@ -71,6 +73,7 @@ impl Limiter {
             min_rtt_ns: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             queued: AtomicU64::new(0),
+            learns: !matches!(core, Core::Fixed(_)),
             core: Mutex::new(core),
             queue: settings.queue,
             max_wait: settings.max_wait,
@@ -147,26 +150,37 @@ impl Limiter {
         self.metrics.rejected.increment(1);
     }
 
+    /// Whether finished calls should be reported (else skip the clock).
+    pub(crate) fn learns(&self) -> bool {
+        self.learns
+    }
+
     /// Feeds a finished call to the algorithm and publishes a new limit.
     fn record(&self, mut sample: Sample, now: Instant) {
         sample.in_flight = self.in_flight.load(Ordering::Relaxed);
-        let (limit, min_rtt) = {
-            let mut core = self.core.lock();
-            core.on_sample(sample, now);
-            (core.limit(), core.min_rtt())
+        // Samples are statistics: when another thread is feeding one, this
+        // one is skipped rather than queued behind it.
+        let Some(mut core) = self.core.try_lock() else {
+            return;
         };
-        let before = self.limit.swap(limit, Ordering::Relaxed);
+        if !core.on_sample(sample, now) {
+            return;
+        }
+        let (limit, min_rtt) = (core.limit(), core.min_rtt());
+        drop(core);
+        let before = self.limit.load(Ordering::Relaxed);
         if before != limit {
+            self.limit.store(limit, Ordering::Relaxed);
             self.metrics.limit.set(limit as f64);
             if limit > before && self.waiting.load(Ordering::Relaxed) > 0 {
                 self.room.notify_waiters();
             }
         }
         let ns = min_rtt.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        if self.min_rtt_ns.swap(ns, Ordering::Relaxed) != ns {
-            self.metrics
-                .min_rtt
-                .set(Duration::from_nanos(ns).as_secs_f64());
+        if self.min_rtt_ns.load(Ordering::Relaxed) != ns {
+            self.min_rtt_ns.store(ns, Ordering::Relaxed);
+            let secs = Duration::from_nanos(ns).as_secs_f64();
+            self.metrics.min_rtt.set(secs);
         }
     }
 
@@ -194,18 +208,17 @@ pub(crate) struct Permit<B: Deref<Target = Limiter>> {
 }
 
 impl<B: Deref<Target = Limiter>> Permit<B> {
-    /// Reports how the call ended (`None`: it teaches nothing, e.g. a
-    /// failure that is not overload) and gives the place back.
-    pub(crate) fn finish(mut self, dropped: Option<bool>, rtt: Duration, now: Instant) {
+    /// Reports a call that ended in a response (`dropped: false`) or a
+    /// sign of overload (`true`), and gives the place back. A call that
+    /// teaches nothing (another failure) just drops its permit.
+    pub(crate) fn finish(mut self, dropped: bool, rtt: Duration, now: Instant) {
         if let Some(limiter) = self.limiter.take() {
-            if let Some(dropped) = dropped {
-                let sample = Sample {
-                    rtt,
-                    in_flight: 0,
-                    dropped,
-                };
-                limiter.record(sample, now);
-            }
+            let sample = Sample {
+                rtt,
+                in_flight: 0,
+                dropped,
+            };
+            limiter.record(sample, now);
             limiter.release();
         }
     }

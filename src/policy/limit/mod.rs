@@ -253,11 +253,13 @@ impl Core {
         }
     }
 
-    pub(crate) fn on_sample(&mut self, sample: Sample, now: Instant) {
+    /// Feeds a sample; returns whether the limit or baseline may have
+    /// changed.
+    pub(crate) fn on_sample(&mut self, sample: Sample, now: Instant) -> bool {
         match self {
             Core::Gradient(g) => g.on_sample(sample, now),
             Core::Aimd(a) => a.on_sample(sample, now),
-            Core::Fixed(_) => {}
+            Core::Fixed(_) => false,
         }
     }
 }
