@@ -28,7 +28,7 @@
 //! (with more, a server is shared by up to `⌈K·(d + 1)/N⌉`, most of them
 //! partly). A client connects to at most `d + 1` servers (`d` whole ones
 //! and two partial ends), or `⌈N/K⌉ + 1` when the width was raised. The
-//! computation is exact integer arithmetic ([`slice`]), so every client
+//! computation is exact integer arithmetic ([`slice()`]), so every client
 //! computes the same ring.
 //!
 //! Settings ([`ApertureSettings`]): aperture size `d` (default 12) and a

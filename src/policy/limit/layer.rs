@@ -27,7 +27,9 @@ use crate::policy::{into_error, now};
 ///
 /// A place is taken in `poll_ready` (waiting there when queueing), held
 /// until the call's future ends or is dropped. A service that was made
-/// ready and is dropped without a call gives its place back.
+/// ready and is dropped without a call gives its place back. A refusal is
+/// decided in `poll_ready` too (which then reports ready, as tower's
+/// `LoadShed` does) and holds for the next call.
 #[derive(Clone)]
 pub struct AdaptiveLimitLayer<C = DefaultClassify> {
     limiter: Arc<Limiter>,

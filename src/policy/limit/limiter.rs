@@ -120,8 +120,13 @@ impl Limiter {
                 (n < self.queue).then_some(n + 1)
             });
         if reserved.is_err() {
-            self.refuse();
-            return None;
+            // Full, but the waiters may just have been woken into room
+            // that is still free: take it rather than refuse.
+            let room = Limiter::try_acquire(&self);
+            if room.is_none() {
+                self.refuse();
+            }
+            return room;
         }
         let _place = Place(&self);
         self.queued.fetch_add(1, Ordering::Relaxed);
