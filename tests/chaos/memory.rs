@@ -56,17 +56,9 @@ pub fn rss() -> (u64, u64) {
 }
 
 fn page_size() -> u64 {
-    // 4 KiB on x86_64; some arm64 kernels use 16 or 64 KiB.
-    static SIZE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *SIZE.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("PAGESIZE")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(4096)
-    })
+    // SAFETY: sysconf only reads a system constant.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).expect("a page size")
 }
 
 /// A memory reading.
@@ -98,14 +90,10 @@ impl Reading {
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim() {
-    unsafe extern "C" {
-        /// glibc: releases free memory of every arena to the system.
-        fn malloc_trim(pad: usize) -> std::ffi::c_int;
-    }
-    // SAFETY: malloc_trim only walks the allocator's own free lists; it has
-    // no preconditions.
+    // SAFETY: malloc_trim only walks glibc's own free lists; it has no
+    // preconditions.
     unsafe {
-        malloc_trim(0);
+        libc::malloc_trim(0);
     }
 }
 

@@ -52,7 +52,6 @@ pub struct BackendProcess {
     pub addr: SocketAddr,
     /// Its delivery log.
     pub log: PathBuf,
-    stopped: bool,
 }
 
 impl BackendProcess {
@@ -93,7 +92,6 @@ impl BackendProcess {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             log: log.to_path_buf(),
-            stopped: false,
         }
     }
 
@@ -106,25 +104,30 @@ impl BackendProcess {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.stopped = false;
     }
 
     /// SIGSTOP: the process freezes; the kernel still accepts connections
     /// into its backlog and buffers what they send.
-    pub fn stop(&mut self) {
-        signal(self.pid(), "STOP");
-        self.stopped = true;
+    pub fn stop(&self) {
+        self.signal(libc::SIGSTOP);
     }
 
     /// SIGCONT: a frozen process goes on.
-    pub fn resume(&mut self) {
-        signal(self.pid(), "CONT");
-        self.stopped = false;
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
     }
 
-    /// Whether it is frozen.
-    pub fn is_stopped(&self) -> bool {
-        self.stopped
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("a pid fits pid_t");
+        // SAFETY: kill(2) takes plain integers; the pid is our own child,
+        // not yet reaped (reaping happens only in `kill`, which takes `&mut`).
+        let status = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            status,
+            0,
+            "signal {signal} to {pid}: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -132,15 +135,6 @@ impl Drop for BackendProcess {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run `kill` (Debian package `procps`): {e}"));
-    assert!(status.success(), "kill -{name} {pid}: {status}");
 }
 
 /// What the delivery logs say about one logical call.
