@@ -113,6 +113,10 @@ pub fn judge(
         format!("{} tasks alive after drop", t.tasks_left),
     );
     v.check(
+        t.connections_left == 0,
+        format!("{} connections still open after drop", t.connections_left),
+    );
+    v.check(
         t.after.anon <= t.before.anon + ANON_RSS_SLACK,
         format!(
             "anonymous resident memory grew by {:.1} MiB (slack {:.0} MiB)",
