@@ -52,7 +52,9 @@ impl Kind {
 /// the traffic is fair again (at most the given time).
 #[derive(Debug, Clone, Copy)]
 pub enum Then {
+    /// Go on after this long.
     Wait(Duration),
+    /// Go on once traffic is fair again, or after this long.
     Fair(Duration),
 }
 
@@ -62,6 +64,7 @@ pub struct Episode {
     /// Position of the backend in the announced set (in slot order).
     pub target: usize,
     pub kind: Kind,
+    /// How long the fault lasts.
     pub length: Duration,
     pub then: Then,
 }

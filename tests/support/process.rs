@@ -55,8 +55,9 @@ pub struct BackendProcess {
 }
 
 impl BackendProcess {
-    /// Starts the current executable as a backend and waits (up to 10 s)
-    /// until it listens. `log` is created (or appended to).
+    /// Starts the current executable as a backend and waits until it
+    /// listens (it gives up binding its port after 5 s). `log` is created
+    /// (or appended to).
     pub fn spawn(config: BackendConfig, log: &Path) -> BackendProcess {
         let exe = std::env::current_exe().expect("path of the test executable");
         let settings = format!(

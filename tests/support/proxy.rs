@@ -229,7 +229,6 @@ async fn requests(
                 mode.store(HOLED, Ordering::Relaxed);
                 continue;
             }
-            Fault::Reset => return End::Reset,
             Fault::HalfClose => mode.store(HALF_CLOSED, Ordering::Relaxed),
             _ => {}
         }
