@@ -97,7 +97,19 @@ use std::time::Duration;
 use crate::error::BuildError;
 use crate::rng::Rng;
 
-/// Slow-start settings: a window, an aggression and a minimum weight share.
+/// Slow-start settings: a window, an aggression and a minimum weight share
+/// (defaults 30 s, 1.0, 0.1).
+///
+/// ```
+/// use std::time::Duration;
+/// use towline::balance::SlowStartSettings;
+///
+/// // Aggression 2: the weight follows the square root of time.
+/// let s = SlowStartSettings::new(Duration::from_secs(40), 2.0, 0.05)?;
+/// assert_eq!(s.factor(Duration::from_secs(10)), 0.5);
+/// assert!(SlowStartSettings::new(Duration::from_secs(40), 0.0, 0.05).is_err());
+/// # Ok::<(), towline::BuildError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SlowStartSettings {
     window: Duration,
@@ -193,6 +205,15 @@ impl Default for SlowStartSettings {
 /// Slow-start settings compiled for pick time: the ramp as a step curve
 /// over ticks (nanoseconds of the channel's clock). See the
 /// [module docs](self).
+///
+/// ```
+/// use towline::balance::{SlowStart, SlowStartSettings};
+///
+/// let ramp = SlowStart::new(&SlowStartSettings::default());
+/// let end = ramp.ramp_end(0);
+/// assert_eq!(ramp.factor_at(0, end), 0.1); // starts at the minimum share
+/// assert_eq!(ramp.factor_at(0, 0), 1.0); // 0: not ramping
+/// ```
 #[derive(Debug, Clone)]
 pub struct SlowStart {
     settings: SlowStartSettings,

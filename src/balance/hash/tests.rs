@@ -168,7 +168,7 @@ fn ring_weighted_shares_within_the_spread_of_their_points() {
         let hash = proto.rebuild(eps.iter().copied());
         let total: u32 = eps.iter().map(|e| e.1).sum();
         let mut points = vec![0.0f64; n];
-        hash.owners.iter().for_each(|&o| points[o as usize] += 1.0);
+        (0..hash.table_len()).for_each(|s| points[hash.table.owner(s)] += 1.0);
         let table = hash.table_len() as f64;
         for (i, s) in hash.shares().iter().enumerate() {
             let w = f64::from(eps[i].1);
@@ -217,9 +217,9 @@ fn reference_order(hash: &ConsistentHash, key: u64) -> Vec<usize> {
         }
     };
     if let Some(s) = hash.start(p) {
-        let len = hash.owners.len();
+        let len = hash.table_len();
         (0..len.min(ConsistentHash::WALK_LIMIT))
-            .for_each(|k| push(hash.owners[(s + k) % len] as usize));
+            .for_each(|k| push(hash.table.owner((s + k) % len)));
     }
     let mut rest: Vec<usize> = (0..hash.len()).collect();
     rest.sort_by_key(|&i| std::cmp::Reverse(mix::rendezvous(p, hash.ids[i])));
@@ -272,7 +272,8 @@ fn bounded_pick_never_exceeds_the_bound_while_one_is_under_it() {
         let eligible = |i: usize| mask[i];
         let under = |i: usize| {
             let limit = hash.load_limit(i, in_flight).unwrap();
-            u64::from(set[i].pending()) + 1 <= limit
+            // One more request fits: pending + 1 ≤ limit.
+            u64::from(set[i].pending()) < limit
         };
         for _ in 0..20 {
             let key = rng.next_u64();
