@@ -207,24 +207,27 @@ fn same_key_and_set_give_the_same_endpoint_whatever_the_order() {
 }
 
 /// The reference walk: every entry from the key's home on, then the whole
-/// set by rendezvous score, first occurrences only.
-fn reference_order(hash: &ConsistentHash, key: u64) -> Vec<usize> {
-    let p = mix::key_position(key);
-    let mut order = Vec::new();
-    let mut push = |i: usize| {
+/// set by rendezvous score, first occurrences only; and how many of them
+/// the walk itself reached.
+fn reference_order(hash: &ConsistentHash, key: u64) -> (Vec<usize>, usize) {
+    fn push(order: &mut Vec<usize>, i: usize) {
         if !order.contains(&i) {
             order.push(i);
         }
-    };
+    }
+    let p = mix::key_position(key);
+    let mut order = Vec::new();
     if let Some(s) = hash.start(p) {
         let len = hash.table_len();
-        (0..len.min(ConsistentHash::WALK_LIMIT))
-            .for_each(|k| push(hash.table.owner((s + k) % len)));
+        for k in 0..len.min(ConsistentHash::WALK_LIMIT) {
+            push(&mut order, hash.table.owner((s + k) % len));
+        }
     }
+    let walked = order.len();
     let mut rest: Vec<usize> = (0..hash.len()).collect();
     rest.sort_by_key(|&i| std::cmp::Reverse(mix::rendezvous(p, hash.ids[i])));
-    rest.into_iter().for_each(push);
-    order
+    rest.into_iter().for_each(|i| push(&mut order, i));
+    (order, walked)
 }
 
 #[test]
@@ -239,7 +242,7 @@ fn retries_walk_to_the_next_distinct_endpoint_in_order() {
                 let next = hash.pick(key, &set, &|i| !tried.contains(&i)).unwrap();
                 tried.push(next);
             }
-            assert_eq!(tried, reference_order(&hash, key), "{}", proto.name());
+            assert_eq!(tried, reference_order(&hash, key).0, "{}", proto.name());
             assert_eq!(hash.pick(key, &set, &|i| !tried.contains(&i)), None);
         }
     }
@@ -249,8 +252,13 @@ fn retries_walk_to_the_next_distinct_endpoint_in_order() {
 fn bounded_pick_never_exceeds_the_bound_while_one_is_under_it() {
     let mut rng = Rng::seeded(8);
     let now = std::time::Instant::now();
+    // How often each path was taken: the walk, the fallback past it, and
+    // no eligible endpoint under its bound.
+    let (mut walk, mut past, mut over) = (0, 0, 0);
     for case in 0..400 {
-        let n = 1 + rng.below(40);
+        // Up to 120 endpoints, so that 64 entries do not always reach them
+        // all.
+        let n = 1 + rng.below(120);
         let eps: Vec<(SocketAddr, u32)> = addrs(n)
             .into_iter()
             .map(|a| (a, rng.below(4) as u32))
@@ -268,7 +276,9 @@ fn bounded_pick_never_exceeds_the_bound_while_one_is_under_it() {
             (0..rng.below(12)).for_each(|_| l.start());
         }
         let in_flight: u64 = set.iter().map(|l| u64::from(l.pending())).sum();
-        let mask: Vec<bool> = (0..n).map(|_| rng.below(4) != 0).collect();
+        // Light to heavy exclusion: 75%, 10% or 2% eligible.
+        let percent = [75, 10, 2][case % 3];
+        let mask: Vec<bool> = (0..n).map(|_| rng.below(100) < percent).collect();
         let eligible = |i: usize| mask[i];
         let under = |i: usize| {
             let limit = hash.load_limit(i, in_flight).unwrap();
@@ -278,7 +288,7 @@ fn bounded_pick_never_exceeds_the_bound_while_one_is_under_it() {
         for _ in 0..20 {
             let key = rng.next_u64();
             let got = hash.pick(key, &set, &eligible);
-            let order = reference_order(&hash, key);
+            let (order, walked) = reference_order(&hash, key);
             let expected = order
                 .iter()
                 .copied()
@@ -289,6 +299,12 @@ fn bounded_pick_never_exceeds_the_bound_while_one_is_under_it() {
                 assert!(eligible(i));
                 let any_under = (0..n).any(|j| eligible(j) && under(j));
                 assert!(under(i) || !any_under, "case {case}: {i} over its bound");
+                let at = order.iter().position(|&j| j == i).unwrap();
+                match (under(i), at < walked) {
+                    (false, _) => over += 1,
+                    (true, true) => walk += 1,
+                    (true, false) => past += 1,
+                }
             }
             assert_eq!(
                 hash.pick_with_in_flight(key, &set, &eligible, in_flight),
@@ -296,6 +312,15 @@ fn bounded_pick_never_exceeds_the_bound_while_one_is_under_it() {
             );
         }
     }
+    assert!(walk > 0 && past > 0 && over > 0, "{walk} {past} {over}");
+}
+
+#[test]
+fn tables_are_shared_across_threads() {
+    fn send_sync<T: Send + Sync + Clone + fmt::Debug>() {}
+    send_sync::<ConsistentHash>();
+    let debug = format!("{:?}", ConsistentHash::maglev().rebuild(equal(&addrs(3))));
+    assert!(debug.contains("entries: 65537"), "{debug}");
 }
 
 #[test]
