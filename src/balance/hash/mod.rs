@@ -153,7 +153,7 @@ pub struct ConsistentHash {
     kind: Kind,
     bound: Option<Bound>,
     table: Table,
-    /// By index: identity hash, weight (all 1 if every weight was 0).
+    /// By index: identity hash and weight (all 1 if every weight was 0).
     ids: Vec<u64>,
     weights: Vec<u32>,
     total_weight: u64,
@@ -210,7 +210,7 @@ impl ConsistentHash {
     pub const DEFAULT_POINTS_PER_WEIGHT: u32 = 512;
     /// The default cap on ring points: 65,536.
     pub const DEFAULT_MAX_RING_POINTS: usize = 1 << 16;
-    /// The largest cap on ring points accepted: 8,388,608 (96 MiB).
+    /// The largest cap on ring points accepted: 8,388,608 (about 72 MiB).
     pub const MAX_RING_POINTS: usize = 1 << 23;
     /// The default Maglev table size: 65,537 entries (a prime).
     pub const DEFAULT_TABLE_SIZE: usize = 65_537;
@@ -323,7 +323,7 @@ impl ConsistentHash {
     /// `(address, weight)` by index. Call it whenever the set or a weight
     /// changes, off the pick path. If every weight is 0, all count as 1.
     /// Addresses are expected to be distinct; a duplicate is kept as its own
-    /// member and takes turns after its twin (no panic).
+    /// member, ranked after its twin (no panic).
     pub fn rebuild(&self, endpoints: impl IntoIterator<Item = (SocketAddr, u32)>) -> Self {
         let endpoints: Vec<(SocketAddr, u32)> = endpoints.into_iter().collect();
         let all_zero = endpoints.iter().all(|&(_, w)| w == 0);

@@ -31,7 +31,9 @@ impl ConsistentHash {
 
     /// As [`pick`](Self::pick), with `in_flight`, the requests in flight
     /// over the whole set, given by the caller (ignored without bounded
-    /// loads). O(1) expected for Maglev, O(log R) for the ring.
+    /// loads). O(1) expected, whatever the set size, unless heavy exclusion
+    /// or load sends it past [`WALK_LIMIT`](Self::WALK_LIMIT) entries (then
+    /// O(n)).
     pub fn pick_with_in_flight(
         &self,
         key: u64,
