@@ -77,9 +77,12 @@
 //! `hash_balance_factor` and the paper do), endpoint `i` may hold at most
 //! `Lᵢ = ⌈c · (P + 1) · wᵢ / W⌉` requests, this one included: it is skipped
 //! when `pendingᵢ + 1 > Lᵢ`. With equal weights that is
-//! `⌈c × average in-flight⌉`. Some endpoint is always under its bound
-//! (`Σ Lᵢ ≥ c·(P + 1) > P`); if every *eligible* one is full, the pick falls
-//! back to the first eligible endpoint in the walk order.
+//! `⌈c × average in-flight⌉`. `P` and `W` cover the whole set, excluded
+//! endpoints included, so a call's retries see the same bounds as its
+//! first attempt (while many endpoints are ejected, the bound is tighter
+//! than `c` times the average of the others). Some endpoint is always under
+//! its bound (`Σ Lᵢ ≥ c·(P + 1) > P`); if every *eligible* one is full, the
+//! pick falls back to the first eligible endpoint in the walk order.
 //!
 //! | | [`ring`](ConsistentHash::ring) | [`maglev`](ConsistentHash::maglev) |
 //! |---|---|---|
