@@ -47,6 +47,8 @@ mod endpoint;
 pub mod error;
 pub mod policy;
 pub mod rng;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 pub use endpoint::{DEFAULT_WEIGHT, Endpoint};
 pub use error::{BoxError, BuildError, Error};
