@@ -29,8 +29,14 @@
 //!
 //! [`Throttle`] is the decision core: plain synchronous state given the time
 //! and a random draw, with no I/O and no clock of its own. The code that
-//! sends calls asks [`Throttle::admit`] before each call and reports each
-//! accepted one with [`Throttle::accepted`].
+//! sends calls asks [`Throttle::admit`] before each call and reports the
+//! outcome of each admitted one with [`Throttle::record`].
+//!
+//! A call counts as a request once its outcome is known: at once when it is
+//! refused, when it ends when it is sent. Counting it when it is sent would
+//! make every call in flight look refused by the backends; in a steady
+//! stream that is a few calls against a minute of history, but a client
+//! that has just started would refuse about half of its second call.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -41,12 +47,12 @@
 //! // Backends accept everything: nothing is refused.
 //! for _ in 0..100 {
 //!     assert_eq!(throttle.admit(now, 0.0), Decision::Admit);
-//!     throttle.accepted(now);
+//!     throttle.record(now, true);
 //! }
 //! // Backends start refusing everything: the refusal probability grows
 //! // once the requests outnumber K × accepts.
 //! for _ in 0..300 {
-//!     throttle.admit(now, 0.99);
+//!     throttle.record(now, false);
 //! }
 //! let p = throttle.reject_probability(now);
 //! assert!((p - (400.0 - 2.0 * 100.0) / 401.0).abs() < 1e-12);
@@ -206,24 +212,27 @@ impl Throttle {
         (excess / (requests as f64 + 1.0)).max(0.0)
     }
 
-    /// Counts one request at `now` and decides whether to send it: refused
-    /// when `draw` (uniform in `[0, 1)`) is below the refusal probability.
-    /// A refused request counts as a request all the same.
+    /// Decides whether a call made at `now` may be sent: refused when
+    /// `draw` (uniform in `[0, 1)`) is below the refusal probability. A
+    /// refused call is counted as a request at once; an admitted one is
+    /// counted when its outcome is [`record`](Self::record)ed.
     pub fn admit(&mut self, now: Instant, draw: f64) -> Decision {
-        let p = self.reject_probability(now);
-        let tick = self.tick(now);
-        self.slot(tick).requests += 1;
-        if draw < p {
+        if draw < self.reject_probability(now) {
+            let tick = self.tick(now);
+            self.slot(tick).requests += 1;
             Decision::Reject
         } else {
             Decision::Admit
         }
     }
 
-    /// Counts one call that a backend accepted, answered at `now`.
-    pub fn accepted(&mut self, now: Instant) {
+    /// Counts an admitted call that ended at `now`; `accepted` when a
+    /// backend accepted it (answered it with a success).
+    pub fn record(&mut self, now: Instant, accepted: bool) {
         let tick = self.tick(now);
-        self.slot(tick).accepts += 1;
+        let slot = self.slot(tick);
+        slot.requests += 1;
+        slot.accepts += u64::from(accepted);
     }
 
     /// The requests and accepts counted in the window at `now`.
@@ -254,9 +263,20 @@ mod tests {
             let at = now + Duration::from_millis(i * 50);
             // The lowest draw is refused whenever the probability is above 0.
             assert_eq!(t.admit(at, 0.0), Decision::Admit, "call {i}");
-            t.accepted(at);
+            t.record(at, true);
         }
         assert_eq!(t.reject_probability(now + 50 * S), 0.0);
+    }
+
+    #[test]
+    fn calls_in_flight_do_not_count_as_refused() {
+        // A client that has just started sends its first calls before any
+        // answer came back: none of them may be refused.
+        let (mut t, now) = throttle(2.0);
+        for _ in 0..50 {
+            assert_eq!(t.admit(now, 0.0), Decision::Admit);
+        }
+        assert_eq!(t.counts(now), (0, 0));
     }
 
     #[test]
@@ -264,10 +284,7 @@ mod tests {
         for k in [1.0, 1.5, 2.0, 3.0] {
             let (mut t, now) = throttle(k);
             for i in 0..100 {
-                t.admit(now, 0.999_999);
-                if i < 30 {
-                    t.accepted(now);
-                }
+                t.record(now, i < 30);
             }
             assert_eq!(t.counts(now), (100, 30));
             let want = ((100.0 - k * 30.0) / 101.0_f64).max(0.0);
@@ -279,13 +296,16 @@ mod tests {
     fn no_accepts_refuses_nearly_everything_but_not_everything() {
         let (mut t, now) = throttle(2.0);
         for _ in 0..99 {
-            t.admit(now, 0.999_999);
+            t.record(now, false);
         }
         assert!((t.reject_probability(now) - 0.99).abs() < 1e-12);
-        // A draw above the probability is still admitted: the client keeps
-        // probing the backends.
+        // A draw above the probability is still admitted (and not counted
+        // until its outcome is known): the client keeps probing.
         assert_eq!(t.admit(now, 0.995), Decision::Admit);
+        assert_eq!(t.counts(now), (99, 0));
+        // A refused call counts at once.
         assert_eq!(t.admit(now, 0.5), Decision::Reject);
+        assert_eq!(t.counts(now), (100, 0));
     }
 
     #[test]
@@ -302,10 +322,9 @@ mod tests {
             }
             if t.admit(at, rng.unit()) == Decision::Admit {
                 sent_late += u64::from(i >= 6_000);
-                if accepted_this_second < 20 {
-                    accepted_this_second += 1;
-                    t.accepted(at);
-                }
+                let accepted = accepted_this_second < 20;
+                accepted_this_second += u32::from(accepted);
+                t.record(at, accepted);
             }
         }
         // Over the second minute, 6,000 requests each sent with probability
@@ -322,7 +341,7 @@ mod tests {
     fn counts_leave_the_window() {
         let (mut t, now) = throttle(2.0);
         for _ in 0..100 {
-            t.admit(now, 0.999_999);
+            t.record(now, false);
         }
         // Slots are 3 s long: counts made in the first slot are still in the
         // window 57 s later and gone at 60 s.
@@ -330,29 +349,25 @@ mod tests {
         assert_eq!(t.counts(now + 60 * S), (0, 0));
         assert_eq!(t.reject_probability(now + 60 * S), 0.0);
         // A new request lands in a fresh slot, not on the old counts.
-        t.admit(now + 61 * S, 0.999_999);
+        t.record(now + 61 * S, false);
         assert_eq!(t.counts(now + 61 * S), (1, 0));
     }
 
     #[test]
     fn a_late_clock_reading_does_not_wipe_newer_counts() {
         let (mut t, now) = throttle(2.0);
-        t.admit(now + 10 * S, 0.999_999);
-        t.accepted(now + 10 * S);
-        // An accept reported with an older time lands in the newest slot.
-        t.accepted(now);
-        assert_eq!(t.counts(now + 10 * S), (1, 2));
-        assert_eq!(t.counts(now), (1, 2));
+        t.record(now + 10 * S, true);
+        // An outcome reported with an older time lands in the newest slot.
+        t.record(now, true);
+        assert_eq!(t.counts(now + 10 * S), (2, 2));
+        assert_eq!(t.counts(now), (2, 2));
     }
 
     #[test]
     fn retune_keeps_the_history() {
         let (mut t, now) = throttle(2.0);
         for i in 0..100 {
-            t.admit(now, 0.999_999);
-            if i < 40 {
-                t.accepted(now);
-            }
+            t.record(now, i < 40);
         }
         assert!((t.reject_probability(now) - 20.0 / 101.0).abs() < 1e-12);
         t.retune(&ThrottleSettings::new(1.0, 60 * S).unwrap());

@@ -83,7 +83,12 @@ pub(crate) struct BackendSpec {
 impl BackendSpec {
     /// The setting in force at `t`: the last phase covering `t` that sets
     /// it, else the base.
-    fn at<'a, T>(&'a self, t: Duration, base: &'a T, get: impl Fn(&'a Phase) -> Option<&'a T>) -> &'a T {
+    fn at<'a, T>(
+        &'a self,
+        t: Duration,
+        base: &'a T,
+        get: impl Fn(&'a Phase) -> Option<&'a T>,
+    ) -> &'a T {
         self.phases
             .iter()
             .rev()
@@ -193,7 +198,8 @@ impl Backend {
         if spec.base.concurrency.is_some() || spec.phases.iter().any(|p| p.concurrency.is_some()) {
             // A phase that adds servers must start queued work when it
             // begins (or ends), not only when a request comes or goes.
-            let mut edges: Vec<Duration> = spec.phases.iter().flat_map(|p| [p.from, p.to]).collect();
+            let mut edges: Vec<Duration> =
+                spec.phases.iter().flat_map(|p| [p.from, p.to]).collect();
             edges.sort();
             edges.dedup();
             let weak = Arc::downgrade(&self.inner);
@@ -212,11 +218,20 @@ impl Backend {
             let mut rng = Rng::seeded(super::mix(seed, 3));
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(drift.every.sample(&mut rng, 1.0).max(Duration::from_millis(1)))
-                        .await;
+                    tokio::time::sleep(
+                        drift
+                            .every
+                            .sample(&mut rng, 1.0)
+                            .max(Duration::from_millis(1)),
+                    )
+                    .await;
                     let Some(inner) = weak.upgrade() else { return };
                     let mean = drift.mean.sample_secs(&mut rng);
-                    inner.state.lock().scale = if base_mean > 0.0 { mean / base_mean } else { 1.0 };
+                    inner.state.lock().scale = if base_mean > 0.0 {
+                        mean / base_mean
+                    } else {
+                        1.0
+                    };
                 }
             });
         }
@@ -232,7 +247,9 @@ fn dispatch(inner: &Arc<Inner>) {
     let drifted = spec.base_latency_at(t);
     let mut state = inner.state.lock();
     while servers.is_none_or(|k| state.busy < k) {
-        let Some(job) = state.queue.pop_front() else { break };
+        let Some(job) = state.queue.pop_front() else {
+            break;
+        };
         if spec.drop_abandoned && job.answer.is_closed() {
             continue;
         }
@@ -276,49 +293,56 @@ impl tower::Service<Call> for Backend {
         let t = inner.epoch.elapsed();
         inner.record.lock().attempt(t, inner.index);
         let spec = &inner.spec;
-        let answer: Pin<Box<dyn Future<Output = Answer> + Send>> = if *spec
-            .at(t, &spec.base.down, |p| p.down.as_ref())
-        {
-            Box::pin(std::future::ready(Err(BackendError::Down)))
-        } else {
-            let fail = *spec.at(t, &spec.base.failure_rate, |p| p.failure_rate.as_ref());
-            let stall = *spec.at(t, &spec.base.stall_rate, |p| p.stall_rate.as_ref());
-            let mut state = inner.state.lock();
-            let draw = state.outcome.unit();
-            if draw < fail {
-                let latency =
-                    spec.at(t, &spec.base.failure_latency, |p| p.failure_latency.as_ref());
-                let took = latency.sample(&mut state.outcome, 1.0);
-                Box::pin(async move {
-                    tokio::time::sleep(took).await;
-                    Err(BackendError::Failed)
-                })
-            } else if draw < fail + stall {
-                Box::pin(std::future::pending())
-            } else if spec.at(t, &spec.base.concurrency, |p| p.concurrency.as_ref()).is_none() {
-                // No queue: the request is served at once, and nothing is
-                // left to do for it if its caller goes away.
-                let latency = spec.at(t, &spec.base.latency, |p| p.latency.as_ref());
-                let scale = if spec.base_latency_at(t) { state.scale } else { 1.0 };
-                let took = latency.sample(&mut state.service, scale);
-                Box::pin(async move {
-                    tokio::time::sleep(took).await;
-                    Ok(Reply)
-                })
+        let answer: Pin<Box<dyn Future<Output = Answer> + Send>> =
+            if *spec.at(t, &spec.base.down, |p| p.down.as_ref()) {
+                Box::pin(std::future::ready(Err(BackendError::Down)))
             } else {
-                let (tx, rx) = oneshot::channel();
-                state.queue.push_back(Job { answer: tx });
-                drop(state);
-                dispatch(inner);
-                Box::pin(async move {
-                    match rx.await {
-                        Ok(answer) => answer,
-                        // The runtime is shutting down: no answer comes.
-                        Err(_) => std::future::pending().await,
-                    }
-                })
-            }
-        };
+                let fail = *spec.at(t, &spec.base.failure_rate, |p| p.failure_rate.as_ref());
+                let stall = *spec.at(t, &spec.base.stall_rate, |p| p.stall_rate.as_ref());
+                let mut state = inner.state.lock();
+                let draw = state.outcome.unit();
+                if draw < fail {
+                    let latency = spec.at(t, &spec.base.failure_latency, |p| {
+                        p.failure_latency.as_ref()
+                    });
+                    let took = latency.sample(&mut state.outcome, 1.0);
+                    Box::pin(async move {
+                        tokio::time::sleep(took).await;
+                        Err(BackendError::Failed)
+                    })
+                } else if draw < fail + stall {
+                    Box::pin(std::future::pending())
+                } else if spec
+                    .at(t, &spec.base.concurrency, |p| p.concurrency.as_ref())
+                    .is_none()
+                {
+                    // No queue: the request is served at once, and nothing is
+                    // left to do for it if its caller goes away.
+                    let latency = spec.at(t, &spec.base.latency, |p| p.latency.as_ref());
+                    let scale = if spec.base_latency_at(t) {
+                        state.scale
+                    } else {
+                        1.0
+                    };
+                    let took = latency.sample(&mut state.service, scale);
+                    Box::pin(async move {
+                        tokio::time::sleep(took).await;
+                        Ok(Reply)
+                    })
+                } else {
+                    let (tx, rx) = oneshot::channel();
+                    state.queue.push_back(Job { answer: tx });
+                    drop(state);
+                    dispatch(inner);
+                    Box::pin(async move {
+                        match rx.await {
+                            Ok(answer) => answer,
+                            // The runtime is shutting down: no answer comes.
+                            Err(_) => std::future::pending().await,
+                        }
+                    })
+                }
+            };
         Answering { inner: answer }
     }
 }

@@ -58,7 +58,9 @@ impl Caller {
     /// `async` layers trips the compiler's `Send` inference on `BoxError`.)
     fn call(self) -> Pin<Box<dyn Future<Output = bool> + Send>> {
         match self {
-            Caller::Towline(channel) => Box::pin(async move { channel.oneshot(Call).await.is_ok() }),
+            Caller::Towline(channel) => {
+                Box::pin(async move { channel.oneshot(Call).await.is_ok() })
+            }
             Caller::Tower(service) => {
                 let call: Pin<Box<dyn Future<Output = Result<Reply, BoxError>> + Send>> =
                     Box::pin(service.oneshot(Call));
@@ -107,21 +109,28 @@ impl Client {
     /// with `rng` drawing the gaps; returns once the last request is sent
     /// (open loop) or has ended (closed loop).
     pub(crate) async fn run(self, arrivals: Arrivals, load: f64, end: Duration, mut rng: Rng) {
-        let gap = |rate: f64, rng: &mut Rng| match arrivals {
-            Arrivals::Poisson { .. } => -(1.0 - rng.unit()).ln() / rate,
-            _ => 1.0 / rate,
-        };
         match arrivals {
             Arrivals::Poisson { rate } | Arrivals::Fixed { rate } => {
                 let rate = rate * load;
                 if rate <= 0.0 {
                     return;
                 }
-                let mut at = gap(rate, &mut rng);
-                while at < end.as_secs_f64() {
+                let poisson = matches!(arrivals, Arrivals::Poisson { .. });
+                let (mut at, mut k) = (0.0, 0u64);
+                loop {
+                    // Fixed: the k-th arrival at k / rate exactly, not a
+                    // sum of gaps that drifts with rounding.
+                    k += 1;
+                    at = if poisson {
+                        at - (1.0 - rng.unit()).ln() / rate
+                    } else {
+                        k as f64 / rate
+                    };
+                    if at >= end.as_secs_f64() {
+                        break;
+                    }
                     tokio::time::sleep_until(self.epoch + Duration::from_secs_f64(at)).await;
                     tokio::spawn(self.clone().request());
-                    at += gap(rate, &mut rng);
                 }
             }
             Arrivals::Closed { concurrency } => {
@@ -163,8 +172,8 @@ impl Client {
             Some(budget) => tokio::time::timeout(budget, call).await.unwrap_or(false),
             None => call.await,
         };
-        if ok && let Some(throttle) = &self.throttle {
-            throttle.lock().0.accepted(Instant::now().into_std());
+        if let Some(throttle) = &self.throttle {
+            throttle.lock().0.record(Instant::now().into_std(), ok);
         }
         ticket.done(started.elapsed(), ok, false);
     }

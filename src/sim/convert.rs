@@ -50,7 +50,10 @@ pub(crate) fn scenario(file: FileScenario, default_name: &str) -> Result<Scenari
         return err("bucket", "must be between 1 ms and the duration");
     }
     if duration.as_nanos() / bucket.as_nanos() > 1_000_000 {
-        return err("bucket", "gives more than a million buckets: make it longer");
+        return err(
+            "bucket",
+            "gives more than a million buckets: make it longer",
+        );
     }
     let loads = file.load.unwrap_or_else(|| vec![1.0]);
     if loads.is_empty() || loads.iter().any(|l| !(l.is_finite() && *l > 0.0)) {
@@ -84,7 +87,10 @@ pub(crate) fn scenario(file: FileScenario, default_name: &str) -> Result<Scenari
     for (i, c) in file.configs.into_iter().enumerate() {
         let c = config(c, &format!("configs[{i}]"))?;
         if configs.iter().any(|o: &ConfigSpec| o.name == c.name) {
-            return err(&format!("configs[{i}]"), format!("the name `{}` is used twice", c.name));
+            return err(
+                &format!("configs[{i}]"),
+                format!("the name `{}` is used twice", c.name),
+            );
         }
         configs.push(c);
     }
@@ -142,7 +148,10 @@ fn backend(b: FileBackend, at: &str) -> Result<BackendSpec> {
         return err(&format!("{at}.count"), "must be at least 1");
     }
     if b.concurrency == Some(0) {
-        return err(&format!("{at}.concurrency"), "must be at least 1 (omit it for unlimited)");
+        return err(
+            &format!("{at}.concurrency"),
+            "must be at least 1 (omit it for unlimited)",
+        );
     }
     let base = Behaviour {
         latency: latency(b.latency, &format!("{at}.latency"))?,
@@ -182,7 +191,10 @@ fn backend(b: FileBackend, at: &str) -> Result<BackendSpec> {
         phases.push(Phase {
             from: p.from.0,
             to,
-            latency: p.latency.map(|l| latency(l, &format!("{at}.latency"))).transpose()?,
+            latency: p
+                .latency
+                .map(|l| latency(l, &format!("{at}.latency")))
+                .transpose()?,
             concurrency,
             failure_rate: rate(&format!("{at}.failure_rate"), p.failure_rate)?,
             failure_latency: p
@@ -197,7 +209,10 @@ fn backend(b: FileBackend, at: &str) -> Result<BackendSpec> {
         None => None,
         Some(d) => {
             if base.latency.mean() <= 0.0 {
-                return err(&format!("{at}.drift"), "needs a latency with a mean above zero");
+                return err(
+                    &format!("{at}.drift"),
+                    "needs a latency with a mean above zero",
+                );
             }
             Some(Drift {
                 every: latency(d.every, &format!("{at}.drift.every"))?,
@@ -224,7 +239,10 @@ fn client(c: FileClient, at: &str) -> Result<ClientSpec> {
     let arrivals = match (c.arrivals, c.rate, c.concurrency) {
         (FileArrivals::Poisson | FileArrivals::Fixed, Some(rate), None) => {
             if !(rate.is_finite() && rate > 0.0) {
-                return err(&format!("{at}.rate"), "must be a positive number of requests per second");
+                return err(
+                    &format!("{at}.rate"),
+                    "must be a positive number of requests per second",
+                );
             }
             if c.arrivals == FileArrivals::Poisson {
                 Arrivals::Poisson { rate }
@@ -236,7 +254,10 @@ fn client(c: FileClient, at: &str) -> Result<ClientSpec> {
             Arrivals::Closed { concurrency }
         }
         (FileArrivals::Closed, _, _) => {
-            return err(at, "closed-loop arrivals take a `concurrency` of at least 1 and no `rate`");
+            return err(
+                at,
+                "closed-loop arrivals take a `concurrency` of at least 1 and no `rate`",
+            );
         }
         _ => return err(at, "open-loop arrivals take a `rate` and no `concurrency`"),
     };
@@ -253,8 +274,9 @@ fn config(c: FileConfig, at: &str) -> Result<ConfigSpec> {
         None => None,
         Some(t) => {
             let d = ThrottleSettings::default();
-            let s = ThrottleSettings::new(t.k.unwrap_or(d.k()), t.window.map_or(d.window(), |w| w.0))
-                .or_else(|e| err(&at, e))?;
+            let s =
+                ThrottleSettings::new(t.k.unwrap_or(d.k()), t.window.map_or(d.window(), |w| w.0))
+                    .or_else(|e| err(&at, e))?;
             Some(s)
         }
     };
@@ -293,7 +315,10 @@ fn towline(c: &FileConfig, at: &str) -> Result<Stack> {
             decay: c.decay.map_or(P2c::DEFAULT_DECAY, |d| d.0),
         },
         _ if c.default_rtt.is_some() || c.decay.is_some() => {
-            return err(at, "default_rtt and decay apply to the p2c_peak_ewma balancer only");
+            return err(
+                at,
+                "default_rtt and decay apply to the p2c_peak_ewma balancer only",
+            );
         }
         FileBalancer::P2cPending => BalancerSpec::P2cPending,
         FileBalancer::RoundRobin => BalancerSpec::RoundRobin,
@@ -320,7 +345,10 @@ fn towline(c: &FileConfig, at: &str) -> Result<Stack> {
         policy = policy.with_panic_threshold(s);
     }
     policy.validate().or_else(|e| err(at, e))?;
-    Ok(Stack::Towline { balancer, policy })
+    Ok(Stack::Towline {
+        balancer,
+        policy: Box::new(policy),
+    })
 }
 
 fn budget(b: &FileBudget, default: BudgetSettings, at: &str) -> Result<BudgetSettings> {

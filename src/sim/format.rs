@@ -302,7 +302,11 @@ mod tests {
         assert_eq!(Dur::parse(" 1h "), Ok(Duration::from_secs(3600)));
         assert!(Dur::parse("10").unwrap_err().contains("no unit"));
         assert!(Dur::parse("ms").unwrap_err().contains("number"));
-        assert!(Dur::parse("10 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(
+            Dur::parse("10 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         assert!(Dur::parse("1e999s").is_err());
     }
 }

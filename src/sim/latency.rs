@@ -87,9 +87,7 @@ impl Latency {
         for pair in points.windows(2) {
             let ((p0, v0), (p1, v1)) = (pair[0], pair[1]);
             if p1 <= p0 {
-                return Err(format!(
-                    "percentiles must increase, got {p1} after {p0}"
-                ));
+                return Err(format!("percentiles must increase, got {p1} after {p0}"));
             }
             if v1 < v0 {
                 return Err(format!(
@@ -108,7 +106,9 @@ impl Latency {
             if v.is_finite() && v >= 0.0 {
                 Ok(())
             } else {
-                Err(format!("{name} must be a finite, non-negative time, got {v}"))
+                Err(format!(
+                    "{name} must be a finite, non-negative time, got {v}"
+                ))
             }
         };
         match self {
@@ -194,7 +194,9 @@ impl Latency {
 
 /// The value at quantile `u` of a piecewise-linear quantile function.
 fn quantile(points: &[(f64, f64)], u: f64) -> f64 {
-    let i = points.partition_point(|(q, _)| *q <= u).clamp(1, points.len() - 1);
+    let i = points
+        .partition_point(|(q, _)| *q <= u)
+        .clamp(1, points.len() - 1);
     let ((q0, v0), (q1, v1)) = (points[i - 1], points[i]);
     v0 + (v1 - v0) * ((u - q0) / (q1 - q0)).clamp(0.0, 1.0)
 }
@@ -250,7 +252,11 @@ mod tests {
             let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
             // Six standard errors of the sample mean.
             let bound = 6.0 * (var / n as f64).sqrt() + 1e-12;
-            assert!((mean - l.mean()).abs() <= bound, "{l:?}: {mean} vs {}", l.mean());
+            assert!(
+                (mean - l.mean()).abs() <= bound,
+                "{l:?}: {mean} vs {}",
+                l.mean()
+            );
         }
     }
 
@@ -277,8 +283,17 @@ mod tests {
         assert!(Latency::percentiles(vec![(0.0, 1.0)]).is_err());
         assert!(Latency::percentiles(vec![(1.0, 1.0), (100.0, 2.0)]).is_err());
         assert!(Latency::percentiles(vec![(0.0, 2.0), (100.0, 1.0)]).is_err());
-        assert!(Latency::percentiles(vec![(0.0, 1.0), (50.0, 1.0), (50.0, 2.0), (100.0, 3.0)]).is_err());
-        assert!(Latency::Uniform { low: 2.0, high: 1.0 }.check().is_err());
+        assert!(
+            Latency::percentiles(vec![(0.0, 1.0), (50.0, 1.0), (50.0, 2.0), (100.0, 3.0)]).is_err()
+        );
+        assert!(
+            Latency::Uniform {
+                low: 2.0,
+                high: 1.0
+            }
+            .check()
+            .is_err()
+        );
         assert!(Latency::Exponential { mean: 0.0 }.check().is_err());
         assert!(Latency::Constant(f64::NAN).check().is_err());
     }
@@ -286,8 +301,17 @@ mod tests {
     #[test]
     fn samples_round_to_the_nearest_millisecond() {
         let mut rng = Rng::seeded(1);
-        assert_eq!(Latency::Constant(0.0024).sample(&mut rng, 1.0), Duration::from_millis(2));
-        assert_eq!(Latency::Constant(0.0026).sample(&mut rng, 1.0), Duration::from_millis(3));
-        assert_eq!(Latency::Constant(0.002).sample(&mut rng, 3.0), Duration::from_millis(6));
+        assert_eq!(
+            Latency::Constant(0.0024).sample(&mut rng, 1.0),
+            Duration::from_millis(2)
+        );
+        assert_eq!(
+            Latency::Constant(0.0026).sample(&mut rng, 1.0),
+            Duration::from_millis(3)
+        );
+        assert_eq!(
+            Latency::Constant(0.002).sample(&mut rng, 3.0),
+            Duration::from_millis(6)
+        );
     }
 }

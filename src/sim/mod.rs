@@ -125,6 +125,8 @@ mod plot;
 mod record;
 mod report;
 mod runner;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::path::Path;
@@ -160,7 +162,10 @@ impl Scenario {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ScenarioError::new(format!("cannot read {}: {e}", path.display())))?;
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("scenario");
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("scenario");
         Self::parse(&text, stem)
             .map_err(|e| ScenarioError::new(format!("{}: {}", path.display(), e.message)))
     }
@@ -204,7 +209,11 @@ impl Scenario {
 
     /// The same scenario with another duration and warm-up (a warm-up not
     /// shorter than the duration is refused).
-    pub fn with_duration(mut self, duration: Duration, warmup: Duration) -> Result<Self, ScenarioError> {
+    pub fn with_duration(
+        mut self,
+        duration: Duration,
+        warmup: Duration,
+    ) -> Result<Self, ScenarioError> {
         if duration.is_zero() || warmup >= duration {
             return Err(ScenarioError::new(
                 "duration must be above zero and longer than the warm-up",

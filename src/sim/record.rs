@@ -13,6 +13,9 @@ pub(crate) struct Recorder {
     pub(crate) requests: Vec<u32>,
     pub(crate) successes: Vec<u32>,
     pub(crate) refused: Vec<u32>,
+    /// Per time bucket (by arrival): the summed latency of the successes,
+    /// in microseconds.
+    pub(crate) latency_sums_us: Vec<u64>,
     /// Per time bucket: attempts on each backend (`bucket × backends + i`).
     pub(crate) attempts: Vec<u32>,
     /// Latencies of the requests that succeeded within their budget and
@@ -48,6 +51,7 @@ impl Recorder {
             requests: Vec::new(),
             successes: Vec::new(),
             refused: Vec::new(),
+            latency_sums_us: Vec::new(),
             attempts: Vec::new(),
             latencies_us: Vec::new(),
             measured_requests: 0,
@@ -67,6 +71,7 @@ impl Recorder {
             self.requests.resize(b + 1, 0);
             self.successes.resize(b + 1, 0);
             self.refused.resize(b + 1, 0);
+            self.latency_sums_us.resize(b + 1, 0);
             self.attempts.resize((b + 1) * self.backends, 0);
         }
     }
@@ -96,6 +101,9 @@ impl Recorder {
         self.requests[b] += 1;
         self.successes[b] += u32::from(ok);
         self.refused[b] += u32::from(refused);
+        if ok {
+            self.latency_sums_us[b] += took.as_micros() as u64;
+        }
         if arrived >= self.warmup {
             self.measured_requests += 1;
             if ok {
@@ -118,5 +126,4 @@ impl Recorder {
             *was = now;
         }
     }
-
 }

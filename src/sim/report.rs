@@ -104,6 +104,35 @@ impl Run {
         })
     }
 
+    /// The mean latency of the successful requests after the warm-up, with
+    /// its standard error estimated by batch means: the measured time is
+    /// cut into `batches` equal batches (at least 2), whose means are taken
+    /// as independent, which holds when a batch is much longer than the
+    /// system's memory. `None` without successes in every batch.
+    pub fn mean_latency_with_error(&self, batches: usize) -> Option<(Duration, Duration)> {
+        let range = self.buckets(self.warmup, self.bucket * self.record.requests.len() as u32);
+        let per = range.len() / batches.max(2);
+        if per == 0 {
+            return None;
+        }
+        let means: Vec<f64> = (0..batches.max(2))
+            .map(|i| {
+                let r = range.start + i * per..range.start + (i + 1) * per;
+                let n: u64 = self.record.successes[r.clone()]
+                    .iter()
+                    .map(|&x| u64::from(x))
+                    .sum();
+                let sum: u64 = self.record.latency_sums_us[r].iter().sum();
+                (n > 0).then(|| sum as f64 / n as f64)
+            })
+            .collect::<Option<_>>()?;
+        let k = means.len() as f64;
+        let mean = means.iter().sum::<f64>() / k;
+        let var = means.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / (k - 1.0);
+        let us = |v: f64| Duration::from_secs_f64(v / 1e6);
+        Some((us(mean), us((var / k).sqrt())))
+    }
+
     /// The latencies of the successful requests, sorted, in microseconds.
     pub fn latencies_us(&self) -> &[u64] {
         &self.record.latencies_us
@@ -133,13 +162,18 @@ impl Run {
 
     fn attempts_in(&self, bucket: usize) -> impl Iterator<Item = u32> + '_ {
         let n = self.backends.len();
-        self.record.attempts[bucket * n..(bucket + 1) * n].iter().copied()
+        self.record.attempts[bucket * n..(bucket + 1) * n]
+            .iter()
+            .copied()
     }
 
     /// Attempts per request over the buckets from `from` to `to`.
     pub fn attempts_per_request_between(&self, from: Duration, to: Duration) -> f64 {
         let range = self.buckets(from, to);
-        let requests: u64 = self.record.requests[range.clone()].iter().map(|&r| u64::from(r)).sum();
+        let requests: u64 = self.record.requests[range.clone()]
+            .iter()
+            .map(|&r| u64::from(r))
+            .sum();
         let attempts: u64 = range.flat_map(|b| self.attempts_in(b)).map(u64::from).sum();
         ratio(attempts, requests)
     }
@@ -172,6 +206,21 @@ impl Run {
                 let all: u64 = self.attempts_in(b).map(u64::from).sum();
                 let mine = self.attempts_in(b).nth(backend).unwrap_or(0);
                 (self.bucket * b as u32, ratio(u64::from(mine), all))
+            })
+            .collect()
+    }
+
+    /// Requests and successes per bucket, by arrival time.
+    pub(crate) fn counts_over_time(&self) -> (&[u32], &[u32]) {
+        (&self.record.requests, &self.record.successes)
+    }
+
+    /// Per bucket: backend `backend`'s attempts, and all attempts.
+    pub(crate) fn attempts_over_time(&self, backend: usize) -> Vec<(u32, u32)> {
+        (0..self.record.requests.len())
+            .map(|b| {
+                let mine = self.attempts_in(b).nth(backend).unwrap_or(0);
+                (mine, self.attempts_in(b).sum())
             })
             .collect()
     }
@@ -265,7 +314,13 @@ impl Report {
     /// The results as a plain-text table, one row per run.
     pub fn table(&self) -> String {
         let loads = self.runs.iter().any(|r| (r.load - 1.0).abs() > 1e-9);
-        let width = self.runs.iter().map(|r| r.config.len()).max().unwrap_or(6).max(13);
+        let width = self
+            .runs
+            .iter()
+            .map(|r| r.config.len())
+            .max()
+            .unwrap_or(6)
+            .max(13);
         let mut out = String::new();
         let _ = write!(out, "{:<width$} ", "configuration");
         if loads {

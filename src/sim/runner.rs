@@ -46,7 +46,7 @@ pub(crate) enum TowerLoad {
 pub(crate) enum Stack {
     Towline {
         balancer: BalancerSpec,
-        policy: ChannelPolicy,
+        policy: Box<ChannelPolicy>,
     },
     Tower(TowerLoad),
 }
@@ -155,7 +155,11 @@ fn tower_service(load: TowerLoad, backends: &[Backend], seed: u64) -> TowerServi
 }
 
 /// Runs `config` at `load` (a factor on every client's rate).
-pub(crate) fn run(scenario: &Scenario, config: &ConfigSpec, load: f64) -> Result<Run, ScenarioError> {
+pub(crate) fn run(
+    scenario: &Scenario,
+    config: &ConfigSpec,
+    load: f64,
+) -> Result<Run, ScenarioError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -221,18 +225,37 @@ async fn drive(
                     channels.push(channel.clone());
                     Caller::Towline(channel)
                 }
-                Stack::Tower(load) => {
-                    Caller::Tower(tower_service(*load, &backends, mix(scenario.seed, TOWER + (i << 8))))
-                }
+                Stack::Tower(load) => Caller::Tower(tower_service(
+                    *load,
+                    &backends,
+                    mix(scenario.seed, TOWER + (i << 8)),
+                )),
             };
             let seed = mix(scenario.seed, THROTTLE + (i << 8));
-            let client = Client::new(caller, spec, epoch, record.clone(), config.caller_throttle, seed);
-            clients.push((client, spec.arrivals, mix(scenario.seed, ARRIVALS + (i << 8))));
+            let client = Client::new(
+                caller,
+                spec,
+                epoch,
+                record.clone(),
+                config.caller_throttle,
+                seed,
+            );
+            clients.push((
+                client,
+                spec.arrivals,
+                mix(scenario.seed, ARRIVALS + (i << 8)),
+            ));
         }
     }
     let end = scenario.duration;
     if !channels.is_empty() {
-        tokio::spawn(watch_ejections(channels, scenario.bucket, end, epoch, record.clone()));
+        tokio::spawn(watch_ejections(
+            channels,
+            scenario.bucket,
+            end,
+            epoch,
+            record.clone(),
+        ));
     }
     let senders: Vec<_> = clients
         .into_iter()
