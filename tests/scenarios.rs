@@ -99,6 +99,7 @@ fn s1_slow_server_share_drops_below_1_percent_within_1s() {
     // unobserved estimate decays).
     let r = run(S1, &["towline p2c peak-ewma"]);
     let share = get(&r, "towline p2c peak-ewma").share_between(10, 16 * S, 45 * S);
+    eprintln!("slow backend's share of attempts from 16 s to 45 s: {share:.4}");
     assert!(share < 0.01, "{share}");
 }
 
@@ -175,6 +176,7 @@ fn s3_hedging_at_p95_costs_at_most_6_percent_extra_attempts() {
     // from it: the delay is too short and more calls are hedged.
     let r = run(S3, &["towline p2c + hedge p95"]);
     let amplification = get(&r, "towline p2c + hedge p95").attempts_per_request();
+    eprintln!("attempts per request: {amplification:.4}");
     assert!(amplification <= 1.06, "{amplification}");
 }
 
@@ -277,6 +279,7 @@ fn s6_breakers_eject_the_failing_server_within_1s_and_no_healthy_one() {
         "a healthy backend was ejected: {ejections:?}"
     );
     let first = ejections.iter().map(|e| e.at).min();
+    eprintln!("ejections: {ejections:?}");
     assert!(
         first.is_some_and(|t| t >= FAILS_FROM && t <= FAILS_FROM + S),
         "{first:?}"
@@ -288,25 +291,31 @@ fn s6_retries_keep_client_errors_at_most_half_a_percent() {
     let config = "towline p2c + retry";
     let r = run(S6, &[config]);
     let errors = 1.0 - get(&r, config).success_rate();
+    eprintln!("client-visible errors: {errors:.5}");
     assert!(errors <= 0.005, "{errors}");
 }
 
+/// From the time the server starts failing to the end: the failing server
+/// gets at most 5% of the attempts, and each healthy one at least 80% of
+/// its fair share (a ninth of the attempts).
 #[test]
 #[ignore = "needs the failure penalty in the load signal (issue 9)"]
 fn s6_without_breakers_the_failing_server_is_avoided_and_healthy_ones_keep_their_share() {
+    // Current main: the failing server gets 19.5% of the attempts (its
+    // errors take 1 ms, so it looks the fastest), the healthy ones 8.5% to
+    // 9.1% each against the 8.9% asked.
     let config = "towline p2c";
     let r = run(S6, &[config]);
     let run = get(&r, config);
     let end = Duration::from_secs(40);
-    let failing = run.share_between(FAILING, FAILS_FROM, end);
-    // Current main: see the printed shares (fast failures look fast).
-    eprintln!("failing share {failing:.4}");
-    for healthy in 0..FAILING {
-        let share = run.share_between(healthy, FAILS_FROM, end);
-        eprintln!("healthy {healthy}: {share:.4}");
-        assert!(share >= 0.8 / 9.0, "healthy backend {healthy}: {share}");
+    let shares: Vec<f64> = (0..=FAILING)
+        .map(|b| run.share_between(b, FAILS_FROM, end))
+        .collect();
+    eprintln!("shares of attempts: {shares:.4?}");
+    assert!(shares[FAILING] <= 0.05, "failing: {}", shares[FAILING]);
+    for (healthy, share) in shares[..FAILING].iter().enumerate() {
+        assert!(*share >= 0.8 / 9.0, "healthy backend {healthy}: {share}");
     }
-    assert!(failing <= 0.05, "{failing}");
 }
 
 // ---- the harness ----------------------------------------------------------

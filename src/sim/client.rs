@@ -25,7 +25,8 @@ pub(crate) enum Arrivals {
     /// Open loop, evenly spaced: `rate` requests per second.
     Fixed { rate: f64 },
     /// Closed loop: `concurrency` callers, each sending its next request as
-    /// soon as the previous one ends.
+    /// soon as the previous one ends (a tick, 1 ms, later if it ended at
+    /// once).
     Closed { concurrency: u32 },
 }
 
@@ -140,7 +141,14 @@ impl Client {
                         let client = self.clone();
                         tokio::spawn(async move {
                             while client.epoch.elapsed() < end {
+                                let started = Instant::now();
                                 client.clone().request().await;
+                                // A call that ended at once (refused, or a
+                                // backend down) must not spin without
+                                // letting the clock move: wait a tick.
+                                if started.elapsed().is_zero() {
+                                    tokio::time::sleep(Duration::from_millis(1)).await;
+                                }
                             }
                         })
                     })

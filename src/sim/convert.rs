@@ -38,13 +38,8 @@ fn share(at: &str, v: f64) -> Result<f64> {
 
 pub(crate) fn scenario(file: FileScenario, default_name: &str) -> Result<Scenario> {
     let duration = file.duration.0;
-    if duration.is_zero() {
-        return err("duration", "must be greater than zero");
-    }
     let warmup = file.warmup.map_or(Duration::ZERO, |d| d.0);
-    if warmup >= duration {
-        return err("warmup", "must be shorter than the duration");
-    }
+    super::check_duration(duration, warmup).or_else(|e| err("duration", e))?;
     let bucket = file.bucket.map_or(Duration::from_millis(100), |d| d.0);
     if bucket < Duration::from_millis(1) || bucket > duration {
         return err("bucket", "must be between 1 ms and the duration");
@@ -56,43 +51,20 @@ pub(crate) fn scenario(file: FileScenario, default_name: &str) -> Result<Scenari
         );
     }
     let loads = file.load.unwrap_or_else(|| vec![1.0]);
-    if loads.is_empty() || loads.iter().any(|l| !(l.is_finite() && *l > 0.0)) {
-        return err("load", "must list positive factors, e.g. [0.7, 0.9]");
-    }
-    if file.backends.is_empty() {
-        return err("backends", "at least one [[backends]] group is needed");
-    }
-    let backends = file
-        .backends
-        .into_iter()
-        .enumerate()
-        .map(|(i, b)| backend(b, &format!("backends[{i}]")))
-        .collect::<Result<Vec<_>>>()?;
+    super::check_loads(&loads).or_else(|e| err("load", e))?;
+    let backends = each(file.backends, "backends", backend)?;
     if backends.iter().map(|b| b.count as usize).sum::<usize>() > 65_536 {
         return err("backends", "at most 65536 backends in all");
     }
-    if file.clients.is_empty() {
-        return err("clients", "at least one [[clients]] group is needed");
-    }
-    let clients = file
-        .clients
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| client(c, &format!("clients[{i}]")))
-        .collect::<Result<Vec<_>>>()?;
-    if file.configs.is_empty() {
-        return err("configs", "at least one [[configs]] entry is needed");
-    }
-    let mut configs = Vec::new();
-    for (i, c) in file.configs.into_iter().enumerate() {
-        let c = config(c, &format!("configs[{i}]"))?;
-        if configs.iter().any(|o: &ConfigSpec| o.name == c.name) {
+    let clients = each(file.clients, "clients", client)?;
+    let configs = each(file.configs, "configs", config)?;
+    for (i, c) in configs.iter().enumerate() {
+        if configs[..i].iter().any(|o| o.name == c.name) {
             return err(
                 &format!("configs[{i}]"),
                 format!("the name `{}` is used twice", c.name),
             );
         }
-        configs.push(c);
     }
     Ok(Scenario {
         name: file.name.unwrap_or_else(|| default_name.to_string()),
@@ -106,6 +78,23 @@ pub(crate) fn scenario(file: FileScenario, default_name: &str) -> Result<Scenari
         clients,
         configs,
     })
+}
+
+/// Converts each entry of a `[[table]]` list (at least one), naming it
+/// `table[i]` in errors.
+fn each<T, U>(
+    items: Vec<T>,
+    table: &str,
+    convert: impl Fn(T, &str) -> Result<U>,
+) -> Result<Vec<U>> {
+    if items.is_empty() {
+        return err(table, format!("at least one [[{table}]] entry is needed"));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| convert(item, &format!("{table}[{i}]")))
+        .collect()
 }
 
 fn latency(l: FileLatency, at: &str) -> Result<Latency> {

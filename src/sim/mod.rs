@@ -214,11 +214,7 @@ impl Scenario {
         duration: Duration,
         warmup: Duration,
     ) -> Result<Self, ScenarioError> {
-        if duration.is_zero() || warmup >= duration {
-            return Err(ScenarioError::new(
-                "duration must be above zero and longer than the warm-up",
-            ));
-        }
+        check_duration(duration, warmup).map_err(ScenarioError::new)?;
         self.duration = duration;
         self.warmup = warmup;
         Ok(self)
@@ -226,9 +222,7 @@ impl Scenario {
 
     /// The same scenario with other load factors (each positive).
     pub fn with_loads(mut self, loads: Vec<f64>) -> Result<Self, ScenarioError> {
-        if loads.is_empty() || loads.iter().any(|l| !(l.is_finite() && *l > 0.0)) {
-            return Err(ScenarioError::new("load factors must be positive"));
-        }
+        check_loads(&loads).map_err(ScenarioError::new)?;
         self.loads = loads;
         Ok(self)
     }
@@ -252,6 +246,22 @@ impl Scenario {
             runs,
         })
     }
+}
+
+/// A run length and warm-up that make sense together.
+fn check_duration(duration: Duration, warmup: Duration) -> Result<(), &'static str> {
+    if duration.is_zero() || warmup >= duration {
+        return Err("the duration must be above zero and longer than the warm-up");
+    }
+    Ok(())
+}
+
+/// Load factors: at least one, each positive.
+fn check_loads(loads: &[f64]) -> Result<(), &'static str> {
+    if loads.is_empty() || loads.iter().any(|l| !(l.is_finite() && *l > 0.0)) {
+        return Err("load factors must be listed and positive, e.g. [0.7, 0.9]");
+    }
+    Ok(())
 }
 
 /// A scenario that could not be read or run: what, and where in the file.

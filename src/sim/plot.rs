@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::report::{Report, Run};
@@ -161,20 +162,15 @@ fn cdf(path: &Path, title: &str, runs: &[&Run]) -> io::Result<()> {
             };
             points.push((ms(us).log10(), nines));
         }
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(failed)?
-            .label(run.config())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+        line(&mut chart, i, run.config(), points)?;
     }
     legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(failed)
 }
 
-/// Merges the buckets of a series into at most [`POINTS`] groups.
-fn groups(len: usize) -> impl Iterator<Item = Range<usize>> {
-    let per = len.div_ceil(POINTS).max(1);
+/// Merges the buckets of a series into at most `points` groups.
+fn groups(len: usize, points: usize) -> impl Iterator<Item = Range<usize>> {
+    let per = len.div_ceil(points.max(1)).max(1);
     (0..len.div_ceil(per)).map(move |g| g * per..((g + 1) * per).min(len))
 }
 
@@ -192,7 +188,7 @@ fn success(path: &Path, title: &str, runs: &[&Run]) -> io::Result<()> {
         .iter()
         .map(|run| {
             let (requests, successes) = run.counts_over_time();
-            groups(requests.len())
+            groups(requests.len(), POINTS)
                 .filter_map(|g| {
                     let n: u64 = requests[g.clone()].iter().map(|&x| u64::from(x)).sum();
                     let ok: u64 = successes[g.clone()].iter().map(|&x| u64::from(x)).sum();
@@ -223,12 +219,7 @@ fn success(path: &Path, title: &str, runs: &[&Run]) -> io::Result<()> {
         .draw()
         .map_err(failed)?;
     for (i, (run, points)) in runs.iter().zip(series).enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(failed)?
-            .label(run.config())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+        line(&mut chart, i, run.config(), points)?;
     }
     legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
     root.present().map_err(failed)
@@ -239,10 +230,12 @@ fn share(path: &Path, title: &str, run: &Run) -> io::Result<()> {
     let names = run.backends();
     let buckets = run.success_over_time().len();
     let end = (seconds(run.bucket()) * buckets as f64).max(1.0);
+    // Fewer points per line when there are many lines, to keep files small.
+    let points = (8_000 / names.len().max(1)).clamp(50, POINTS);
     let series: Vec<Vec<(f64, f64)>> = (0..names.len())
         .map(|b| {
             let attempts = run.attempts_over_time(b);
-            groups(buckets)
+            groups(buckets, points)
                 .filter_map(|g| {
                     let (mine, all) = g.clone().fold((0u64, 0u64), |(m, a), i| {
                         (m + u64::from(attempts[i].0), a + u64::from(attempts[i].1))
@@ -301,6 +294,25 @@ fn share(path: &Path, title: &str, run: &Run) -> io::Result<()> {
     }
     legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(failed)
+}
+
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// One configuration's line, in the palette's `i`-th colour, with its
+/// legend entry.
+fn line(
+    chart: &mut Chart<'_, '_>,
+    i: usize,
+    label: &str,
+    points: Vec<(f64, f64)>,
+) -> io::Result<()> {
+    let color = Palette99::pick(i).to_rgba();
+    chart
+        .draw_series(LineSeries::new(points, color.stroke_width(2)))
+        .map_err(failed)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    Ok(())
 }
 
 fn legend<'a, DB: DrawingBackend + 'a, X: Ranged, Y: Ranged>(

@@ -51,6 +51,26 @@ fn a_single_server_queue_serves_in_turn() {
 }
 
 #[test]
+fn a_closed_loop_against_instant_failures_still_lets_time_pass() {
+    let r = run(
+        r#"
+        duration = "1s"
+        [[backends]]
+        name = "down"
+        latency = { constant = "5ms" }
+        phases = [{ from = "0s", down = true }]
+        [[clients]]
+        arrivals = "closed"
+        concurrency = 2
+        "#,
+        "",
+    );
+    // Each caller fails once per 1 ms tick.
+    assert_eq!(only(&r).requests(), 2_000);
+    assert_eq!(only(&r).successes(), 0);
+}
+
+#[test]
 fn fixed_arrivals_come_at_their_rate_and_pure_delay_needs_no_queue() {
     let r = run(
         r#"
