@@ -48,6 +48,8 @@ pub mod error;
 pub mod policy;
 pub mod rng;
 pub mod subset;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 pub use endpoint::{DEFAULT_WEIGHT, Endpoint};
 pub use error::{BoxError, BuildError, Error};

@@ -66,6 +66,7 @@ mod retry_layer;
 mod shell;
 #[cfg(test)]
 pub(crate) mod tests;
+pub mod throttle;
 pub mod timeout;
 
 pub use breaker::{CircuitBreaker, CircuitBreakerLayer};

@@ -1,0 +1,222 @@
+//! Simulated clients: arrival processes, the per-call budget, and the
+//! caller each client sends through (a towline channel or a tower stack).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use super::backend::{Backend, Call, Reply};
+use super::record::Recorder;
+use crate::BoxError;
+use crate::Channel;
+use crate::policy::throttle::{Decision, Throttle, ThrottleSettings};
+use crate::rng::Rng;
+
+/// How a client's requests arrive.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Arrivals {
+    /// Open loop, exponential gaps: `rate` requests per second on average.
+    Poisson { rate: f64 },
+    /// Open loop, evenly spaced: `rate` requests per second.
+    Fixed { rate: f64 },
+    /// Closed loop: `concurrency` callers, each sending its next request as
+    /// soon as the previous one ends (a tick, 1 ms, later if it ended at
+    /// once).
+    Closed { concurrency: u32 },
+}
+
+/// One group of identical clients, each with its own channel.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ClientSpec {
+    pub(crate) count: u32,
+    pub(crate) arrivals: Arrivals,
+    /// The caller's timeout: a call not answered by then is dropped
+    /// (cancelled) and counts as failed. `None`: no limit.
+    pub(crate) budget: Option<Duration>,
+}
+
+/// tower's balancer behind its `Buffer`, type-erased.
+pub(crate) type TowerService = tower::buffer::Buffer<
+    Call,
+    Pin<Box<dyn Future<Output = Result<Reply, BoxError>> + Send + 'static>>,
+>;
+
+/// What a client sends its calls through.
+#[derive(Clone)]
+pub(crate) enum Caller {
+    Towline(Channel<Call, Backend>),
+    Tower(TowerService),
+}
+
+impl Caller {
+    /// One call; true when it succeeded. (Boxed here, where the future's
+    /// type is known: spawning tower's `Buffer` future through further
+    /// `async` layers trips the compiler's `Send` inference on `BoxError`.)
+    fn call(self) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+        match self {
+            Caller::Towline(channel) => {
+                Box::pin(async move { channel.oneshot(Call).await.is_ok() })
+            }
+            Caller::Tower(service) => {
+                let call: Pin<Box<dyn Future<Output = Result<Reply, BoxError>> + Send>> =
+                    Box::pin(service.oneshot(Call));
+                Box::pin(async move { call.await.is_ok() })
+            }
+        }
+    }
+}
+
+/// A client's adaptive throttle with the generator of its draws.
+type SharedThrottle = Arc<Mutex<(Throttle, Rng)>>;
+
+/// Everything the requests of one client share.
+#[derive(Clone)]
+pub(crate) struct Client {
+    pub(crate) caller: Caller,
+    pub(crate) budget: Option<Duration>,
+    pub(crate) epoch: Instant,
+    pub(crate) record: Arc<Mutex<Recorder>>,
+    throttle: Option<SharedThrottle>,
+}
+
+impl Client {
+    pub(crate) fn new(
+        caller: Caller,
+        spec: &ClientSpec,
+        epoch: Instant,
+        record: Arc<Mutex<Recorder>>,
+        throttle: Option<ThrottleSettings>,
+        seed: u64,
+    ) -> Self {
+        let throttle = throttle.map(|settings| {
+            let state = Throttle::new(&settings, epoch.into_std());
+            Arc::new(Mutex::new((state, Rng::seeded(seed))))
+        });
+        Client {
+            caller,
+            budget: spec.budget,
+            epoch,
+            record,
+            throttle,
+        }
+    }
+
+    /// Sends requests as `arrivals` (scaled by `load`) says until `end`,
+    /// with `rng` drawing the gaps; returns once the last request is sent
+    /// (open loop) or has ended (closed loop).
+    pub(crate) async fn run(self, arrivals: Arrivals, load: f64, end: Duration, mut rng: Rng) {
+        match arrivals {
+            Arrivals::Poisson { rate } | Arrivals::Fixed { rate } => {
+                let rate = rate * load;
+                if rate <= 0.0 {
+                    return;
+                }
+                let poisson = matches!(arrivals, Arrivals::Poisson { .. });
+                let (mut at, mut k) = (0.0, 0u64);
+                loop {
+                    // Fixed: the k-th arrival at k / rate exactly, not a
+                    // sum of gaps that drifts with rounding.
+                    k += 1;
+                    at = if poisson {
+                        at - (1.0 - rng.unit()).ln() / rate
+                    } else {
+                        k as f64 / rate
+                    };
+                    if at >= end.as_secs_f64() {
+                        break;
+                    }
+                    tokio::time::sleep_until(self.epoch + Duration::from_secs_f64(at)).await;
+                    tokio::spawn(self.clone().request());
+                }
+            }
+            Arrivals::Closed { concurrency } => {
+                let callers = (f64::from(concurrency) * load).round() as usize;
+                let loops: Vec<_> = (0..callers)
+                    .map(|_| {
+                        let client = self.clone();
+                        tokio::spawn(async move {
+                            while client.epoch.elapsed() < end {
+                                let started = Instant::now();
+                                client.clone().request().await;
+                                // A call that ended at once (refused, or a
+                                // backend down) must not spin without
+                                // letting the clock move: wait a tick.
+                                if started.elapsed().is_zero() {
+                                    tokio::time::sleep(Duration::from_millis(1)).await;
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for l in loops {
+                    let _ = l.await;
+                }
+            }
+        }
+    }
+
+    /// One request: the throttle's decision, then the call under the
+    /// budget, recorded by arrival time.
+    async fn request(self) {
+        let arrived = self.epoch.elapsed();
+        let ticket = Ticket::new(self.record.clone(), arrived);
+        if let Some(throttle) = &self.throttle {
+            let mut guard = throttle.lock();
+            let (state, rng) = &mut *guard;
+            let draw = rng.unit();
+            if state.admit(Instant::now().into_std(), draw) == Decision::Reject {
+                ticket.done(Duration::ZERO, false, true);
+                return;
+            }
+        }
+        let started = Instant::now();
+        let call = self.caller.call();
+        let ok = match self.budget {
+            Some(budget) => tokio::time::timeout(budget, call).await.unwrap_or(false),
+            None => call.await,
+        };
+        if let Some(throttle) = &self.throttle {
+            throttle.lock().0.record(Instant::now().into_std(), ok);
+        }
+        ticket.done(started.elapsed(), ok, false);
+    }
+}
+
+/// A request in progress: recorded as failed if it is dropped unfinished
+/// (the run ended before it did).
+struct Ticket {
+    record: Arc<Mutex<Recorder>>,
+    arrived: Duration,
+    done: bool,
+}
+
+impl Ticket {
+    fn new(record: Arc<Mutex<Recorder>>, arrived: Duration) -> Self {
+        record.lock().start();
+        Ticket {
+            record,
+            arrived,
+            done: false,
+        }
+    }
+
+    fn done(mut self, took: Duration, ok: bool, refused: bool) {
+        self.done = true;
+        self.record.lock().finish(self.arrived, took, ok, refused);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.done {
+            self.record
+                .lock()
+                .finish(self.arrived, Duration::ZERO, false, false);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! What one run records as it goes: requests by arrival time, attempts by
+//! backend and time, latencies, ejections.
+
+use std::time::Duration;
+
+/// The recorder of one run, shared by its clients and backends.
+#[derive(Debug, Clone)]
+pub(crate) struct Recorder {
+    bucket_ns: u64,
+    backends: usize,
+    warmup: Duration,
+    /// Per time bucket (by arrival): requests, successes, refused locally.
+    pub(crate) requests: Vec<u32>,
+    pub(crate) successes: Vec<u32>,
+    pub(crate) refused: Vec<u32>,
+    /// Per time bucket (by arrival): the summed latency of the successes,
+    /// in microseconds.
+    pub(crate) latency_sums_us: Vec<u64>,
+    /// Per time bucket: attempts on each backend (`bucket × backends + i`).
+    pub(crate) attempts: Vec<u32>,
+    /// Latencies of the requests that succeeded within their budget and
+    /// arrived after the warm-up, in microseconds.
+    pub(crate) latencies_us: Vec<u64>,
+    /// Requests that arrived after the warm-up, and attempts made after it.
+    pub(crate) measured_requests: u64,
+    pub(crate) measured_attempts: u64,
+    /// Times each endpoint of each client was seen ejected, and since when.
+    pub(crate) ejections: Vec<Ejection>,
+    ejected_now: Vec<bool>,
+    /// Requests started and not yet finished.
+    pub(crate) outstanding: u64,
+}
+
+/// One endpoint leaving a client's rotation (its breaker opened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ejection {
+    /// When it was first seen ejected (sampled once per time bucket).
+    pub at: Duration,
+    /// The backend's index in the scenario's order.
+    pub backend: usize,
+    /// The client whose channel ejected it.
+    pub client: usize,
+}
+
+impl Recorder {
+    pub(crate) fn new(bucket: Duration, backends: usize, clients: usize, warmup: Duration) -> Self {
+        Recorder {
+            bucket_ns: (bucket.as_nanos() as u64).max(1),
+            backends,
+            warmup,
+            requests: Vec::new(),
+            successes: Vec::new(),
+            refused: Vec::new(),
+            latency_sums_us: Vec::new(),
+            attempts: Vec::new(),
+            latencies_us: Vec::new(),
+            measured_requests: 0,
+            measured_attempts: 0,
+            ejections: Vec::new(),
+            ejected_now: vec![false; backends * clients],
+            outstanding: 0,
+        }
+    }
+
+    fn bucket(&self, t: Duration) -> usize {
+        (t.as_nanos() as u64 / self.bucket_ns) as usize
+    }
+
+    fn grow(&mut self, b: usize) {
+        if self.requests.len() <= b {
+            self.requests.resize(b + 1, 0);
+            self.successes.resize(b + 1, 0);
+            self.refused.resize(b + 1, 0);
+            self.latency_sums_us.resize(b + 1, 0);
+            self.attempts.resize((b + 1) * self.backends, 0);
+        }
+    }
+
+    /// An attempt reached backend `backend` at `t`.
+    pub(crate) fn attempt(&mut self, t: Duration, backend: usize) {
+        let b = self.bucket(t);
+        self.grow(b);
+        self.attempts[b * self.backends + backend] += 1;
+        if t >= self.warmup {
+            self.measured_attempts += 1;
+        }
+    }
+
+    /// A request arrived (it is now outstanding).
+    pub(crate) fn start(&mut self) {
+        self.outstanding += 1;
+    }
+
+    /// The request that arrived at `arrived` ended after `took`; `ok` when
+    /// it succeeded within its budget, `refused` when the caller's throttle
+    /// did not send it.
+    pub(crate) fn finish(&mut self, arrived: Duration, took: Duration, ok: bool, refused: bool) {
+        self.outstanding -= 1;
+        let b = self.bucket(arrived);
+        self.grow(b);
+        self.requests[b] += 1;
+        self.successes[b] += u32::from(ok);
+        self.refused[b] += u32::from(refused);
+        if ok {
+            self.latency_sums_us[b] += took.as_micros() as u64;
+        }
+        if arrived >= self.warmup {
+            self.measured_requests += 1;
+            if ok {
+                self.latencies_us.push(took.as_micros() as u64);
+            }
+        }
+    }
+
+    /// Whether each endpoint of `client`'s channel is ejected, seen at `t`.
+    pub(crate) fn ejected(&mut self, t: Duration, client: usize, ejected: &[bool]) {
+        for (backend, &now) in ejected.iter().enumerate() {
+            let was = &mut self.ejected_now[client * self.backends + backend];
+            if now && !*was {
+                self.ejections.push(Ejection {
+                    at: t,
+                    backend,
+                    client,
+                });
+            }
+            *was = now;
+        }
+    }
+}

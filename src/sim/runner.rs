@@ -1,0 +1,300 @@
+//! One run: a configuration at one load, on its own current-thread runtime
+//! with the clock paused, from the scenario's seed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::backend::{Backend, BackendSpec, Call};
+use super::client::{Caller, Client, TowerService};
+use super::record::Recorder;
+use super::report::Run;
+use super::{Scenario, ScenarioError, mix};
+use crate::balance::{P2c, Random, RoundRobin, Weighted};
+use crate::channel::ChannelPolicy;
+use crate::discover::Static;
+use crate::policy::replay::CloneReplay;
+use crate::policy::throttle::ThrottleSettings;
+use crate::{BuildError, Channel, Endpoint};
+
+/// A towline balancer, as a scenario names it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum BalancerSpec {
+    P2cPeakEwma {
+        default_rtt: Duration,
+        decay: Duration,
+    },
+    P2cPending,
+    RoundRobin,
+    Random,
+    WeightedRandom,
+    WeightedRoundRobin,
+}
+
+/// tower's balancer load measure, for the baselines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TowerLoad {
+    PeakEwma,
+    Pending,
+}
+
+/// What a configuration sends its calls through.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Stack {
+    Towline {
+        balancer: BalancerSpec,
+        policy: Box<ChannelPolicy>,
+    },
+    Tower(TowerLoad),
+}
+
+/// One configuration of a scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ConfigSpec {
+    pub(crate) name: String,
+    pub(crate) stack: Stack,
+    /// Adaptive throttling applied by the simulated caller in front of the
+    /// channel or tower stack.
+    pub(crate) caller_throttle: Option<ThrottleSettings>,
+}
+
+/// Seed streams: one per purpose, so that adding a draw in one place does
+/// not shift the others.
+const THREAD: u64 = 0x10;
+const ARRIVALS: u64 = 0x20;
+const BACKENDS: u64 = 0x30;
+const TOWER: u64 = 0x40;
+const THROTTLE: u64 = 0x50;
+
+/// The address of backend `i` (10.0.x.y:80, in index order).
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, (i >> 8) as u8, (i & 0xff) as u8], 80))
+}
+
+fn index(addr: SocketAddr) -> usize {
+    match addr {
+        SocketAddr::V4(a) => {
+            let o = a.ip().octets();
+            (usize::from(o[2]) << 8) | usize::from(o[3])
+        }
+        SocketAddr::V6(_) => 0,
+    }
+}
+
+/// Builds one towline channel over `backends`.
+pub(crate) fn towline_channel(
+    balancer: BalancerSpec,
+    policy: &ChannelPolicy,
+    backends: &[Backend],
+    weights: &[u32],
+) -> Result<Channel<Call, Backend>, BuildError> {
+    let services = backends.to_vec();
+    let connect = move |ep: &Endpoint| services[index(ep.addr).min(services.len() - 1)].clone();
+    let endpoints: Vec<Endpoint> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| Endpoint::new(addr(i)).with_weight(*w))
+        .collect();
+    let builder = Channel::builder(connect)
+        .discover(Static::new(endpoints))
+        .policy(policy.clone())
+        .replay(CloneReplay)
+        .initial_wait(Duration::from_secs(3600));
+    let builder = match balancer {
+        BalancerSpec::P2cPeakEwma { default_rtt, decay } => {
+            builder.balancer(P2c::peak_ewma().default_rtt(default_rtt).decay(decay))
+        }
+        BalancerSpec::P2cPending => builder.balancer(P2c::pending()),
+        BalancerSpec::RoundRobin => builder.balancer(RoundRobin::new()),
+        BalancerSpec::Random => builder.balancer(Random::new()),
+        BalancerSpec::WeightedRandom => builder.balancer(Weighted::random()),
+        BalancerSpec::WeightedRoundRobin => builder.balancer(Weighted::round_robin()),
+    };
+    builder.build()
+}
+
+/// tower's generator trait over towline's seeded one.
+struct TowerRng(crate::rng::Rng);
+
+impl tower::util::rng::Rng for TowerRng {
+    fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+}
+
+/// tower's `Buffer<Balance<…>>` over `backends`, its balancer seeded.
+fn tower_service(load: TowerLoad, backends: &[Backend], seed: u64) -> TowerService {
+    use tower::balance::p2c::Balance;
+    use tower::discover::ServiceList;
+    use tower::load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover};
+    use tower::util::BoxService;
+
+    let list = ServiceList::new::<Call>(backends.to_vec());
+    let rng = TowerRng(crate::rng::Rng::seeded(seed));
+    let service = match load {
+        TowerLoad::PeakEwma => BoxService::new(Balance::from_rng(
+            PeakEwmaDiscover::new::<Call>(
+                list,
+                P2c::DEFAULT_RTT,
+                P2c::DEFAULT_DECAY,
+                CompleteOnResponse::default(),
+            ),
+            rng,
+        )),
+        TowerLoad::Pending => BoxService::new(Balance::from_rng(
+            PendingRequestsDiscover::new::<Call>(list, CompleteOnResponse::default()),
+            rng,
+        )),
+    };
+    // Large enough that the buffer never refuses: the backends are always
+    // ready, so its worker dispatches each request as it comes.
+    tower::buffer::Buffer::new(service, 1 << 16)
+}
+
+/// Runs `config` at `load` (a factor on every client's rate).
+pub(crate) fn run(
+    scenario: &Scenario,
+    config: &ConfigSpec,
+    load: f64,
+) -> Result<Run, ScenarioError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| ScenarioError::new(format!("cannot start a tokio runtime: {e}")))?;
+    // The channel's balancer, backoff and breaker draws come from this
+    // thread's generator: the runtime runs every task on this thread.
+    crate::rng::seed_thread_rng(mix(scenario.seed, THREAD));
+    let wall = std::time::Instant::now();
+    let backend_count: usize = scenario.backends.iter().map(|b| b.count as usize).sum();
+    let client_count: usize = scenario.clients.iter().map(|c| c.count as usize).sum();
+    let record = Arc::new(Mutex::new(Recorder::new(
+        scenario.bucket,
+        backend_count,
+        client_count,
+        scenario.warmup,
+    )));
+    let outcome = runtime.block_on(drive(scenario, config, load, record.clone()));
+    // Dropping the runtime drops every task still running; requests still
+    // in flight are recorded as failed by their tickets.
+    drop(runtime);
+    outcome?;
+    let simulated = wall.elapsed();
+    let record = std::mem::replace(
+        &mut *record.lock(),
+        Recorder::new(scenario.bucket, 0, 0, Duration::ZERO),
+    );
+    let names = scenario
+        .backends
+        .iter()
+        .flat_map(|b| std::iter::repeat_n(b.name.clone(), b.count as usize))
+        .collect();
+    Ok(Run::new(scenario, config, load, record, names, simulated))
+}
+
+async fn drive(
+    scenario: &Scenario,
+    config: &ConfigSpec,
+    load: f64,
+    record: Arc<Mutex<Recorder>>,
+) -> Result<(), ScenarioError> {
+    let epoch = Instant::now();
+    let mut backends = Vec::new();
+    let mut weights = Vec::new();
+    for spec in &scenario.backends {
+        let spec: Arc<BackendSpec> = Arc::new(spec.clone());
+        for _ in 0..spec.count {
+            let i = backends.len();
+            let seed = mix(scenario.seed, BACKENDS + ((i as u64) << 8));
+            backends.push(Backend::start(i, spec.clone(), seed, epoch, record.clone()));
+            weights.push(spec.weight);
+        }
+    }
+    let mut clients = Vec::new();
+    let mut channels = Vec::new();
+    for spec in &scenario.clients {
+        for _ in 0..spec.count {
+            let i = clients.len() as u64;
+            let caller = match &config.stack {
+                Stack::Towline { balancer, policy } => {
+                    let channel = towline_channel(*balancer, policy, &backends, &weights)
+                        .map_err(|e| ScenarioError::config(&config.name, e))?;
+                    channels.push(channel.clone());
+                    Caller::Towline(channel)
+                }
+                Stack::Tower(load) => Caller::Tower(tower_service(
+                    *load,
+                    &backends,
+                    mix(scenario.seed, TOWER + (i << 8)),
+                )),
+            };
+            let seed = mix(scenario.seed, THROTTLE + (i << 8));
+            let client = Client::new(
+                caller,
+                spec,
+                epoch,
+                record.clone(),
+                config.caller_throttle,
+                seed,
+            );
+            clients.push((
+                client,
+                spec.arrivals,
+                mix(scenario.seed, ARRIVALS + (i << 8)),
+            ));
+        }
+    }
+    let end = scenario.duration;
+    if !channels.is_empty() {
+        tokio::spawn(watch_ejections(
+            channels,
+            scenario.bucket,
+            end,
+            epoch,
+            record.clone(),
+        ));
+    }
+    let senders: Vec<_> = clients
+        .into_iter()
+        .map(|(client, arrivals, seed)| {
+            tokio::spawn(client.run(arrivals, load, end, crate::rng::Rng::seeded(seed)))
+        })
+        .collect();
+    for s in senders {
+        let _ = s.await;
+    }
+    // Let the last requests end: each within its budget, and without a
+    // budget for at most the run's length again.
+    let budget = scenario.clients.iter().filter_map(|c| c.budget).max();
+    let limit = epoch + end + budget.unwrap_or(end) + Duration::from_millis(1);
+    while record.lock().outstanding > 0 && Instant::now() < limit {
+        tokio::time::sleep(Duration::from_millis(10).min(limit - Instant::now())).await;
+    }
+    Ok(())
+}
+
+/// Samples which endpoints each channel has ejected, once per bucket.
+async fn watch_ejections(
+    channels: Vec<Channel<Call, Backend>>,
+    every: Duration,
+    end: Duration,
+    epoch: Instant,
+    record: Arc<Mutex<Recorder>>,
+) {
+    let mut tick = tokio::time::interval_at(epoch, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let t = epoch.elapsed();
+        if t > end {
+            return;
+        }
+        for (client, channel) in channels.iter().enumerate() {
+            let ejected: Vec<bool> = channel.endpoints().iter().map(|e| e.ejected).collect();
+            record.lock().ejected(t, client, &ejected);
+        }
+    }
+}
