@@ -5,6 +5,10 @@
 //! the channel is built or an endpoint is inserted, so the call path never
 //! formats or hashes a label. Without a recorder the handles do nothing.
 //!
+//! Every series has a description and a unit, given to the recorder by
+//! [`describe`]; channels, layers and breakers call it when they are built.
+//! Call it yourself if you use a discovery source without a channel.
+//!
 //! Labels: `channel` is the name given to the channel builder (default
 //! `"default"`); `endpoint` is the endpoint's socket address; `outcome` is
 //! `success`, `failure` or `overloaded` (as the classifier said); `kind` is
@@ -25,8 +29,13 @@
 //! | `towline_hedges_sent_total` | counter | channel | hedged attempts sent |
 //! | `towline_hedges_won_total` | counter | channel | calls answered by a hedged attempt |
 //! | `towline_budget_exhausted_total` | counter | channel, budget | retries (`budget="retry"`) or hedges (`"hedge"`) refused by their budget |
-//! | `towline_breaker_transitions_total` | counter | breaker (`channel/endpoint`), to | endpoint breaker state changes |
+//! | `towline_breaker_state` | gauge | breaker (`channel/endpoint`) | endpoint breaker state: 0 closed, 1 half-open, 2 open |
 //! | `towline_ejected_endpoints` | gauge | channel | endpoints ejected from picks by their breaker |
+//! | `towline_http_unreplayable_bodies_total` | counter | | request bodies that outgrew their replay buffer (feature `http`) |
+//!
+//! Durations are in seconds; everything else counts (unit `count`; the
+//! breaker state gauge is a code). Discovery sources add their own series
+//! (`towline_dns_*`, `towline_etcd_*`), described by [`describe`] too.
 //!
 //! The policy series are also reported by the standalone layers of
 //! [`crate::policy`] (without the `channel` label); their names are
@@ -34,7 +43,7 @@
 
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics::{Counter, Gauge, Histogram, Unit, counter, gauge, histogram};
 
 use crate::classify::Outcome;
 
@@ -54,6 +63,179 @@ pub const ENDPOINT_REQUESTS: &str = "towline_endpoint_requests_total";
 pub const ENDPOINT_DURATION: &str = "towline_endpoint_request_duration_seconds";
 /// `towline_endpoint_in_flight`: attempts in flight per endpoint.
 pub const ENDPOINT_IN_FLIGHT: &str = "towline_endpoint_in_flight";
+
+/// What kind of series a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric's name, kind, unit and description.
+pub(crate) struct Description {
+    pub(crate) name: &'static str,
+    pub(crate) kind: Kind,
+    pub(crate) unit: Unit,
+    pub(crate) text: &'static str,
+}
+
+const fn count(name: &'static str, kind: Kind, text: &'static str) -> Description {
+    Description {
+        name,
+        kind,
+        unit: Unit::Count,
+        text,
+    }
+}
+
+const fn seconds(name: &'static str, text: &'static str) -> Description {
+    Description {
+        name,
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        text,
+    }
+}
+
+use crate::policy::metrics as policy;
+
+/// Every metric the crate reports, without the feature-gated ones.
+const CORE: &[Description] = &[
+    count(
+        REQUESTS_TOTAL,
+        Kind::Counter,
+        "Calls finished through the channel, by outcome (success, failure, overloaded).",
+    ),
+    seconds(
+        REQUEST_DURATION,
+        "Call latency as the caller saw it, retries and pauses included.",
+    ),
+    count(
+        ENDPOINTS,
+        Kind::Gauge,
+        "Endpoints in the channel's current set.",
+    ),
+    count(
+        DISCOVERY_UPDATES,
+        Kind::Counter,
+        "Discovery updates applied, by kind (reset, insert, remove).",
+    ),
+    count(
+        DISCOVERY_ERRORS,
+        Kind::Counter,
+        "Errors reported by the channel's discovery source.",
+    ),
+    count(
+        ENDPOINT_REQUESTS,
+        Kind::Counter,
+        "Attempts finished on one endpoint, by outcome.",
+    ),
+    seconds(ENDPOINT_DURATION, "Attempt latency on one endpoint."),
+    count(
+        ENDPOINT_IN_FLIGHT,
+        Kind::Gauge,
+        "Attempts in flight on one endpoint.",
+    ),
+    count(
+        policy::ATTEMPTS,
+        Kind::Counter,
+        "Attempts sent under a retry or hedging policy: first tries, retries and hedges.",
+    ),
+    count(policy::RETRIES, Kind::Counter, "Retries sent."),
+    count(
+        policy::HEDGES_SENT,
+        Kind::Counter,
+        "Extra (hedged) attempts sent.",
+    ),
+    count(
+        policy::HEDGES_WON,
+        Kind::Counter,
+        "Calls answered by a hedged attempt.",
+    ),
+    count(
+        policy::BUDGET_EXHAUSTED,
+        Kind::Counter,
+        "Retries or hedges refused by their budget, by budget (retry, hedge).",
+    ),
+    count(
+        policy::BREAKER_STATE,
+        Kind::Gauge,
+        "Circuit breaker state: 0 closed, 1 half-open, 2 open (forced states as the state they force).",
+    ),
+    count(
+        crate::channel::EJECTED_ENDPOINTS,
+        Kind::Gauge,
+        "Endpoints ejected from picks because their breaker is not closed.",
+    ),
+];
+
+#[cfg(feature = "dns")]
+const DNS: &[Description] = {
+    use crate::discover::dns;
+    &[
+        count(
+            dns::LOOKUPS_METRIC,
+            Kind::Counter,
+            "DNS lookups made, by name.",
+        ),
+        count(
+            dns::LOOKUP_ERRORS_METRIC,
+            Kind::Counter,
+            "DNS lookups that failed or found nothing usable, by name.",
+        ),
+        count(
+            dns::RECORDS_SKIPPED_METRIC,
+            Kind::Counter,
+            "Malformed or unusable DNS records skipped, by name.",
+        ),
+        count(
+            dns::ENDPOINTS_CAPPED_METRIC,
+            Kind::Counter,
+            "DNS answers cut to the endpoint cap, by name.",
+        ),
+    ]
+};
+#[cfg(not(feature = "dns"))]
+const DNS: &[Description] = &[];
+
+#[cfg(feature = "etcd")]
+const ETCD: &[Description] = &[count(
+    crate::discover::etcd::MALFORMED_VALUES_METRIC,
+    Kind::Counter,
+    "Values under a watched etcd prefix that were not endpoints, by prefix.",
+)];
+#[cfg(not(feature = "etcd"))]
+const ETCD: &[Description] = &[];
+
+#[cfg(feature = "http")]
+const HTTP: &[Description] = &[count(
+    crate::http::UNREPLAYABLE_BODIES,
+    Kind::Counter,
+    "Request bodies that outgrew their replay buffer: those requests are sent once, never retried or hedged.",
+)];
+#[cfg(not(feature = "http"))]
+const HTTP: &[Description] = &[];
+
+/// Every metric of the crate, with the enabled features'.
+pub(crate) fn descriptions() -> impl Iterator<Item = &'static Description> {
+    CORE.iter().chain(DNS).chain(ETCD).chain(HTTP)
+}
+
+/// Gives the installed recorder the unit and description of every metric
+/// towline reports. Idempotent and cheap; channels, policy layers and
+/// breakers call it when they are built, so call it yourself only for a
+/// discovery source used without a channel, or for a recorder installed
+/// after the channel was built.
+pub fn describe() {
+    for d in descriptions() {
+        match d.kind {
+            Kind::Counter => metrics::describe_counter!(d.name, d.unit, d.text),
+            Kind::Gauge => metrics::describe_gauge!(d.name, d.unit, d.text),
+            Kind::Histogram => metrics::describe_histogram!(d.name, d.unit, d.text),
+        }
+    }
+}
 
 /// `labels` plus `key = value` (for registering handles, never per call).
 pub(crate) fn with_label(
@@ -108,6 +290,7 @@ pub(crate) struct ChannelMetrics {
 
 impl ChannelMetrics {
     pub(crate) fn new(channel: &str) -> Self {
+        describe();
         let labels = [("channel", channel.to_string())];
         let kind = |k: &'static str| counter!(DISCOVERY_UPDATES, "channel" => channel.to_string(), "kind" => k);
         ChannelMetrics {
