@@ -331,3 +331,100 @@ pub(crate) struct EndpointMetrics {
     pub(crate) duration: Histogram,
     pub(crate) in_flight: Gauge,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use metrics_util::debugging::DebuggingRecorder;
+    use tower::{Service, ServiceExt, service_fn};
+
+    use super::*;
+    use crate::discover::Static;
+    use crate::policy::breaker::BreakerSettings;
+    use crate::policy::hedge::{HedgeDelay, HedgeSettings};
+    use crate::policy::replay::CloneReplay;
+    use crate::policy::retry::RetrySettings;
+    use crate::{Channel, Endpoint};
+
+    #[test]
+    fn descriptions_are_unique_and_complete() {
+        let mut names = HashSet::new();
+        for d in descriptions() {
+            assert!(names.insert(d.name), "{} described twice", d.name);
+            assert!(d.name.starts_with("towline_"), "{}", d.name);
+            assert!(d.text.ends_with('.') && d.text.len() > 10, "{}", d.name);
+            let counter = d.name.ends_with("_total");
+            assert_eq!(
+                counter,
+                d.kind == Kind::Counter,
+                "{}: counters end in _total",
+                d.name
+            );
+            let seconds = d.name.ends_with("_seconds");
+            assert_eq!(seconds, d.unit == Unit::Seconds, "{}", d.name);
+        }
+    }
+
+    /// Runs a channel with every policy on a current-thread runtime, so that
+    /// the discovery task also reports to the thread's local recorder, and
+    /// checks that every series it made has a unit and a description.
+    #[tokio::test]
+    async fn every_series_a_channel_reports_is_described() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let addrs: Vec<SocketAddr> = (1..=3)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        let connect = |ep: &Endpoint| {
+            let fails = ep.addr.port() == 1;
+            service_fn(move |_: u32| async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                if fails {
+                    Err("down")
+                } else {
+                    Ok::<_, &str>(())
+                }
+            })
+        };
+        let mut channel = Channel::builder(connect)
+            .discover(Static::new(addrs))
+            .replay(CloneReplay)
+            .retry(RetrySettings::default().with_max_attempts(3))
+            .hedge(
+                HedgeSettings::default().with_delay(HedgeDelay::Fixed(Duration::from_micros(10))),
+            )
+            .circuit_breaker(BreakerSettings::default())
+            .name("described")
+            .build()
+            .unwrap();
+        for i in 0..30 {
+            let _ = channel.ready().await.unwrap().call(i).await;
+        }
+        let known: HashSet<&str> = descriptions().map(|d| d.name).collect();
+        let snapshot = snapshotter.snapshot().into_vec();
+        let mut seen = HashSet::new();
+        for (key, unit, text, _) in &snapshot {
+            let name = key.key().name();
+            seen.insert(name.to_string());
+            assert!(
+                known.contains(name),
+                "{name} is not in the description table"
+            );
+            assert!(unit.is_some(), "{name} has no unit");
+            assert!(text.is_some(), "{name} has no description");
+        }
+        for name in [
+            REQUESTS_TOTAL,
+            ENDPOINT_REQUESTS,
+            crate::policy::metrics::BREAKER_STATE,
+            crate::policy::metrics::RETRIES,
+            crate::channel::EJECTED_ENDPOINTS,
+        ] {
+            assert!(seen.contains(name), "{name} was not reported: {seen:?}");
+        }
+    }
+}
