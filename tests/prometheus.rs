@@ -67,7 +67,9 @@ async fn a_real_scrape_parses_and_shows_each_endpoint_breaker() {
         .retry(
             RetrySettings::default()
                 .with_max_attempts(3)
-                .with_backoff(Backoff::new(Duration::from_millis(1), 1.0, Duration::from_millis(1)).unwrap())
+                .with_backoff(
+                    Backoff::new(Duration::from_millis(1), 1.0, Duration::from_millis(1)).unwrap(),
+                )
                 .with_budget(BudgetSettings::new(1.0, 10_000, Duration::from_secs(10)).unwrap()),
         )
         .circuit_breaker(BreakerSettings::default().with_open_time(
@@ -92,10 +94,15 @@ async fn a_real_scrape_parses_and_shows_each_endpoint_breaker() {
         let gauge = scrape
             .samples
             .iter()
-            .find(|s| s.metric == "towline_breaker_state" && s.labels.get("breaker") == Some(&breaker))
+            .find(|s| {
+                s.metric == "towline_breaker_state" && s.labels.get("breaker") == Some(&breaker)
+            })
             .unwrap_or_else(|| panic!("no breaker gauge for {breaker} in:\n{text}"));
         let want = if i == 0 { 2.0 } else { 0.0 };
-        assert!(matches!(gauge.value, Value::Gauge(v) if v == want), "{gauge:?}");
+        assert!(
+            matches!(gauge.value, Value::Gauge(v) if v == want),
+            "{gauge:?}"
+        );
     }
 
     let successes = scrape
@@ -107,7 +114,10 @@ async fn a_real_scrape_parses_and_shows_each_endpoint_breaker() {
                 && s.labels.get("outcome") == Some("success")
         })
         .expect("the request counter");
-    assert!(matches!(successes.value, Value::Counter(n) if n == CALLS as f64), "{successes:?}");
+    assert!(
+        matches!(successes.value, Value::Counter(n) if n == CALLS as f64),
+        "{successes:?}"
+    );
 
     // Every towline family has its description (HELP). Histograms are
     // rendered as summaries, whose `_sum` and `_count` samples belong to
@@ -119,7 +129,9 @@ async fn a_real_scrape_parses_and_shows_each_endpoint_breaker() {
         .filter(|m| m.starts_with("towline_"))
         .map(|m| {
             let summary_part = m.strip_suffix("_sum").or_else(|| m.strip_suffix("_count"));
-            summary_part.filter(|f| scrape.docs.contains_key(*f)).unwrap_or(m)
+            summary_part
+                .filter(|f| scrape.docs.contains_key(*f))
+                .unwrap_or(m)
         })
         .collect();
     assert!(families.len() >= 10, "{families:?}");

@@ -128,14 +128,15 @@ impl<C> EndpointService<C> {
         self.addr
     }
 
-    /// The request's URI with this endpoint's scheme and authority.
-    fn point(&self, uri: Uri) -> Result<Uri, http::uri::InvalidUriParts> {
-        let mut parts = uri.into_parts();
+    /// `uri` with this endpoint's scheme and authority.
+    fn point(&self, uri: &Uri) -> Result<Uri, http::uri::InvalidUriParts> {
+        let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(PathAndQuery::from_static("/"));
-        }
+        parts.path_and_query = Some(match uri.path_and_query() {
+            Some(pq) => pq.clone(),
+            None => PathAndQuery::from_static("/"),
+        });
         Uri::from_parts(parts)
     }
 }
@@ -163,11 +164,15 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let ticket = req.extensions_mut().remove::<ReplayTicket>();
+        let ticket = if req.extensions().is_empty() {
+            None
+        } else {
+            req.extensions_mut().remove::<ReplayTicket>()
+        };
         if ticket.as_ref().is_some_and(|t| !t.can_send()) {
             return ResponseFuture::failed(ReplayError::new(None).into());
         }
-        match self.point(std::mem::take(req.uri_mut())) {
+        match self.point(req.uri()) {
             Ok(uri) => *req.uri_mut() = uri,
             Err(e) => return ResponseFuture::failed(e.into()),
         }

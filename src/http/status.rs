@@ -109,7 +109,13 @@ impl StatusClassify {
     /// The outcome of `response` (a `Retry-After` date is read against the
     /// system clock).
     pub fn classify_response<B>(&self, response: &Response<B>) -> Outcome {
-        let outcome = self.classify_parts(response.status(), response.headers(), SystemTime::now());
+        // The clock is read only when a Retry-After may need it.
+        let outcome = match self.classify_status(response.status()) {
+            Outcome::Overloaded { retry_after: None } => Outcome::Overloaded {
+                retry_after: retry_after(response.headers(), SystemTime::now()),
+            },
+            outcome => outcome,
+        };
         super::unless_unreplayable(response, outcome)
     }
 }

@@ -46,7 +46,7 @@ mod timeout;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Response, StatusCode};
 
 pub use body::GrpcStatusBody;
 pub use timeout::{GRPC_TIMEOUT, encode_grpc_timeout, parse_grpc_timeout, set_grpc_timeout};
@@ -54,9 +54,9 @@ pub use timeout::{GRPC_TIMEOUT, encode_grpc_timeout, parse_grpc_timeout, set_grp
 use crate::classify::{Classify, Outcome};
 
 /// The `grpc-status` header.
-pub const GRPC_STATUS: &str = "grpc-status";
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 /// The `grpc-retry-pushback-ms` header.
-pub const GRPC_RETRY_PUSHBACK_MS: &str = "grpc-retry-pushback-ms";
+pub const GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 
 /// A gRPC status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
