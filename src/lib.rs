@@ -13,7 +13,7 @@
 //! | classifier | [`classify::DefaultClassify`]: `Ok` succeeds, `Err` is a retryable failure |
 //! | initial wait for endpoints | 5 s, then [`Error::NoEndpoints`] |
 //! | discovery features | `dns` (on by default), `etcd` (off: its build needs `protoc`) |
-//! | HTTP and gRPC | feature `http` (on by default): [`http`](crate::http)'s connector, classifiers, replayable bodies |
+//! | HTTP and gRPC | feature `http` (on by default): [`http`]'s connector, classifiers, replayable bodies |
 //!
 //! ```
 //! use std::convert::Infallible;

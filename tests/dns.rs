@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use tower::{Service, ServiceExt};
 use towline::balance::RoundRobin;
 use towline::discover::{
     DiscoverError, Dns, DnsBuilder, LOOKUP_ERRORS_METRIC, RefreshHint, SRV_TARGET_KEY, Update,
 };
-use towline::{Channel, Endpoint, Error};
+use towline::{Channel, Endpoint};
 
 use dnsmasq::{Dnsmasq, LOCAL_TTL, Srv};
 use http::{Behavior, connector, eventually, get, start_many};

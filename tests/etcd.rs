@@ -16,7 +16,6 @@ use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tower::{Service, ServiceExt};
 
 use etcd::EtcdProcs;
 use towline::balance::RoundRobin;

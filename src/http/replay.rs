@@ -1,30 +1,5 @@
 //! Replayable request bodies: keep what was sent, so it can be sent again.
-//!
-//! A retry or a hedge sends a request more than once, but a streaming body
-//! can be read only once. [`ReplayBody`] wraps such a body; every copy of
-//! the request shares it. The first copy to need the next piece of data
-//! reads it from the original body and keeps it in a buffer; the others
-//! replay the buffer and then carry on from the original body where the
-//! buffer ends. Copies may run at the same time (a hedge), or one after the
-//! other (a retry, even while the first is still sending).
-//!
-//! The buffer holds at most a limit (default [`DEFAULT_REPLAY_LIMIT`],
-//! 64 KiB). Once a body outgrows it, the buffer is dropped and only the copy
-//! that read past the limit can go on: the request is not replayable any
-//! more ([`BodyReplay`] makes no copy, an [`EndpointService`](super::EndpointService)
-//! marks its response [`NotReplayable`] so the classifiers do not retry it,
-//! and the `towline_http_unreplayable_bodies_total` counter goes up). A body
-//! whose size hint already says it is larger is never buffered.
-//!
-//! ```
-//! use tower::Service;
-//! use towline::http::{BodyReplay, replayable};
-//! use towline::policy::replay::Replay;
-//!
-//! let request = replayable(http::Request::post("/upload").body(String::from("data")).unwrap());
-//! let copy = BodyReplay.replay(&request).expect("a small body can be replayed");
-//! assert_eq!(copy.uri(), "/upload");
-//! ```
+//! The idea and its limits are in [`ReplayBody`]'s documentation.
 
 use std::fmt;
 use std::pin::Pin;
@@ -167,9 +142,39 @@ struct Shared<B> {
     hint: SizeHint,
 }
 
-/// A request body that every copy of its request can send; see the
-/// [module docs](self). Its data frames are [`Bytes`] (copied out of the
-/// original body's buffers only when they are not `Bytes` already).
+/// A request body that every copy of its request can send.
+///
+/// A retry or a hedge sends a request more than once, but a streaming body
+/// can be read only once. `ReplayBody` wraps such a body; every copy of the
+/// request shares it. The first copy to need the next piece of data reads
+/// it from the original body and keeps it in a buffer; the others replay the
+/// buffer and then carry on from the original body where the buffer ends.
+/// Copies may run at the same time (a hedge), or one after the other (a
+/// retry, even while the first is still sending).
+///
+/// The buffer holds at most a limit (default [`DEFAULT_REPLAY_LIMIT`],
+/// 64 KiB). Once a body outgrows it, the buffer is dropped and only the copy
+/// that read past the limit can go on: the request is not replayable any
+/// more ([`BodyReplay`] makes no copy, an
+/// [`EndpointService`](super::EndpointService) marks its response
+/// [`NotReplayable`] so the classifiers do not retry it, and the
+/// `towline_http_unreplayable_bodies_total` counter goes up). A body whose
+/// size hint already says it is larger is never buffered, and is counted
+/// too.
+///
+/// Make one with [`replayable`] (or the [`Replayable`] service), which also
+/// lets the endpoint service check, before sending a copy, that it can still
+/// be sent whole. Data frames are [`Bytes`] (copied out of the original
+/// body's buffers only when they are not `Bytes` already).
+///
+/// ```
+/// use towline::http::{BodyReplay, replayable};
+/// use towline::policy::replay::Replay;
+///
+/// let request = replayable(http::Request::post("/upload").body(String::from("data")).unwrap());
+/// let copy = BodyReplay.replay(&request).expect("a small body can be replayed");
+/// assert_eq!(copy.uri(), "/upload");
+/// ```
 pub struct ReplayBody<B> {
     shared: Arc<Shared<B>>,
     id: u64,
@@ -376,7 +381,7 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.shared.hint.clone()
+        self.shared.hint
     }
 }
 

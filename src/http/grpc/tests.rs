@@ -179,7 +179,7 @@ async fn the_status_body_reports_a_missing_status_and_errors_but_not_a_drop() {
     assert_eq!(*seen.lock().unwrap(), [RETRY]);
 
     let (seen, report) = recorder();
-    let mut body = std::pin::pin!(GrpcStatusBody::new(
+    let mut body = Box::pin(GrpcStatusBody::new(
         Full::new(Bytes::from_static(b"unread")).with_trailers(async { None }),
         GrpcClassify::new(),
         report,
