@@ -166,4 +166,39 @@ mod tests {
             Outcome::Success
         );
     }
+
+    /// The user trial's case: a retry over a single-host breaker. An open
+    /// breaker ends the call at once instead of spending retries (and the
+    /// budget) on refusals.
+    #[tokio::test]
+    async fn a_retry_over_an_open_breaker_stops_at_the_first_refusal() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+        use crate::policy::breaker::BreakerSettings;
+        use crate::policy::retry::RetrySettings;
+        use crate::policy::{CircuitBreakerLayer, RetryLayer};
+
+        let breaker = CircuitBreakerLayer::new(BreakerSettings::default()).unwrap();
+        breaker.breaker().force_open();
+        let retry = RetryLayer::new(RetrySettings::default().with_max_attempts(5)).unwrap();
+        let attempts = Arc::new(AtomicU32::new(0));
+        let seen = attempts.clone();
+        let svc = ServiceBuilder::new()
+            .layer(retry)
+            .map_request(move |r: u32| {
+                seen.fetch_add(1, Ordering::SeqCst);
+                r
+            })
+            .layer(breaker)
+            .service(service_fn(|_: u32| async { Ok::<_, Error>(()) }));
+        let err = svc.oneshot(1).await.unwrap_err();
+        assert!(matches!(err, Error::CircuitOpen), "{err:?}");
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            1,
+            "one attempt, no retries"
+        );
+    }
 }
