@@ -227,7 +227,7 @@ async fn body_replay_copies_the_whole_request_with_its_own_ticket() {
 
 #[tokio::test]
 async fn replayable_service_wraps_each_body() {
-    use tower::ServiceExt;
+    use tower::{Layer, ServiceExt};
     let inner = tower::service_fn(|req: Request<ReplayBody<String>>| async move {
         let copy = BodyReplay.replay(&req).map(|c| c.into_body());
         let (data, _) = all(copy.unwrap()).await?;
