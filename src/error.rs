@@ -36,6 +36,11 @@ pub enum Error {
     },
     /// A circuit breaker is open and rejected the call without trying it.
     CircuitOpen,
+    /// A concurrency limit was reached: the call was refused without being
+    /// sent, at once or after a bounded wait in the limiter's queue (see
+    /// [`crate::policy::limit`]). Nothing reached the service, so it is safe
+    /// to try again later or elsewhere.
+    Overloaded,
     /// Every allowed attempt failed; carries the last attempt's error.
     RetriesExhausted {
         /// How many attempts were made.
@@ -86,6 +91,7 @@ impl fmt::Display for Error {
                 write!(f, "deadline of {deadline:?} exceeded")
             }
             Error::CircuitOpen => f.write_str("circuit breaker is open"),
+            Error::Overloaded => f.write_str("concurrency limit reached: call refused"),
             Error::RetriesExhausted { attempts, .. } => {
                 write!(f, "all {attempts} attempts failed")
             }

@@ -50,6 +50,7 @@ pub mod error;
 pub mod http;
 pub mod policy;
 pub mod rng;
+pub mod subset;
 
 pub use endpoint::{DEFAULT_WEIGHT, Endpoint};
 pub use error::{BoxError, BuildError, Error};

@@ -32,10 +32,13 @@
 //! | `towline_breaker_state` | gauge | breaker (`channel/endpoint`) | endpoint breaker state: 0 closed, 1 half-open, 2 open |
 //! | `towline_ejected_endpoints` | gauge | channel | endpoints ejected from picks by their breaker |
 //! | `towline_http_unreplayable_bodies_total` | counter | | request bodies that outgrew their replay buffer (feature `http`) |
+//! | `towline_concurrency_limit`, `towline_concurrency_min_rtt_seconds` | gauge | limiter | an adaptive concurrency limit and its baseline RTT |
+//! | `towline_concurrency_rejected_total`, `towline_concurrency_queued_total` | counter | limiter | calls a concurrency limit refused or queued |
 //!
 //! Durations are in seconds; everything else counts (unit `count`; the
 //! breaker state gauge is a code). Discovery sources add their own series
-//! (`towline_dns_*`, `towline_etcd_*`), described by [`describe`] too.
+//! (`towline_dns_*`, `towline_etcd_*`, `towline_peers_*`), described by
+//! [`describe`] too.
 //!
 //! The policy series are also reported by the standalone layers of
 //! [`crate::policy`] (without the `channel` label); their names are
@@ -98,6 +101,7 @@ const fn seconds(name: &'static str, text: &'static str) -> Description {
     }
 }
 
+use crate::policy::limit;
 use crate::policy::metrics as policy;
 
 /// Every metric the crate reports, without the feature-gated ones.
@@ -168,6 +172,27 @@ const CORE: &[Description] = &[
         Kind::Gauge,
         "Endpoints ejected from picks because their breaker is not closed.",
     ),
+    count(
+        limit::LIMIT_METRIC,
+        Kind::Gauge,
+        "Concurrency limit in force, by limiter.",
+    ),
+    Description {
+        name: limit::MIN_RTT_METRIC,
+        kind: Kind::Gauge,
+        unit: Unit::Seconds,
+        text: "Baseline round-trip time the adaptive concurrency limit compares against, by limiter.",
+    },
+    count(
+        limit::REJECTED_METRIC,
+        Kind::Counter,
+        "Calls refused by a concurrency limit, by limiter.",
+    ),
+    count(
+        limit::QUEUED_METRIC,
+        Kind::Counter,
+        "Calls that waited in a concurrency limiter's queue, by limiter.",
+    ),
 ];
 
 #[cfg(feature = "dns")]
@@ -200,11 +225,18 @@ const DNS: &[Description] = {
 const DNS: &[Description] = &[];
 
 #[cfg(feature = "etcd")]
-const ETCD: &[Description] = &[count(
-    crate::discover::etcd::MALFORMED_VALUES_METRIC,
-    Kind::Counter,
-    "Values under a watched etcd prefix that were not endpoints, by prefix.",
-)];
+const ETCD: &[Description] = &[
+    count(
+        crate::discover::etcd::MALFORMED_VALUES_METRIC,
+        Kind::Counter,
+        "Values under a watched etcd prefix that were not endpoints, by prefix.",
+    ),
+    count(
+        crate::discover::PEER_ERRORS_METRIC,
+        Kind::Counter,
+        "Failed list or watch attempts of an etcd peer follower, by prefix.",
+    ),
+];
 #[cfg(not(feature = "etcd"))]
 const ETCD: &[Description] = &[];
 

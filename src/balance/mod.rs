@@ -16,6 +16,10 @@
 //! | [`Weighted::random`] | at random in proportion to weight (alias table) | O(1) |
 //! | [`Weighted::round_robin`] | in turn, in proportion to weight, interleaved (precomputed earliest-deadline schedule) | O(1) |
 //! | [`P2c::peak_ewma`], [`P2c::pending`] | the less loaded of two random endpoints | O(1) |
+//! | [`ConsistentHash::maglev`], [`ConsistentHash::ring`] ([`hash`]) | by request key, the same endpoint for the same key and set; optional bounded loads (not a [`Balancer`] yet) | O(1) expected |
+//!
+//! [`SlowStart`] ([`slow_start`]) ramps a new endpoint's weight over a
+//! window (the pure curve; not wired into the balancers yet).
 //!
 //! Under heavy exclusion (most endpoints ineligible) every balancer falls back
 //! to an O(n) scan, so a pick still finds an eligible endpoint when one
@@ -39,19 +43,23 @@
 //! assert_eq!(rr.pick(&loads, &|_| false, now, &mut rng), None);
 //! ```
 
+pub mod hash;
 mod load;
 mod p2c;
 mod random;
 mod round_robin;
+pub mod slow_start;
 mod weighted;
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
+pub use hash::ConsistentHash;
 pub use load::Load;
 pub use p2c::{P2c, P2cLoad};
 pub use random::Random;
 pub use round_robin::RoundRobin;
+pub use slow_start::{SlowStart, SlowStartSettings};
 pub use weighted::Weighted;
 
 use crate::rng::Rng;

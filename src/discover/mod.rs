@@ -47,6 +47,8 @@ pub mod dns;
 pub mod etcd;
 mod manual;
 #[cfg(feature = "etcd")]
+mod peers;
+#[cfg(feature = "etcd")]
 mod registrar;
 mod static_list;
 
@@ -67,6 +69,8 @@ pub use dns::{
 #[cfg(feature = "etcd")]
 pub use etcd::{Etcd, EtcdBuilder, EtcdCluster};
 pub use manual::{Manual, ManualStream};
+#[cfg(feature = "etcd")]
+pub use peers::{PEER_ERRORS_METRIC, Peers, PeersBuilder};
 #[cfg(feature = "etcd")]
 pub use registrar::{Registrar, RegistrarBuilder};
 pub use static_list::Static;

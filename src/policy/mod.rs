@@ -59,6 +59,7 @@ pub mod budget;
 pub mod hedge;
 mod hedge_layer;
 pub mod latency;
+pub mod limit;
 pub mod metrics;
 pub mod replay;
 pub mod retry;

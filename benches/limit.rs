@@ -1,0 +1,137 @@
+//! Cost of the adaptive concurrency limit when it does not limit, in the
+//! same run as the same services without it and as tower's fixed
+//! `ConcurrencyLimit`.
+//!
+//! One task calls in a loop, so one call is in flight and nothing is ever
+//! refused. Over the always-ready in-memory `Echo` service: `echo` alone,
+//! `echo_gradient` (the default adaptive limit: an admission on atomics, a
+//! clock read at each end of the call, one short lock to feed the sample),
+//! `echo_fixed` (the same path with a fixed limit), `echo_tower` (tower's
+//! `ConcurrencyLimit`: a semaphore permit per call). Over a bare channel (8
+//! endpoints, P2C peak-EWMA): `channel` and `channel_gradient` (the layer
+//! in front of the channel, standing in for the channel's own limiter until
+//! the call path wires it; target at most 1.15 × `channel`).
+
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use tower::{Layer, Service, ServiceExt};
+use towline::balance::P2c;
+use towline::discover::Static;
+use towline::policy::limit::{AdaptiveLimitLayer, LimitAlgorithm, LimitSettings};
+use towline::{Channel, Endpoint};
+
+#[path = "support/echo.rs"]
+mod echo;
+use echo::Echo;
+
+fn gradient() -> AdaptiveLimitLayer {
+    AdaptiveLimitLayer::new(LimitSettings::default()).expect("valid settings")
+}
+
+fn fixed() -> AdaptiveLimitLayer {
+    AdaptiveLimitLayer::new(LimitSettings::new(LimitAlgorithm::Fixed(1000))).expect("valid")
+}
+
+fn channel() -> Channel<u64, Echo> {
+    let addrs: Vec<SocketAddr> = (1..=8)
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+        .collect();
+    Channel::builder(|_: &Endpoint| Echo)
+        .discover(Static::new(addrs))
+        .balancer(P2c::peak_ewma())
+        .build()
+        .expect("valid channel")
+}
+
+/// Nanoseconds per call over `calls` calls on a clone of `svc`.
+fn per_call<S>(rt: &tokio::runtime::Runtime, svc: &S, calls: u64) -> f64
+where
+    S: Service<u64, Response = u64> + Clone,
+    S::Error: Debug,
+{
+    let mut svc = svc.clone();
+    rt.block_on(async move {
+        let start = Instant::now();
+        for i in 0..calls {
+            std::hint::black_box(svc.ready().await.unwrap().call(i).await.unwrap());
+        }
+        start.elapsed().as_nanos() as f64 / calls.max(1) as f64
+    })
+}
+
+fn bench<S>(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, svc: &S)
+where
+    S: Service<u64, Response = u64> + Clone,
+    S::Error: Debug,
+{
+    c.bench_function(&format!("limit/{name}"), |b| {
+        b.iter_custom(|iters| {
+            let ns = per_call(rt, svc, iters);
+            std::time::Duration::from_nanos((ns * iters as f64) as u64)
+        })
+    });
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn limit_overhead(c: &mut Criterion) {
+    let rt = runtime();
+    bench(c, &rt, "echo", &Echo);
+    bench(c, &rt, "echo_gradient", &gradient().layer(Echo));
+    bench(c, &rt, "echo_fixed", &fixed().layer(Echo));
+    let tower_limit = tower::limit::ConcurrencyLimitLayer::new(1000);
+    bench(c, &rt, "echo_tower", &tower_limit.layer(Echo));
+    let ch = rt.block_on(async { channel() });
+    bench(c, &rt, "channel", &ch);
+    bench(c, &rt, "channel_gradient", &gradient().layer(ch.clone()));
+}
+
+/// `variant` against `base` in 21 alternating slices of 20,000 calls: the
+/// median ratio and added nanoseconds cancel the drift of a shared machine.
+fn compare<A, B>(rt: &tokio::runtime::Runtime, name: &str, base: &A, variant: &B)
+where
+    A: Service<u64, Response = u64> + Clone,
+    A::Error: Debug,
+    B: Service<u64, Response = u64> + Clone,
+    B::Error: Debug,
+{
+    let mut slices: Vec<(f64, f64)> = (0..21)
+        .map(|_| {
+            let b = per_call(rt, base, 20_000);
+            let v = per_call(rt, variant, 20_000);
+            (v / b, v - b)
+        })
+        .collect();
+    slices.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let (ratio, added) = slices[10];
+    println!(
+        "limit/{name}: {ratio:.2}x ({added:+.0} ns per call; median of 21 interleaved slices, ratio range {:.2}-{:.2})",
+        slices[0].0, slices[20].0
+    );
+}
+
+fn interleaved_ratios(_c: &mut Criterion) {
+    let rt = runtime();
+    let ch = rt.block_on(async { channel() });
+    compare(
+        &rt,
+        "channel_gradient vs channel",
+        &ch,
+        &gradient().layer(ch.clone()),
+    );
+    compare(&rt, "echo_gradient vs echo", &Echo, &gradient().layer(Echo));
+    compare(&rt, "echo_fixed vs echo", &Echo, &fixed().layer(Echo));
+    let tower_limit = tower::limit::ConcurrencyLimitLayer::new(1000);
+    compare(&rt, "echo_tower vs echo", &Echo, &tower_limit.layer(Echo));
+}
+
+criterion_group!(benches, limit_overhead, interleaved_ratios);
+criterion_main!(benches);

@@ -1,0 +1,289 @@
+//! The shared limiter: admission on atomics, a bounded wait queue, and the
+//! algorithm behind a short lock taken once per finished call.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use metrics::{Counter, Gauge};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::{
+    Core, LIMIT_METRIC, LimitSettings, MIN_RTT_METRIC, QUEUED_METRIC, REJECTED_METRIC, Sample,
+};
+use crate::clock::{later, now};
+use crate::error::BuildError;
+
+/// One limit shared by every service of a layer (and, later, a channel).
+pub(crate) struct Limiter {
+    /// The limit in force, published by the core after each change.
+    limit: AtomicUsize,
+    in_flight: AtomicUsize,
+    /// Calls waiting in the queue.
+    waiting: AtomicUsize,
+    /// Baseline RTT in nanoseconds; 0 before the first probe ends.
+    min_rtt_ns: AtomicU64,
+    rejected: AtomicU64,
+    queued: AtomicU64,
+    core: Mutex<Core>,
+    /// Whether the algorithm learns from samples (a fixed limit does not).
+    learns: bool,
+    queue: usize,
+    max_wait: Duration,
+    room: Notify,
+    metrics: Metrics,
+}
+
+struct Metrics {
+    limit: Gauge,
+    min_rtt: Gauge,
+    rejected: Counter,
+    queued: Counter,
+}
+
+/// What a call gets when it asks to start.
+pub(crate) enum Admission {
+    /// It may start now.
+    Now(Permit<Arc<Limiter>>),
+    /// It may wait in the queue ([`Limiter::wait`]).
+    Wait,
+    /// It is refused (already counted).
+    Refused,
+}
+
+impl Limiter {
+    pub(crate) fn new(settings: &LimitSettings) -> Result<Self, BuildError> {
+        settings.validate()?;
+        let core = Core::new(settings, now());
+        crate::metrics::describe();
+        let labels = [("limiter", settings.name.clone())];
+        let metrics = Metrics {
+            limit: metrics::gauge!(LIMIT_METRIC, &labels),
+            min_rtt: metrics::gauge!(MIN_RTT_METRIC, &labels),
+            rejected: metrics::counter!(REJECTED_METRIC, &labels),
+            queued: metrics::counter!(QUEUED_METRIC, &labels),
+        };
+        metrics.limit.set(core.limit() as f64);
+        Ok(Limiter {
+            limit: AtomicUsize::new(core.limit()),
+            in_flight: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            min_rtt_ns: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            learns: !matches!(core, Core::Fixed(_)),
+            core: Mutex::new(core),
+            queue: settings.queue,
+            max_wait: settings.max_wait,
+            room: Notify::new(),
+            metrics,
+        })
+    }
+
+    /// Takes a place if the limit allows.
+    pub(crate) fn try_acquire<B: Deref<Target = Limiter> + Clone>(this: &B) -> Option<Permit<B>> {
+        let limit = this.limit.load(Ordering::Relaxed);
+        this.in_flight
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Permit {
+                limiter: Some(this.clone()),
+            })
+    }
+
+    /// Decides for a new call: start, wait, or be refused. With a queue,
+    /// a new call does not pass calls already waiting.
+    pub(crate) fn admit(this: &Arc<Limiter>) -> Admission {
+        if (this.queue == 0 || this.waiting.load(Ordering::Relaxed) == 0)
+            && let Some(permit) = Limiter::try_acquire(this)
+        {
+            return Admission::Now(permit);
+        }
+        if this.queue > 0 {
+            Admission::Wait
+        } else {
+            this.refuse();
+            Admission::Refused
+        }
+    }
+
+    /// Waits in the queue for a place, at most `max_wait`; `None` (counted
+    /// as refused) when the queue is full or the wait runs out.
+    pub(crate) async fn wait(self: Arc<Self>) -> Option<Permit<Arc<Limiter>>> {
+        let reserved = self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < self.queue).then_some(n + 1)
+            });
+        if reserved.is_err() {
+            // Full, but the waiters may just have been woken into room
+            // that is still free: take it rather than refuse.
+            let room = Limiter::try_acquire(&self);
+            if room.is_none() {
+                self.refuse();
+            }
+            return room;
+        }
+        let _place = Place(&self);
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.metrics.queued.increment(1);
+        let deadline = tokio::time::Instant::from_std(later(now(), self.max_wait));
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            // Registered before trying, so a place freed in between wakes us.
+            notified.as_mut().enable();
+            if let Some(permit) = Limiter::try_acquire(&self) {
+                return Some(permit);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let last_chance = Limiter::try_acquire(&self);
+                if last_chance.is_none() {
+                    self.refuse();
+                }
+                return last_chance;
+            }
+        }
+    }
+
+    fn refuse(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.metrics.rejected.increment(1);
+    }
+
+    /// Whether finished calls should be reported (else skip the clock).
+    pub(crate) fn learns(&self) -> bool {
+        self.learns
+    }
+
+    /// Feeds a finished call to the algorithm and publishes a new limit.
+    fn record(&self, mut sample: Sample, now: Instant) {
+        sample.in_flight = self.in_flight.load(Ordering::Relaxed);
+        // Samples are statistics: when another thread is feeding one, this
+        // one is skipped rather than queued behind it.
+        let Some(mut core) = self.core.try_lock() else {
+            return;
+        };
+        if !core.on_sample(sample, now) {
+            return;
+        }
+        let (limit, min_rtt) = (core.limit(), core.min_rtt());
+        drop(core);
+        let before = self.limit.load(Ordering::Relaxed);
+        if before != limit {
+            self.limit.store(limit, Ordering::Relaxed);
+            self.metrics.limit.set(limit as f64);
+            if limit > before && self.waiting.load(Ordering::Relaxed) > 0 {
+                self.room.notify_waiters();
+            }
+        }
+        let ns = min_rtt.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        if self.min_rtt_ns.load(Ordering::Relaxed) != ns {
+            self.min_rtt_ns.store(ns, Ordering::Relaxed);
+            let secs = Duration::from_nanos(ns).as_secs_f64();
+            self.metrics.min_rtt.set(secs);
+        }
+    }
+
+    fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Release);
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.room.notify_one();
+        }
+    }
+}
+
+/// A queue place, given back when the wait ends however it ends.
+struct Place<'a>(&'a Limiter);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A call's place under the limit, given back when dropped; `B` is how the
+/// limiter is held (an `Arc` in the layer, a reference in a channel slot).
+pub(crate) struct Permit<B: Deref<Target = Limiter>> {
+    limiter: Option<B>,
+}
+
+impl<B: Deref<Target = Limiter>> Permit<B> {
+    /// Reports a call that ended in a response (`dropped: false`) or a
+    /// sign of overload (`true`), and gives the place back. A call that
+    /// teaches nothing (another failure) just drops its permit.
+    pub(crate) fn finish(mut self, dropped: bool, rtt: Duration, now: Instant) {
+        if let Some(limiter) = self.limiter.take() {
+            let sample = Sample {
+                rtt,
+                in_flight: 0,
+                dropped,
+            };
+            limiter.record(sample, now);
+            limiter.release();
+        }
+    }
+}
+
+impl<B: Deref<Target = Limiter>> Drop for Permit<B> {
+    fn drop(&mut self) {
+        if let Some(limiter) = self.limiter.take() {
+            limiter.release();
+        }
+    }
+}
+
+/// A view of a limiter's state: limit, baseline, calls in flight, counts.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct LimitHandle {
+    pub(crate) limiter: Arc<Limiter>,
+}
+
+impl LimitHandle {
+    /// The limit in force.
+    pub fn limit(&self) -> usize {
+        self.limiter.limit.load(Ordering::Relaxed)
+    }
+
+    /// The gradient algorithm's baseline RTT, once its first probe ended
+    /// (`None` for the other algorithms).
+    pub fn min_rtt(&self) -> Option<Duration> {
+        match self.limiter.min_rtt_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Calls in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.limiter.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Calls refused so far (at once, with the queue full, or after
+    /// waiting too long).
+    pub fn rejected(&self) -> u64 {
+        self.limiter.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Calls that have waited in the queue so far.
+    pub fn queued(&self) -> u64 {
+        self.limiter.queued.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for LimitHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LimitHandle")
+            .field("limit", &self.limit())
+            .field("min_rtt", &self.min_rtt())
+            .field("in_flight", &self.in_flight())
+            .field("rejected", &self.rejected())
+            .finish()
+    }
+}
