@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use tower::{Service, ServiceExt};
 use towline::Channel;
 use towline::balance::RoundRobin;
 use towline::discover::{Dns, RefreshHint};
@@ -90,20 +89,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Sends `count` GET requests and tallies which backend answered.
-async fn send<S>(channel: &mut S, count: usize) -> Result<(), Box<dyn std::error::Error>>
-where
-    S: Service<String, Response = http::Reply, Error = towline::Error>,
-{
+async fn send(
+    channel: &mut http::HttpChannel,
+    count: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut from: BTreeMap<SocketAddr, usize> = BTreeMap::new();
     for _ in 0..count {
-        let reply = channel.ready().await?.call("/".to_string()).await?;
+        let reply = http::get(channel).await?;
         *from.entry(reply.from).or_default() += 1;
     }
     println!("{count} requests answered by: {from:?}");
     Ok(())
 }
 
-fn print_endpoints<S: Service<String>>(channel: &Channel<String, S>) {
+fn print_endpoints(channel: &http::HttpChannel) {
     for info in channel.endpoints() {
         println!(
             "  endpoint {} weight {} target {}",

@@ -19,7 +19,6 @@ mod http;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tower::{Service, ServiceExt};
 use towline::balance::RoundRobin;
 use towline::discover::{Etcd, EtcdCluster, Registrar};
 use towline::{Channel, Endpoint};
@@ -85,13 +84,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Sends `n` requests one after another and fails on the first error.
-async fn send(
-    channel: &Channel<String, http::HttpEndpoint>,
-    n: usize,
-) -> Result<(), towline::Error> {
+async fn send(channel: &http::HttpChannel, n: usize) -> Result<(), towline::Error> {
     let mut channel = channel.clone();
     for _ in 0..n {
-        channel.ready().await?.call("/".to_string()).await?;
+        http::get(&mut channel).await?;
     }
     println!("sent {n} requests");
     Ok(())
@@ -108,10 +104,7 @@ fn report(servers: &[(http::Backend, Registrar)]) {
 }
 
 /// Waits (at most 10 s) until the channel holds exactly `n` endpoints.
-async fn wait_for_endpoints(
-    channel: &Channel<String, http::HttpEndpoint>,
-    n: usize,
-) -> Result<(), String> {
+async fn wait_for_endpoints(channel: &http::HttpChannel, n: usize) -> Result<(), String> {
     if http::eventually(Duration::from_secs(10), || channel.endpoints().len() == n).await {
         Ok(())
     } else {

@@ -6,7 +6,10 @@
 //! circuit breaker, retries and hedging.
 //!
 //! The default, [`DefaultClassify`], calls every `Ok` a success and every `Err`
-//! a retryable failure. Any `Fn(&Result<Resp, E>) -> Outcome` is a classifier:
+//! a retryable failure, except a [`CircuitOpen`](crate::Error::CircuitOpen)
+//! from a breaker below, which is a failure not worth retrying. With the
+//! `http` feature, `towline::http` has classifiers for HTTP statuses and gRPC
+//! status codes. Any `Fn(&Result<Resp, E>) -> Outcome` is a classifier:
 //!
 //! ```
 //! use std::time::Duration;
@@ -80,15 +83,122 @@ where
     }
 }
 
-/// The default classifier: `Ok` is a success, `Err` a retryable failure.
+/// The default classifier: `Ok` is a success, `Err` a retryable failure,
+/// except [`Error::CircuitOpen`](crate::Error::CircuitOpen).
+///
+/// A `CircuitOpen` error comes from a circuit breaker *below* the policy
+/// that classifies (a [`CircuitBreakerLayer`](crate::policy::CircuitBreakerLayer)
+/// under a [`RetryLayer`](crate::policy::RetryLayer), say): the breaker
+/// refused the call without sending it, and asking it again at once would
+/// only be refused again while spending the retry budget. It is a
+/// non-retryable failure. It is recognised when the inner error type is
+/// [`crate::Error`] or a [`BoxError`](crate::BoxError) holding one.
+///
+/// ```
+/// use towline::Error;
+/// use towline::classify::{Classify, DefaultClassify, Outcome};
+///
+/// let open: Result<(), Error> = Err(Error::CircuitOpen);
+/// assert_eq!(DefaultClassify.classify(&open), Outcome::Failure { retryable: false });
+/// let refused: Result<(), std::io::Error> = Err(std::io::ErrorKind::ConnectionRefused.into());
+/// assert_eq!(DefaultClassify.classify(&refused), Outcome::Failure { retryable: true });
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultClassify;
 
-impl<Resp, E> Classify<Resp, E> for DefaultClassify {
+impl<Resp, E: 'static> Classify<Resp, E> for DefaultClassify {
     fn classify(&self, result: &Result<Resp, E>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
-            Err(_) => Outcome::Failure { retryable: true },
+            Err(e) => Outcome::Failure {
+                retryable: !is_circuit_open(e),
+            },
         }
+    }
+}
+
+/// `e` as a `dyn Error`, when its type is one of the usual erased or
+/// towline forms: [`crate::Error`], [`BoxError`](crate::BoxError) (with or
+/// without `Sync`) or `std::io::Error`. Other types are opaque here.
+pub(crate) fn as_error<E: 'static>(e: &E) -> Option<&(dyn std::error::Error + 'static)> {
+    let any = e as &dyn std::any::Any;
+    if let Some(e) = any.downcast_ref::<crate::Error>() {
+        return Some(e);
+    }
+    if let Some(e) = any.downcast_ref::<crate::BoxError>() {
+        return Some(&**e);
+    }
+    if let Some(e) = any.downcast_ref::<Box<dyn std::error::Error + Send + 'static>>() {
+        return Some(&**e);
+    }
+    if let Some(e) = any.downcast_ref::<std::io::Error>() {
+        return Some(e);
+    }
+    None
+}
+
+/// True when `e` is a breaker's refusal ([`crate::Error::CircuitOpen`]).
+pub(crate) fn is_circuit_open<E: 'static>(e: &E) -> bool {
+    as_error(e)
+        .and_then(|e| e.downcast_ref::<crate::Error>())
+        .is_some_and(|e| matches!(e, crate::Error::CircuitOpen))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BoxError, Error};
+
+    #[test]
+    fn circuit_open_from_below_is_not_retried() {
+        let direct: Result<(), Error> = Err(Error::CircuitOpen);
+        let boxed: Result<(), BoxError> = Err(Box::new(Error::CircuitOpen));
+        let other: Result<(), Error> = Err(Error::NoEndpoints);
+        let io: Result<(), std::io::Error> = Err(std::io::Error::other("reset"));
+        let no = Outcome::Failure { retryable: false };
+        let yes = Outcome::Failure { retryable: true };
+        assert_eq!(DefaultClassify.classify(&direct), no);
+        assert_eq!(DefaultClassify.classify(&boxed), no);
+        assert_eq!(DefaultClassify.classify(&other), yes);
+        assert_eq!(DefaultClassify.classify(&io), yes);
+        assert_eq!(
+            DefaultClassify.classify(&Ok::<_, Error>(())),
+            Outcome::Success
+        );
+    }
+
+    /// The user trial's case: a retry over a single-host breaker. An open
+    /// breaker ends the call at once instead of spending retries (and the
+    /// budget) on refusals.
+    #[tokio::test]
+    async fn a_retry_over_an_open_breaker_stops_at_the_first_refusal() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+        use crate::policy::breaker::BreakerSettings;
+        use crate::policy::retry::RetrySettings;
+        use crate::policy::{CircuitBreakerLayer, RetryLayer};
+
+        let breaker = CircuitBreakerLayer::new(BreakerSettings::default()).unwrap();
+        breaker.breaker().force_open();
+        let retry = RetryLayer::new(RetrySettings::default().with_max_attempts(5)).unwrap();
+        let attempts = Arc::new(AtomicU32::new(0));
+        let seen = attempts.clone();
+        let svc = ServiceBuilder::new()
+            .layer(retry)
+            .map_request(move |r: u32| {
+                seen.fetch_add(1, Ordering::SeqCst);
+                r
+            })
+            .layer(breaker)
+            .service(service_fn(|_: u32| async { Ok::<_, Error>(()) }));
+        let err = svc.oneshot(1).await.unwrap_err();
+        assert!(matches!(err, Error::CircuitOpen), "{err:?}");
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            1,
+            "one attempt, no retries"
+        );
     }
 }

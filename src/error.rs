@@ -2,7 +2,9 @@
 //!
 //! [`Error`] says why a call failed; every variant that wraps another error
 //! exposes it through [`std::error::Error::source`], so the inner service's
-//! own error stays reachable (downcast it from [`BoxError`]).
+//! own error stays reachable (downcast it from [`BoxError`]). `Display`
+//! describes only this level and never repeats the source's text: walk
+//! `source()` (as most error reporters do) for the whole chain.
 //! [`BuildError`] says which builder setting was invalid and why.
 
 use std::fmt;
@@ -51,8 +53,12 @@ pub enum Error {
         /// The last attempt's error.
         last: Box<Error>,
     },
-    /// The inner (per-endpoint) service failed, or the classifier called its
-    /// response a failure.
+    /// The inner (per-endpoint) service returned an error (a refused
+    /// connection, say); the error is the source.
+    ///
+    /// A *response* that the classifier calls a failure (an HTTP 503, a gRPC
+    /// `UNAVAILABLE`) is not an error: it steers retries and breakers, and
+    /// when nothing else is tried the caller gets that response as `Ok`.
     Inner(BoxError),
 }
 
@@ -79,7 +85,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::NoEndpoints => f.write_str("no endpoints available"),
-            Error::Discovery(e) => write!(f, "discovery failed before any endpoint was known: {e}"),
+            Error::Discovery(_) => f.write_str("discovery failed before any endpoint was known"),
             Error::AttemptTimeout(d) => write!(f, "attempt timed out after {d:?}"),
             Error::DeadlineExceeded { deadline, .. } => {
                 write!(f, "deadline of {deadline:?} exceeded")
@@ -90,7 +96,7 @@ impl fmt::Display for Error {
                 write!(f, "all {attempts} attempts failed")
             }
             Error::BudgetExhausted { .. } => f.write_str("retry budget exhausted"),
-            Error::Inner(e) => write!(f, "inner service failed: {e}"),
+            Error::Inner(_) => f.write_str("the inner service failed"),
         }
     }
 }
@@ -143,3 +149,53 @@ impl fmt::Display for BuildError {
 }
 
 impl std::error::Error for BuildError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// Every level's text, joined the way error reporters join a chain.
+    fn chain(e: &dyn std::error::Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(s) = next {
+            out.push(s.to_string());
+            next = s.source();
+        }
+        out
+    }
+
+    #[test]
+    fn display_never_repeats_the_source() {
+        let io = || std::io::Error::other("connection refused by 10.0.0.7");
+        let errors = [
+            Error::inner(io()),
+            Error::Discovery(DiscoverError::with_source(
+                "lookup of svc.test failed",
+                io(),
+            )),
+            Error::RetriesExhausted {
+                attempts: 3,
+                last: Box::new(Error::inner(io())),
+            },
+            Error::BudgetExhausted {
+                last: Box::new(Error::inner(io())),
+            },
+            Error::DeadlineExceeded {
+                deadline: Duration::from_secs(1),
+                last: Some(Box::new(Error::inner(io()))),
+            },
+        ];
+        for e in &errors {
+            let levels = chain(e);
+            // The root cause's text appears exactly once in the whole chain.
+            let mentions = levels
+                .iter()
+                .filter(|l| l.contains("connection refused"))
+                .count();
+            assert_eq!(mentions, 1, "{levels:?}");
+            assert!(e.source().is_some());
+        }
+    }
+}

@@ -13,6 +13,7 @@
 //! | classifier | [`classify::DefaultClassify`]: `Ok` succeeds, `Err` is a retryable failure |
 //! | initial wait for endpoints | 5 s, then [`Error::NoEndpoints`] |
 //! | discovery features | `dns` (on by default), `etcd` (off: its build needs `protoc`) |
+//! | HTTP and gRPC | feature `http` (on by default): [`http`]'s connector, classifiers, replayable bodies |
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -45,6 +46,8 @@ mod clock;
 pub mod discover;
 mod endpoint;
 pub mod error;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod policy;
 pub mod rng;
 pub mod subset;

@@ -1,24 +1,17 @@
 //! The channel against real hyper HTTP servers on 127.0.0.1.
+#![cfg(feature = "http")]
 
 #[path = "support/http.rs"]
 mod http;
 
 use std::time::Duration;
 
-use http::{Backend, Behavior, connector, eventually, start_many};
-use tower::{Service, ServiceExt};
+use http::{Backend, Behavior, connector, eventually, get, start_many};
 use towline::balance::{P2c, RoundRobin};
 use towline::discover::{Manual, Static};
 use towline::{Channel, Endpoint, Error};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn get<S>(channel: &mut S) -> Result<http::Reply, Error>
-where
-    S: Service<String, Response = http::Reply, Error = Error>,
-{
-    channel.ready().await?.call("/".to_string()).await
-}
 
 #[test]
 fn traffic_spreads_over_three_servers() {

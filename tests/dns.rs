@@ -1,6 +1,6 @@
 //! DNS discovery against a real dnsmasq started by each test on its own port
 //! (never the system resolver). Needs the Debian package `dnsmasq-base`.
-#![cfg(feature = "dns")]
+#![cfg(all(feature = "dns", feature = "http"))]
 
 #[path = "support/dnsmasq.rs"]
 mod dnsmasq;
@@ -13,15 +13,14 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use tower::{Service, ServiceExt};
 use towline::balance::RoundRobin;
 use towline::discover::{
     DiscoverError, Dns, DnsBuilder, LOOKUP_ERRORS_METRIC, RefreshHint, SRV_TARGET_KEY, Update,
 };
-use towline::{Channel, Endpoint, Error};
+use towline::{Channel, Endpoint};
 
 use dnsmasq::{Dnsmasq, LOCAL_TTL, Srv};
-use http::{Behavior, Reply, connector, eventually, start_many};
+use http::{Behavior, connector, eventually, get, start_many};
 
 const SRV_NAME: &str = "_http._tcp.svc.test";
 
@@ -306,13 +305,6 @@ async fn a_refresh_hint_looks_again_before_the_ttl() {
     // Rate limit (1 s after the last lookup) plus a lookup.
     let (set, _) = wait_for_set(&mut dns, Duration::from_secs(3), |_| true).await;
     assert_eq!(addrs(&set), [addr("127.0.0.72:80")]);
-}
-
-async fn get<S>(channel: &mut S) -> Result<Reply, Error>
-where
-    S: Service<String, Response = Reply, Error = Error>,
-{
-    channel.ready().await?.call("/".to_string()).await
 }
 
 /// SRV records for backends that all listen on 127.0.0.1 with their own

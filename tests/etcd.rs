@@ -1,6 +1,6 @@
 //! etcd discovery and registration against real etcd processes on loopback:
 //! a single member, and a 3-member cluster with a member killed.
-#![cfg(feature = "etcd")]
+#![cfg(all(feature = "etcd", feature = "http"))]
 
 #[path = "support/etcd.rs"]
 mod etcd;
@@ -16,7 +16,6 @@ use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tower::{Service, ServiceExt};
 
 use etcd::EtcdProcs;
 use towline::balance::RoundRobin;
@@ -543,9 +542,9 @@ fn put_to_first_request_propagation_p50_p99() {
         .balancer(RoundRobin::new())
         .build()
         .unwrap();
-    let call = |channel: &mut Channel<String, http::HttpEndpoint>| {
+    let call = |channel: &mut http::HttpChannel| {
         let mut ch = channel.clone();
-        async move { ch.ready().await?.call("/".to_string()).await }
+        async move { http::get(&mut ch).await }
     };
     call(&mut channel).await.unwrap();
 

@@ -2,7 +2,7 @@
 //! `Registrar` learn distinct indices, follow a peer leaving, keep their
 //! coordinate through an etcd restart; and channels narrowed by
 //! `Aperture` to those coordinates cover every server between them.
-#![cfg(feature = "etcd")]
+#![cfg(all(feature = "etcd", feature = "http"))]
 
 #[path = "support/etcd.rs"]
 mod etcd;

@@ -1,13 +1,13 @@
 //! The channel's policies against real hyper HTTP servers on 127.0.0.1.
+#![cfg(feature = "http")]
 
 #[path = "support/http.rs"]
 mod http;
 
 use std::time::Duration;
 
-use http::{Backend, Behavior, HttpEndpoint, Reply, classify, connector, start_many};
+use http::{Backend, Behavior, HttpChannel, HttpClient, Reply, connector, start_many};
 use tokio::time::Instant;
-use tower::{Service, ServiceExt};
 use towline::balance::RoundRobin;
 use towline::discover::Static;
 use towline::policy::backoff::Backoff;
@@ -15,8 +15,6 @@ use towline::policy::breaker::{BreakerSettings, BreakerState};
 use towline::policy::replay::CloneReplay;
 use towline::policy::retry::RetrySettings;
 use towline::{Channel, Error};
-
-type HttpChannel = Channel<String, HttpEndpoint>;
 
 fn always_failing() -> Behavior {
     Behavior {
@@ -41,17 +39,22 @@ fn breaker(n: u32, open: Duration, probes: u32) -> BreakerSettings {
         .with_probes(probes)
 }
 
-fn channel(backends: &[Backend]) -> towline::channel::Builder<String, HttpEndpoint> {
+fn channel(
+    backends: &[Backend],
+) -> towline::channel::Builder<
+    hyper::Request<http_body_util::Full<bytes::Bytes>>,
+    towline::http::EndpointService<HttpClient>,
+> {
     Channel::builder(connector())
         .discover(Static::new(backends.iter().map(|b| b.addr)))
         .balancer(RoundRobin::new())
-        .classify(classify)
+        .classify(towline::http::StatusClassify::new())
         .replay(CloneReplay)
 }
 
 async fn get(channel: &HttpChannel) -> Result<Reply, Error> {
     let mut ch = channel.clone();
-    ch.ready().await?.call("/".to_string()).await
+    http::get(&mut ch).await
 }
 
 fn is_ejected(channel: &HttpChannel, backend: &Backend) -> bool {
@@ -114,7 +117,7 @@ fn failing_server_is_ejected_gets_only_probes_and_returns_when_it_recovers() {
         victim.set_behavior(Behavior {
             delay: Duration::from_millis(200),
             fail_ratio: 1.0,
-            hang: false,
+            ..Default::default()
         });
         tokio::time::sleep_until(opened + open).await;
         let burst: Vec<_> = (0..40).map(|_| get(&channel)).collect();

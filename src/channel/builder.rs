@@ -44,6 +44,8 @@ pub struct Builder<Req, S: Service<Req>> {
 impl<Req, S> Builder<Req, S>
 where
     S: Service<Req> + Clone + Send + Sync + 'static,
+    // For the default classifier, which inspects errors by type.
+    S::Error: 'static,
 {
     /// The default time calls wait for a first endpoint: 5 s.
     pub const DEFAULT_INITIAL_WAIT: Duration = Duration::from_secs(5);

@@ -129,6 +129,8 @@ impl<Req, S: Service<Req>> Shared<Req, S> {
 impl<Req, S> Channel<Req, S>
 where
     S: Service<Req> + Clone + Send + Sync + 'static,
+    // For the default classifier, which inspects errors by type.
+    S::Error: 'static,
 {
     /// Starts building a channel whose per-endpoint services are made by
     /// `connect`.

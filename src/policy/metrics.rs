@@ -2,7 +2,9 @@
 //!
 //! Handles are registered once, when a layer, breaker or channel is built;
 //! nothing is looked up by label on the call path. A channel's handles carry
-//! its `channel` label; a standalone layer's carry none.
+//! its `channel` label; a standalone layer's carry none. Descriptions and
+//! units are given with [`crate::metrics::describe`], which every layer and
+//! breaker calls when it is built.
 
 use metrics::Counter;
 
@@ -16,8 +18,9 @@ pub const HEDGES_SENT: &str = "towline_hedges_sent_total";
 pub const HEDGES_WON: &str = "towline_hedges_won_total";
 /// Retries or hedges refused by their budget; label `budget`.
 pub const BUDGET_EXHAUSTED: &str = "towline_budget_exhausted_total";
-/// Circuit-breaker state changes; labels `to` and `breaker`.
-pub const BREAKER_TRANSITIONS: &str = "towline_breaker_transitions_total";
+/// Circuit-breaker state, one gauge per breaker (label `breaker`): 0
+/// closed, 1 half-open, 2 open.
+pub const BREAKER_STATE: &str = "towline_breaker_state";
 
 /// Counter handles of a retry policy.
 #[derive(Clone)]
@@ -31,6 +34,7 @@ impl RetryMetrics {
     /// Handles with the given labels (none for a layer; `channel` for a
     /// channel).
     pub fn register(labels: &[(&'static str, String)]) -> Self {
+        crate::metrics::describe();
         RetryMetrics {
             attempts: metrics::counter!(ATTEMPTS, labels),
             retries: metrics::counter!(RETRIES, labels),
@@ -56,6 +60,7 @@ pub(crate) struct HedgeMetrics {
 impl HedgeMetrics {
     /// Handles with the given labels (as [`RetryMetrics::register`]).
     pub fn register(labels: &[(&'static str, String)]) -> Self {
+        crate::metrics::describe();
         HedgeMetrics {
             attempts: metrics::counter!(ATTEMPTS, labels),
             sent: metrics::counter!(HEDGES_SENT, labels),

@@ -41,7 +41,8 @@
 //! # Metrics
 //!
 //! Recorded through the `metrics` facade; handles are registered once when a
-//! layer or breaker is built (install the recorder before building).
+//! layer or breaker is built (install the recorder before building), with
+//! descriptions and units ([`crate::metrics::describe`]).
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
@@ -50,7 +51,7 @@
 //! | `towline_hedges_sent_total` | counter | | extra (hedged) attempts sent |
 //! | `towline_hedges_won_total` | counter | | calls answered by a hedged attempt |
 //! | `towline_budget_exhausted_total` | counter | `budget` = `retry` or `hedge` | a retry or hedge refused by its budget |
-//! | `towline_breaker_transitions_total` | counter | `to` = `closed`, `open`, `half_open`, `forced_open`, `forced_closed`; `breaker` | breaker state changes |
+//! | `towline_breaker_state` | gauge | `breaker` | breaker state: 0 closed, 1 half-open, 2 open |
 
 pub mod backoff;
 pub mod breaker;

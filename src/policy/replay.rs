@@ -5,9 +5,15 @@
 //! the request cannot be replayed (`None`, for example a streaming body):
 //! such a request is sent once and never retried or hedged.
 //!
-//! - [`CloneReplay`] (the default) copies with `Clone`.
+//! - [`CloneReplay`] copies with `Clone`; it is the default of the standalone
+//!   [`RetryLayer`](super::RetryLayer) and [`HedgeLayer`](super::HedgeLayer).
+//!   A channel has no default: its builder refuses retries and hedging until
+//!   it is given a replay.
 //! - Any `Fn(&Req) -> Option<Req>` is a replay.
 //! - [`NoReplay`] never copies: every request is sent once.
+//! - For HTTP requests whose body is not `Clone` (a stream), the `http`
+//!   feature's `towline::http::BodyReplay` buffers the body as it is sent, up
+//!   to a limit, so that it can be sent again.
 //!
 //! ```
 //! use towline::policy::replay::{CloneReplay, Replay};
@@ -23,7 +29,8 @@ pub trait Replay<Req>: Send + Sync + 'static {
     fn replay(&self, req: &Req) -> Option<Req>;
 }
 
-/// Replays requests by cloning them (the default).
+/// Replays requests by cloning them (the default of the standalone retry and
+/// hedge layers).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CloneReplay;
 

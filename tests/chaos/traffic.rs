@@ -10,21 +10,27 @@
 //! in [`NOT_REPLAYABLE_EVERY`] sends requests the replay function refuses
 //! (`r` = 0): those must never reach a backend twice, whatever happens.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
 use tokio::task::JoinSet;
 use tower::{Service, ServiceExt};
 use towline::discover::{Dns, RefreshHint};
+use towline::http::{EndpointService, StatusClassify};
 use towline::policy::breaker::BreakerSettings;
 use towline::policy::hedge::HedgeSettings;
 use towline::policy::retry::RetrySettings;
 use towline::{BoxError, Channel, Endpoint};
 
 use crate::cluster::SRV_NAME;
-use crate::http::{self, HttpEndpoint, Reply};
+use crate::http::{self, HttpClient};
 use crate::measure::{Record, SLOTS, error_kind};
 
 /// Concurrent tasks, each calling in a loop.
@@ -40,32 +46,42 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(250);
 /// How late past its deadline a call may return (scheduling).
 pub const MARGIN: Duration = Duration::from_millis(50);
 
-/// The per-endpoint service: the HTTP client, counting each attempt it
-/// starts in the run's record.
+/// The per-endpoint service: `towline::http` over the HTTP client,
+/// counting each attempt it starts in the run's record. It reads the whole
+/// response body within the attempt, so the attempt timeout and the call
+/// deadline cover a backend that stalls mid-body.
 #[derive(Clone)]
 pub struct Counted {
-    inner: HttpEndpoint,
+    inner: EndpointService<HttpClient>,
     slot: usize,
     record: Arc<Record>,
 }
 
-impl Service<String> for Counted {
-    type Response = Reply;
+/// A request of the traffic: `GET /c/{id}/{r}`, no body.
+pub type Req = Request<Full<Bytes>>;
+
+impl Service<Req> for Counted {
+    type Response = Response<Bytes>;
     type Error = BoxError;
-    type Future = <HttpEndpoint as Service<String>>::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Bytes>, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, path: String) -> Self::Future {
+    fn call(&mut self, request: Req) -> Self::Future {
         self.record.attempt(self.slot);
-        self.inner.call(path)
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let (head, body) = response.await?.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok(Response::from_parts(head, body))
+        })
     }
 }
 
 /// The channel type under test.
-pub type Chan = Channel<String, Counted>;
+pub type Chan = Channel<Req, Counted>;
 
 /// Builds the channel: DNS discovery from `dns`, slot addresses to count
 /// attempts by, generators seeded from `seed`.
@@ -98,13 +114,19 @@ pub fn channel(
         .discover(source)
         .refresh_hint(hint)
         .name("chaos")
-        .classify(http::classify)
+        .classify(StatusClassify::new())
         .timeout(ATTEMPT_TIMEOUT)
         .deadline(DEADLINE)
         .retry(RetrySettings::default())
         .hedge(HedgeSettings::default())
         .circuit_breaker(BreakerSettings::default())
-        .replay(|path: &String| path.ends_with("/1").then(|| path.clone()))
+        .replay(|request: &Req| {
+            request
+                .uri()
+                .path()
+                .ends_with("/1")
+                .then(|| request.clone())
+        })
         .build()
         .expect("channel settings")
 }
@@ -132,14 +154,17 @@ impl Load {
                 while !stop.load(Ordering::Relaxed) {
                     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
                     let path = format!("/c/{id}/{}", u8::from(replayable));
+                    let request = Request::get(path)
+                        .body(Full::default())
+                        .expect("a valid path");
                     let start = Instant::now();
                     let result = match channel.ready().await {
-                        Ok(ready) => ready.call(path).await,
+                        Ok(ready) => ready.call(request).await,
                         Err(e) => Err(e),
                     };
                     let took = start.elapsed();
                     let error = match &result {
-                        Ok(reply) if reply.status == 200 => None,
+                        Ok(reply) if reply.status() == 200 => None,
                         Ok(_) => Some(crate::measure::HTTP_STATUS),
                         Err(e) => Some(error_kind(e)),
                     };

@@ -1,20 +1,20 @@
-//! Real HTTP backends on 127.0.0.1 for tests and examples, and a per-endpoint
-//! client service for a towline channel.
+//! Real HTTP backends on 127.0.0.1 for tests and examples, and the few
+//! helpers tests share to call them through a `towline::http` channel.
 //!
 //! A [`Backend`] is a hyper HTTP/1 server on an ephemeral port whose
-//! behaviour can change at runtime: a delay, a failure ratio (HTTP 500, from a
-//! seeded generator), hanging until released, or being killed outright (its
-//! listener and every connection closed).
+//! behaviour can change at runtime: a delay, a failure ratio (from a seeded
+//! generator) or a number of first requests to fail, the failure's status
+//! and `Retry-After`, hanging until released, or being killed outright (its
+//! listener and every connection closed). It reads each request body (unless
+//! told not to), keeps the bodies and arrival times, and names itself in an
+//! `x-backend` response header.
 #![allow(dead_code)]
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -27,18 +27,52 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
-use towline::BoxError;
+use tower::{Service, ServiceExt};
+use towline::http::{EndpointAddr, EndpointService};
 use towline::rng::Rng;
+use towline::{Channel, Endpoint, Error};
+
+/// The `Retry-After` a failing backend sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    /// `Retry-After: <n>` (seconds).
+    Seconds(u64),
+    /// `Retry-After: <HTTP-date>`, this long after the answer.
+    DateIn(Duration),
+}
 
 /// How a backend answers.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Behavior {
     /// Time spent before answering.
     pub delay: Duration,
-    /// Share of requests answered with HTTP 500 (0.0 to 1.0).
+    /// Share of requests that fail (0.0 to 1.0).
     pub fail_ratio: f64,
+    /// The first this-many requests fail, whatever the ratio.
+    pub fail_first: u64,
+    /// The status of a failure (default 500).
+    pub fail_status: StatusCode,
+    /// A `Retry-After` header on failures.
+    pub retry_after: Option<RetryAfter>,
     /// Hold every request until [`Backend::release`] is called.
     pub hang: bool,
+    /// Read the whole request body before answering (default true); when
+    /// false the backend answers at once and never reads it.
+    pub read_body: bool,
+}
+
+impl Default for Behavior {
+    fn default() -> Self {
+        Behavior {
+            delay: Duration::ZERO,
+            fail_ratio: 0.0,
+            fail_first: 0,
+            fail_status: StatusCode::INTERNAL_SERVER_ERROR,
+            retry_after: None,
+            hang: false,
+            read_body: true,
+        }
+    }
 }
 
 impl Behavior {
@@ -46,6 +80,15 @@ impl Behavior {
     pub fn delay(delay: Duration) -> Self {
         Behavior {
             delay,
+            ..Default::default()
+        }
+    }
+
+    /// Every request fails with `status`.
+    pub fn failing(status: StatusCode) -> Self {
+        Behavior {
+            fail_ratio: 1.0,
+            fail_status: status,
             ..Default::default()
         }
     }
@@ -58,6 +101,9 @@ struct State {
     behavior: Mutex<Behavior>,
     rng: Mutex<Rng>,
     release: Notify,
+    bodies: Mutex<Vec<Bytes>>,
+    arrivals: Mutex<Vec<Instant>>,
+    name: String,
 }
 
 /// A running HTTP backend.
@@ -82,6 +128,9 @@ impl Backend {
             behavior: Mutex::new(behavior),
             rng: Mutex::new(Rng::seeded(seed)),
             release: Notify::new(),
+            bodies: Mutex::new(Vec::new()),
+            arrivals: Mutex::new(Vec::new()),
+            name: addr.to_string(),
         });
         let server_state = state.clone();
         let server = tokio::spawn(async move {
@@ -124,6 +173,16 @@ impl Backend {
         self.state.completed.load(Ordering::SeqCst)
     }
 
+    /// The bodies of the requests it read, in arrival order.
+    pub fn bodies(&self) -> Vec<Bytes> {
+        self.state.bodies.lock().clone()
+    }
+
+    /// When each request arrived.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.state.arrivals.lock().clone()
+    }
+
     /// Changes how the backend answers from now on.
     pub fn set_behavior(&self, behavior: Behavior) {
         *self.state.behavior.lock() = behavior;
@@ -151,11 +210,21 @@ impl Drop for Backend {
 
 async fn handle(
     state: Arc<State>,
-    _req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    state.hits.fetch_add(1, Ordering::SeqCst);
+    state.arrivals.lock().push(Instant::now());
+    let hit = state.hits.fetch_add(1, Ordering::SeqCst);
     state.in_flight.fetch_add(1, Ordering::SeqCst);
     let behavior = state.behavior.lock().clone();
+    if behavior.read_body {
+        // A body cut short (the client gave up on it) is kept as far as
+        // it came, so tests can tell.
+        let body = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => Bytes::from_static(b"<body cut short>"),
+        };
+        state.bodies.lock().push(body);
+    }
     if behavior.hang {
         let released = state.release.notified();
         tokio::pin!(released);
@@ -167,16 +236,26 @@ async fn handle(
     if !behavior.delay.is_zero() {
         tokio::time::sleep(behavior.delay).await;
     }
-    let fail = behavior.fail_ratio > 0.0 && state.rng.lock().unit() < behavior.fail_ratio;
+    let fail = hit < behavior.fail_first
+        || (behavior.fail_ratio > 0.0 && state.rng.lock().unit() < behavior.fail_ratio);
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
     state.completed.fetch_add(1, Ordering::SeqCst);
-    let (status, body) = if fail {
-        (StatusCode::INTERNAL_SERVER_ERROR, "fail")
+    let mut response = Response::builder().header("x-backend", &state.name);
+    let body = if fail {
+        response = response.status(behavior.fail_status);
+        match behavior.retry_after {
+            Some(RetryAfter::Seconds(n)) => response = response.header("retry-after", n),
+            Some(RetryAfter::DateIn(d)) => {
+                let date = httpdate::fmt_http_date(SystemTime::now() + d);
+                response = response.header("retry-after", date);
+            }
+            None => {}
+        }
+        "fail"
     } else {
-        (StatusCode::OK, "ok")
+        "ok"
     };
-    Ok(Response::builder()
-        .status(status)
+    Ok(response
         .body(Full::new(Bytes::from_static(body.as_bytes())))
         .unwrap())
 }
@@ -190,6 +269,18 @@ pub async fn start_many(n: usize, behavior: Behavior) -> Vec<Backend> {
     out
 }
 
+/// The hyper client every test channel sends through (one pool for all
+/// endpoints).
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A towline channel of `http::Request`s over [`HttpClient`].
+pub type HttpChannel = Channel<Request<Full<Bytes>>, EndpointService<HttpClient>>;
+
+/// The connector for `Channel::builder`: `towline::http` over a hyper client.
+pub fn connector() -> impl Fn(&Endpoint) -> EndpointService<HttpClient> + Send + Sync + 'static {
+    towline::http::connect(Client::builder(TokioExecutor::new()).build_http())
+}
+
 /// An HTTP answer, with the endpoint that gave it.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -197,62 +288,30 @@ pub struct Reply {
     pub status: u16,
     /// The response body.
     pub body: Bytes,
-    /// The endpoint that answered.
+    /// The endpoint that answered (from the response's extensions).
     pub from: SocketAddr,
 }
 
-/// The per-endpoint client service: sends `GET <path>` to one endpoint. All
-/// endpoints share one hyper connection pool.
-#[derive(Clone)]
-pub struct HttpEndpoint {
-    client: Client<HttpConnector, Full<Bytes>>,
-    addr: SocketAddr,
-}
-
-impl tower::Service<String> for HttpEndpoint {
-    type Response = Reply;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Reply, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, path: String) -> Self::Future {
-        let client = self.client.clone();
-        let addr = self.addr;
-        Box::pin(async move {
-            let uri: hyper::Uri = format!("http://{addr}{path}").parse()?;
-            let req = Request::get(uri).body(Full::new(Bytes::new()))?;
-            let resp = client.request(req).await?;
-            let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await?.to_bytes();
-            Ok(Reply {
-                status,
-                body,
-                from: addr,
-            })
-        })
-    }
-}
-
-/// A connector for `Channel::builder`: one [`HttpEndpoint`] per endpoint.
-pub fn connector() -> impl Fn(&towline::Endpoint) -> HttpEndpoint + Send + Sync + 'static {
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    move |ep| HttpEndpoint {
-        client: client.clone(),
-        addr: ep.addr,
-    }
-}
-
-/// Classifies HTTP 5xx as a retryable failure.
-pub fn classify(result: &Result<Reply, BoxError>) -> towline::classify::Outcome {
-    use towline::classify::Outcome;
-    match result {
-        Ok(r) if r.status >= 500 => Outcome::Failure { retryable: true },
-        Ok(_) => Outcome::Success,
-        Err(_) => Outcome::Failure { retryable: true },
-    }
+/// Sends `GET /` through `channel` and reads the whole answer.
+pub async fn get<S>(channel: &mut S) -> Result<Reply, Error>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<Incoming>, Error = Error>,
+{
+    let request = Request::get("/").body(Full::new(Bytes::new())).unwrap();
+    let response = channel.ready().await?.call(request).await?;
+    let status = response.status().as_u16();
+    let from = response
+        .extensions()
+        .get::<EndpointAddr>()
+        .expect("towline::http puts the endpoint in the extensions")
+        .0;
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(Error::inner)?
+        .to_bytes();
+    Ok(Reply { status, body, from })
 }
 
 /// Polls `cond` every millisecond until it holds or `limit` passes; returns

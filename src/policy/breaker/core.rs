@@ -34,6 +34,17 @@ impl BreakerState {
         }
     }
 
+    /// The value of the `towline_breaker_state` gauge: 0 closed, 1
+    /// half-open, 2 open. A forced state counts as the state it forces
+    /// (forced closed 0, forced open 2), so the gauge reads as "how shut".
+    pub fn gauge_value(&self) -> f64 {
+        match self {
+            BreakerState::Closed | BreakerState::ForcedClosed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open | BreakerState::ForcedOpen => 2.0,
+        }
+    }
+
     /// True for the states that let calls through without limit.
     pub fn admits_all(&self) -> bool {
         matches!(self, BreakerState::Closed | BreakerState::ForcedClosed)

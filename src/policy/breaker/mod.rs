@@ -32,10 +32,12 @@
 //! over the last 100 calls with at least 20; slow calls off; open 5 s × 2 up
 //! to 60 s, jitter 20%; 3 probes.
 //!
-//! Every transition is counted (`towline_breaker_transitions_total`, labels
-//! `to` and `breaker`), logged as a tracing event (target
-//! `towline::breaker`, level INFO) and published to
-//! [`CircuitBreaker::subscribe`] receivers (a `tokio::sync::watch`).
+//! The state is a gauge (`towline_breaker_state`, label `breaker`: 0 closed,
+//! 1 half-open, 2 open; a forced state shows as the state it forces), set
+//! when the breaker is made and on every transition. Every transition is
+//! also logged as a tracing event (target `towline::breaker`, level INFO)
+//! and published to [`CircuitBreaker::subscribe`] receivers (a
+//! `tokio::sync::watch`).
 //!
 //! [`CircuitBreakerLayer`] is the standalone layer: a rejected call fails at
 //! once with [`Error::CircuitOpen`](crate::Error::CircuitOpen) and never
@@ -71,7 +73,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use metrics::Counter;
+use metrics::Gauge;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -80,7 +82,7 @@ pub(crate) use layer::Permit;
 pub use layer::{Breaker, BreakerFuture, CircuitBreakerLayer};
 pub use settings::{BreakerSettings, Window};
 
-use super::metrics::BREAKER_TRANSITIONS;
+use super::metrics::BREAKER_STATE;
 use crate::classify::Outcome;
 use crate::error::BuildError;
 use crate::rng::with_thread_rng;
@@ -96,8 +98,8 @@ pub struct CircuitBreaker {
     generation: AtomicU64,
     events: watch::Sender<BreakerState>,
     name: String,
-    /// One counter per target state, by [`BreakerState::code`].
-    transitions: [Counter; 5],
+    /// `towline_breaker_state`: the state's [`BreakerState::gauge_value`].
+    gauge: Gauge,
 }
 
 impl fmt::Debug for CircuitBreaker {
@@ -116,26 +118,21 @@ impl CircuitBreaker {
     }
 
     /// A closed breaker; `name` labels its metrics and log events (an
-    /// endpoint address, a service name).
+    /// endpoint address, a service name; a channel names each endpoint's
+    /// breaker `channel/address`).
     pub fn named(settings: BreakerSettings, name: impl Into<String>) -> Result<Self, BuildError> {
         settings.validate()?;
         let name = name.into();
-        let counter = |to: BreakerState| metrics::counter!(BREAKER_TRANSITIONS, "to" => to.name(), "breaker" => name.clone());
-        let transitions = [
-            BreakerState::Closed,
-            BreakerState::Open,
-            BreakerState::HalfOpen,
-            BreakerState::ForcedOpen,
-            BreakerState::ForcedClosed,
-        ]
-        .map(counter);
+        crate::metrics::describe();
+        let gauge = metrics::gauge!(BREAKER_STATE, "breaker" => name.clone());
+        gauge.set(BreakerState::Closed.gauge_value());
         Ok(CircuitBreaker {
             core: Mutex::new(BreakerCore::new(settings)),
             state: AtomicU8::new(BreakerState::Closed.code()),
             generation: AtomicU64::new(0),
             events: watch::channel(BreakerState::Closed).0,
             name,
-            transitions,
+            gauge,
         })
     }
 
@@ -231,13 +228,13 @@ impl CircuitBreaker {
         self.publish(&core, t);
     }
 
-    /// Makes a transition visible: atomics, metric, log, subscribers.
+    /// Makes a transition visible: atomics, gauge, log, subscribers.
     /// Called with the core locked, so transitions publish in order.
     fn publish(&self, core: &BreakerCore, transition: Option<Transition>) {
         let Some(t) = transition else { return };
         self.generation.store(core.generation(), Ordering::Release);
         self.state.store(t.to.code(), Ordering::Release);
-        self.transitions[usize::from(t.to.code())].increment(1);
+        self.gauge.set(t.to.gauge_value());
         tracing::info!(
             target: "towline::breaker",
             breaker = %self.name,

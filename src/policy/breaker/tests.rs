@@ -209,66 +209,66 @@ fn results_from_before_a_state_change_are_ignored() {
 }
 
 #[tokio::test]
-async fn transitions_are_published_counted_and_forcing_holds() {
+async fn transitions_are_published_gauged_and_forcing_holds() {
+    use metrics_util::debugging::DebugValue;
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
+    let gauge = || {
+        let found: Vec<f64> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(k, ..)| k.key().name() == crate::policy::metrics::BREAKER_STATE)
+            .map(|(k, _, _, v)| {
+                assert!(
+                    k.key()
+                        .labels()
+                        .any(|l| l.key() == "breaker" && l.value() == "b1")
+                );
+                match v {
+                    DebugValue::Gauge(g) => g.into_inner(),
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "one state gauge per breaker");
+        found[0]
+    };
     let breaker = metrics::with_local_recorder(&recorder, || {
         CircuitBreaker::named(base().with_consecutive_failures(Some(1)), "b1").unwrap()
     });
+    assert_eq!(gauge(), 0.0, "a new breaker reports closed at once");
     let mut events = breaker.subscribe();
     let now = Instant::now();
     let failed = crate::classify::Outcome::Failure { retryable: true };
     let a = breaker.try_acquire(now).unwrap();
     breaker.record(a, failed, MS, now);
     assert_eq!(breaker.state(), BreakerState::Open);
+    assert_eq!(gauge(), 2.0);
     assert!(events.has_changed().unwrap());
     assert_eq!(*events.borrow_and_update(), BreakerState::Open);
+    // Past the longest possible open time the next call is a probe.
+    let later = now + 3600 * S;
+    let probe = breaker.try_acquire(later).unwrap();
+    assert!(probe.is_probe());
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+    assert_eq!(gauge(), 1.0);
+    breaker.release(probe);
 
     breaker.force_close();
+    assert_eq!(gauge(), 0.0);
     for _ in 0..10 {
         let a = breaker.try_acquire(now).unwrap();
         breaker.record(a, failed, MS, now);
     }
     assert_eq!(breaker.state(), BreakerState::ForcedClosed);
     breaker.force_open();
+    assert_eq!(gauge(), 2.0);
     assert!(breaker.try_acquire(now + 3600 * S).is_none());
     assert!(!breaker.would_admit(now + 3600 * S));
     breaker.reset();
     assert_eq!(*events.borrow_and_update(), BreakerState::Closed);
-
-    let counts: Vec<(String, u64)> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter(|(k, ..)| k.key().name() == crate::policy::metrics::BREAKER_TRANSITIONS)
-        .map(|(k, _, _, v)| {
-            let to = k
-                .key()
-                .labels()
-                .find(|l| l.key() == "to")
-                .unwrap()
-                .value()
-                .to_string();
-            let n = match v {
-                metrics_util::debugging::DebugValue::Counter(n) => n,
-                other => panic!("{other:?}"),
-            };
-            (to, n)
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    let mut counts = counts;
-    counts.sort();
-    let expect = |s: &str, n| (s.to_string(), n);
-    assert_eq!(
-        counts,
-        [
-            expect("closed", 1),
-            expect("forced_closed", 1),
-            expect("forced_open", 1),
-            expect("open", 1)
-        ]
-    );
+    assert_eq!(gauge(), 0.0);
 }
 
 #[test]

@@ -58,6 +58,7 @@ impl Limiter {
     pub(crate) fn new(settings: &LimitSettings) -> Result<Self, BuildError> {
         settings.validate()?;
         let core = Core::new(settings, now());
+        crate::metrics::describe();
         let labels = [("limiter", settings.name.clone())];
         let metrics = Metrics {
             limit: metrics::gauge!(LIMIT_METRIC, &labels),

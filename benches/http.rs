@@ -1,0 +1,200 @@
+//! Per-call cost of `towline::http` on top of a bare channel, in the same
+//! run, over an always-ready in-memory `http` service (no I/O).
+//!
+//! - `bare`: `Channel<http::Request<_>, InMemory>` with the default
+//!   classifier, the service called with the request as it is.
+//! - `http`: the same channel built with `towline::http::connect(InMemory)`
+//!   and `StatusClassify`: each request is pointed at its endpoint (URI
+//!   rewritten), the response gets the endpoint's address in its extensions,
+//!   and the status is classified.
+//! - `http_replayable` (for information): `http` plus a replayable body
+//!   (`towline::http::replayable`) on each request, as a channel with
+//!   retries of streaming bodies would use.
+//!
+//! Two in-memory services: `empty` answers 200 with no header, extension
+//! or body; `realistic` answers as an HTTP client's response looks (three
+//! headers, a two-byte body, and a connection-info extension like the one
+//! hyper-util's connector adds), so the response already has an extension
+//! map when `towline::http` adds the endpoint's address.
+//!
+//! One task sends calls one after another over 3 endpoints (P2C
+//! peak-EWMA). The ratio `http / bare` is the layer's overhead.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, DATE};
+use http::{HeaderValue, Request, Response};
+use http_body_util::{Empty, Full};
+use tower::{Service, ServiceExt};
+use towline::discover::Static;
+use towline::http::{EndpointService, ReplayBody, StatusClassify, connect, replayable};
+use towline::{Channel, Endpoint};
+
+/// An always-ready HTTP service that answers 200 with an empty body.
+#[derive(Debug, Clone, Copy)]
+struct InMemory;
+
+impl<B> Service<Request<B>> for InMemory {
+    type Response = Response<Empty<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        drop(black_box(req));
+        std::future::ready(Ok(Response::new(Empty::new())))
+    }
+}
+
+/// An always-ready HTTP service whose responses look like a client's: a few
+/// headers, a small body, connection info in the extensions.
+#[derive(Debug, Clone, Copy)]
+struct Realistic;
+
+/// Stands in for hyper-util's `HttpInfo`.
+#[derive(Debug, Clone)]
+#[allow(dead_code)]
+struct ConnectionInfo {
+    remote: SocketAddr,
+    local: SocketAddr,
+}
+
+impl<B> Service<Request<B>> for Realistic {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        drop(black_box(req));
+        let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("2"));
+        headers.insert(
+            DATE,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], 80));
+        response.extensions_mut().insert(ConnectionInfo {
+            remote: addr,
+            local: addr,
+        });
+        std::future::ready(Ok(response))
+    }
+}
+
+fn addrs() -> Vec<SocketAddr> {
+    (1..=3)
+        .map(|i| SocketAddr::from(([127, 0, 0, i], 80)))
+        .collect()
+}
+
+/// Waits until the channel's discovery task has published every endpoint.
+async fn ready<Req, S: Service<Req>>(channel: Channel<Req, S>) -> Channel<Req, S> {
+    while channel.endpoints().len() < 3 {
+        tokio::task::yield_now().await;
+    }
+    channel
+}
+
+/// Runs `iters` calls, each with a request made by `make`, one after another.
+async fn sequential<Req, S, B>(svc: &mut S, iters: u64, make: impl Fn() -> Req) -> Duration
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    let start = Instant::now();
+    for _ in 0..iters {
+        let response = svc.ready().await.unwrap().call(make()).await.unwrap();
+        black_box(response.status());
+    }
+    start.elapsed()
+}
+
+fn empty() -> Request<Empty<Bytes>> {
+    Request::new(Empty::new())
+}
+
+fn bare<S>(service: S) -> Channel<Request<Empty<Bytes>>, S>
+where
+    S: Service<Request<Empty<Bytes>>> + Clone + Send + Sync + 'static,
+    S::Error: 'static,
+{
+    Channel::builder(move |_: &Endpoint| service.clone())
+        .discover(Static::new(addrs()))
+        .build()
+        .unwrap()
+}
+
+/// A channel of `towline::http` services over `service`.
+fn with_http<B, RB, S>(service: S) -> Channel<Request<B>, EndpointService<S>>
+where
+    B: Send + 'static,
+    RB: Send + 'static,
+    S: Service<Request<B>, Response = Response<RB>, Error = Infallible>,
+    S: Clone + Send + Sync + 'static,
+    S::Future: Send,
+{
+    Channel::builder(connect(service))
+        .discover(Static::new(addrs()))
+        .classify(StatusClassify::new())
+        .build()
+        .unwrap()
+}
+
+fn overhead(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("http_call_1_task/empty");
+    let mut channel = rt.block_on(async { ready(bare(InMemory)).await });
+    group.bench_function("bare", |b| {
+        b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters, empty)));
+    });
+    let mut channel = rt.block_on(async { ready(with_http::<Empty<Bytes>, _, _>(InMemory)).await });
+    group.bench_function("http", |b| {
+        b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters, empty)));
+    });
+    let mut channel =
+        rt.block_on(async { ready(with_http::<ReplayBody<Empty<Bytes>>, _, _>(InMemory)).await });
+    group.bench_function("http_replayable", |b| {
+        b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters, || replayable(empty()))));
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("http_call_1_task/realistic");
+    let mut channel = rt.block_on(async { ready(bare(Realistic)).await });
+    group.bench_function("bare", |b| {
+        b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters, empty)));
+    });
+    let mut channel =
+        rt.block_on(async { ready(with_http::<Empty<Bytes>, _, _>(Realistic)).await });
+    group.bench_function("http", |b| {
+        b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters, empty)));
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(40);
+    targets = overhead
+}
+criterion_main!(benches);
