@@ -157,7 +157,7 @@ impl Budget {
     }
 
     fn tick(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.epoch).as_nanos() as u64 / self.slot_ns
+        crate::clock::nanos_since(now, self.epoch) / self.slot_ns
     }
 
     /// Records one call.

@@ -1,6 +1,23 @@
-//! What the retry and hedging layers hand to each service they make.
+//! What the retry and hedging layers share: the parts every service of a
+//! layer holds, and their [`Dispatch`]: attempts on clones of the inner
+//! service, driven by the one call machine ([`super::drive::Drive`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use pin_project::pin_project;
+use tokio::time::Sleep;
+use tower::Service;
+
+use super::call::{AttemptKind, Call, Ended, NotSent, Refused, Rules, SendAttempt};
+use super::drive::{Dispatch, Finished};
+use super::into_error;
+use super::replay::Replay;
+use crate::classify::Classify;
+use crate::error::{BoxError, Error};
 
 /// Tuning state `T` shared by every service of one layer (settings,
 /// budget, metrics), with the layer's classifier and replay.
@@ -45,5 +62,200 @@ impl<T, C: Clone, R: Clone> Clone for Parts<T, C, R> {
             classify: self.classify.clone(),
             replay: self.replay.clone(),
         }
+    }
+}
+
+/// What a layer's tuning state tells a call.
+pub(crate) trait Tuned: Send + Sync + 'static {
+    /// The settings a call reads once, when it starts.
+    type Settings: Send + Sync + 'static;
+
+    /// The policies of a call under `settings`.
+    fn rules<'a>(&'a self, settings: &'a Self::Settings) -> Rules<'a>;
+
+    /// Notes a sent attempt.
+    fn on_sent(&self, kind: AttemptKind);
+
+    /// Notes a refusal by a budget.
+    fn on_refused(&self, which: Refused);
+
+    /// Notes a call's end.
+    fn on_finish(&self, call: &Call);
+}
+
+/// A layer's dispatch: each attempt goes to a clone of the inner service
+/// (the first to the one its caller made ready).
+pub(crate) struct Layered<S, T: Tuned, C, R> {
+    svc: Option<S>,
+    parts: Arc<Parts<T, C, R>>,
+    settings: Arc<T::Settings>,
+}
+
+impl<S, T: Tuned, C, R> Layered<S, T, C, R> {
+    pub(crate) fn new(svc: S, parts: Arc<Parts<T, C, R>>, settings: Arc<T::Settings>) -> Self {
+        Layered {
+            svc: Some(svc),
+            parts,
+            settings,
+        }
+    }
+}
+
+impl<S, Req, T, C, R> Dispatch<Req> for Layered<S, T, C, R>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    T: Tuned,
+    C: Classify<S::Response, S::Error>,
+    R: Replay<Req>,
+{
+    type Response = S::Response;
+    type Attempt = Attempt<S, Req, Arc<Parts<T, C, R>>>;
+
+    fn rules(&self) -> Rules<'_> {
+        self.parts.tuning.rules(&self.settings)
+    }
+
+    fn send(
+        &mut self,
+        _call: &Call,
+        send: &SendAttempt,
+        req: Req,
+        _now: Instant,
+    ) -> Result<(Self::Attempt, Option<usize>), NotSent> {
+        let svc = if send.last {
+            self.svc.take()
+        } else {
+            // Keep a clone for the attempts that may follow.
+            let next = self.svc.clone();
+            std::mem::replace(&mut self.svc, next)
+        }
+        .ok_or(NotSent::NoEndpoint)?;
+        Ok((
+            Attempt {
+                number: send.number,
+                step: Step::Waiting {
+                    svc,
+                    req: Some(req),
+                },
+                cut: send.cut,
+                sleep: None,
+                classify: self.parts.clone(),
+            },
+            None,
+        ))
+    }
+
+    fn replay(&self, req: &Req) -> Option<Req> {
+        self.parts.replay.replay(req)
+    }
+
+    fn no_endpoint(&self) -> Error {
+        // Unreachable: a layer always has its inner service to send to.
+        Error::inner("no service to send the request to")
+    }
+
+    fn on_sent(&self, kind: AttemptKind) {
+        self.parts.tuning.on_sent(kind);
+    }
+
+    fn on_refused(&self, which: Refused) {
+        self.parts.tuning.on_refused(which);
+    }
+
+    fn on_finish(&self, call: &Call, _now: Instant) {
+        self.parts.tuning.on_finish(call);
+    }
+}
+
+/// Gives an attempt its classifier.
+pub(crate) trait HasClassify<Resp, E> {
+    fn outcome(&self, result: &Result<Resp, E>) -> crate::classify::Outcome;
+}
+
+impl<T, C: Classify<Resp, E>, R, Resp, E> HasClassify<Resp, E> for Arc<Parts<T, C, R>> {
+    fn outcome(&self, result: &Result<Resp, E>) -> crate::classify::Outcome {
+        self.classify.classify(result)
+    }
+}
+
+#[pin_project(project = StepProj)]
+pub(crate) enum Step<S: Service<Req>, Req> {
+    /// Waiting for the service to be ready.
+    Waiting { svc: S, req: Option<Req> },
+    /// Called.
+    Calling {
+        #[pin]
+        fut: S::Future,
+    },
+}
+
+/// One attempt of a layer's call: wait for the service, call it, classify
+/// the result; cut at its instant if it has one (the timer is only made
+/// when the attempt is first found pending).
+#[pin_project]
+pub(crate) struct Attempt<S: Service<Req>, Req, K> {
+    number: u32,
+    #[pin]
+    step: Step<S, Req>,
+    cut: Option<Instant>,
+    #[pin]
+    sleep: Option<Sleep>,
+    classify: K,
+}
+
+impl<S, Req, K> Future for Attempt<S, Req, K>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    K: HasClassify<S::Response, S::Error>,
+{
+    type Output = Finished<S::Response>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let answer = loop {
+            match this.step.as_mut().project() {
+                StepProj::Waiting { svc, req } => match svc.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let Some(req) = req.take() else {
+                            return Poll::Pending;
+                        };
+                        let fut = svc.call(req);
+                        this.step.set(Step::Calling { fut });
+                    }
+                    Poll::Ready(Err(e)) => break Some(Err(e)),
+                    Poll::Pending => break None,
+                },
+                StepProj::Calling { fut } => match fut.poll(cx) {
+                    Poll::Ready(r) => break Some(r),
+                    Poll::Pending => break None,
+                },
+            }
+        };
+        if let Some(result) = answer {
+            let outcome = this.classify.outcome(&result);
+            return Poll::Ready(Finished {
+                number: *this.number,
+                at: crate::clock::now(),
+                ended: Ended::Answered(outcome),
+                result: Some(result.map_err(into_error)),
+            });
+        }
+        let Some(cut) = *this.cut else {
+            return Poll::Pending;
+        };
+        if this.sleep.is_none() {
+            this.sleep.set(Some(tokio::time::sleep_until(cut.into())));
+        }
+        if let Some(sleep) = this.sleep.as_pin_mut() {
+            ready!(sleep.poll(cx));
+        }
+        Poll::Ready(Finished {
+            number: *this.number,
+            at: cut,
+            ended: Ended::TimedOut,
+            result: None,
+        })
     }
 }

@@ -66,6 +66,17 @@ impl Admission {
     pub fn is_probe(&self) -> bool {
         self.probe
     }
+
+    /// The admission as plain values, to carry where breaker types are not
+    /// known (a deferred outcome report).
+    pub(crate) fn into_raw(self) -> (u64, bool) {
+        (self.generation, self.probe)
+    }
+
+    /// An admission from [`into_raw`](Self::into_raw)'s values.
+    pub(crate) fn from_raw((generation, probe): (u64, bool)) -> Self {
+        Admission { generation, probe }
+    }
 }
 
 /// A change of state.

@@ -76,7 +76,6 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 pub use self::core::{Admission, BreakerCore, BreakerState, Transition};
-pub(crate) use layer::Permit;
 pub use layer::{Breaker, BreakerFuture, CircuitBreakerLayer};
 pub use settings::{BreakerSettings, Window};
 

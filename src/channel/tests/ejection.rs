@@ -3,7 +3,7 @@
 
 use super::*;
 
-fn ejected(channel: &Channel<u32, Svc>) -> Vec<u16> {
+fn ejected(channel: &Channel<u32, u16>) -> Vec<u16> {
     channel
         .endpoints()
         .iter()
@@ -23,7 +23,7 @@ async fn failing_endpoint_is_ejected_gets_only_probes_and_returns_when_it_recove
         .circuit_breaker(breaker(3, open, 2))
         .build()
         .unwrap();
-    let call = |ch: &Channel<u32, Svc>| {
+    let call = |ch: &Channel<u32, u16>| {
         let mut ch = ch.clone();
         async move { ch.ready().await.unwrap().call(0).await }
     };
