@@ -39,7 +39,7 @@ fn addrs(n: usize) -> Vec<SocketAddr> {
         .collect()
 }
 
-fn towline_channel(n: usize) -> Channel<u64, Echo> {
+fn towline_channel(n: usize) -> Channel<u64, u64> {
     Channel::builder(|_: &Endpoint| echo())
         .discover(Static::new(addrs(n)))
         .balancer(P2c::peak_ewma())
@@ -129,7 +129,7 @@ fn one_task(c: &mut Criterion) {
 }
 
 /// A channel whose discovery task has published all `n` endpoints.
-async fn ready_channel(n: usize) -> Channel<u64, Echo> {
+async fn ready_channel(n: usize) -> Channel<u64, u64> {
     let ch = towline_channel(n);
     while ch.endpoints().len() < n {
         tokio::task::yield_now().await;

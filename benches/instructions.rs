@@ -92,7 +92,7 @@ fn main() {
                     .balancer(P2c::peak_ewma());
                 let builder = if kind == "full" {
                     builder
-                        .replay(CloneReplay)
+                        .replayer(CloneReplay)
                         .timeout(Duration::from_secs(1))
                         .deadline(Duration::from_secs(5))
                         .retry(RetrySettings::default())

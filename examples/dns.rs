@@ -103,7 +103,7 @@ where
     Ok(())
 }
 
-fn print_endpoints<S: Service<String>>(channel: &Channel<String, S>) {
+fn print_endpoints<Resp>(channel: &Channel<String, Resp>) {
     for info in channel.endpoints() {
         println!(
             "  endpoint {} weight {} target {}",

@@ -85,10 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Sends `n` requests one after another and fails on the first error.
-async fn send(
-    channel: &Channel<String, http::HttpEndpoint>,
-    n: usize,
-) -> Result<(), towline::Error> {
+async fn send(channel: &Channel<String, http::Reply>, n: usize) -> Result<(), towline::Error> {
     let mut channel = channel.clone();
     for _ in 0..n {
         channel.ready().await?.call("/".to_string()).await?;
@@ -109,7 +106,7 @@ fn report(servers: &[(http::Backend, Registrar)]) {
 
 /// Waits (at most 10 s) until the channel holds exactly `n` endpoints.
 async fn wait_for_endpoints(
-    channel: &Channel<String, http::HttpEndpoint>,
+    channel: &Channel<String, http::Reply>,
     n: usize,
 ) -> Result<(), String> {
     if http::eventually(Duration::from_secs(10), || channel.endpoints().len() == n).await {

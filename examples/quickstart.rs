@@ -75,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .discover(Static::new(addrs))
         .balancer(P2c::peak_ewma())
         .classify(http::classify)
-        .replay(CloneReplay)
+        .replayer(CloneReplay)
         .retry(RetrySettings::default().with_max_attempts(3))
         .circuit_breaker(BreakerSettings::default().with_failure_rate(Some(0.2)))
         .timeout(Duration::from_millis(500))
@@ -93,7 +93,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run(
     title: &str,
-    channel: Channel<String, http::HttpEndpoint>,
+    channel: Channel<String, http::Reply>,
     backends: &[Backend],
     labels: &HashMap<SocketAddr, &str>,
 ) -> Result<(), Box<dyn std::error::Error>> {

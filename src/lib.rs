@@ -38,8 +38,6 @@
 #![deny(missing_docs)]
 
 pub mod balance;
-#[cfg(feature = "arbitrary")]
-pub mod check;
 pub mod classify;
 mod clock;
 pub mod discover;

@@ -543,7 +543,7 @@ fn put_to_first_request_propagation_p50_p99() {
         .balancer(RoundRobin::new())
         .build()
         .unwrap();
-    let call = |channel: &mut Channel<String, http::HttpEndpoint>| {
+    let call = |channel: &mut Channel<String, http::Reply>| {
         let mut ch = channel.clone();
         async move { ch.ready().await?.call("/".to_string()).await }
     };

@@ -16,7 +16,7 @@ use towline::policy::replay::CloneReplay;
 use towline::policy::retry::RetrySettings;
 use towline::{Channel, Error};
 
-type HttpChannel = Channel<String, HttpEndpoint>;
+type HttpChannel = Channel<String, Reply>;
 
 fn always_failing() -> Behavior {
     Behavior {
@@ -46,7 +46,7 @@ fn channel(backends: &[Backend]) -> towline::channel::Builder<String, HttpEndpoi
         .discover(Static::new(backends.iter().map(|b| b.addr)))
         .balancer(RoundRobin::new())
         .classify(classify)
-        .replay(CloneReplay)
+        .replayer(CloneReplay)
 }
 
 async fn get(channel: &HttpChannel) -> Result<Reply, Error> {

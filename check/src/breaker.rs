@@ -3,7 +3,7 @@
 //! [`run_breaker`] drives a [`BreakerCore`] with acquires, results (failed
 //! or not, fast or slow), abandoned calls, forcing, retuning and time, and
 //! replays each step on a reference model written from the documented
-//! behaviour (see [`crate::policy::breaker`]). After every step the two must
+//! behaviour (see [`towline::policy::breaker`]). After every step the two must
 //! agree on the state, and:
 //!
 //! - only legal transitions happen, each at the step that allows it:
@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 use arbitrary::Arbitrary;
 
 use super::{Violation, ensure};
-use crate::policy::breaker::{
+use towline::policy::breaker::{
     Admission, BreakerCore, BreakerSettings, BreakerState, CircuitBreaker, Transition, Window,
 };
-use crate::rng::Rng;
+use towline::rng::Rng;
 
 /// Slices of a time window (as documented by [`Window::Time`]).
 const TIME_SLICES: u64 = 10;
