@@ -188,23 +188,34 @@ impl Load {
         self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
     }
 
-    /// The RTT estimate in ns, decayed over idle time; `None` before the
-    /// first observation.
+    /// The time origin of this load's clock.
     #[inline]
-    fn rtt_ns(&self, now: Instant, decay: &Decay) -> Option<f64> {
+    pub(crate) fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    /// Nanoseconds from this load's epoch to `now`.
+    #[inline]
+    pub(crate) fn since_epoch(&self, now: Instant) -> u64 {
+        nanos_since(now, self.epoch)
+    }
+
+    /// The RTT estimate in ns at `now_ns` (since the epoch), decayed over
+    /// idle time; `None` before the first observation.
+    #[inline]
+    fn rtt_ns(&self, now_ns: u64, decay: &Decay) -> Option<f64> {
         let bits = self.rtt_ns.load(Ordering::Relaxed);
         if bits == UNSET {
             return None;
         }
-        let idle =
-            nanos_since(now, self.epoch).saturating_sub(self.stamp_ns.load(Ordering::Relaxed));
+        let idle = now_ns.saturating_sub(self.stamp_ns.load(Ordering::Relaxed));
         Some(f64::from_bits(bits) * decay.weight(idle))
     }
 
     /// The current RTT estimate, decayed over idle time; `None` before the
     /// first observation.
     pub fn rtt(&self, now: Instant, decay: &Decay) -> Option<Duration> {
-        self.rtt_ns(now, decay)
+        self.rtt_ns(self.since_epoch(now), decay)
             .map(|ns| Duration::from_nanos(ns as u64))
     }
 
@@ -219,11 +230,17 @@ impl Load {
     /// `default_rtt` before the first observation. Weight 0 costs the most.
     #[inline]
     pub fn ewma_cost(&self, now: Instant, decay: &Decay, default_rtt: Duration) -> f64 {
+        self.ewma_cost_at(self.since_epoch(now), decay, default_rtt)
+    }
+
+    /// [`ewma_cost`](Self::ewma_cost) at `now_ns` since the epoch.
+    #[inline]
+    pub(crate) fn ewma_cost_at(&self, now_ns: u64, decay: &Decay, default_rtt: Duration) -> f64 {
         let weight = self.weight();
         if weight == 0 {
             return f64::MAX;
         }
-        let rtt = match self.rtt_ns(now, decay) {
+        let rtt = match self.rtt_ns(now_ns, decay) {
             Some(ns) => ns,
             None => nanos(default_rtt) as f64,
         };

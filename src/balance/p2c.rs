@@ -102,14 +102,45 @@ impl P2c {
         }
     }
 
+    /// The cheaper of `a` and `b` at `now` (`a` on a tie), reading the time
+    /// since the loads' epoch once when they share it.
+    #[inline]
+    fn cheaper(&self, a: &Load, b: &Load, now: Instant) -> bool {
+        match self.load {
+            P2cLoad::Pending => b.pending_cost() < a.pending_cost(),
+            P2cLoad::PeakEwma { default_rtt, .. } => {
+                let ta = a.since_epoch(now);
+                let tb = if b.epoch() == a.epoch() {
+                    ta
+                } else {
+                    b.since_epoch(now)
+                };
+                b.ewma_cost_at(tb, &self.decay, default_rtt)
+                    < a.ewma_cost_at(ta, &self.decay, default_rtt)
+            }
+        }
+    }
+
     /// The two random candidates of one pick: two distinct eligible indices,
-    /// one when only one is eligible, `None` when none is.
+    /// one when only one is eligible, `None` when none is. Every ordered
+    /// pair of distinct eligible indices is equally likely.
     pub fn sample_pair(
         &self,
         n: usize,
         eligible: &dyn Fn(usize) -> bool,
         rng: &mut Rng,
     ) -> Option<(usize, Option<usize>)> {
+        if n >= 2 {
+            // The usual case, every endpoint eligible: one draw of a pair.
+            let a = rng.below(n);
+            let mut b = rng.below(n - 1);
+            if b >= a {
+                b += 1;
+            }
+            if eligible(a) && eligible(b) {
+                return Some((a, Some(b)));
+            }
+        }
         let a = sample_eligible(n, eligible, None, rng)?;
         Some((a, sample_eligible(n, eligible, Some(a), rng)))
     }
@@ -137,7 +168,7 @@ impl Balancer for P2c {
         match self.sample_pair(set.len(), eligible, rng)? {
             (a, None) => Some(a),
             (a, Some(b)) => {
-                if self.cost(set.load(b), at.now) < self.cost(set.load(a), at.now) {
+                if self.cheaper(set.load(a), set.load(b), at.now) {
                     Some(b)
                 } else {
                     Some(a)

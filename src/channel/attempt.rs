@@ -227,6 +227,7 @@ where
             return Poll::Ready(Finished {
                 number: *this.number,
                 at,
+                elapsed,
                 ended: Ended::Answered(outcome),
                 result: Some(result.map_err(into_error)),
             });
@@ -245,6 +246,7 @@ where
         Poll::Ready(Finished {
             number: *this.number,
             at,
+            elapsed,
             ended: Ended::TimedOut,
             result: None,
         })

@@ -10,6 +10,7 @@ use tracing::Span;
 use super::attempt::{Attempt, NoCut, outcome_name};
 use super::inner::Handle;
 use super::slot::Slot;
+use super::state::ChannelState;
 use super::table::Snapshot;
 use crate::balance::PickContext;
 use crate::classify::Outcome;
@@ -19,11 +20,16 @@ use crate::{BoxError, Error};
 
 /// The picked endpoint's slot (skipping ejected ones), or `None` when no
 /// endpoint is eligible.
-fn pick<S>(snapshot: &Snapshot<S>, at: Instant) -> Option<Arc<Slot<S>>> {
-    let eligible = |i: usize| !snapshot.slot(i).ejected.load(Ordering::Relaxed);
+fn pick<S>(snapshot: &Snapshot<S>, at: Instant, state: &ChannelState) -> Option<Arc<Slot<S>>> {
     let at = PickContext::new(at);
-    with_thread_rng(|rng| snapshot.balancer.pick(&at, snapshot, &eligible, rng))
-        .map(|i| snapshot.slot(i).clone())
+    let picked = if state.ejected() == 0 {
+        // Nothing ejected: no endpoint needs a look before it is picked.
+        with_thread_rng(|rng| snapshot.balancer.pick(&at, snapshot, &|_| true, rng))
+    } else {
+        let eligible = |i: usize| !snapshot.slot(i).ejected.load(Ordering::Relaxed);
+        with_thread_rng(|rng| snapshot.balancer.pick(&at, snapshot, &eligible, rng))
+    };
+    picked.map(|i| snapshot.slot(i).clone())
 }
 
 /// A call with no policy: one attempt on one picked endpoint.
@@ -46,7 +52,7 @@ where
     let start = crate::clock::now();
     let picked = {
         let current = inner.table.current();
-        (!current.is_empty()).then(|| pick(&current, start))
+        (!current.is_empty()).then(|| pick(&current, start, &inner.state))
     };
     let picked = match picked {
         Some(picked) => picked,
@@ -57,7 +63,7 @@ where
                 .table
                 .populated(inner.initial_wait, &state.name, || state.request_refresh())
                 .await?;
-            pick(&snapshot, start)
+            pick(&snapshot, start, state)
         }
     };
     let Some(slot) = picked else {
@@ -79,10 +85,7 @@ where
         Ended::Answered(outcome) => outcome,
         Ended::TimedOut => Outcome::Failure { retryable: true },
     };
-    inner
-        .state
-        .metrics
-        .record_call(outcome, finished.at.saturating_duration_since(start));
+    inner.state.metrics.record_call(outcome, finished.elapsed);
     span.record("outcome", outcome_name(outcome));
     // A response the classifier called a failure is still the caller's
     // answer when nothing else will be tried.

@@ -32,8 +32,9 @@ pub(crate) trait Endpoints: Send + Sync {
     /// Each current endpoint's health as the plan sees it, breakers on or
     /// off as `breakers` says.
     fn health(&self, breakers: bool) -> Vec<Health>;
-    /// Applies a plan computed from [`health`](Self::health), if the set
-    /// has not changed since.
+    /// Applies a plan computed from [`health`](Self::health) (the set does
+    /// not change in between: both run under the ejection lock, as does
+    /// publishing).
     fn apply(&self, plan: &Plan);
 }
 
@@ -57,6 +58,8 @@ pub(crate) struct ChannelState {
     /// Whether requests can be copied (fixed at build).
     replayable: bool,
     panic: AtomicBool,
+    /// Ejected endpoints at the last plan.
+    ejected: AtomicUsize,
     /// Unhealthy endpoints at the last plan: while zero, a new endpoint set
     /// needs no plan (nothing can be ejected, panic mode cannot be on).
     unhealthy: AtomicUsize,
@@ -92,6 +95,7 @@ impl ChannelState {
             breakers: policy.breaker().is_some(),
             replayable,
             panic: AtomicBool::new(false),
+            ejected: AtomicUsize::new(0),
             unhealthy: AtomicUsize::new(0),
             ejection: Mutex::new(()),
             ejected_gauge: metrics::gauge!(EJECTED_ENDPOINTS, &label()),
@@ -159,6 +163,13 @@ impl ChannelState {
         CircuitBreaker::named(settings, format!("{}/{endpoint}", self.name)).ok()
     }
 
+    /// How many endpoints are ejected (at the last plan; a plan is applied
+    /// before this count is published, so zero means none is).
+    #[inline]
+    pub(crate) fn ejected(&self) -> usize {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
     /// True in panic mode: pick among all endpoints, ignoring breakers.
     pub(crate) fn panicking(&self) -> bool {
         self.panic.load(Ordering::Relaxed)
@@ -175,16 +186,25 @@ impl ChannelState {
         }
     }
 
-    /// [`refresh_ejections`](Self::refresh_ejections) for a new endpoint
-    /// set: skipped while no endpoint is unhealthy.
-    pub(crate) fn refresh_after_update(&self, table: &dyn Endpoints) {
+    /// Publishes a new endpoint set with `publish`, then plans its
+    /// ejections: skipped while no endpoint is unhealthy. Publishing under
+    /// the ejection lock keeps a plan from being applied to a set other
+    /// than the one it was computed for.
+    pub(crate) fn publish(&self, table: &dyn Endpoints, publish: impl FnOnce()) {
+        let only_one = self.ejection.lock();
+        publish();
         if self.unhealthy.load(Ordering::Relaxed) > 0 {
-            self.refresh_ejections_of(table);
+            self.plan_locked(table);
         }
+        drop(only_one);
     }
 
     pub(crate) fn refresh_ejections_of(&self, table: &dyn Endpoints) {
         let _only_one = self.ejection.lock();
+        self.plan_locked(table);
+    }
+
+    fn plan_locked(&self, table: &dyn Endpoints) {
         let settings = self.settings.load();
         let health = table.health(settings.breaker().is_some());
         let n = health.len();
@@ -194,6 +214,7 @@ impl ChannelState {
             settings.panic_threshold(),
         );
         table.apply(&plan);
+        self.ejected.store(plan.count, Ordering::Relaxed);
         self.unhealthy.store(plan.unhealthy, Ordering::Relaxed);
         if plan.panic != self.panic.swap(plan.panic, Ordering::Relaxed) {
             let healthy = n - plan.unhealthy;

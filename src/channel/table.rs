@@ -186,11 +186,6 @@ impl<S: Send + Sync + 'static> Endpoints for Table<S> {
 
     fn apply(&self, plan: &Plan) {
         let current = self.current();
-        // A plan for another set (the writer published in between) is
-        // dropped; the writer plans its own set.
-        if current.len != plan.ejected.len() {
-            return;
-        }
         for (slot, &ejected) in current.slots().zip(&plan.ejected) {
             if slot.ejected.load(Ordering::Relaxed) != ejected {
                 slot.ejected.store(ejected, Ordering::Relaxed);

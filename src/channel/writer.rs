@@ -158,12 +158,13 @@ impl<S: Send + Sync + 'static> TableWriter<S> {
         }
         let balancer = self.state.balancer.rebuild(&self.weights);
         self.state.metrics.endpoints.set(self.len as f64);
-        self.table.publish(Snapshot {
+        let snapshot = Snapshot {
             chunks: self.chunks.clone(),
             len: self.len,
             balancer,
-        });
-        self.state.refresh_after_update(&*self.table);
+        };
+        let table = &*self.table;
+        self.state.publish(table, || table.publish(snapshot));
     }
 
     pub(crate) fn discovery_failed(&self, error: DiscoverError) {

@@ -28,6 +28,8 @@ pub(crate) struct Finished<T> {
     pub(crate) number: u32,
     /// When it ended.
     pub(crate) at: Instant,
+    /// How long it ran.
+    pub(crate) elapsed: std::time::Duration,
     /// How: answered (with the classifier's outcome) or timed out.
     pub(crate) ended: Ended,
     /// The answer; `None` when it timed out.

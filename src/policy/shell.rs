@@ -121,7 +121,7 @@ where
         _call: &Call,
         send: &SendAttempt,
         req: Req,
-        _now: Instant,
+        now: Instant,
     ) -> Result<(Self::Attempt, Option<usize>), NotSent> {
         let svc = if send.last {
             self.svc.take()
@@ -134,6 +134,7 @@ where
         Ok((
             Attempt {
                 number: send.number,
+                started: now,
                 step: Step::Waiting {
                     svc,
                     req: Some(req),
@@ -196,6 +197,7 @@ pub(crate) enum Step<S: Service<Req>, Req> {
 #[pin_project]
 pub(crate) struct Attempt<S: Service<Req>, Req, K> {
     number: u32,
+    started: Instant,
     #[pin]
     step: Step<S, Req>,
     cut: Option<Instant>,
@@ -235,9 +237,11 @@ where
         };
         if let Some(result) = answer {
             let outcome = this.classify.outcome(&result);
+            let at = crate::clock::now();
             return Poll::Ready(Finished {
                 number: *this.number,
-                at: crate::clock::now(),
+                at,
+                elapsed: at.saturating_duration_since(*this.started),
                 ended: Ended::Answered(outcome),
                 result: Some(result.map_err(into_error)),
             });
@@ -254,6 +258,7 @@ where
         Poll::Ready(Finished {
             number: *this.number,
             at: cut,
+            elapsed: cut.saturating_duration_since(*this.started),
             ended: Ended::TimedOut,
             result: None,
         })

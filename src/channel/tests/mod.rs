@@ -3,7 +3,10 @@
 
 mod basics;
 mod ejection;
+mod hedging;
 mod policy;
+mod report;
+mod spans;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
