@@ -67,9 +67,10 @@ impl Decay {
     }
 }
 
-/// `2^-y` for `y ≥ 0`: the integer part by the exponent bits, the fraction
-/// by a degree-5 polynomial (Chebyshev nodes on [0, 1], relative error
-/// 1.02 × 10⁻⁷).
+/// `2^-y` for `y ≥ 0`: the nearest integer by the exponent bits, the rest
+/// (in [-½, ½]) by a degree-5 polynomial (Chebyshev nodes, relative error
+/// 1.02 × 10⁻⁷). No float-to-integer conversion: the rounding is the
+/// `1.5 × 2^52` trick.
 #[inline]
 fn exp2_neg(y: f64) -> f64 {
     // Below 2^-1022 the value is zero for every purpose here (and NaN,
@@ -77,13 +78,16 @@ fn exp2_neg(y: f64) -> f64 {
     if !(y < 1022.0) {
         return 0.0;
     }
-    let whole = y as u64;
-    let f = y - whole as f64;
-    let p = 0.999_999_943_886_742_8
-        + f * (-0.693_143_134_641_111_1
-            + f * (0.240_178_956_277_614_68
-                + f * (-0.055_298_119_676_300_626
-                    + f * (0.009_209_180_357_162_587 + f * -0.000_946_877_029_096_416_7))));
+    const SHIFTER: f64 = 6_755_399_441_055_744.0;
+    let t = y + SHIFTER;
+    // The low mantissa bits of `t` hold `y` rounded to the nearest integer.
+    let whole = u64::from(t.to_bits() as u32);
+    let f = y - (t - SHIFTER);
+    let p = 1.000_000_075_454_897
+        + f * (-0.693_147_188_026_228_5
+            + f * (0.240_221_074_853_083_8
+                + f * (-0.055_503_571_142_194_57
+                    + f * (0.009_676_031_918_320_116 + f * -0.001_339_086_336_456_482_4))));
     p * f64::from_bits((1023 - whole) << 52)
 }
 

@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use pin_project::{pin_project, pinned_drop};
-use tokio::time::Sleep;
 use tower::Service;
 use tracing::Span;
 
@@ -25,63 +24,8 @@ use crate::balance::{AttemptEnd, End};
 use crate::classify::{Answered, OutcomeReport, OutcomeSink};
 use crate::policy::breaker::Admission;
 use crate::policy::call::{AttemptKind, Ended};
-use crate::policy::drive::Finished;
+use crate::policy::drive::{self, Finished};
 use crate::policy::into_error;
-
-/// When an attempt is cut: [`NoCut`] for the bare path (no timer in its
-/// future at all), [`Cut`] under a time limit.
-pub(crate) trait Cutoff {
-    /// The instant, if any.
-    fn at(&self) -> Option<Instant>;
-    /// Ready with the instant once it has passed (arming a timer lazily).
-    fn poll_cut(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Instant>;
-}
-
-/// No limit.
-pub(crate) struct NoCut;
-
-impl Cutoff for NoCut {
-    fn at(&self) -> Option<Instant> {
-        None
-    }
-    fn poll_cut(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Instant> {
-        Poll::Pending
-    }
-}
-
-/// A limit at an instant; its timer is only made when the attempt is first
-/// found pending, so an answer that is ready at once never touches it.
-#[pin_project]
-pub(crate) struct Cut {
-    at: Option<Instant>,
-    #[pin]
-    sleep: Option<Sleep>,
-}
-
-impl Cut {
-    pub(crate) fn new(at: Option<Instant>) -> Self {
-        Cut { at, sleep: None }
-    }
-}
-
-impl Cutoff for Cut {
-    fn at(&self) -> Option<Instant> {
-        self.at
-    }
-    fn poll_cut(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Instant> {
-        let mut this = self.project();
-        let Some(at) = *this.at else {
-            return Poll::Pending;
-        };
-        if this.sleep.is_none() {
-            this.sleep.set(Some(tokio::time::sleep_until(at.into())));
-        }
-        match this.sleep.as_pin_mut() {
-            Some(sleep) => sleep.poll(cx).map(|()| at),
-            None => Poll::Pending,
-        }
-    }
-}
 
 #[pin_project(project = StepProj)]
 enum Step<S: Service<Req>, Req> {
@@ -98,23 +42,20 @@ enum Step<S: Service<Req>, Req> {
 
 /// One attempt in flight (see the [module docs](self)).
 #[pin_project(PinnedDrop)]
-pub(crate) struct Attempt<'a, Req, S: Service<Req>, C> {
+pub(crate) struct Attempt<'a, Req, S: Service<Req>> {
     inner: &'a Inner<Req, S>,
     slot: Arc<Slot<S>>,
     number: u32,
     #[pin]
     step: Step<S, Req>,
-    #[pin]
-    cut: C,
     started: Instant,
     admission: Option<Admission>,
     span: Span,
 }
 
-impl<'a, Req, S, C> Attempt<'a, Req, S, C>
+impl<'a, Req, S> Attempt<'a, Req, S>
 where
     S: Service<Req> + Clone,
-    C: Cutoff,
 {
     /// Starts attempt `number` of `kind` on `slot` at `started` (runs the
     /// hook, marks the attempt in flight, opens its span under `call`).
@@ -126,12 +67,12 @@ where
         number: u32,
         kind: AttemptKind,
         started: Instant,
-        cut: C,
+        cut: Option<Instant>,
         admission: Option<Admission>,
         call: &Span,
     ) -> Self {
         if let Some(hook) = &inner.on_attempt {
-            let info = AttemptInfo::new(slot.endpoint.addr, number, kind, started, cut.at());
+            let info = AttemptInfo::new(slot.endpoint.addr, number, kind, started, cut);
             hook(&mut req, &info);
         }
         let span = if call.is_disabled() {
@@ -156,7 +97,6 @@ where
             },
             slot,
             number,
-            cut,
             started,
             admission,
             span,
@@ -164,12 +104,41 @@ where
     }
 }
 
-impl<Req, S, C> Future for Attempt<'_, Req, S, C>
+impl<Req, S> drive::Attempt for Attempt<'_, Req, S>
 where
     S: Service<Req> + Send + Sync + 'static,
     S::Response: 'static,
     S::Error: Into<BoxError> + 'static,
-    C: Cutoff,
+{
+    type Response = S::Response;
+
+    fn number(&self) -> u32 {
+        self.number
+    }
+
+    /// Records that the attempt was cut at `at` by its time limit: on the
+    /// load it is a latency sample, on the breaker a failure.
+    fn cut(self: Pin<&mut Self>, at: Instant) {
+        let mut this = self.project();
+        if matches!(*this.step, Step::Done) {
+            return;
+        }
+        this.step.set(Step::Done);
+        this.slot.leave();
+        let elapsed = at.saturating_duration_since(*this.started);
+        this.slot.record(
+            &AttemptEnd::new(End::TimedOut, elapsed, at),
+            this.admission.take(),
+        );
+        this.span.record("outcome", "timeout");
+    }
+}
+
+impl<Req, S> Future for Attempt<'_, Req, S>
+where
+    S: Service<Req> + Send + Sync + 'static,
+    S::Response: 'static,
+    S::Error: Into<BoxError> + 'static,
 {
     type Output = Finished<S::Response>;
 
@@ -232,29 +201,12 @@ where
                 result: Some(result.map_err(into_error)),
             });
         }
-        let Poll::Ready(at) = this.cut.poll_cut(cx) else {
-            return Poll::Pending;
-        };
-        this.step.set(Step::Done);
-        slot.leave();
-        let elapsed = at.saturating_duration_since(*this.started);
-        slot.record(
-            &AttemptEnd::new(End::TimedOut, elapsed, at),
-            this.admission.take(),
-        );
-        this.span.record("outcome", "timeout");
-        Poll::Ready(Finished {
-            number: *this.number,
-            at,
-            elapsed,
-            ended: Ended::TimedOut,
-            result: None,
-        })
+        Poll::Pending
     }
 }
 
 #[pinned_drop]
-impl<Req, S: Service<Req>, C> PinnedDrop for Attempt<'_, Req, S, C> {
+impl<Req, S: Service<Req>> PinnedDrop for Attempt<'_, Req, S> {
     fn drop(self: Pin<&mut Self>) {
         let this = self.project();
         if matches!(*this.step, Step::Done) {

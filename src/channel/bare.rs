@@ -7,7 +7,7 @@ use std::time::Instant;
 use tower::Service;
 use tracing::Span;
 
-use super::attempt::{Attempt, NoCut, outcome_name};
+use super::attempt::{Attempt, outcome_name};
 use super::inner::Handle;
 use super::slot::Slot;
 use super::state::ChannelState;
@@ -76,7 +76,7 @@ where
         1,
         AttemptKind::First,
         start,
-        NoCut,
+        None,
         None,
         &span,
     );

@@ -20,6 +20,9 @@ use crate::rng::Rng;
 
 /// The endpoints an attempt chooses among.
 pub(crate) trait Candidates: LoadSet {
+    /// An identity of endpoint `i` that stays the same across endpoint
+    /// sets (what the call's tried set holds).
+    fn id(&self, i: usize) -> usize;
     /// Whether endpoint `i` is ejected now.
     fn ejected(&self, i: usize) -> bool;
     /// Endpoint `i`'s breaker, if it has one.
@@ -33,6 +36,9 @@ pub(crate) struct Rules {
     pub(crate) breakers: bool,
     /// The channel is in panic mode.
     pub(crate) panic: bool,
+    /// No endpoint is ejected (a first attempt then needs no look at each
+    /// candidate's ejection and breaker).
+    pub(crate) none_ejected: bool,
 }
 
 /// The endpoint for an attempt at `now`, with its breaker's admission when
@@ -49,7 +55,11 @@ pub(crate) fn choose<C: Candidates>(
     let admits = |i: usize| !set.ejected(i) || set.breaker(i).is_some_and(|b| b.would_admit(now));
     if tried.is_empty() && !rules.panic {
         // A first attempt: the usual case, with the least work per candidate.
-        let i = balancer.pick(&at, set, &admits, rng)?;
+        let i = if rules.none_ejected {
+            balancer.pick(&at, set, &|_| true, rng)?
+        } else {
+            balancer.pick(&at, set, &admits, rng)?
+        };
         match admission(set, i, rules, now) {
             Some(a) => return Some((i, a)),
             // Its breaker refused (half-open without a free probe): fall
@@ -61,7 +71,7 @@ pub(crate) fn choose<C: Candidates>(
     for allow_tried in [false, true] {
         loop {
             let eligible = |i: usize| {
-                (allow_tried || !tried.contains(i))
+                (allow_tried || !tried.contains(set.id(i)))
                     && !refused.contains(i)
                     && (rules.panic || admits(i))
             };
@@ -123,6 +133,9 @@ mod tests {
     }
 
     impl Candidates for Set {
+        fn id(&self, i: usize) -> usize {
+            i
+        }
         fn ejected(&self, i: usize) -> bool {
             self.ejected[i]
         }
@@ -157,6 +170,7 @@ mod tests {
     const ON: Rules = Rules {
         breakers: true,
         panic: false,
+        none_ejected: false,
     };
 
     #[test]
@@ -215,6 +229,7 @@ mod tests {
         let off = Rules {
             breakers: false,
             panic: false,
+            none_ejected: false,
         };
         let mut seen = [0; 2];
         for _ in 0..10 {

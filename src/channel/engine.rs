@@ -10,18 +10,45 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tower::Service;
-use tracing::Instrument;
 
 use super::bare::bare;
 use super::inner::Handle;
 use super::resilient;
+use super::settings::ChannelPolicy;
 use super::state::{ChannelState, Endpoints};
 use crate::{BoxError, Endpoint, Error};
 
+/// One channel clone's copy of the settings: its own `Arc`, so that a call
+/// touches a reference count no other clone shares, checked against the
+/// shared version with one load per call.
+#[derive(Default)]
+pub(crate) struct Settings {
+    version: u64,
+    /// `None` before the first call; then the settings, `None` inside when
+    /// no policy is on (the bare path).
+    current: Option<Option<Arc<ChannelPolicy>>>,
+}
+
+impl Settings {
+    /// The settings of a new call; `None` for the bare path.
+    #[inline]
+    fn get(&mut self, state: &ChannelState) -> Option<Arc<ChannelPolicy>> {
+        let version = state.version.load(Ordering::Acquire);
+        if self.version != version || self.current.is_none() {
+            let shared = state.settings.load_full();
+            let own = (!shared.is_bare()).then(|| Arc::new((*shared).clone()));
+            self.current = Some(own);
+            self.version = version;
+        }
+        self.current.as_ref().and_then(Clone::clone)
+    }
+}
+
 /// A channel, whatever its endpoint service type.
 pub(crate) trait Engine<Req, Resp>: Send + Sync {
-    /// Starts a call.
-    fn call(self: Arc<Self>, req: Req) -> ResponseFuture<Resp>;
+    /// Starts a call under the settings `cache` holds (refreshed first if
+    /// they changed).
+    fn call(self: Arc<Self>, req: Req, cache: &mut Settings) -> ResponseFuture<Resp>;
     /// A new handle on the same channel.
     fn fork(&self) -> Arc<dyn Engine<Req, Resp>>;
     /// The shared state.
@@ -40,7 +67,7 @@ where
     S::Error: Into<BoxError> + Send + 'static,
     S::Future: Send + 'static,
 {
-    fn call(self: Arc<Self>, req: Req) -> ResponseFuture<S::Response> {
+    fn call(self: Arc<Self>, req: Req, cache: &mut Settings) -> ResponseFuture<S::Response> {
         let state = &self.inner.state;
         let span = tracing::debug_span!(
             target: "towline",
@@ -48,12 +75,14 @@ where
             channel = %state.name,
             outcome = tracing::field::Empty,
         );
-        if state.bare.load(Ordering::Relaxed) {
-            ResponseFuture::new(bare(self, req, span.clone()).instrument(span))
-        } else {
-            let settings = state.settings.load_full();
-            ResponseFuture::new(resilient::call(self, settings, req, span.clone()).instrument(span))
-        }
+        // Boxed where it is made: the future is moved once, into the heap.
+        type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
+        let settings = cache.get(state);
+        let inner: Boxed<S::Response> = match settings {
+            None => Box::pin(bare(self, req, span.clone())),
+            Some(settings) => Box::pin(resilient::call(self, settings, req, span.clone())),
+        };
+        ResponseFuture { inner, span }
     }
 
     fn fork(&self) -> Arc<dyn Engine<Req, S::Response>> {
@@ -92,24 +121,19 @@ where
 }
 
 /// The future of a [`Channel`](super::Channel) call: the one heap
-/// allocation of a call.
+/// allocation of a call. It runs inside the call's span.
 pub struct ResponseFuture<Resp> {
     inner: Pin<Box<dyn Future<Output = Result<Resp, Error>> + Send>>,
-}
-
-impl<Resp> ResponseFuture<Resp> {
-    fn new(fut: impl Future<Output = Result<Resp, Error>> + Send + 'static) -> Self {
-        ResponseFuture {
-            inner: Box::pin(fut),
-        }
-    }
+    span: tracing::Span,
 }
 
 impl<Resp> Future for ResponseFuture<Resp> {
     type Output = Result<Resp, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        this.inner.as_mut().poll(cx)
     }
 }
 

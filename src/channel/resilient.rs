@@ -2,18 +2,18 @@
 //! ([`crate::policy::call`]) driven by [`Drive`], with attempts on
 //! endpoints of the table chosen by [`choose`].
 //!
-//! The call holds one snapshot of the table for its whole life, so that
-//! the indices of the endpoints it tried stay meaningful. Nothing here
-//! allocates unless a hedge is sent.
+//! Each attempt picks from the current endpoint set; the call remembers
+//! the endpoints it tried by identity, so a retry avoids them even if the
+//! set changed in between. Nothing here allocates unless a hedge is sent.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tower::Service;
 use tracing::Span;
 
-use super::attempt::{Attempt, Cut, outcome_name};
+use super::attempt::{Attempt, outcome_name};
 use super::choose::{self, Candidates, choose};
 use super::inner::{Handle, Inner};
 use super::settings::ChannelPolicy;
@@ -28,6 +28,11 @@ use crate::rng::with_thread_rng;
 
 impl<S> Candidates for Snapshot<S> {
     #[inline]
+    fn id(&self, i: usize) -> usize {
+        Arc::as_ptr(self.slot(i)) as usize
+    }
+
+    #[inline]
     fn ejected(&self, i: usize) -> bool {
         self.slot(i).ejected.load(Ordering::Relaxed)
     }
@@ -41,7 +46,6 @@ impl<S> Candidates for Snapshot<S> {
 /// Where a channel call's attempts go.
 struct Endpoints<'a, Req, S: Service<Req>> {
     inner: &'a Inner<Req, S>,
-    snapshot: Arc<Snapshot<S>>,
     settings: Arc<ChannelPolicy>,
     start: Instant,
     span: &'a Span,
@@ -54,7 +58,7 @@ where
     S::Error: Into<BoxError> + 'static,
 {
     type Response = S::Response;
-    type Attempt = Attempt<'a, Req, S, Cut>;
+    type Attempt = Attempt<'a, Req, S>;
 
     fn rules(&self) -> Rules<'_> {
         let settings = &*self.settings;
@@ -78,35 +82,49 @@ where
     }
 
     fn send(
-        &mut self,
+        &self,
         call: &Call,
         send: &SendAttempt,
         req: Req,
         now: Instant,
     ) -> Result<(Self::Attempt, Option<usize>), NotSent> {
+        let state = &self.inner.state;
         let rules = choose::Rules {
             breakers: self.settings.breaker().is_some(),
-            panic: self.inner.state.panicking(),
+            panic: state.panicking(),
+            none_ejected: state.ejected() == 0,
         };
-        let snapshot = &*self.snapshot;
+        // The current set, under a short-lived guard: the call holds only
+        // the slots it sends to, and its tried set survives a new set.
+        let snapshot = self.inner.table.current();
         let picked = with_thread_rng(|rng| {
-            choose(snapshot, &*snapshot.balancer, call.tried(), rules, now, rng)
+            choose(
+                &**snapshot,
+                &*snapshot.balancer,
+                call.tried(),
+                rules,
+                now,
+                rng,
+            )
         });
         let Some((index, admission)) = picked else {
             return Err(NotSent::NoEndpoint);
         };
+        let slot = snapshot.slot(index).clone();
+        drop(snapshot);
+        let id = Arc::as_ptr(&slot) as usize;
         let attempt = Attempt::new(
             self.inner,
-            snapshot.slot(index).clone(),
+            slot,
             req,
             send.number,
             send.kind,
             now,
-            Cut::new(send.cut),
+            send.cut,
             admission,
             self.span,
         );
-        Ok((attempt, Some(index)))
+        Ok((attempt, Some(id)))
     }
 
     fn replay(&self, req: &Req) -> Option<Req> {
@@ -135,15 +153,14 @@ where
         }
     }
 
-    fn on_finish(&self, call: &Call, now: Instant) {
+    fn on_finish(&self, call: &Call, now: Instant, took: Option<Duration>) {
         let state = &self.inner.state;
         if call.answered_by() == Some(AttemptKind::Hedge) {
             state.hedge_metrics.won.increment(1);
         }
         let outcome = call.last_outcome();
-        state
-            .metrics
-            .record_call(outcome, now.saturating_duration_since(self.start));
+        let took = took.unwrap_or_else(|| now.saturating_duration_since(self.start));
+        state.metrics.record_call(outcome, took);
         self.span.record("outcome", outcome_name(outcome));
     }
 }
@@ -163,24 +180,18 @@ where
     let inner = &*handle.inner;
     let state = &inner.state;
     let start = crate::clock::now();
-    let snapshot = {
-        let current = inner.table.current();
-        (!current.is_empty()).then(|| arc_swap::Guard::into_inner(current))
-    };
-    let (snapshot, now) = match snapshot {
-        Some(snapshot) => (snapshot, start),
+    let now = if !inner.table.is_populated() {
         // Empty table: wait for discovery; the deadline runs from the start.
-        None => {
-            let snapshot = inner
-                .table
-                .populated(inner.initial_wait, &state.name, || state.request_refresh())
-                .await?;
-            (snapshot, crate::clock::now())
-        }
+        inner
+            .table
+            .populated(inner.initial_wait, &state.name, || state.request_refresh())
+            .await?;
+        crate::clock::now()
+    } else {
+        start
     };
     let endpoints = Endpoints {
         inner,
-        snapshot,
         settings,
         start,
         span: &span,

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use tower::Service;
 
-use super::engine::{EndpointInfo, Engine, ResponseFuture};
+use super::engine::{EndpointInfo, Engine, ResponseFuture, Settings};
 use super::tuning::PolicyHandle;
 use crate::Error;
 
@@ -18,11 +18,15 @@ use crate::Error;
 /// [`build`](super::Builder::build).
 pub struct Channel<Req, Resp> {
     engine: Arc<dyn Engine<Req, Resp>>,
+    settings: Settings,
 }
 
 impl<Req, Resp> Channel<Req, Resp> {
     pub(crate) fn from_engine(engine: Arc<dyn Engine<Req, Resp>>) -> Self {
-        Channel { engine }
+        Channel {
+            engine,
+            settings: Settings::default(),
+        }
     }
 
     /// The channel's name (the `channel` metric label).
@@ -51,9 +55,7 @@ impl<Req, Resp> Clone for Channel<Req, Resp> {
     /// cloning allocates a small handle once, and a call then only touches
     /// reference counts that its own task owns.
     fn clone(&self) -> Self {
-        Channel {
-            engine: self.engine.fork(),
-        }
+        Channel::from_engine(self.engine.fork())
     }
 }
 
@@ -77,6 +79,6 @@ impl<Req, Resp> Service<Req> for Channel<Req, Resp> {
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        self.engine.clone().call(req)
+        self.engine.clone().call(req, &mut self.settings)
     }
 }

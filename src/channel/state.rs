@@ -3,7 +3,7 @@
 //! from attempts, and ejection bookkeeping.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
@@ -42,8 +42,9 @@ pub(crate) trait Endpoints: Send + Sync {
 pub(crate) struct ChannelState {
     pub(crate) name: Arc<str>,
     pub(crate) settings: ArcSwap<ChannelPolicy>,
-    /// No policy is on: calls take the bare path.
-    pub(crate) bare: AtomicBool,
+    /// Bumped on every change of `settings`, so that each channel clone
+    /// can keep its own copy and check it with one load.
+    pub(crate) version: AtomicU64,
     pub(crate) retry_budget: Budget,
     pub(crate) hedge_budget: Budget,
     pub(crate) latency: LatencyHistogram,
@@ -84,7 +85,7 @@ impl ChannelState {
         let label = || [("channel", name.to_string())];
         ChannelState {
             name: name.into(),
-            bare: AtomicBool::new(policy.is_bare()),
+            version: AtomicU64::new(0),
             retry_budget: Budget::new(retry.budget(), start),
             hedge_budget: Budget::new(hedge.budget(), start),
             latency: LatencyHistogram::new(hedge.latency(), start),
@@ -137,9 +138,8 @@ impl ChannelState {
 
     /// Makes `policy` the settings of new calls.
     pub(crate) fn store(&self, policy: ChannelPolicy) {
-        let bare = policy.is_bare();
         self.settings.store(Arc::new(policy));
-        self.bare.store(bare, Ordering::Relaxed);
+        self.version.fetch_add(1, Ordering::Release);
     }
 
     /// Asks discovery, if it takes hints, to look again now.

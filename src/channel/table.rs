@@ -78,6 +78,9 @@ pub(crate) struct Table<S> {
     /// The last discovery error, kept to explain an empty table to callers.
     last_error: Mutex<Option<DiscoverError>>,
     ever_populated: AtomicBool,
+    /// The current set has an endpoint (a cheaper question than loading
+    /// the snapshot).
+    populated: AtomicBool,
 }
 
 impl<S> Table<S> {
@@ -91,6 +94,7 @@ impl<S> Table<S> {
             published: Notify::new(),
             last_error: Mutex::new(None),
             ever_populated: AtomicBool::new(false),
+            populated: AtomicBool::new(false),
         }
     }
 
@@ -156,11 +160,19 @@ impl<S> Table<S> {
         *self.last_error.lock() = Some(error);
     }
 
+    /// True when the current set has an endpoint.
+    #[inline]
+    pub(crate) fn is_populated(&self) -> bool {
+        self.populated.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn publish(&self, snapshot: Snapshot<S>) {
-        if !snapshot.is_empty() {
+        let populated = !snapshot.is_empty();
+        if populated {
             self.ever_populated.store(true, Ordering::Relaxed);
         }
         self.current.store(Arc::new(snapshot));
+        self.populated.store(populated, Ordering::Relaxed);
         self.published.notify_waiters();
     }
 }

@@ -165,6 +165,17 @@ impl Budget {
         bump(&self.deposits, self.tick(now));
     }
 
+    /// The time origin of this budget's window.
+    pub(crate) fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    /// [`deposit`](Self::deposit) at `since_epoch` nanoseconds after the
+    /// epoch (to share one clock subtraction between budgets).
+    pub(crate) fn deposit_at(&self, since_epoch: u64) {
+        bump(&self.deposits, since_epoch / self.slot_ns);
+    }
+
     /// Takes one token for a retry or hedge; false (and nothing taken) when
     /// the balance is below one token.
     pub fn try_withdraw(&self, now: Instant) -> bool {

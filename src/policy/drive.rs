@@ -4,17 +4,17 @@
 //! the machine's result. The channel's resilient path, `RetryLayer` and
 //! `HedgeLayer` are this driver with different dispatches.
 //!
-//! It allocates nothing unless a hedge is sent (hedges go into a
-//! `FuturesUnordered`), arms its timer only when it is about to wait, and
-//! reads the clock only when its timer fired: every other decision uses the
-//! time at which the last attempt ended.
+//! It allocates nothing unless a hedge is sent (each hedge is boxed), has
+//! one timer for every time the machine cares about (the next hedge, the
+//! end of a pause, the cut of an attempt, the deadline), arms it only when
+//! it is about to wait, and reads the clock only when it fired: every other
+//! decision uses the time at which the last attempt ended.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use pin_project::pin_project;
 use tokio::time::Sleep;
 
@@ -36,21 +36,34 @@ pub(crate) struct Finished<T> {
     pub(crate) result: Option<Result<T, Error>>,
 }
 
+/// One attempt in flight, as the driver holds it.
+pub(crate) trait Attempt: Future<Output = Finished<Self::Response>> {
+    /// The answer type.
+    type Response;
+
+    /// The attempt's number in its call.
+    fn number(&self) -> u32;
+
+    /// The attempt reached its cut at `at`: record that it timed out (it is
+    /// dropped next).
+    fn cut(self: Pin<&mut Self>, at: Instant);
+}
+
 /// Where a driven call's attempts go, and what it reports.
 pub(crate) trait Dispatch<Req> {
     /// The answer type.
     type Response;
-    /// One attempt in flight: it enforces its own cut.
-    type Attempt: Future<Output = Finished<Self::Response>>;
+    /// One attempt in flight.
+    type Attempt: Attempt<Response = Self::Response>;
 
     /// The policies, read afresh for each decision.
     fn rules(&self) -> Rules<'_>;
 
-    /// Starts attempt `send` with `req`; returns it with the index of the
-    /// endpoint it went to (for the call's tried set), or why it could not
-    /// be sent (the request is dropped).
+    /// Starts attempt `send` with `req`; returns it with an identity of
+    /// the endpoint it went to (for the call's tried set), or why it could
+    /// not be sent (the request is dropped).
     fn send(
-        &mut self,
+        &self,
         call: &Call,
         send: &SendAttempt,
         req: Req,
@@ -70,8 +83,10 @@ pub(crate) trait Dispatch<Req> {
     fn on_refused(&self, which: Refused);
 
     /// Notes the end of the call at `now` (metrics: see
-    /// [`Call::answered_by`] and [`Call::last_outcome`]).
-    fn on_finish(&self, call: &Call, now: Instant);
+    /// [`Call::answered_by`] and [`Call::last_outcome`]). `took` is the
+    /// call's duration when the driver knows it without reading the clock
+    /// (a call answered by its first attempt, sent when the call started).
+    fn on_finish(&self, call: &Call, now: Instant, took: Option<Duration>);
 }
 
 /// A call driven to its end (see the [module docs](self)).
@@ -79,9 +94,11 @@ pub(crate) trait Dispatch<Req> {
 pub(crate) struct Drive<D: Dispatch<Req>, Req> {
     call: Call,
     dispatch: D,
+    /// The round's first attempt, in place.
     #[pin]
     first: Option<D::Attempt>,
-    hedges: Option<FuturesUnordered<D::Attempt>>,
+    /// Hedges, each boxed (a hedge is the one case that allocates).
+    hedges: Vec<Pin<Box<D::Attempt>>>,
     #[pin]
     timer: Option<Sleep>,
     /// What the timer is armed for.
@@ -90,23 +107,30 @@ pub(crate) struct Drive<D: Dispatch<Req>, Req> {
     kept: Option<Result<D::Response, Error>>,
     /// The latest time the driver knows.
     now: Instant,
+    /// The first attempt's time, when it was sent as the call started.
+    took: Option<Duration>,
+    /// The call started when its first attempt was sent.
+    quick: bool,
 }
 
 impl<D: Dispatch<Req>, Req> Drive<D, Req> {
     /// A call of `req` through `dispatch`, started at `start` (its deadline
     /// runs from there) and driven from `now`.
+    #[inline(always)]
     pub(crate) fn new(dispatch: D, req: Req, start: Instant, now: Instant) -> Self {
         let call = Call::new(&dispatch.rules(), start);
         Drive {
             call,
             dispatch,
             first: None,
-            hedges: None,
+            hedges: Vec::new(),
             timer: None,
             timer_at: None,
             template: Some(req),
             kept: None,
             now,
+            took: None,
+            quick: start == now,
         }
     }
 
@@ -120,24 +144,35 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
     type Output = Result<D::Response, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
+        let dispatch = &*this.dispatch;
+        let rules = dispatch.rules();
+        let mut first = this.first;
+        let mut timer = this.timer;
         loop {
             // Feed every ended attempt to the machine.
-            if let Some(attempt) = this.first.as_mut().as_pin_mut()
+            if let Some(attempt) = first.as_mut().as_pin_mut()
                 && let Poll::Ready(out) = attempt.poll(cx)
             {
-                this.first.set(None);
-                feed(this.call, this.dispatch, this.kept, this.now, out);
+                first.set(None);
+                if out.number == 1 && *this.quick {
+                    *this.took = Some(out.elapsed);
+                }
+                feed(this.call, &rules, this.kept, this.now, out);
             }
-            if let Some(set) = this.hedges.as_mut() {
-                while let Poll::Ready(Some(out)) = set.poll_next_unpin(cx) {
-                    feed(this.call, this.dispatch, this.kept, this.now, out);
+            let mut i = 0;
+            while i < this.hedges.len() {
+                if let Poll::Ready(out) = this.hedges[i].as_mut().poll(cx) {
+                    drop(this.hedges.swap_remove(i));
+                    feed(this.call, &rules, this.kept, this.now, out);
+                } else {
+                    i += 1;
                 }
             }
             // Do what the machine asks until it waits.
             let mut sent = false;
             loop {
-                let action = this.call.poll(*this.now, &this.dispatch.rules());
+                let action = this.call.poll(*this.now, &rules);
                 match action {
                     Action::Send(send) => {
                         let Some(req) = request(this.call, this.dispatch, this.template, &send)
@@ -145,31 +180,50 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                             this.call.on_not_sent(send.number, NotSent::NotReplayable);
                             continue;
                         };
-                        match this.dispatch.send(this.call, &send, req, *this.now) {
+                        match dispatch.send(this.call, &send, req, *this.now) {
                             Ok((attempt, endpoint)) => {
                                 this.call.on_sent(send.number, endpoint);
-                                this.dispatch.on_sent(send.kind);
+                                dispatch.on_sent(send.kind);
                                 if send.kind == AttemptKind::Hedge {
-                                    this.hedges
-                                        .get_or_insert_with(FuturesUnordered::new)
-                                        .push(attempt);
+                                    this.hedges.push(Box::pin(attempt));
                                 } else {
-                                    this.first.set(Some(attempt));
+                                    first.set(Some(attempt));
                                 }
                                 sent = true;
                             }
                             Err(why) => this.call.on_not_sent(send.number, why),
                         }
                     }
-                    Action::Refused(which) => this.dispatch.on_refused(which),
+                    Action::Cut { number, at } => {
+                        if let Some(a) = first.as_mut().as_pin_mut()
+                            && a.number() == number
+                        {
+                            a.cut(at);
+                            first.set(None);
+                        } else if let Some(i) =
+                            this.hedges.iter().position(|a| a.number() == number)
+                        {
+                            let mut a = this.hedges.swap_remove(i);
+                            a.as_mut().cut(at);
+                        }
+                        let out = Finished {
+                            number,
+                            at,
+                            elapsed: Duration::ZERO,
+                            ended: Ended::TimedOut,
+                            result: None,
+                        };
+                        feed(this.call, &rules, this.kept, this.now, out);
+                    }
+                    Action::Refused(which) => dispatch.on_refused(which),
                     Action::Wait => break,
                     Action::Finish(finish) => {
                         // Every attempt still pending loses: dropped, which
                         // cancels it.
-                        this.first.set(None);
-                        *this.hedges = None;
-                        let dispatch = &*this.dispatch;
-                        dispatch.on_finish(this.call, *this.now);
+                        first.set(None);
+                        this.hedges.clear();
+                        let took = this.took.filter(|_| this.call.attempts_sent() == 1);
+                        dispatch.on_finish(this.call, *this.now, took);
                         let result = this
                             .call
                             .result(finish, this.kept.take(), || dispatch.no_endpoint());
@@ -188,13 +242,13 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                 continue;
             }
             if *this.timer_at != Some(at) {
-                match this.timer.as_mut().as_pin_mut() {
+                match timer.as_mut().as_pin_mut() {
                     Some(timer) => timer.reset(at.into()),
-                    None => this.timer.set(Some(tokio::time::sleep_until(at.into()))),
+                    None => timer.set(Some(tokio::time::sleep_until(at.into()))),
                 }
                 *this.timer_at = Some(at);
             }
-            let Some(timer) = this.timer.as_mut().as_pin_mut() else {
+            let Some(timer) = timer.as_mut().as_pin_mut() else {
                 return Poll::Pending;
             };
             if timer.poll(cx).is_pending() {
@@ -207,30 +261,29 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
 }
 
 /// Hands one ended attempt to the machine and keeps its answer.
-fn feed<D: Dispatch<Req>, Req>(
+fn feed<T>(
     call: &mut Call,
-    dispatch: &D,
-    kept: &mut Option<Result<D::Response, Error>>,
+    rules: &Rules,
+    kept: &mut Option<Result<T, Error>>,
     now: &mut Instant,
-    out: Finished<D::Response>,
+    out: Finished<T>,
 ) {
     *now = (*now).max(out.at);
     if let Some(result) = out.result {
         *kept = Some(result);
     }
-    let rules = dispatch.rules();
     if matches!(out.ended, Ended::Answered(o) if o.is_success()) {
         // A success ends the call: no random pause is drawn, so the thread
         // generator is not needed.
-        call.on_end(out.number, out.ended, *now, &rules, &mut Rng::seeded(0));
+        call.on_end(out.number, out.ended, *now, rules, &mut Rng::seeded(0));
     } else {
-        with_thread_rng(|rng| call.on_end(out.number, out.ended, *now, &rules, rng));
+        with_thread_rng(|rng| call.on_end(out.number, out.ended, *now, rules, rng));
     }
 }
 
 /// The request for `send`: a copy while another attempt may follow, else
 /// the original. `None` for a hedge whose request cannot be copied.
-fn request<D: Dispatch<Req>, Req>(
+fn request<D: Dispatch<Req> + ?Sized, Req>(
     call: &mut Call,
     dispatch: &D,
     template: &mut Option<Req>,

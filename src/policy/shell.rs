@@ -2,18 +2,18 @@
 //! layer holds, and their [`Dispatch`]: attempts on clones of the inner
 //! service, driven by the one call machine ([`super::drive::Drive`]).
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use pin_project::pin_project;
-use tokio::time::Sleep;
 use tower::Service;
 
 use super::call::{AttemptKind, Call, Ended, NotSent, Refused, Rules, SendAttempt};
-use super::drive::{Dispatch, Finished};
+use super::drive::{self, Dispatch, Finished};
 use super::into_error;
 use super::replay::Replay;
 use crate::classify::Classify;
@@ -86,7 +86,9 @@ pub(crate) trait Tuned: Send + Sync + 'static {
 /// A layer's dispatch: each attempt goes to a clone of the inner service
 /// (the first to the one its caller made ready).
 pub(crate) struct Layered<S, T: Tuned, C, R> {
-    svc: Option<S>,
+    /// Taken by the attempt that may be the last; a cell, because sending
+    /// happens while the policies are borrowed.
+    svc: Cell<Option<S>>,
     parts: Arc<Parts<T, C, R>>,
     settings: Arc<T::Settings>,
 }
@@ -94,7 +96,7 @@ pub(crate) struct Layered<S, T: Tuned, C, R> {
 impl<S, T: Tuned, C, R> Layered<S, T, C, R> {
     pub(crate) fn new(svc: S, parts: Arc<Parts<T, C, R>>, settings: Arc<T::Settings>) -> Self {
         Layered {
-            svc: Some(svc),
+            svc: Cell::new(Some(svc)),
             parts,
             settings,
         }
@@ -117,20 +119,17 @@ where
     }
 
     fn send(
-        &mut self,
+        &self,
         _call: &Call,
         send: &SendAttempt,
         req: Req,
         now: Instant,
     ) -> Result<(Self::Attempt, Option<usize>), NotSent> {
-        let svc = if send.last {
-            self.svc.take()
-        } else {
+        let svc = self.svc.take().ok_or(NotSent::NoEndpoint)?;
+        if !send.last {
             // Keep a clone for the attempts that may follow.
-            let next = self.svc.clone();
-            std::mem::replace(&mut self.svc, next)
+            self.svc.set(Some(svc.clone()));
         }
-        .ok_or(NotSent::NoEndpoint)?;
         Ok((
             Attempt {
                 number: send.number,
@@ -139,8 +138,6 @@ where
                     svc,
                     req: Some(req),
                 },
-                cut: send.cut,
-                sleep: None,
                 classify: self.parts.clone(),
             },
             None,
@@ -164,7 +161,7 @@ where
         self.parts.tuning.on_refused(which);
     }
 
-    fn on_finish(&self, call: &Call, _now: Instant) {
+    fn on_finish(&self, call: &Call, _now: Instant, _took: Option<std::time::Duration>) {
         self.parts.tuning.on_finish(call);
     }
 }
@@ -192,18 +189,29 @@ pub(crate) enum Step<S: Service<Req>, Req> {
 }
 
 /// One attempt of a layer's call: wait for the service, call it, classify
-/// the result; cut at its instant if it has one (the timer is only made
-/// when the attempt is first found pending).
+/// the result. The driver cuts it when its time is up.
 #[pin_project]
 pub(crate) struct Attempt<S: Service<Req>, Req, K> {
     number: u32,
     started: Instant,
     #[pin]
     step: Step<S, Req>,
-    cut: Option<Instant>,
-    #[pin]
-    sleep: Option<Sleep>,
     classify: K,
+}
+
+impl<S, Req, K> drive::Attempt for Attempt<S, Req, K>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    K: HasClassify<S::Response, S::Error>,
+{
+    type Response = S::Response;
+
+    fn number(&self) -> u32 {
+        self.number
+    }
+
+    fn cut(self: Pin<&mut Self>, _at: Instant) {}
 }
 
 impl<S, Req, K> Future for Attempt<S, Req, K>
@@ -235,32 +243,17 @@ where
                 },
             }
         };
-        if let Some(result) = answer {
-            let outcome = this.classify.outcome(&result);
-            let at = crate::clock::now();
-            return Poll::Ready(Finished {
-                number: *this.number,
-                at,
-                elapsed: at.saturating_duration_since(*this.started),
-                ended: Ended::Answered(outcome),
-                result: Some(result.map_err(into_error)),
-            });
-        }
-        let Some(cut) = *this.cut else {
+        let Some(result) = answer else {
             return Poll::Pending;
         };
-        if this.sleep.is_none() {
-            this.sleep.set(Some(tokio::time::sleep_until(cut.into())));
-        }
-        if let Some(sleep) = this.sleep.as_pin_mut() {
-            ready!(sleep.poll(cx));
-        }
+        let outcome = this.classify.outcome(&result);
+        let at = crate::clock::now();
         Poll::Ready(Finished {
             number: *this.number,
-            at: cut,
-            elapsed: cut.saturating_duration_since(*this.started),
-            ended: Ended::TimedOut,
-            result: None,
+            at,
+            elapsed: at.saturating_duration_since(*this.started),
+            ended: Ended::Answered(outcome),
+            result: Some(result.map_err(into_error)),
         })
     }
 }

@@ -80,7 +80,7 @@ use super::hedge::{HedgeDelay, HedgeSettings, HedgeState, HedgeStep};
 use super::latency::LatencyHistogram;
 use super::later;
 use super::retry::{RetryDecision, RetrySettings, RetryState, Stop};
-use super::timeout::{Deadline, Limit, attempt_limit};
+use super::timeout::Deadline;
 use crate::classify::Outcome;
 use crate::rng::Rng;
 
@@ -172,6 +172,14 @@ pub enum Action {
     Send(SendAttempt),
     /// A budget refused an extra attempt (for metrics); poll again.
     Refused(Refused),
+    /// Attempt `number` reached its cut at `at`: drop it (it timed out)
+    /// and report it with [`Call::on_end`] as [`Ended::TimedOut`].
+    Cut {
+        /// The attempt.
+        number: u32,
+        /// Its cut.
+        at: Instant,
+    },
     /// Nothing until an attempt ends or [`Call::next_timer`] passes.
     Wait,
     /// The call is over: drop every attempt still pending and answer with
@@ -216,7 +224,8 @@ struct Pending {
     number: u32,
     kind: AttemptKind,
     started: Instant,
-    limit: Option<Limit>,
+    /// When it is cut, and by which limit (`None`: the deadline).
+    cut: Option<(Instant, Option<Duration>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,14 +264,29 @@ pub struct Call {
 impl Call {
     /// A call starting at `start`: its deadline runs from here, and it
     /// counts as one call in the budgets it may draw on.
+    #[inline]
     pub fn new(rules: &Rules, start: Instant) -> Self {
+        // Budgets made together share an epoch: one clock subtraction.
+        let mut since: Option<(Instant, u64)> = None;
+        let mut deposit = |budget: &Budget| {
+            let epoch = budget.epoch();
+            let ns = match since {
+                Some((e, ns)) if e == epoch => ns,
+                _ => {
+                    let ns = crate::clock::nanos_since(start, epoch);
+                    since = Some((epoch, ns));
+                    ns
+                }
+            };
+            budget.deposit_at(ns);
+        };
         if let Some(r) = &rules.retry
             && r.settings.max_attempts() > 1
         {
-            r.budget.deposit(start);
+            deposit(r.budget);
         }
         if let Some(h) = &rules.hedge {
-            h.budget.deposit(start);
+            deposit(h.budget);
         }
         Call {
             phase: Phase::Start {
@@ -314,13 +338,22 @@ impl Call {
     }
 
     /// When [`poll`](Self::poll) has something to do even if no attempt
-    /// ends: the next round after a pause, or the next hedge.
+    /// ends: the next round after a pause, the next hedge, or the cut of an
+    /// attempt in flight (its timeout or the deadline).
     pub fn next_timer(&self) -> Option<Instant> {
-        match self.phase {
+        let phase = match self.phase {
             Phase::Start { at, .. } => Some(at),
             Phase::Round => self.hedge_due(),
-            Phase::Done(_) => None,
-        }
+            Phase::Done(_) => return None,
+        };
+        self.pending()
+            .filter_map(|p| p.cut.map(|(at, _)| at))
+            .chain(phase)
+            .min()
+    }
+
+    fn pending(&self) -> impl Iterator<Item = &Pending> {
+        self.first.iter().chain(&self.hedges)
     }
 
     fn hedge_due(&self) -> Option<Instant> {
@@ -331,6 +364,17 @@ impl Call {
     pub fn poll(&mut self, now: Instant, rules: &Rules) -> Action {
         if let Some(refused) = self.refused.take() {
             return Action::Refused(refused);
+        }
+        if !matches!(self.phase, Phase::Done(_))
+            && let Some(p) = self
+                .pending()
+                .find(|p| p.cut.is_some_and(|(at, _)| at <= now))
+        {
+            let at = p.cut.map_or(now, |(at, _)| at);
+            return Action::Cut {
+                number: p.number,
+                at,
+            };
         }
         match self.phase {
             Phase::Done(finish) => Action::Finish(finish),
@@ -389,12 +433,19 @@ impl Call {
 
     fn send(&mut self, kind: AttemptKind, now: Instant, last: bool, rules: &Rules) -> SendAttempt {
         self.sent += 1;
-        let limit = attempt_limit(rules.timeout, self.deadline.as_ref(), now);
+        // The attempt timeout, capped by the deadline (as `attempt_limit`
+        // says), as instants: no clock subtraction.
+        let by_timeout = rules.timeout.map(|t| (later(now, t), Some(t)));
+        let by_deadline = self.deadline.map(|d| (d.at(), None));
+        let cut = match (by_timeout, by_deadline) {
+            (Some(t), Some(d)) => Some(if d.0 < t.0 { d } else { t }),
+            (t, d) => t.or(d),
+        };
         let pending = Pending {
             number: self.sent,
             kind,
             started: now,
-            limit: limit.map(|(_, l)| l),
+            cut,
         };
         if kind == AttemptKind::Hedge {
             self.hedges.push(pending);
@@ -404,7 +455,7 @@ impl Call {
         SendAttempt {
             number: self.sent,
             kind,
-            cut: limit.map(|(d, _)| later(now, d)),
+            cut: cut.map(|(at, _)| at),
             last,
         }
     }
@@ -468,7 +519,7 @@ impl Call {
             .hedge
             .filter(|h| matches!(h.settings.delay(), HedgeDelay::Percentile(_)))
             .map(|h| h.latency);
-        let ran = now.saturating_duration_since(attempt.started);
+        let ran = || now.saturating_duration_since(attempt.started);
         self.last_outcome = match ended {
             Ended::Answered(o) => o,
             Ended::TimedOut => FAILED,
@@ -478,24 +529,21 @@ impl Call {
                 if outcome.is_success()
                     && let Some(l) = latency
                 {
-                    l.record(ran, now);
+                    l.record(ran(), now);
                 }
                 self.last = Last::Answered;
                 outcome
             }
-            Ended::TimedOut => match attempt.limit {
-                Some(Limit::Deadline(_)) => {
+            Ended::TimedOut => match attempt.cut {
+                Some((_, None)) => {
                     self.finish(Finish::Deadline);
                     return;
                 }
-                limit => {
+                cut => {
                     if let Some(l) = latency {
-                        l.record(ran, now);
+                        l.record(ran(), now);
                     }
-                    self.last = Last::Timeout(match limit {
-                        Some(Limit::Attempt(t)) => t,
-                        _ => ran,
-                    });
+                    self.last = Last::Timeout(cut.and_then(|(_, t)| t).unwrap_or_else(ran));
                     Outcome::Failure { retryable: true }
                 }
             },
