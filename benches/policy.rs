@@ -5,7 +5,7 @@
 //! `bare` (no policy), `timeout` (1 s per attempt), `deadline` (5 s),
 //! `retry` (3 attempts, default budget), `breaker` (default settings),
 //! `hedge` (fixed 1 s delay, armed on every call), and `full` (all of them).
-//! The target for `full` is at most twice the bare channel's time per call.
+//! The target for `full` is at most 1.3× the bare channel's time per call.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

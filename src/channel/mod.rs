@@ -11,7 +11,8 @@
 //! `poll_ready` is always ready: readiness is awaited per endpoint, inside the
 //! call, on the endpoint that was picked. While the endpoint set is empty a
 //! call waits up to the initial wait (default 5 s), then fails with
-//! [`Error::NoEndpoints`] — or [`Error::Discovery`] if discovery failed before
+//! [`Error::NoEndpoints`](crate::Error::NoEndpoints) — or
+//! [`Error::Discovery`](crate::Error::Discovery) if discovery failed before
 //! any endpoint was ever known. The discovery task ends when the last clone of
 //! the channel is dropped.
 //!
