@@ -240,16 +240,28 @@ impl Load {
     /// [`ewma_cost`](Self::ewma_cost) at `now_ns` since the epoch.
     #[inline]
     pub(crate) fn ewma_cost_at(&self, now_ns: u64, decay: &Decay, default_rtt: Duration) -> f64 {
-        let weight = self.weight();
+        let (load, weight) = self.ewma_parts(now_ns, decay, default_rtt);
         if weight == 0 {
             return f64::MAX;
         }
+        load / f64::from(weight)
+    }
+
+    /// The peak-EWMA cost as `(rtt × (pending + 1), weight)`, so that two
+    /// costs compare without a division.
+    #[inline]
+    pub(crate) fn ewma_parts(
+        &self,
+        now_ns: u64,
+        decay: &Decay,
+        default_rtt: Duration,
+    ) -> (f64, u32) {
         let rtt = match self.rtt_ns(now_ns, decay) {
             Some(ns) => ns,
             None => nanos(default_rtt) as f64,
         };
         // A decayed RTT near zero must not hide the pending count.
-        (rtt.max(1.0) * f64::from(self.pending() + 1)) / f64::from(weight)
+        (rtt.max(1.0) * f64::from(self.pending() + 1), self.weight())
     }
 
     /// The pending-requests cost: `(pending + 1) / weight`.

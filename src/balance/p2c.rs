@@ -115,8 +115,14 @@ impl P2c {
                 } else {
                     b.since_epoch(now)
                 };
-                b.ewma_cost_at(tb, &self.decay, default_rtt)
-                    < a.ewma_cost_at(ta, &self.decay, default_rtt)
+                let (la, wa) = a.ewma_parts(ta, &self.decay, default_rtt);
+                let (lb, wb) = b.ewma_parts(tb, &self.decay, default_rtt);
+                // lb / wb < la / wa, multiplied out (weight 0 costs the most).
+                match (wa, wb) {
+                    (_, 0) => false,
+                    (0, _) => true,
+                    (wa, wb) => lb * f64::from(wa) < la * f64::from(wb),
+                }
             }
         }
     }

@@ -367,7 +367,7 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
             initial_wait: self.initial_wait,
             _stop: stop,
         });
-        let engine: Arc<dyn Engine<Req, S::Response>> = Arc::new(Handle { inner });
+        let engine: Arc<dyn Engine<Req, S::Response>> = Arc::new(Handle::new(inner));
         Ok(Channel::from_engine(engine))
     }
 }

@@ -14,43 +14,17 @@ use tower::Service;
 use super::bare::bare;
 use super::inner::Handle;
 use super::resilient;
-use super::settings::ChannelPolicy;
 use super::state::{ChannelState, Endpoints};
 use crate::{BoxError, Endpoint, Error};
 
-/// One channel clone's copy of the settings: its own `Arc`, so that a call
-/// touches a reference count no other clone shares, checked against the
-/// shared version with one load per call.
-#[derive(Default)]
-pub(crate) struct Settings {
-    version: u64,
-    /// `None` before the first call; then the settings, `None` inside when
-    /// no policy is on (the bare path).
-    current: Option<Option<Arc<ChannelPolicy>>>,
-}
-
-impl Settings {
-    /// The settings of a new call; `None` for the bare path.
-    #[inline]
-    fn get(&mut self, state: &ChannelState) -> Option<Arc<ChannelPolicy>> {
-        let version = state.version.load(Ordering::Acquire);
-        if self.version != version || self.current.is_none() {
-            let shared = state.settings.load_full();
-            let own = (!shared.is_bare()).then(|| Arc::new((*shared).clone()));
-            self.current = Some(own);
-            self.version = version;
-        }
-        self.current.as_ref().and_then(Clone::clone)
-    }
-}
-
 /// A channel, whatever its endpoint service type.
 pub(crate) trait Engine<Req, Resp>: Send + Sync {
-    /// Starts a call under the settings `cache` holds (refreshed first if
-    /// they changed).
-    fn call(self: Arc<Self>, req: Req, cache: &mut Settings) -> ResponseFuture<Resp>;
-    /// A new handle on the same channel.
+    /// Starts a call under this handle's settings.
+    fn call(self: Arc<Self>, req: Req) -> ResponseFuture<Resp>;
+    /// A new handle on the same channel, with the current settings.
     fn fork(&self) -> Arc<dyn Engine<Req, Resp>>;
+    /// The version of the settings this handle holds.
+    fn version(&self) -> u64;
     /// The shared state.
     fn state(&self) -> &Arc<ChannelState>;
     /// The endpoint table, for tuning.
@@ -67,7 +41,7 @@ where
     S::Error: Into<BoxError> + Send + 'static,
     S::Future: Send + 'static,
 {
-    fn call(self: Arc<Self>, req: Req, cache: &mut Settings) -> ResponseFuture<S::Response> {
+    fn call(self: Arc<Self>, req: Req) -> ResponseFuture<S::Response> {
         let state = &self.inner.state;
         let span = tracing::debug_span!(
             target: "towline",
@@ -77,18 +51,20 @@ where
         );
         // Boxed where it is made: the future is moved once, into the heap.
         type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
-        let settings = cache.get(state);
-        let inner: Boxed<S::Response> = match settings {
-            None => Box::pin(bare(self, req, span.clone())),
-            Some(settings) => Box::pin(resilient::call(self, settings, req, span.clone())),
+        let inner: Boxed<S::Response> = if self.settings.is_none() {
+            Box::pin(bare(self, req, span.clone()))
+        } else {
+            Box::pin(resilient::call(self, req, span.clone()))
         };
         ResponseFuture { inner, span }
     }
 
     fn fork(&self) -> Arc<dyn Engine<Req, S::Response>> {
-        Arc::new(Handle {
-            inner: self.inner.clone(),
-        })
+        Arc::new(Handle::new(self.inner.clone()))
+    }
+
+    fn version(&self) -> u64 {
+        self.version
     }
 
     fn state(&self) -> &Arc<ChannelState> {

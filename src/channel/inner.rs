@@ -7,6 +7,7 @@ use std::time::Duration;
 use tower::Service;
 
 use super::info::AttemptInfo;
+use super::settings::ChannelPolicy;
 use super::slot::Slot;
 use super::state::ChannelState;
 use super::table::Table;
@@ -60,10 +61,32 @@ impl<Req, S: Service<Req>> Inner<Req, S> {
     }
 }
 
-/// One clone's own reference to the shared state. A call clones the handle
-/// of the channel it was made on; when each task owns its clone, that
-/// reference count is touched by one core only, instead of every core
-/// contending on the shared state's count.
+/// One clone's own reference to the shared state, with its own copy of the
+/// settings. A call clones the handle of the channel it was made on; when
+/// each task owns its clone, that reference count is touched by one core
+/// only, instead of every core contending on the shared state's count, and
+/// the call reads its settings without touching any other. When the
+/// settings change, the clone's next call makes a new handle.
 pub(crate) struct Handle<Req, S: Service<Req>> {
     pub(crate) inner: Arc<Inner<Req, S>>,
+    /// The settings of calls made through this handle; `None` when no
+    /// policy is on (the bare path).
+    pub(crate) settings: Option<ChannelPolicy>,
+    /// The version of `settings`.
+    pub(crate) version: u64,
+}
+
+impl<Req, S: Service<Req>> Handle<Req, S> {
+    /// A handle with the channel's current settings.
+    pub(crate) fn new(inner: Arc<Inner<Req, S>>) -> Self {
+        let state = &inner.state;
+        let version = state.version.load(Ordering::Acquire);
+        let settings = state.settings.load();
+        let settings = (!settings.is_bare()).then(|| (**settings).clone());
+        Handle {
+            inner,
+            settings,
+            version,
+        }
+    }
 }

@@ -46,7 +46,7 @@ impl<S> Candidates for Snapshot<S> {
 /// Where a channel call's attempts go.
 struct Endpoints<'a, Req, S: Service<Req>> {
     inner: &'a Inner<Req, S>,
-    settings: Arc<ChannelPolicy>,
+    settings: &'a ChannelPolicy,
     start: Instant,
     span: &'a Span,
 }
@@ -61,7 +61,7 @@ where
     type Attempt = Attempt<'a, Req, S>;
 
     fn rules(&self) -> Rules<'_> {
-        let settings = &*self.settings;
+        let settings = self.settings;
         let state = &*self.inner.state;
         Rules {
             timeout: settings.timeout(),
@@ -168,7 +168,6 @@ where
 /// A call under the channel's policies.
 pub(crate) async fn call<Req: 'static, S>(
     handle: Arc<Handle<Req, S>>,
-    settings: Arc<ChannelPolicy>,
     req: Req,
     span: Span,
 ) -> Result<S::Response, Error>
@@ -189,6 +188,9 @@ where
         crate::clock::now()
     } else {
         start
+    };
+    let Some(settings) = &handle.settings else {
+        return Err(Error::inner("a resilient call without settings"));
     };
     let endpoints = Endpoints {
         inner,

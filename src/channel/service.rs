@@ -2,11 +2,12 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use tower::Service;
 
-use super::engine::{EndpointInfo, Engine, ResponseFuture, Settings};
+use super::engine::{EndpointInfo, Engine, ResponseFuture};
 use super::tuning::PolicyHandle;
 use crate::Error;
 
@@ -18,15 +19,11 @@ use crate::Error;
 /// [`build`](super::Builder::build).
 pub struct Channel<Req, Resp> {
     engine: Arc<dyn Engine<Req, Resp>>,
-    settings: Settings,
 }
 
 impl<Req, Resp> Channel<Req, Resp> {
     pub(crate) fn from_engine(engine: Arc<dyn Engine<Req, Resp>>) -> Self {
-        Channel {
-            engine,
-            settings: Settings::default(),
-        }
+        Channel { engine }
     }
 
     /// The channel's name (the `channel` metric label).
@@ -79,6 +76,11 @@ impl<Req, Resp> Service<Req> for Channel<Req, Resp> {
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        self.engine.clone().call(req, &mut self.settings)
+        // New settings: a new handle for this clone (calls in flight keep
+        // theirs).
+        if self.engine.version() != self.engine.state().version.load(Ordering::Acquire) {
+            self.engine = self.engine.fork();
+        }
+        self.engine.clone().call(req)
     }
 }

@@ -323,8 +323,10 @@ impl<'a> Model<'a> {
             "P2C cost is NaN or negative: {a} → {ca}, {b} → {cb}"
         );
         let (mine, other) = if got == a { (ca, cb) } else { (cb, ca) };
+        // Costs within rounding of each other are a tie (P2C compares them
+        // multiplied out, not divided).
         ensure!(
-            (got == a || got == b) && mine <= other,
+            (got == a || got == b) && mine <= other * (1.0 + 1e-12),
             step,
             "P2C picked {got} from candidates {a} (cost {ca}) and {b} (cost {cb})"
         );

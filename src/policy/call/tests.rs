@@ -6,7 +6,9 @@ use super::*;
 use crate::error::Error;
 use crate::policy::backoff::{Backoff, Jitter};
 use crate::policy::budget::BudgetSettings;
-use crate::policy::latency::LatencySettings;
+use crate::policy::hedge::HedgeSettings;
+use crate::policy::latency::{LatencyHistogram, LatencySettings};
+use crate::policy::retry::RetrySettings;
 
 const MS: Duration = Duration::from_millis(1);
 const FAIL: Ended = Ended::Answered(Outcome::Failure { retryable: true });
