@@ -83,11 +83,15 @@ impl ChannelState {
         let retry = policy.retry().cloned().unwrap_or_default();
         let hedge = policy.hedge().cloned().unwrap_or_default();
         let label = || [("channel", name.to_string())];
+        let retry_budget = Budget::new(retry.budget(), start);
+        // Every call counts in both budgets: one deposit serves both.
+        let hedge_budget = Budget::sharing_deposits(hedge.budget(), &retry_budget)
+            .unwrap_or_else(|| Budget::new(hedge.budget(), start));
         ChannelState {
             name: name.into(),
             version: AtomicU64::new(0),
-            retry_budget: Budget::new(retry.budget(), start),
-            hedge_budget: Budget::new(hedge.budget(), start),
+            retry_budget,
+            hedge_budget,
             latency: LatencyHistogram::new(hedge.latency(), start),
             retry_metrics: RetryMetrics::register(&label()),
             hedge_metrics: HedgeMetrics::register(&label()),

@@ -31,6 +31,7 @@
 //! assert!(!budget.try_withdraw(now));
 //! ```
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -124,7 +125,10 @@ impl BudgetSettings {
 /// A shared budget: deposits per call, withdrawals per retry or hedge.
 #[derive(Debug)]
 pub struct Budget {
-    deposits: [AtomicU64; SLOTS as usize],
+    /// Shared with another budget of the same window and epoch that counts
+    /// the same calls (a channel's retry and hedge budgets): one deposit
+    /// per call serves both.
+    deposits: Arc<[AtomicU64; SLOTS as usize]>,
     withdrawals: [AtomicU64; SLOTS as usize],
     slot_ns: u64,
     epoch: Instant,
@@ -145,6 +149,23 @@ impl Budget {
             floor_per_sec: AtomicU32::new(settings.floor_per_sec),
             window_secs: settings.window.as_secs_f64(),
         }
+    }
+
+    /// A budget that counts its deposits with `other` (same calls, same
+    /// window): `None` when their windows or epochs differ.
+    pub(crate) fn sharing_deposits(settings: &BudgetSettings, other: &Budget) -> Option<Self> {
+        let mut budget = Budget::new(settings, other.epoch);
+        if budget.slot_ns != other.slot_ns {
+            return None;
+        }
+        budget.deposits = other.deposits.clone();
+        Some(budget)
+    }
+
+    /// True when one deposit in `self` counts in `other` too.
+    #[inline]
+    pub(crate) fn shares_deposits(&self, other: &Budget) -> bool {
+        Arc::ptr_eq(&self.deposits, &other.deposits)
     }
 
     /// Applies new ratio and floor; the window stays what it was when the

@@ -161,12 +161,13 @@ impl Call {
             };
             budget.deposit_at(ns);
         };
-        if let Some(r) = &rules.retry
-            && r.settings.max_attempts() > 1
-        {
+        let retry = rules.retry.filter(|r| r.settings.max_attempts() > 1);
+        if let Some(r) = &retry {
             deposit(r.budget);
         }
-        if let Some(h) = &rules.hedge {
+        if let Some(h) = &rules.hedge
+            && !retry.is_some_and(|r| h.budget.shares_deposits(r.budget))
+        {
             deposit(h.budget);
         }
         Call {
