@@ -77,7 +77,7 @@ impl Stream for OneAtATime {
         }
         // Remove endpoint j, then insert it back, walking the set.
         let j = (change / 2 * 7919) % self.n;
-        let update = if change % 2 == 0 {
+        let update = if change.is_multiple_of(2) {
             Update::Remove(addr(j))
         } else {
             Update::Insert(Endpoint::new(addr(j)))

@@ -75,7 +75,7 @@ impl Decay {
 fn exp2_neg(y: f64) -> f64 {
     // Below 2^-1022 the value is zero for every purpose here (and NaN,
     // from 0 × ∞, counts as no memory too).
-    if !(y < 1022.0) {
+    if y.is_nan() || y >= 1022.0 {
         return 0.0;
     }
     const SHIFTER: f64 = 6_755_399_441_055_744.0;

@@ -24,21 +24,8 @@ use crate::balance::{AttemptEnd, End};
 use crate::classify::{Answered, OutcomeReport, OutcomeSink};
 use crate::policy::breaker::Admission;
 use crate::policy::call::{AttemptKind, Ended};
-use crate::policy::drive::{self, Finished};
+use crate::policy::drive::{self, Finished, Step};
 use crate::policy::into_error;
-
-#[pin_project(project = StepProj)]
-enum Step<S: Service<Req>, Req> {
-    Waiting {
-        svc: S,
-        req: Option<Req>,
-    },
-    Calling {
-        #[pin]
-        fut: S::Future,
-    },
-    Done,
-}
 
 /// One attempt in flight (see the [module docs](self)).
 #[pin_project(PinnedDrop)]
@@ -91,10 +78,7 @@ where
         slot.begin();
         Attempt {
             inner,
-            step: Step::Waiting {
-                svc: slot.service.clone(),
-                req: Some(req),
-            },
+            step: Step::new(slot.service.clone(), req),
             slot,
             number,
             started,
@@ -120,7 +104,7 @@ where
     /// load it is a latency sample, on the breaker a failure.
     fn cut(self: Pin<&mut Self>, at: Instant) {
         let mut this = self.project();
-        if matches!(*this.step, Step::Done) {
+        if this.step.is_done() {
             return;
         }
         this.step.set(Step::Done);
@@ -146,62 +130,42 @@ where
         let mut this = self.project();
         let answer = {
             let _entered = this.span.enter();
-            loop {
-                match this.step.as_mut().project() {
-                    StepProj::Waiting { svc, req } => match svc.poll_ready(cx) {
-                        Poll::Ready(Ok(())) => {
-                            let Some(req) = req.take() else {
-                                return Poll::Pending;
-                            };
-                            let fut = svc.call(req);
-                            this.step.set(Step::Calling { fut });
-                        }
-                        Poll::Ready(Err(e)) => break Some(Err(e)),
-                        Poll::Pending => break None,
-                    },
-                    StepProj::Calling { fut } => match fut.poll(cx) {
-                        Poll::Ready(r) => break Some(r),
-                        Poll::Pending => break None,
-                    },
-                    StepProj::Done => return Poll::Pending,
-                }
-            }
+            this.step.as_mut().poll_answer(cx)
         };
         let slot = &**this.slot;
-        if let Some(mut result) = answer {
-            this.step.set(Step::Done);
-            let at = crate::clock::now();
-            let elapsed = at.saturating_duration_since(*this.started);
-            let outcome = this.inner.classify.classify(&result);
-            slot.leave();
-            let admission = this.admission.take();
-            match &mut result {
-                Ok(response) if this.inner.defers => {
-                    let answered = Answered {
-                        elapsed,
-                        at,
-                        admission: admission.map(Admission::into_raw),
-                    };
-                    let sink: Arc<dyn OutcomeSink> = this.slot.clone();
-                    let report = OutcomeReport::new(sink, answered, outcome);
-                    this.inner.classify.defer(response, report);
-                }
-                _ => slot.record(
-                    &AttemptEnd::new(End::Response(outcome), elapsed, at),
-                    admission,
-                ),
+        let Poll::Ready(mut result) = answer else {
+            return Poll::Pending;
+        };
+        let at = crate::clock::now();
+        let elapsed = at.saturating_duration_since(*this.started);
+        let outcome = this.inner.classify.classify(&result);
+        slot.leave();
+        let admission = this.admission.take();
+        match &mut result {
+            Ok(response) if this.inner.defers => {
+                let answered = Answered {
+                    elapsed,
+                    at,
+                    admission: admission.map(Admission::into_raw),
+                };
+                let sink: Arc<dyn OutcomeSink> = this.slot.clone();
+                let report = OutcomeReport::new(sink, answered, outcome);
+                this.inner.classify.defer(response, report);
             }
-            this.inner.note_service_error(slot, result.is_err());
-            this.span.record("outcome", outcome_name(outcome));
-            return Poll::Ready(Finished {
-                number: *this.number,
-                at,
-                elapsed,
-                ended: Ended::Answered(outcome),
-                result: Some(result.map_err(into_error)),
-            });
+            _ => slot.record(
+                &AttemptEnd::new(End::Response(outcome), elapsed, at),
+                admission,
+            ),
         }
-        Poll::Pending
+        this.inner.note_service_error(slot, result.is_err());
+        this.span.record("outcome", outcome_name(outcome));
+        Poll::Ready(Finished {
+            number: *this.number,
+            at,
+            elapsed,
+            ended: Ended::Answered(outcome),
+            result: Some(result.map_err(into_error)),
+        })
     }
 }
 
@@ -209,7 +173,7 @@ where
 impl<Req, S: Service<Req>> PinnedDrop for Attempt<'_, Req, S> {
     fn drop(self: Pin<&mut Self>) {
         let this = self.project();
-        if matches!(*this.step, Step::Done) {
+        if this.step.is_done() {
             return;
         }
         // Dropped before it ended: the caller gave up, or another attempt

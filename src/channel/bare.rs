@@ -57,14 +57,7 @@ where
     let picked = match picked {
         Some(picked) => picked,
         // Empty table: wait for discovery (the slow path).
-        None => {
-            let state = &inner.state;
-            let snapshot = inner
-                .table
-                .populated(inner.initial_wait, &state.name, || state.request_refresh())
-                .await?;
-            pick(&snapshot, start, state)
-        }
+        None => pick(&*inner.populated().await?, start, &inner.state),
     };
     let Some(slot) = picked else {
         return Err(inner.no_endpoint());

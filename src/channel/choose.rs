@@ -60,11 +60,10 @@ pub(crate) fn choose<C: Candidates>(
         } else {
             balancer.pick(&at, set, &admits, rng)?
         };
-        match admission(set, i, rules, now) {
-            Some(a) => return Some((i, a)),
-            // Its breaker refused (half-open without a free probe): fall
-            // through to the general search.
-            None => {}
+        // Its breaker may refuse (half-open without a free probe): then
+        // fall through to the general search.
+        if let Some(a) = admission(set, i, rules, now) {
+            return Some((i, a));
         }
     }
     let mut refused = Tried::default();

@@ -10,7 +10,7 @@ use super::info::AttemptInfo;
 use super::settings::ChannelPolicy;
 use super::slot::Slot;
 use super::state::ChannelState;
-use super::table::Table;
+use super::table::{Snapshot, Table};
 use crate::Error;
 use crate::classify::Classify;
 use crate::policy::replay::Replay;
@@ -38,6 +38,15 @@ impl<Req, S: Service<Req>> Inner<Req, S> {
     pub(crate) fn no_endpoint(&self) -> Error {
         self.state.request_refresh();
         self.table.empty_error(&self.state.name)
+    }
+
+    /// The current endpoint set once it has an endpoint, waiting up to the
+    /// initial wait (and asking discovery to look again) while it is empty.
+    pub(crate) async fn populated(&self) -> Result<Arc<Snapshot<S>>, Error> {
+        let state = &self.state;
+        self.table
+            .populated(self.initial_wait, &state.name, || state.request_refresh())
+            .await
     }
 
     /// Notes whether `slot`'s service failed outright (not a response

@@ -177,17 +177,13 @@ where
     S::Error: Into<BoxError> + 'static,
 {
     let inner = &*handle.inner;
-    let state = &inner.state;
     let start = crate::clock::now();
-    let now = if !inner.table.is_populated() {
-        // Empty table: wait for discovery; the deadline runs from the start.
-        inner
-            .table
-            .populated(inner.initial_wait, &state.name, || state.request_refresh())
-            .await?;
-        crate::clock::now()
-    } else {
+    let now = if inner.table.is_populated() {
         start
+    } else {
+        // Empty table: wait for discovery; the deadline runs from the start.
+        inner.populated().await?;
+        crate::clock::now()
     };
     let Some(settings) = &handle.settings else {
         return Err(Error::inner("a resilient call without settings"));

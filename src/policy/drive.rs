@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use pin_project::pin_project;
 use tokio::time::Sleep;
+use tower::Service;
 
 use super::call::{Action, AttemptKind, Call, Ended, NotSent, Refused, Rules, SendAttempt};
 use crate::error::Error;
@@ -34,6 +35,69 @@ pub(crate) struct Finished<T> {
     pub(crate) ended: Ended,
     /// The answer; `None` when it timed out.
     pub(crate) result: Option<Result<T, Error>>,
+}
+
+/// Where one attempt is: waiting for its service to be ready, called, or
+/// over. Both kinds of attempt (on a channel's endpoint, on a layer's inner
+/// service) step through it the same way.
+#[pin_project(project = StepProj)]
+pub(crate) enum Step<S: Service<Req>, Req> {
+    /// Waiting for the service to be ready.
+    Waiting { svc: S, req: Option<Req> },
+    /// Called.
+    Calling {
+        #[pin]
+        fut: S::Future,
+    },
+    /// Answered, cut or dropped.
+    Done,
+}
+
+impl<S: Service<Req>, Req> Step<S, Req> {
+    /// A step waiting for `svc` to take `req`.
+    pub(crate) fn new(svc: S, req: Req) -> Self {
+        Step::Waiting {
+            svc,
+            req: Some(req),
+        }
+    }
+
+    /// Advances the attempt: the service's answer once it has one (the step
+    /// is then [`Step::Done`]); pending while waiting or after it is done.
+    pub(crate) fn poll_answer(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<S::Response, S::Error>> {
+        loop {
+            match self.as_mut().project() {
+                StepProj::Waiting { svc, req } => match svc.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let Some(req) = req.take() else {
+                            return Poll::Pending;
+                        };
+                        let fut = svc.call(req);
+                        self.set(Step::Calling { fut });
+                    }
+                    Poll::Ready(Err(e)) => {
+                        self.set(Step::Done);
+                        return Poll::Ready(Err(e));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+                StepProj::Calling { fut } => {
+                    let answer = std::task::ready!(fut.poll(cx));
+                    self.set(Step::Done);
+                    return Poll::Ready(answer);
+                }
+                StepProj::Done => return Poll::Pending,
+            }
+        }
+    }
+
+    /// True once the attempt was answered, cut or dropped.
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self, Step::Done)
+    }
 }
 
 /// One attempt in flight, as the driver holds it.

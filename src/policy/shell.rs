@@ -13,7 +13,7 @@ use pin_project::pin_project;
 use tower::Service;
 
 use super::call::{AttemptKind, Call, Ended, NotSent, Refused, Rules, SendAttempt};
-use super::drive::{self, Dispatch, Finished};
+use super::drive::{self, Dispatch, Finished, Step};
 use super::into_error;
 use super::replay::Replay;
 use crate::classify::Classify;
@@ -134,10 +134,7 @@ where
             Attempt {
                 number: send.number,
                 started: now,
-                step: Step::Waiting {
-                    svc,
-                    req: Some(req),
-                },
+                step: Step::new(svc, req),
                 classify: self.parts.clone(),
             },
             None,
@@ -177,17 +174,6 @@ impl<T, C: Classify<Resp, E>, R, Resp, E> HasClassify<Resp, E> for Arc<Parts<T, 
     }
 }
 
-#[pin_project(project = StepProj)]
-pub(crate) enum Step<S: Service<Req>, Req> {
-    /// Waiting for the service to be ready.
-    Waiting { svc: S, req: Option<Req> },
-    /// Called.
-    Calling {
-        #[pin]
-        fut: S::Future,
-    },
-}
-
 /// One attempt of a layer's call: wait for the service, call it, classify
 /// the result. The driver cuts it when its time is up.
 #[pin_project]
@@ -223,29 +209,8 @@ where
     type Output = Finished<S::Response>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let answer = loop {
-            match this.step.as_mut().project() {
-                StepProj::Waiting { svc, req } => match svc.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => {
-                        let Some(req) = req.take() else {
-                            return Poll::Pending;
-                        };
-                        let fut = svc.call(req);
-                        this.step.set(Step::Calling { fut });
-                    }
-                    Poll::Ready(Err(e)) => break Some(Err(e)),
-                    Poll::Pending => break None,
-                },
-                StepProj::Calling { fut } => match fut.poll(cx) {
-                    Poll::Ready(r) => break Some(r),
-                    Poll::Pending => break None,
-                },
-            }
-        };
-        let Some(result) = answer else {
-            return Poll::Pending;
-        };
+        let this = self.project();
+        let result = std::task::ready!(this.step.poll_answer(cx));
         let outcome = this.classify.outcome(&result);
         let at = crate::clock::now();
         Poll::Ready(Finished {

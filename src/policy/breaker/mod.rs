@@ -197,7 +197,9 @@ impl CircuitBreaker {
     ) -> Option<Transition> {
         let mut core = self.core.lock();
         let transition =
-            with_thread_rng(|rng| core.record(admission, !outcome.is_success(), elapsed, now, rng));
+            core.record_drawing(admission, !outcome.is_success(), elapsed, now, &mut || {
+                with_thread_rng(|rng| rng.unit())
+            });
         self.publish(&core, transition);
         transition
     }
