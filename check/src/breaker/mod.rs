@@ -1,6 +1,6 @@
 //! Circuit-breaker transitions checked against a small reference model.
 //!
-//! [`run_breaker`] drives a [`BreakerCore`] with acquires, results (failed
+//! [`run_breaker`] drives a [`BreakerCore`](towline::policy::breaker::BreakerCore) with acquires, results (failed
 //! or not, fast or slow), abandoned calls, forcing, retuning and time, and
 //! replays each step on a reference model written from the documented
 //! behaviour (see [`towline::policy::breaker`]). After every step the two must
@@ -18,7 +18,7 @@
 //! - each open time lies in `[c × (1 − jitter), c]` where `c` is
 //!   `min(cap, base × multiplier^k)` for the `k`-th open since the breaker
 //!   last closed, and the breaker admits nothing until it has passed;
-//! - [`BreakerCore::would_admit`] tells exactly whether an acquire would be
+//! - [`BreakerCore::would_admit`](towline::policy::breaker::BreakerCore::would_admit) tells exactly whether an acquire would be
 //!   admitted;
 //! - invalid settings are refused by [`BreakerSettings::validate`] (and by
 //!   [`CircuitBreaker::new`]), never a panic.
