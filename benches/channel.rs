@@ -6,6 +6,8 @@
 //!   directly (`&mut`, one task only: it cannot be shared).
 //! - `tower_buffer`: the same `Balance` behind `tower::buffer::Buffer`
 //!   (capacity 1024), which is how tonic shares a balanced channel.
+//! - `floor`: the in-memory service called directly by the same harness;
+//!   subtract it from the others for each one's cost above the floor.
 //!
 //! "1 task" runs calls one after another; "64 tasks" splits the calls over 64
 //! tasks on a 2-worker multi-thread runtime and reports elapsed / calls.
@@ -39,7 +41,7 @@ fn addrs(n: usize) -> Vec<SocketAddr> {
         .collect()
 }
 
-fn towline_channel(n: usize) -> Channel<u64, Echo> {
+fn towline_channel(n: usize) -> Channel<u64, u64> {
     Channel::builder(|_: &Endpoint| echo())
         .discover(Static::new(addrs(n)))
         .balancer(P2c::peak_ewma())
@@ -111,6 +113,9 @@ fn one_task(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("call_1_task");
+    group.bench_function("floor", |b| {
+        b.iter_custom(|iters| rt.block_on(sequential(&mut echo(), iters)));
+    });
     for n in [10usize, 100, 1000] {
         let mut channel = rt.block_on(ready_channel(n));
         group.bench_with_input(BenchmarkId::new("towline", n), &n, |b, _| {
@@ -129,7 +134,7 @@ fn one_task(c: &mut Criterion) {
 }
 
 /// A channel whose discovery task has published all `n` endpoints.
-async fn ready_channel(n: usize) -> Channel<u64, Echo> {
+async fn ready_channel(n: usize) -> Channel<u64, u64> {
     let ch = towline_channel(n);
     while ch.endpoints().len() < n {
         tokio::task::yield_now().await;
@@ -144,6 +149,10 @@ fn many_tasks(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("call_64_tasks");
+    group.bench_function("floor", |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| concurrent(echo(), iters));
+    });
     for n in [10usize, 100, 1000] {
         let channel = rt.block_on(ready_channel(n));
         group.bench_with_input(BenchmarkId::new("towline", n), &n, |b, _| {

@@ -33,7 +33,7 @@ use http::{HeaderValue, Request, Response};
 use http_body_util::{Empty, Full};
 use tower::{Service, ServiceExt};
 use towline::discover::Static;
-use towline::http::{EndpointService, ReplayBody, StatusClassify, connect, replayable};
+use towline::http::{ReplayBody, StatusClassify, connect, replayable};
 use towline::{Channel, Endpoint};
 
 /// An always-ready HTTP service that answers 200 with an empty body.
@@ -103,7 +103,7 @@ fn addrs() -> Vec<SocketAddr> {
 }
 
 /// Waits until the channel's discovery task has published every endpoint.
-async fn ready<Req, S: Service<Req>>(channel: Channel<Req, S>) -> Channel<Req, S> {
+async fn ready<Req, Resp>(channel: Channel<Req, Resp>) -> Channel<Req, Resp> {
     while channel.endpoints().len() < 3 {
         tokio::task::yield_now().await;
     }
@@ -128,10 +128,11 @@ fn empty() -> Request<Empty<Bytes>> {
     Request::new(Empty::new())
 }
 
-fn bare<S>(service: S) -> Channel<Request<Empty<Bytes>>, S>
+fn bare<S>(service: S) -> Channel<Request<Empty<Bytes>>, S::Response>
 where
-    S: Service<Request<Empty<Bytes>>> + Clone + Send + Sync + 'static,
-    S::Error: 'static,
+    S: Service<Request<Empty<Bytes>>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Response: Send + 'static,
+    S::Future: Send + 'static,
 {
     Channel::builder(move |_: &Endpoint| service.clone())
         .discover(Static::new(addrs()))
@@ -140,17 +141,17 @@ where
 }
 
 /// A channel of `towline::http` services over `service`.
-fn with_http<B, RB, S>(service: S) -> Channel<Request<B>, EndpointService<S>>
+fn with_http<B, RB, S>(service: S) -> Channel<Request<B>, Response<RB>>
 where
     B: Send + 'static,
     RB: Send + 'static,
     S: Service<Request<B>, Response = Response<RB>, Error = Infallible>,
     S: Clone + Send + Sync + 'static,
-    S::Future: Send,
+    S::Future: Send + 'static,
 {
     Channel::builder(connect(service))
         .discover(Static::new(addrs()))
-        .classify(StatusClassify::new())
+        .classifier(StatusClassify::new())
         .build()
         .unwrap()
 }

@@ -35,7 +35,7 @@ fn fixed() -> AdaptiveLimitLayer {
     AdaptiveLimitLayer::new(LimitSettings::new(LimitAlgorithm::Fixed(1000))).expect("valid")
 }
 
-fn channel() -> Channel<u64, Echo> {
+fn channel() -> Channel<u64, u64> {
     let addrs: Vec<SocketAddr> = (1..=8)
         .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
         .collect();

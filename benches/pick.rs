@@ -7,7 +7,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use towline::balance::{Balancer, ConsistentHash, Load, P2c, Random, RoundRobin, Weighted};
+use towline::balance::{
+    AttemptEnd, Balancer, ConsistentHash, End, Load, P2c, PickContext, Random, RoundRobin, Weighted,
+};
+use towline::classify::Outcome;
 use towline::rng::Rng;
 
 fn balancers() -> Vec<Box<dyn Balancer>> {
@@ -32,15 +35,20 @@ fn pick_cost(c: &mut Criterion) {
                 for _ in 0..(i % 3) {
                     l.start();
                 }
-                proto.observe(l, Duration::from_micros(100 + (i % 50) as u64), now);
+                let rtt = Duration::from_micros(100 + (i % 50) as u64);
+                proto.observe(
+                    l,
+                    &AttemptEnd::new(End::Response(Outcome::Success), rtt, now),
+                );
             }
             let b = proto.rebuild(&weights);
             let mut rng = Rng::seeded(42);
+            let at = PickContext::new(now);
             group.bench_with_input(BenchmarkId::new("all_eligible", n), &n, |bench, _| {
-                bench.iter(|| black_box(b.pick(&loads, &|_| true, now, &mut rng)))
+                bench.iter(|| black_box(b.pick(&at, &loads, &|_| true, &mut rng)))
             });
             group.bench_with_input(BenchmarkId::new("tenth_excluded", n), &n, |bench, _| {
-                bench.iter(|| black_box(b.pick(&loads, &|i| i % 10 != 3, now, &mut rng)))
+                bench.iter(|| black_box(b.pick(&at, &loads, &|i| i % 10 != 3, &mut rng)))
             });
         }
         group.finish();

@@ -30,8 +30,8 @@ async fn task_one(servers: Vec<std::net::SocketAddr>) -> Result<(), towline::Box
     let mut channel = Channel::builder(connect(client))
         .discover(Static::new(servers))
         .balancer(P2c::peak_ewma())
-        .classify(StatusClassify::new())
-        .replay(CloneReplay)
+        .classifier(StatusClassify::new())
+        .replayer(CloneReplay)
         .retry(RetrySettings::default().with_max_attempts(3))
         .circuit_breaker(BreakerSettings::default())
         .build()?;

@@ -32,7 +32,7 @@ use support::{Backend, Behavior};
 use tower::{Service, ServiceExt};
 use towline::balance::{P2c, RoundRobin};
 use towline::discover::Static;
-use towline::http::{EndpointAddr, EndpointService, StatusClassify, connect};
+use towline::http::{EndpointAddr, StatusClassify, connect};
 use towline::policy::breaker::BreakerSettings;
 use towline::policy::replay::CloneReplay;
 use towline::policy::retry::RetrySettings;
@@ -43,7 +43,7 @@ const TASKS: usize = 64;
 const BASE_DELAY: Duration = Duration::from_millis(2);
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-type HttpChannel = Channel<Request<Full<Bytes>>, EndpointService<HttpClient>>;
+type HttpChannel = Channel<Request<Full<Bytes>>, hyper::Response<hyper::body::Incoming>>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -78,7 +78,7 @@ async fn main() -> Result<(), BoxError> {
     let p2c = Channel::builder(connect(client.clone()))
         .discover(Static::new(addrs.clone()))
         .balancer(P2c::peak_ewma())
-        .classify(StatusClassify::new())
+        .classifier(StatusClassify::new())
         .name("p2c")
         .build()?;
     run("P2C peak-EWMA", p2c, &backends, &labels).await?;
@@ -86,7 +86,7 @@ async fn main() -> Result<(), BoxError> {
     let round_robin = Channel::builder(connect(client.clone()))
         .discover(Static::new(addrs.clone()))
         .balancer(RoundRobin::new())
-        .classify(StatusClassify::new())
+        .classifier(StatusClassify::new())
         .name("round_robin")
         .build()?;
     run("round-robin", round_robin, &backends, &labels).await?;
@@ -94,8 +94,8 @@ async fn main() -> Result<(), BoxError> {
     let resilient = Channel::builder(connect(client))
         .discover(Static::new(addrs))
         .balancer(P2c::peak_ewma())
-        .classify(StatusClassify::new())
-        .replay(CloneReplay)
+        .classifier(StatusClassify::new())
+        .replayer(CloneReplay)
         .retry(RetrySettings::default().with_max_attempts(3))
         .circuit_breaker(BreakerSettings::default().with_failure_rate(Some(0.2)))
         .timeout(Duration::from_millis(500))

@@ -8,6 +8,7 @@
 //! [`BuildError`] says which builder setting was invalid and why.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::discover::DiscoverError;
@@ -20,8 +21,15 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum Error {
     /// No endpoint was available: discovery has produced none (within the
-    /// channel's initial wait), or every endpoint was excluded.
-    NoEndpoints,
+    /// channel's initial wait), or every endpoint was excluded. Its
+    /// `source()` is the last discovery error, if there was one.
+    NoEndpoints {
+        /// The name of the channel.
+        channel: Arc<str>,
+        /// The last error the discovery source reported, if any (for
+        /// example, the name did not resolve).
+        last_discovery_error: Option<DiscoverError>,
+    },
     /// Discovery failed before any endpoint was ever known.
     Discovery(DiscoverError),
     /// One attempt took longer than the per-attempt timeout.
@@ -84,7 +92,9 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::NoEndpoints => f.write_str("no endpoints available"),
+            Error::NoEndpoints { channel, .. } => {
+                write!(f, "no endpoints available on channel `{channel}`")
+            }
             Error::Discovery(_) => f.write_str("discovery failed before any endpoint was known"),
             Error::AttemptTimeout(d) => write!(f, "attempt timed out after {d:?}"),
             Error::DeadlineExceeded { deadline, .. } => {
@@ -105,6 +115,10 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Discovery(e) => Some(e),
+            Error::NoEndpoints {
+                last_discovery_error: Some(e),
+                ..
+            } => Some(e),
             Error::DeadlineExceeded { last, .. } => last
                 .as_deref()
                 .map(|e| e as &(dyn std::error::Error + 'static)),

@@ -39,8 +39,6 @@
 #![deny(missing_docs)]
 
 pub mod balance;
-#[cfg(feature = "arbitrary")]
-pub mod check;
 pub mod classify;
 mod clock;
 pub mod discover;
@@ -50,9 +48,9 @@ pub mod error;
 pub mod http;
 pub mod policy;
 pub mod rng;
-pub mod subset;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod subset;
 
 pub use endpoint::{DEFAULT_WEIGHT, Endpoint};
 pub use error::{BoxError, BuildError, Error};

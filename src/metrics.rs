@@ -424,7 +424,7 @@ mod tests {
         };
         let mut channel = Channel::builder(connect)
             .discover(Static::new(addrs))
-            .replay(CloneReplay)
+            .replayer(CloneReplay)
             .retry(RetrySettings::default().with_max_attempts(3))
             .hedge(
                 HedgeSettings::default().with_delay(HedgeDelay::Fixed(Duration::from_micros(10))),

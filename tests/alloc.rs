@@ -76,15 +76,11 @@ fn connect(ep: &Endpoint) -> Answer {
 }
 
 /// Allocations per call over `calls` calls, after a warm-up.
-fn allocations_per_call<S>(
-    channel: Channel<u32, S>,
+fn allocations_per_call(
+    channel: Channel<u32, u32>,
     runtime: &tokio::runtime::Runtime,
     calls: usize,
-) -> f64
-where
-    S: Service<u32, Response = u32, Error = Infallible> + Clone + Send + Sync + 'static,
-    S::Future: Send,
-{
+) -> f64 {
     runtime.block_on(async move {
         let mut channel = channel;
         for i in 0..1_000 {
@@ -133,7 +129,7 @@ fn full_policy_stack_allocates_once_per_call_when_nothing_fires() {
         Channel::builder(connect)
             .discover(Static::new(addrs()))
             .balancer(P2c::peak_ewma())
-            .replay(CloneReplay)
+            .replayer(CloneReplay)
             .deadline(Duration::from_secs(5))
             .timeout(Duration::from_secs(1))
             .retry(RetrySettings::default())

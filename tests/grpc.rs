@@ -15,7 +15,7 @@ use towline::Channel;
 use towline::balance::RoundRobin;
 use towline::discover::Static;
 use towline::http::grpc::GrpcClassify;
-use towline::http::{BodyReplay, EndpointService, ReplayBody, Replayable, connect};
+use towline::http::{BodyReplay, ReplayBody, Replayable, connect};
 use towline::policy::backoff::Backoff;
 use towline::policy::breaker::{BreakerSettings, BreakerState, Window};
 use towline::policy::budget::BudgetSettings;
@@ -25,7 +25,7 @@ use support::{GrpcServer, HelloRequest, codec, say_hello};
 
 type GrpcClient = Client<HttpConnector, ReplayBody<tonic::body::Body>>;
 type GrpcChannel =
-    Channel<http::Request<ReplayBody<tonic::body::Body>>, EndpointService<GrpcClient>>;
+    Channel<http::Request<ReplayBody<tonic::body::Body>>, http::Response<hyper::body::Incoming>>;
 
 const CALLS: usize = 300;
 
@@ -39,8 +39,8 @@ fn channel(servers: &[GrpcServer]) -> GrpcChannel {
     Channel::builder(connect(client))
         .discover(Static::new(servers.iter().map(|s| s.addr)))
         .balancer(RoundRobin::new())
-        .classify(GrpcClassify::new())
-        .replay(BodyReplay)
+        .classifier(GrpcClassify::new())
+        .replayer(BodyReplay)
         .retry(
             RetrySettings::default()
                 .with_max_attempts(3)

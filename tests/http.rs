@@ -14,15 +14,13 @@ use http::{Request, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tower::{Service, ServiceExt};
 use towline::balance::RoundRobin;
 use towline::discover::Static;
 use towline::http::{
-    BodyReplay, EndpointAddr, EndpointService, ReplayBody, StatusClassify, UNREPLAYABLE_BODIES,
-    connect, replayable,
+    BodyReplay, EndpointAddr, ReplayBody, StatusClassify, UNREPLAYABLE_BODIES, connect, replayable,
 };
 use towline::policy::backoff::Backoff;
 use towline::policy::budget::BudgetSettings;
@@ -34,8 +32,7 @@ use towline::{BoxError, Channel};
 use support::{Backend, Behavior, RetryAfter, connector, get};
 
 type Body = UnsyncBoxBody<Bytes, BoxError>;
-type ReplayClient = Client<HttpConnector, ReplayBody<Body>>;
-type ReplayChannel = Channel<Request<ReplayBody<Body>>, EndpointService<ReplayClient>>;
+type ReplayChannel = Channel<Request<ReplayBody<Body>>, http::Response<hyper::body::Incoming>>;
 
 /// Up to `attempts` attempts, 1 ms backoff, and a budget that never runs
 /// out (these tests count attempts, not budget refusals).
@@ -55,8 +52,8 @@ fn replay_channel(addrs: &[SocketAddr], attempts: u32) -> ReplayChannel {
     Channel::builder(connect(client))
         .discover(Static::new(addrs.to_vec()))
         .balancer(RoundRobin::new())
-        .classify(StatusClassify::new())
-        .replay(BodyReplay)
+        .classifier(StatusClassify::new())
+        .replayer(BodyReplay)
         .retry(retry(attempts))
         .build()
         .unwrap()
@@ -109,8 +106,8 @@ async fn retried_after(status: StatusCode, retry_after: RetryAfter) -> Duration 
     .await;
     let mut channel = Channel::builder(connector())
         .discover(Static::new([backend.addr]))
-        .classify(StatusClassify::new())
-        .replay(CloneReplay)
+        .classifier(StatusClassify::new())
+        .replayer(CloneReplay)
         .retry(retry(2))
         .build()
         .unwrap();
@@ -150,8 +147,8 @@ async fn server_errors_and_refused_connections_are_retried_elsewhere() {
     let mut channel = Channel::builder(connector())
         .discover(Static::new([refused, failing.addr, healthy.addr]))
         .balancer(RoundRobin::new())
-        .classify(StatusClassify::new())
-        .replay(CloneReplay)
+        .classifier(StatusClassify::new())
+        .replayer(CloneReplay)
         .retry(retry(3))
         .build()
         .unwrap();

@@ -48,8 +48,8 @@ fn channel(
     Channel::builder(connector())
         .discover(Static::new(backends.iter().map(|b| b.addr)))
         .balancer(RoundRobin::new())
-        .classify(towline::http::StatusClassify::new())
-        .replay(CloneReplay)
+        .classifier(towline::http::StatusClassify::new())
+        .replayer(CloneReplay)
 }
 
 async fn get(channel: &HttpChannel) -> Result<Reply, Error> {

@@ -62,8 +62,8 @@ async fn a_real_scrape_parses_and_shows_each_endpoint_breaker() {
     let mut channel = Channel::builder(support::connector())
         .discover(Static::new(backends.iter().map(|b| b.addr)))
         .balancer(RoundRobin::new())
-        .classify(StatusClassify::new())
-        .replay(CloneReplay)
+        .classifier(StatusClassify::new())
+        .replayer(CloneReplay)
         .retry(
             RetrySettings::default()
                 .with_max_attempts(3)

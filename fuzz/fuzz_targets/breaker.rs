@@ -1,9 +1,9 @@
 //! The circuit breaker against its reference model; see
-//! `towline::check::breaker` for the invariants.
+//! `towline_check::breaker` for the invariants.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use towline::check::breaker::BreakerCase;
+use towline_check::breaker::BreakerCase;
 
 fuzz_target!(|case: BreakerCase| {
     if let Err(violation) = case.run() {

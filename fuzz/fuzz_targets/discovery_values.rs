@@ -1,9 +1,9 @@
 //! etcd values and DNS answers from arbitrary bytes and generated records;
-//! see `towline::check::discovery` for the invariants.
+//! see `towline_check::discovery` for the invariants.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use towline::check::discovery::DiscoveryCase;
+use towline_check::discovery::DiscoveryCase;
 
 fuzz_target!(|case: DiscoveryCase| {
     if let Err(violation) = case.run() {

@@ -25,24 +25,32 @@
 //! to an O(n) scan, so a pick still finds an eligible endpoint when one
 //! exists.
 //!
+//! Every pick gets a [`PickContext`] (the time of the pick; a request key
+//! will join it, without changing the trait again), and every attempt that
+//! ends — answered, cut by a timeout, or cancelled — is reported to the
+//! balancer through [`Balancer::observe`] as an [`AttemptEnd`], so that a
+//! latency-aware load sees what callers see.
+//!
 //! ```
 //! use std::time::Instant;
-//! use towline::balance::{Balancer, Load, RoundRobin};
+//! use towline::balance::{Balancer, Load, PickContext, RoundRobin};
 //! use towline::rng::Rng;
 //!
 //! let now = Instant::now();
 //! let loads: Vec<Load> = (0..3).map(|_| Load::new(1, now)).collect();
 //! let rr = RoundRobin::new().rebuild(&[1, 1, 1]);
 //! let mut rng = Rng::seeded(1);
+//! let at = PickContext::new(now);
 //! let mut seen: Vec<usize> = (0..3)
-//!     .map(|_| rr.pick(&loads, &|_| true, now, &mut rng).unwrap())
+//!     .map(|_| rr.pick(&at, &loads, &|_| true, &mut rng).unwrap())
 //!     .collect();
 //! seen.sort();
 //! assert_eq!(seen, [0, 1, 2]);
 //! // Nothing eligible: no pick.
-//! assert_eq!(rr.pick(&loads, &|_| false, now, &mut rng), None);
+//! assert_eq!(rr.pick(&at, &loads, &|_| false, &mut rng), None);
 //! ```
 
+mod end;
 pub mod hash;
 mod load;
 mod p2c;
@@ -52,10 +60,11 @@ pub mod slow_start;
 mod weighted;
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+pub use end::{AttemptEnd, End};
 pub use hash::ConsistentHash;
-pub use load::Load;
+pub use load::{Decay, Load};
 pub use p2c::{P2c, P2cLoad};
 pub use random::Random;
 pub use round_robin::RoundRobin;
@@ -105,19 +114,37 @@ pub trait Balancer: fmt::Debug + Send + Sync + 'static {
     fn rebuild(&self, weights: &[u32]) -> Box<dyn Balancer>;
 
     /// Picks an index `i < set.len()` with `eligible(i)`, or `None` when there
-    /// is none. `now` is the time of the pick (for time-decayed loads).
+    /// is none. `at` says when the pick happens (for time-decayed loads).
     fn pick(
         &self,
+        at: &PickContext,
         set: &dyn LoadSet,
         eligible: &dyn Fn(usize) -> bool,
-        now: Instant,
         rng: &mut Rng,
     ) -> Option<usize>;
 
-    /// Records a finished call's round-trip time on its endpoint's load.
-    /// Only balancers that use latency do anything here (default: nothing).
-    fn observe(&self, load: &Load, rtt: Duration, now: Instant) {
-        let _ = (load, rtt, now);
+    /// Records how an attempt on the endpoint of `load` ended: every
+    /// attempt is reported once, whether it was answered, cut by a timeout
+    /// or cancelled. Only balancers that learn from attempts do anything
+    /// here (default: nothing).
+    fn observe(&self, load: &Load, end: &AttemptEnd) {
+        let _ = (load, end);
+    }
+}
+
+/// What a balancer is told about one pick: the time it happens. More (a
+/// request's hash key) may be added; construct it with [`PickContext::new`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct PickContext {
+    /// The time of the pick.
+    pub now: Instant,
+}
+
+impl PickContext {
+    /// The context of a pick at `now`.
+    pub fn new(now: Instant) -> Self {
+        PickContext { now }
     }
 }
 
@@ -166,22 +193,27 @@ pub(crate) mod test_util {
         true
     }
 
+    /// The context of a pick now.
+    pub fn at() -> PickContext {
+        PickContext::new(Instant::now())
+    }
+
     /// Every balancer returns `None` on an empty set and on a fully excluded
     /// set, and only eligible indices otherwise.
     pub fn check_exclusions(b: &dyn Balancer) {
-        let now = Instant::now();
+        let now = at();
         let mut rng = Rng::seeded(11);
         let empty = b.rebuild(&[]);
-        assert_eq!(empty.pick(&loads(0), &all, now, &mut rng), None);
+        assert_eq!(empty.pick(&now, &loads(0), &all, &mut rng), None);
         let b = b.rebuild(&[1, 2, 3, 4, 5]);
         let set = loads(5);
-        assert_eq!(b.pick(&set, &|_| false, now, &mut rng), None);
+        assert_eq!(b.pick(&now, &set, &|_| false, &mut rng), None);
         for _ in 0..200 {
-            let i = b.pick(&set, &|i| i == 1 || i == 3, now, &mut rng).unwrap();
+            let i = b.pick(&now, &set, &|i| i == 1 || i == 3, &mut rng).unwrap();
             assert!(i == 1 || i == 3, "picked excluded {i}");
         }
         for _ in 0..50 {
-            assert_eq!(b.pick(&set, &|i| i == 4, now, &mut rng), Some(4));
+            assert_eq!(b.pick(&now, &set, &|i| i == 4, &mut rng), Some(4));
         }
     }
 }

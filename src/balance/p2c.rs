@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use super::{Balancer, Load, LoadSet, sample_eligible};
+use super::{AttemptEnd, Balancer, Decay, Load, LoadSet, PickContext, sample_eligible};
 use crate::rng::Rng;
 
 /// The load measure a [`P2c`] balancer compares.
@@ -20,6 +20,11 @@ pub enum P2cLoad {
 /// Power of two choices: sample two distinct eligible endpoints at random and
 /// take the less loaded.
 ///
+/// Peak-EWMA learns from every attempt that ends: its elapsed time is a
+/// sample whether the endpoint answered (success or failure), the attempt
+/// was cut by a timeout, or it was cancelled, so an endpoint that stalls
+/// looks slow as soon as callers give up on it.
+///
 /// This avoids the herd behaviour of "least loaded" across many clients while
 /// steering clearly away from slow or busy endpoints, at O(1) per pick
 /// whatever the set size. With a single eligible endpoint it is returned.
@@ -36,6 +41,8 @@ pub enum P2cLoad {
 #[derive(Debug, Clone, Copy)]
 pub struct P2c {
     load: P2cLoad,
+    /// The decay of `load`, precomputed (unused for `Pending`).
+    decay: Decay,
 }
 
 impl P2c {
@@ -51,6 +58,7 @@ impl P2c {
                 default_rtt: Self::DEFAULT_RTT,
                 decay: Self::DEFAULT_DECAY,
             },
+            decay: Decay::new(Self::DEFAULT_DECAY),
         }
     }
 
@@ -58,6 +66,7 @@ impl P2c {
     pub fn pending() -> Self {
         P2c {
             load: P2cLoad::Pending,
+            decay: Decay::new(Self::DEFAULT_DECAY),
         }
     }
 
@@ -74,6 +83,7 @@ impl P2c {
     pub fn decay(mut self, tau: Duration) -> Self {
         if let P2cLoad::PeakEwma { decay, .. } = &mut self.load {
             *decay = tau;
+            self.decay = Decay::new(tau);
         }
         self
     }
@@ -84,21 +94,59 @@ impl P2c {
     }
 
     /// The cost of one endpoint now: lower is better.
+    #[inline]
     pub fn cost(&self, load: &Load, now: Instant) -> f64 {
         match self.load {
             P2cLoad::Pending => load.pending_cost(),
-            P2cLoad::PeakEwma { default_rtt, decay } => load.ewma_cost(now, decay, default_rtt),
+            P2cLoad::PeakEwma { default_rtt, .. } => load.ewma_cost(now, &self.decay, default_rtt),
+        }
+    }
+
+    /// The cheaper of `a` and `b` at `now` (`a` on a tie), reading the time
+    /// since the loads' epoch once when they share it.
+    #[inline]
+    fn cheaper(&self, a: &Load, b: &Load, now: Instant) -> bool {
+        match self.load {
+            P2cLoad::Pending => b.pending_cost() < a.pending_cost(),
+            P2cLoad::PeakEwma { default_rtt, .. } => {
+                let ta = a.since_epoch(now);
+                let tb = if b.epoch() == a.epoch() {
+                    ta
+                } else {
+                    b.since_epoch(now)
+                };
+                let (la, wa) = a.ewma_parts(ta, &self.decay, default_rtt);
+                let (lb, wb) = b.ewma_parts(tb, &self.decay, default_rtt);
+                // lb / wb < la / wa, multiplied out (weight 0 costs the most).
+                match (wa, wb) {
+                    (_, 0) => false,
+                    (0, _) => true,
+                    (wa, wb) => lb * f64::from(wa) < la * f64::from(wb),
+                }
+            }
         }
     }
 
     /// The two random candidates of one pick: two distinct eligible indices,
-    /// one when only one is eligible, `None` when none is.
+    /// one when only one is eligible, `None` when none is. Every ordered
+    /// pair of distinct eligible indices is equally likely.
     pub fn sample_pair(
         &self,
         n: usize,
         eligible: &dyn Fn(usize) -> bool,
         rng: &mut Rng,
     ) -> Option<(usize, Option<usize>)> {
+        if n >= 2 {
+            // The usual case, every endpoint eligible: one draw of a pair.
+            let a = rng.below(n);
+            let mut b = rng.below(n - 1);
+            if b >= a {
+                b += 1;
+            }
+            if eligible(a) && eligible(b) {
+                return Some((a, Some(b)));
+            }
+        }
         let a = sample_eligible(n, eligible, None, rng)?;
         Some((a, sample_eligible(n, eligible, Some(a), rng)))
     }
@@ -118,15 +166,15 @@ impl Balancer for P2c {
 
     fn pick(
         &self,
+        at: &PickContext,
         set: &dyn LoadSet,
         eligible: &dyn Fn(usize) -> bool,
-        now: Instant,
         rng: &mut Rng,
     ) -> Option<usize> {
         match self.sample_pair(set.len(), eligible, rng)? {
             (a, None) => Some(a),
             (a, Some(b)) => {
-                if self.cost(set.load(b), now) < self.cost(set.load(a), now) {
+                if self.cheaper(set.load(a), set.load(b), at.now) {
                     Some(b)
                 } else {
                     Some(a)
@@ -135,17 +183,19 @@ impl Balancer for P2c {
         }
     }
 
-    fn observe(&self, load: &Load, rtt: Duration, now: Instant) {
-        if let P2cLoad::PeakEwma { decay, .. } = self.load {
-            load.observe(rtt, now, decay);
+    fn observe(&self, load: &Load, end: &AttemptEnd) {
+        if let P2cLoad::PeakEwma { .. } = self.load {
+            load.observe(end.elapsed, end.at, &self.decay);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::End;
     use super::super::test_util::*;
     use super::*;
+    use crate::classify::Outcome;
 
     #[test]
     fn picks_the_lower_loaded_of_two_distinct_samples() {
@@ -159,7 +209,7 @@ mod tests {
                 for _ in 0..i {
                     l.start();
                 }
-                b.observe(l, Duration::from_millis(1 + i as u64), now);
+                b.observe(l, &answered(Duration::from_millis(1 + i as u64), now));
             }
             for seed in 0..2_000 {
                 let mut sampler = Rng::seeded(seed);
@@ -167,7 +217,7 @@ mod tests {
                 let y = y.unwrap();
                 assert_ne!(x, y, "seed {seed}: same index twice");
                 let mut picker = Rng::seeded(seed);
-                let got = b.pick(&set, &all, now, &mut picker).unwrap();
+                let got = b.pick(&at(), &set, &all, &mut picker).unwrap();
                 assert_eq!(got, x.min(y), "seed {seed}: not the lower-loaded");
             }
         }
@@ -176,14 +226,16 @@ mod tests {
     #[test]
     fn single_eligible_is_returned() {
         crate::rng::seed_thread_rng(402);
-        let now = Instant::now();
         let mut rng = Rng::seeded(1);
         let set = loads(4);
         assert_eq!(
-            P2c::pending().pick(&set, &|i| i == 2, now, &mut rng),
+            P2c::pending().pick(&at(), &set, &|i| i == 2, &mut rng),
             Some(2)
         );
-        assert_eq!(P2c::pending().pick(&loads(1), &all, now, &mut rng), Some(0));
+        assert_eq!(
+            P2c::pending().pick(&at(), &loads(1), &all, &mut rng),
+            Some(0)
+        );
     }
 
     #[test]
@@ -197,6 +249,52 @@ mod tests {
         }
         let b = P2c::pending();
         assert!(b.cost(&heavy, now) < b.cost(&light, now));
+    }
+
+    fn answered(rtt: Duration, at: Instant) -> AttemptEnd {
+        AttemptEnd::new(End::Response(Outcome::Success), rtt, at)
+    }
+
+    #[test]
+    fn every_kind_of_end_is_a_latency_sample() {
+        let now = Instant::now();
+        let b = P2c::peak_ewma();
+        for end in [
+            End::Response(Outcome::Success),
+            End::Response(Outcome::Failure { retryable: true }),
+            End::TimedOut,
+            End::Cancelled,
+        ] {
+            let load = Load::new(1, now);
+            b.observe(&load, &AttemptEnd::new(end, Duration::from_secs(2), now));
+            assert_eq!(load.rtt_estimate(), Some(Duration::from_secs(2)), "{end:?}");
+        }
+        // Pending ignores latency.
+        let load = Load::new(1, now);
+        P2c::pending().observe(&load, &answered(Duration::from_secs(2), now));
+        assert_eq!(load.rtt_estimate(), None);
+    }
+
+    #[test]
+    fn a_stalled_endpoint_loses_picks_once_its_cancelled_attempts_are_seen() {
+        let now = Instant::now();
+        let b = P2c::peak_ewma();
+        let set = loads(2);
+        for l in &set {
+            b.observe(l, &answered(Duration::from_millis(10), now));
+        }
+        // Endpoint 1 stalls: its callers give up after 1 s.
+        b.observe(
+            &set[1],
+            &AttemptEnd::new(End::Cancelled, Duration::from_secs(1), now),
+        );
+        let mut rng = Rng::seeded(7);
+        for _ in 0..100 {
+            assert_eq!(
+                b.pick(&PickContext::new(now), &set, &all, &mut rng),
+                Some(0)
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,4 @@
-use std::time::Instant;
-
-use super::{Balancer, LoadSet, sample_eligible};
+use super::{Balancer, LoadSet, PickContext, sample_eligible};
 use crate::rng::Rng;
 
 /// Uniformly random choice among the eligible endpoints.
@@ -25,9 +23,9 @@ impl Balancer for Random {
 
     fn pick(
         &self,
+        _at: &PickContext,
         set: &dyn LoadSet,
         eligible: &dyn Fn(usize) -> bool,
-        _now: Instant,
         rng: &mut Rng,
     ) -> Option<usize> {
         sample_eligible(set.len(), eligible, None, rng)
@@ -48,13 +46,13 @@ mod tests {
     #[test]
     fn shares_are_uniform_within_four_sigma() {
         crate::rng::seed_thread_rng(302);
-        let now = Instant::now();
+        let now = at();
         let mut rng = Rng::seeded(5);
         let (n, picks) = (8usize, 80_000usize);
         let set = loads(n);
         let mut counts = vec![0f64; n];
         for _ in 0..picks {
-            counts[Random.pick(&set, &all, now, &mut rng).unwrap()] += 1.0;
+            counts[Random.pick(&now, &set, &all, &mut rng).unwrap()] += 1.0;
         }
         let p = 1.0 / n as f64;
         let sigma = (picks as f64 * p * (1.0 - p)).sqrt();

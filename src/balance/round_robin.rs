@@ -1,8 +1,6 @@
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
-
-use super::{Balancer, LoadSet};
+use super::{Balancer, LoadSet, PickContext};
 use crate::rng::{Rng, with_thread_rng};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Round-robin: each eligible endpoint in turn.
 ///
@@ -36,9 +34,9 @@ impl Balancer for RoundRobin {
 
     fn pick(
         &self,
+        _at: &PickContext,
         set: &dyn LoadSet,
         eligible: &dyn Fn(usize) -> bool,
-        _now: Instant,
         _rng: &mut Rng,
     ) -> Option<usize> {
         let n = set.len();
@@ -66,7 +64,7 @@ mod tests {
     #[test]
     fn visits_each_endpoint_once_per_cycle() {
         crate::rng::seed_thread_rng(101);
-        let now = Instant::now();
+        let now = at();
         let mut rng = Rng::seeded(3);
         for n in [1, 2, 5, 17] {
             let rr = RoundRobin::new().rebuild(&vec![1; n]);
@@ -74,7 +72,7 @@ mod tests {
             for _cycle in 0..4 {
                 let mut seen = vec![0; n];
                 for _ in 0..n {
-                    seen[rr.pick(&set, &all, now, &mut rng).unwrap()] += 1;
+                    seen[rr.pick(&now, &set, &all, &mut rng).unwrap()] += 1;
                 }
                 assert!(seen.iter().all(|&c| c == 1), "n={n}: {seen:?}");
             }
@@ -84,7 +82,7 @@ mod tests {
     #[test]
     fn skips_ineligible_without_doubling_the_next() {
         crate::rng::seed_thread_rng(102);
-        let now = Instant::now();
+        let now = at();
         let mut rng = Rng::seeded(4);
         let rr = RoundRobin::new().rebuild(&[1; 5]);
         let set = loads(5);
@@ -92,7 +90,7 @@ mod tests {
         for _cycle in 0..5 {
             let mut seen = [0; 5];
             for _ in 0..3 {
-                seen[rr.pick(&set, &eligible, now, &mut rng).unwrap()] += 1;
+                seen[rr.pick(&now, &set, &eligible, &mut rng).unwrap()] += 1;
             }
             assert_eq!(seen, [1, 0, 0, 1, 1]);
         }

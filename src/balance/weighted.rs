@@ -1,10 +1,8 @@
+use super::{Balancer, LoadSet, PickContext, RANDOM_TRIES, sample_eligible};
+use crate::rng::{Rng, with_thread_rng};
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
-
-use super::{Balancer, LoadSet, RANDOM_TRIES, sample_eligible};
-use crate::rng::{Rng, with_thread_rng};
 
 /// Weighted balancing: traffic in proportion to each endpoint's weight.
 ///
@@ -124,9 +122,9 @@ impl Balancer for Weighted {
 
     fn pick(
         &self,
+        _at: &PickContext,
         set: &dyn LoadSet,
         eligible: &dyn Fn(usize) -> bool,
-        _now: Instant,
         rng: &mut Rng,
     ) -> Option<usize> {
         let n = set.len();
@@ -321,13 +319,13 @@ mod tests {
     use super::*;
 
     fn assert_shares(b: &dyn Balancer, weights: &[u32], picks: usize, seed: u64) {
-        let now = Instant::now();
+        let now = at();
         let mut rng = Rng::seeded(seed);
         let b = b.rebuild(weights);
         let set = loads(weights.len());
         let mut counts = vec![0f64; weights.len()];
         for _ in 0..picks {
-            counts[b.pick(&set, &all, now, &mut rng).unwrap()] += 1.0;
+            counts[b.pick(&now, &set, &all, &mut rng).unwrap()] += 1.0;
         }
         let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
         for (i, &w) in weights.iter().enumerate() {
@@ -355,13 +353,13 @@ mod tests {
         crate::rng::seed_thread_rng(202);
         let weights = [5u32, 1, 3, 0, 1];
         let b = Weighted::round_robin().rebuild(&weights);
-        let now = Instant::now();
+        let now = at();
         let mut rng = Rng::seeded(1);
         let set = loads(weights.len());
         for _cycle in 0..3 {
             let mut counts = [0u32; 5];
             for _ in 0..10 {
-                counts[b.pick(&set, &all, now, &mut rng).unwrap()] += 1;
+                counts[b.pick(&now, &set, &all, &mut rng).unwrap()] += 1;
             }
             assert_eq!(counts, weights);
         }
@@ -391,12 +389,12 @@ mod tests {
         crate::rng::seed_thread_rng(204);
         for b in [Weighted::random(), Weighted::round_robin()] {
             let b = b.rebuild(&[0, 0, 0]);
-            let now = Instant::now();
+            let now = at();
             let mut rng = Rng::seeded(9);
             let set = loads(3);
             let mut seen = [0; 3];
             for _ in 0..300 {
-                seen[b.pick(&set, &all, now, &mut rng).unwrap()] += 1;
+                seen[b.pick(&now, &set, &all, &mut rng).unwrap()] += 1;
             }
             assert!(seen.iter().all(|&c| c > 50), "{seen:?}");
         }
@@ -407,13 +405,13 @@ mod tests {
         crate::rng::seed_thread_rng(205);
         for b in [Weighted::random(), Weighted::round_robin()] {
             let b = b.rebuild(&[0, 3, 0]);
-            let now = Instant::now();
+            let now = at();
             let mut rng = Rng::seeded(10);
             let set = loads(3);
             for _ in 0..200 {
-                assert_eq!(b.pick(&set, &all, now, &mut rng), Some(1));
+                assert_eq!(b.pick(&now, &set, &all, &mut rng), Some(1));
             }
-            let i = b.pick(&set, &|i| i != 1, now, &mut rng).unwrap();
+            let i = b.pick(&now, &set, &|i| i != 1, &mut rng).unwrap();
             assert!(i == 0 || i == 2);
         }
     }

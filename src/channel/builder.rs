@@ -1,6 +1,5 @@
 //! The channel builder.
 
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,28 +7,83 @@ use std::time::Duration;
 use futures_core::Stream;
 use tower::Service;
 
-use super::policy::{ChannelPolicy, Policies};
-use super::table::{Table, TableWriter};
-use super::{Channel, Handle, Shared};
+use super::engine::Engine;
+use super::info::AttemptInfo;
+use super::inner::{Handle, Hook, Inner};
+use super::service::Channel;
+use super::settings::ChannelPolicy;
+use super::state::{ChannelState, Endpoints};
+use super::table::Table;
+use super::writer::{Connect, TableWriter};
 use crate::balance::{Balancer, P2c};
-use crate::classify::{Classify, DefaultClassify};
+use crate::classify::{Classify, DefaultClassify, Outcome};
 use crate::discover::{Discover, DiscoverError, RefreshHint, Update};
-use crate::metrics::ChannelMetrics;
 use crate::policy::breaker::BreakerSettings;
 use crate::policy::hedge::HedgeSettings;
 use crate::policy::replay::Replay;
 use crate::policy::retry::RetrySettings;
-use crate::{BuildError, Endpoint};
+use crate::{BoxError, BuildError, Endpoint};
 
 type Updates = Pin<Box<dyn Stream<Item = Result<Update, DiscoverError>> + Send>>;
+
+impl<Req, Resp> Channel<Req, Resp> {
+    /// Starts building a channel whose per-endpoint services are made by
+    /// `connect`.
+    ///
+    /// The connector is any `Fn(&Endpoint) -> S`: a closure, or a named
+    /// function. A named function that returns `impl Service<..>` must say
+    /// that the service does not borrow the endpoint, with `+ use<>`
+    /// (otherwise, in edition 2024, the returned type captures the
+    /// endpoint's lifetime and the function is not a connector for *every*
+    /// endpoint):
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use tower::{Service, service_fn};
+    /// use towline::{Channel, Endpoint};
+    /// use towline::discover::Static;
+    ///
+    /// fn connect(
+    ///     ep: &Endpoint,
+    /// ) -> impl Service<u32, Response = u32, Error = Infallible, Future: Send> + Clone + Send + Sync + use<> {
+    ///     let port = u32::from(ep.addr.port());
+    ///     service_fn(move |x: u32| async move { Ok::<_, Infallible>(x + port) })
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut channel: Channel<u32, u32> = Channel::builder(connect)
+    ///     .discover(Static::new(["127.0.0.1:7".parse::<std::net::SocketAddr>()?]))
+    ///     .build()?;
+    /// assert_eq!(channel.call(1).await?, 8);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Returning a named type (a struct, or
+    /// `tower::util::BoxCloneSyncService`) works without it.
+    pub fn builder<S, F>(connect: F) -> Builder<Req, S>
+    where
+        S: Service<Req, Response = Resp>,
+        // For the default classifier, which inspects errors by type.
+        S::Error: 'static,
+        F: Fn(&Endpoint) -> S + Send + Sync + 'static,
+    {
+        Builder::new(connect)
+    }
+}
 
 /// Builds a [`Channel`]. Made by [`Channel::builder`].
 ///
 /// Defaults: balancer [`P2c::peak_ewma`], name `"default"`, initial wait 5 s,
-/// classifier [`DefaultClassify`], no refresh hint. A discovery source is
-/// required.
+/// classifier [`DefaultClassify`], no refresh hint, no policy, no replay,
+/// no attempt hook. A discovery source is required.
+///
+/// Every bound the channel needs is checked by [`build`](Self::build): the
+/// request and the service's response, error and future must be `Send` and
+/// `'static`, and the service `Clone + Send + Sync`.
 pub struct Builder<Req, S: Service<Req>> {
-    connect: Box<dyn Fn(&Endpoint) -> S + Send + Sync>,
+    connect: Connect<S>,
     discover: Option<Updates>,
     balancer: Box<dyn Balancer>,
     name: String,
@@ -38,20 +92,16 @@ pub struct Builder<Req, S: Service<Req>> {
     refresh: Option<RefreshHint>,
     policy: ChannelPolicy,
     replay: Option<Box<dyn Replay<Req>>>,
-    _req: PhantomData<fn(Req)>,
+    on_attempt: Option<Hook<Req>>,
 }
 
-impl<Req, S> Builder<Req, S>
-where
-    S: Service<Req> + Clone + Send + Sync + 'static,
-    // For the default classifier, which inspects errors by type.
-    S::Error: 'static,
-{
+impl<Req, S: Service<Req>> Builder<Req, S> {
     /// The default time calls wait for a first endpoint: 5 s.
     pub const DEFAULT_INITIAL_WAIT: Duration = Duration::from_secs(5);
 
-    pub(super) fn new<F>(connect: F) -> Self
+    fn new<F>(connect: F) -> Self
     where
+        S::Error: 'static,
         F: Fn(&Endpoint) -> S + Send + Sync + 'static,
     {
         Builder {
@@ -64,7 +114,7 @@ where
             refresh: None,
             policy: ChannelPolicy::default(),
             replay: None,
-            _req: PhantomData,
+            on_attempt: None,
         }
     }
 
@@ -82,8 +132,8 @@ where
         self
     }
 
-    /// The channel's name, used as the `channel` metric label and in logs
-    /// (default `"default"`).
+    /// The channel's name, used as the `channel` metric label, in spans and
+    /// in errors (default `"default"`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -97,9 +147,32 @@ where
         self
     }
 
-    /// The result classifier (default [`DefaultClassify`]: `Ok` succeeds,
-    /// `Err` is a retryable failure).
-    pub fn classify(mut self, classify: impl Classify<S::Response, S::Error>) -> Self {
+    /// Classifies results with a function (default [`DefaultClassify`]:
+    /// `Ok` succeeds, `Err` is a retryable failure). Its argument's type is
+    /// known, so a closure needs no annotation:
+    ///
+    /// ```
+    /// # use std::convert::Infallible;
+    /// # use towline::{Channel, Endpoint};
+    /// use towline::classify::Outcome;
+    /// # let connect = |_: &Endpoint| tower::service_fn(|x: u16| async move { Ok::<_, Infallible>(x) });
+    /// let builder = Channel::builder(connect).classify(|r| match r {
+    ///     Ok(503) => Outcome::Overloaded { retry_after: None },
+    ///     Ok(_) => Outcome::Success,
+    ///     Err(_) => Outcome::Failure { retryable: true },
+    /// });
+    /// # let _ = builder;
+    /// ```
+    pub fn classify<F>(self, classify: F) -> Self
+    where
+        F: Fn(&Result<S::Response, S::Error>) -> Outcome + Send + Sync + 'static,
+    {
+        self.classifier(classify)
+    }
+
+    /// Classifies results with a [`Classify`] implementation, for example
+    /// one that [defers](crate::classify#late-outcomes) its outcomes.
+    pub fn classifier(mut self, classify: impl Classify<S::Response, S::Error>) -> Self {
         self.classify = Box::new(classify);
         self
     }
@@ -168,12 +241,34 @@ where
         self
     }
 
-    /// How to copy a request for a retry or hedge (default: none, and then
-    /// retries and hedging are refused at build): [`CloneReplay`](crate::policy::replay::CloneReplay)
-    /// for `Clone` requests, or a function `&Req -> Option<Req>` (a request
-    /// it returns `None` for is sent once).
-    pub fn replay(mut self, replay: impl Replay<Req>) -> Self {
+    /// How to copy a request for a retry or hedge, as a function (default:
+    /// none, and then retries and hedging are refused at build). A request
+    /// it returns `None` for is sent once. A closure needs no annotation:
+    /// `.replay(|r| Some(r.clone()))`.
+    pub fn replay<F>(self, replay: F) -> Self
+    where
+        F: Fn(&Req) -> Option<Req> + Send + Sync + 'static,
+    {
+        self.replayer(replay)
+    }
+
+    /// How to copy a request for a retry or hedge, as a [`Replay`]
+    /// implementation: [`CloneReplay`](crate::policy::replay::CloneReplay)
+    /// for `Clone` requests.
+    pub fn replayer(mut self, replay: impl Replay<Req>) -> Self {
         self.replay = Some(Box::new(replay));
+        self
+    }
+
+    /// A hook run on each attempt's request just before it is sent (default
+    /// none), with what the channel knows about the attempt: its endpoint,
+    /// number, kind, start and cut ([`AttemptInfo`]); for example to
+    /// propagate the time left to the server. A closure needs no annotation.
+    pub fn on_attempt<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&mut Req, &AttemptInfo) + Send + Sync + 'static,
+    {
+        self.on_attempt = Some(Box::new(hook));
         self
     }
 
@@ -182,7 +277,14 @@ where
     ///
     /// Errors: no discovery source, an empty name, no tokio runtime, an
     /// invalid policy setting, or retries/hedging without a replay.
-    pub fn build(self) -> Result<Channel<Req, S>, BuildError> {
+    pub fn build(self) -> Result<Channel<Req, S::Response>, BuildError>
+    where
+        Req: Send + 'static,
+        S: Clone + Send + Sync + 'static,
+        S::Response: Send + 'static,
+        S::Error: Into<BoxError> + Send + 'static,
+        S::Future: Send + 'static,
+    {
         let Some(mut updates) = self.discover else {
             return Err(BuildError::new(
                 "discover",
@@ -195,29 +297,25 @@ where
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             BuildError::new("runtime", "build() must be called within a tokio runtime")
         })?;
-        Policies::check(
+        ChannelState::check(
             &self.policy,
             self.policy.breaker().is_some(),
             self.replay.is_some(),
         )?;
-        let metrics = ChannelMetrics::new(&self.name);
-        let policies = Arc::new(Policies::new(
+        let balancer: Arc<dyn Balancer> = Arc::from(self.balancer);
+        let table = Arc::new(Table::<S>::new(&*balancer));
+        let weak = Arc::downgrade(&table);
+        let state = Arc::new(ChannelState::new(
+            &self.name,
             self.policy,
             self.replay.is_some(),
-            &self.name,
             self.refresh,
+            balancer,
+            weak as std::sync::Weak<dyn Endpoints>,
         ));
-        let balancer: Arc<dyn Balancer> = Arc::from(self.balancer);
-        let table = Arc::new(Table::new(&*balancer));
-        let mut writer = TableWriter::new(
-            table.clone(),
-            self.connect,
-            balancer.clone(),
-            metrics.clone(),
-            policies.clone(),
-        );
+        let mut writer = TableWriter::new(table.clone(), self.connect, state.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let name = self.name.clone();
+        let name = state.name.clone();
         runtime.spawn(async move {
             use futures_util::{FutureExt, StreamExt};
             tokio::pin!(stopped);
@@ -261,20 +359,18 @@ where
                 }
             }
         });
-        let shared = Arc::new(Shared {
+        let defers = self.classify.defers();
+        let inner = Arc::new(Inner {
+            state,
             table,
             classify: self.classify,
-            initial_wait: self.initial_wait,
-            metrics,
-            name: self.name,
-            policies,
+            defers,
             replay: self.replay,
-            balancer,
+            on_attempt: self.on_attempt,
+            initial_wait: self.initial_wait,
             _stop: stop,
-            _req: PhantomData,
         });
-        Ok(Channel {
-            handle: Arc::new(Handle { shared }),
-        })
+        let engine: Arc<dyn Engine<Req, S::Response>> = Arc::new(Handle::new(inner));
+        Ok(Channel::from_engine(engine))
     }
 }

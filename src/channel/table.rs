@@ -1,89 +1,73 @@
 //! The endpoint table: an immutable snapshot swapped atomically (RCU).
 //!
 //! Readers (every call) load the current [`Snapshot`] without a lock and pick
-//! from it with `&self`. One writer, the channel's discovery task, applies
-//! [`Update`]s to its own map of [`Slot`]s and publishes a new snapshot. A slot
-//! is shared between snapshots by `Arc`, so an endpoint that stays across an
-//! update keeps its service, load and counters; a removed endpoint simply is
-//! not in the next snapshot, and calls already holding it finish normally.
+//! from it with `&self`. One writer, the channel's discovery task
+//! ([`super::writer::TableWriter`]), applies updates and publishes a new
+//! snapshot. A slot is shared between snapshots by `Arc`, so an endpoint
+//! that stays across an update keeps its service, load and counters; a
+//! removed endpoint simply is not in the next snapshot, and calls already
+//! holding it finish normally.
+//!
+//! The slots are kept in chunks of [`CHUNK`], each behind its own `Arc`,
+//! so a new snapshot shares every chunk that did not change: publishing a
+//! change costs a copy of one or two chunks plus one pointer per chunk,
+//! not one reference count per endpoint.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::policy::Policies;
+use super::ejection::{Health, Plan};
+use super::slot::Slot;
+use super::state::Endpoints;
 use crate::balance::{Balancer, Load, LoadSet};
-use crate::classify::Outcome;
-use crate::discover::{DiscoverError, Update};
-use crate::metrics::{ChannelMetrics, EndpointMetrics};
+use crate::discover::DiscoverError;
+use crate::error::Error;
 use crate::policy::breaker::CircuitBreaker;
-use crate::{Endpoint, Error};
 
-/// Everything the channel keeps about one endpoint.
-pub(crate) struct Slot<S> {
-    pub(crate) endpoint: Endpoint,
-    pub(crate) service: S,
-    pub(crate) load: Load,
-    pub(crate) failures: AtomicU64,
-    /// Set while the endpoint must get no picks (breaker open).
-    pub(crate) ejected: AtomicBool,
-    /// Whether the last attempt ended in an error from the service itself
-    /// (a failed connection, not a response classified as failure).
-    pub(crate) erroring: AtomicBool,
-    /// The endpoint's circuit breaker, when the channel has breakers.
-    pub(crate) breaker: Option<CircuitBreaker>,
-    pub(crate) metrics: EndpointMetrics,
-}
+/// Slots per chunk (a power of two).
+pub(crate) const CHUNK: usize = 128;
+const SHIFT: u32 = CHUNK.trailing_zeros();
 
-impl<S> Slot<S> {
-    /// Marks an attempt as started; the guard marks it finished when dropped
-    /// (also when the call is cancelled).
-    pub(crate) fn begin(&self) -> InFlight<'_, S> {
-        self.load.start();
-        self.metrics.in_flight.increment(1.0);
-        InFlight { slot: self }
-    }
-
-    /// Records a finished attempt's outcome and latency.
-    pub(crate) fn record(&self, outcome: Outcome, rtt: Duration) {
-        if !outcome.is_success() {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        self.metrics.requests.record(outcome);
-        self.metrics.duration.record(rtt.as_secs_f64());
-    }
-}
-
-/// An attempt in flight on a slot.
-pub(crate) struct InFlight<'a, S> {
-    slot: &'a Slot<S>,
-}
-
-impl<S> Drop for InFlight<'_, S> {
-    fn drop(&mut self) {
-        self.slot.load.end();
-        self.slot.metrics.in_flight.decrement(1.0);
-    }
-}
+/// Up to [`CHUNK`] slots; every chunk of a snapshot but the last is full.
+pub(crate) type Chunk<S> = Vec<Arc<Slot<S>>>;
 
 /// One published endpoint set with its balancer.
 pub(crate) struct Snapshot<S> {
-    pub(crate) slots: Vec<Arc<Slot<S>>>,
+    pub(crate) chunks: Vec<Arc<Chunk<S>>>,
+    pub(crate) len: usize,
     pub(crate) balancer: Box<dyn Balancer>,
 }
 
-impl<S> LoadSet for Snapshot<S> {
-    fn len(&self) -> usize {
-        self.slots.len()
+impl<S> Snapshot<S> {
+    /// The slot at `index` (`index < len`).
+    #[inline]
+    pub(crate) fn slot(&self, index: usize) -> &Arc<Slot<S>> {
+        &self.chunks[index >> SHIFT][index & (CHUNK - 1)]
     }
+
+    /// Every slot, in index order.
+    pub(crate) fn slots(&self) -> impl Iterator<Item = &Arc<Slot<S>>> {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<S> LoadSet for Snapshot<S> {
+    #[inline]
+    fn len(&self) -> usize {
+        self.len
+    }
+    #[inline]
     fn load(&self, index: usize) -> &Load {
-        &self.slots[index].load
+        &self.slot(index).load
     }
 }
 
@@ -94,23 +78,29 @@ pub(crate) struct Table<S> {
     /// The last discovery error, kept to explain an empty table to callers.
     last_error: Mutex<Option<DiscoverError>>,
     ever_populated: AtomicBool,
+    /// The current set has an endpoint (a cheaper question than loading
+    /// the snapshot).
+    populated: AtomicBool,
 }
 
 impl<S> Table<S> {
     pub(crate) fn new(balancer: &dyn Balancer) -> Self {
         Table {
             current: ArcSwap::from_pointee(Snapshot {
-                slots: Vec::new(),
+                chunks: Vec::new(),
+                len: 0,
                 balancer: balancer.rebuild(&[]),
             }),
             published: Notify::new(),
             last_error: Mutex::new(None),
             ever_populated: AtomicBool::new(false),
+            populated: AtomicBool::new(false),
         }
     }
 
     /// A short-lived view of the current snapshot, for a pick: cheaper than
     /// [`snapshot`](Self::snapshot), but must not be held across an await.
+    #[inline]
     pub(crate) fn current(&self) -> arc_swap::Guard<Arc<Snapshot<S>>> {
         self.current.load()
     }
@@ -122,14 +112,15 @@ impl<S> Table<S> {
 
     /// The current snapshot once it has an endpoint, waiting up to `wait`.
     /// `on_empty` runs once if the table is empty on arrival (to ask
-    /// discovery to look again).
+    /// discovery to look again); `channel` names the channel in the error.
     pub(crate) async fn populated(
         &self,
         wait: Duration,
+        channel: &Arc<str>,
         on_empty: impl FnOnce(),
     ) -> Result<Arc<Snapshot<S>>, Error> {
         let snapshot = self.snapshot();
-        if !snapshot.slots.is_empty() {
+        if !snapshot.is_empty() {
             return Ok(snapshot);
         }
         on_empty();
@@ -142,125 +133,75 @@ impl<S> Table<S> {
             // Register before checking, so a publish in between is not missed.
             notified.as_mut().enable();
             let snapshot = self.snapshot();
-            if !snapshot.slots.is_empty() {
+            if !snapshot.is_empty() {
                 return Ok(snapshot);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(self.empty_error());
+                return Err(self.empty_error(channel));
             }
         }
     }
 
-    /// Why the table is empty: the discovery error if no endpoint was ever
-    /// known and discovery failed, else [`Error::NoEndpoints`].
-    fn empty_error(&self) -> Error {
-        if !self.ever_populated.load(Ordering::Relaxed)
-            && let Some(e) = self.last_error.lock().clone()
-        {
-            return Error::Discovery(e);
+    /// Why no endpoint could be used: the discovery error if no endpoint
+    /// was ever known and discovery failed, else [`Error::NoEndpoints`]
+    /// with the last discovery error, if any.
+    pub(crate) fn empty_error(&self, channel: &Arc<str>) -> Error {
+        let last = self.last_error.lock().clone();
+        match last {
+            Some(e) if !self.ever_populated.load(Ordering::Relaxed) => Error::Discovery(e),
+            last => Error::NoEndpoints {
+                channel: channel.clone(),
+                last_discovery_error: last,
+            },
         }
-        Error::NoEndpoints
     }
 
     pub(crate) fn discovery_failed(&self, error: DiscoverError) {
         *self.last_error.lock() = Some(error);
     }
 
-    fn publish(&self, snapshot: Snapshot<S>) {
-        if !snapshot.slots.is_empty() {
+    /// True when the current set has an endpoint.
+    #[inline]
+    pub(crate) fn is_populated(&self) -> bool {
+        self.populated.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn publish(&self, snapshot: Snapshot<S>) {
+        let populated = !snapshot.is_empty();
+        if populated {
             self.ever_populated.store(true, Ordering::Relaxed);
         }
         self.current.store(Arc::new(snapshot));
+        self.populated.store(populated, Ordering::Relaxed);
         self.published.notify_waiters();
     }
 }
 
-/// The writer side: owned by the discovery task.
-pub(crate) struct TableWriter<S> {
-    table: Arc<Table<S>>,
-    slots: HashMap<SocketAddr, Arc<Slot<S>>>,
-    connect: Box<dyn Fn(&Endpoint) -> S + Send + Sync>,
-    balancer: Arc<dyn Balancer>,
-    metrics: ChannelMetrics,
-    epoch: Instant,
-    policies: Arc<Policies>,
-}
-
-impl<S> TableWriter<S> {
-    pub(crate) fn new(
-        table: Arc<Table<S>>,
-        connect: Box<dyn Fn(&Endpoint) -> S + Send + Sync>,
-        balancer: Arc<dyn Balancer>,
-        metrics: ChannelMetrics,
-        policies: Arc<Policies>,
-    ) -> Self {
-        TableWriter {
-            table,
-            slots: HashMap::new(),
-            connect,
-            balancer,
-            metrics,
-            epoch: crate::channel::now(),
-            policies,
-        }
-    }
-
-    /// Applies one update to the writer's map (not yet visible to callers).
-    pub(crate) fn apply(&mut self, update: Update) {
-        match update {
-            Update::Reset(set) => {
-                self.metrics.resets.increment(1);
-                let mut next = HashMap::with_capacity(set.len());
-                for endpoint in set {
-                    let slot = self.keep_or_make(endpoint);
-                    next.insert(slot.endpoint.addr, slot);
-                }
-                self.slots = next;
-            }
-            Update::Insert(endpoint) => {
-                self.metrics.inserts.increment(1);
-                let slot = self.keep_or_make(endpoint);
-                self.slots.insert(slot.endpoint.addr, slot);
-            }
-            Update::Remove(addr) => {
-                self.metrics.removes.increment(1);
-                self.slots.remove(&addr);
+impl<S: Send + Sync + 'static> Endpoints for Table<S> {
+    fn each_breaker(&self, f: &mut dyn FnMut(std::net::SocketAddr, &CircuitBreaker)) {
+        for slot in self.snapshot().slots() {
+            if let Some(b) = &slot.breaker {
+                f(slot.endpoint.addr, b);
             }
         }
     }
 
-    /// The existing slot for this address (weight updated in place), or a
-    /// new one with a freshly connected service.
-    fn keep_or_make(&mut self, endpoint: Endpoint) -> Arc<Slot<S>> {
-        if let Some(slot) = self.slots.get(&endpoint.addr) {
-            slot.load.set_weight(endpoint.weight);
-            return slot.clone();
+    fn health(&self, breakers: bool) -> Vec<Health> {
+        self.current()
+            .slots()
+            .map(|s| Health {
+                unhealthy: breakers && s.breaker.as_ref().is_some_and(|b| !b.state().admits_all()),
+                ejected: s.ejected.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    fn apply(&self, plan: &Plan) {
+        let current = self.current();
+        for (slot, &ejected) in current.slots().zip(&plan.ejected) {
+            if slot.ejected.load(Ordering::Relaxed) != ejected {
+                slot.ejected.store(ejected, Ordering::Relaxed);
+            }
         }
-        Arc::new(Slot {
-            service: (self.connect)(&endpoint),
-            load: Load::new(endpoint.weight, self.epoch),
-            failures: AtomicU64::new(0),
-            ejected: AtomicBool::new(false),
-            erroring: AtomicBool::new(false),
-            breaker: self.policies.make_breaker(endpoint.addr),
-            metrics: self.metrics.endpoint(endpoint.addr),
-            endpoint,
-        })
-    }
-
-    /// Makes the writer's map the current snapshot.
-    pub(crate) fn publish(&self) {
-        let mut slots: Vec<Arc<Slot<S>>> = self.slots.values().cloned().collect();
-        slots.sort_by_key(|s| s.endpoint.addr);
-        let weights: Vec<u32> = slots.iter().map(|s| s.load.weight()).collect();
-        let balancer = self.balancer.rebuild(&weights);
-        self.metrics.endpoints.set(slots.len() as f64);
-        self.table.publish(Snapshot { slots, balancer });
-        self.policies.refresh_ejections(&self.table);
-    }
-
-    pub(crate) fn discovery_failed(&self, error: DiscoverError) {
-        self.metrics.discovery_errors.increment(1);
-        self.table.discovery_failed(error);
     }
 }

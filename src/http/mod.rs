@@ -39,7 +39,7 @@
 //! let addr: std::net::SocketAddr = "127.0.0.1:8080".parse()?;
 //! let mut channel = Channel::builder(connect(client))
 //!     .discover(Static::new([addr]))
-//!     .classify(StatusClassify::new())
+//!     .classifier(StatusClassify::new())
 //!     .build()?;
 //! let request = Request::get("/users?id=7").body(String::new())?;
 //! let response = channel.ready().await?.call(request).await?;

@@ -31,6 +31,7 @@
 //! assert!(!budget.try_withdraw(now));
 //! ```
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -124,7 +125,10 @@ impl BudgetSettings {
 /// A shared budget: deposits per call, withdrawals per retry or hedge.
 #[derive(Debug)]
 pub struct Budget {
-    deposits: [AtomicU64; SLOTS as usize],
+    /// Shared with another budget of the same window and epoch that counts
+    /// the same calls (a channel's retry and hedge budgets): one deposit
+    /// per call serves both.
+    deposits: Arc<[AtomicU64; SLOTS as usize]>,
     withdrawals: [AtomicU64; SLOTS as usize],
     slot_ns: u64,
     epoch: Instant,
@@ -147,6 +151,23 @@ impl Budget {
         }
     }
 
+    /// A budget that counts its deposits with `other` (same calls, same
+    /// window): `None` when their windows or epochs differ.
+    pub(crate) fn sharing_deposits(settings: &BudgetSettings, other: &Budget) -> Option<Self> {
+        let mut budget = Budget::new(settings, other.epoch);
+        if budget.slot_ns != other.slot_ns {
+            return None;
+        }
+        budget.deposits = other.deposits.clone();
+        Some(budget)
+    }
+
+    /// True when one deposit in `self` counts in `other` too.
+    #[inline]
+    pub(crate) fn shares_deposits(&self, other: &Budget) -> bool {
+        Arc::ptr_eq(&self.deposits, &other.deposits)
+    }
+
     /// Applies new ratio and floor; the window stays what it was when the
     /// budget was made, and so do the recorded deposits and withdrawals.
     pub fn retune(&self, settings: &BudgetSettings) {
@@ -157,12 +178,23 @@ impl Budget {
     }
 
     fn tick(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.epoch).as_nanos() as u64 / self.slot_ns
+        crate::clock::nanos_since(now, self.epoch) / self.slot_ns
     }
 
     /// Records one call.
     pub fn deposit(&self, now: Instant) {
         bump(&self.deposits, self.tick(now));
+    }
+
+    /// The time origin of this budget's window.
+    pub(crate) fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    /// [`deposit`](Self::deposit) at `since_epoch` nanoseconds after the
+    /// epoch (to share one clock subtraction between budgets).
+    pub(crate) fn deposit_at(&self, since_epoch: u64) {
+        bump(&self.deposits, since_epoch / self.slot_ns);
     }
 
     /// Takes one token for a retry or hedge; false (and nothing taken) when

@@ -4,34 +4,71 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use pin_project::pin_project;
-use tokio::time::Sleep;
 use tower::{Layer, Service};
 
 use super::budget::Budget;
-use super::hedge::{HedgeSettings, HedgeState, HedgeStep};
+use super::call::{AttemptKind, Call, Hedging, Refused, Rules};
+use super::drive::Drive;
+use super::hedge::HedgeSettings;
 use super::latency::LatencyHistogram;
 use super::metrics::HedgeMetrics;
 use super::replay::{CloneReplay, Replay};
-use super::shell::Parts;
+use super::shell::{Layered, Parts, Tuned};
 use super::{into_error, now};
 use crate::classify::{Classify, DefaultClassify};
 use crate::error::{BoxError, BuildError, Error};
 
 /// What every service of one layer shares.
-struct Tuning {
+pub(crate) struct Tuning {
     settings: ArcSwap<HedgeSettings>,
     budget: Budget,
     latency: LatencyHistogram,
     metrics: HedgeMetrics,
 }
 
+impl Tuned for Tuning {
+    type Settings = HedgeSettings;
+
+    fn rules<'a>(&'a self, settings: &'a HedgeSettings) -> Rules<'a> {
+        Rules {
+            hedge: Some(Hedging {
+                settings,
+                budget: &self.budget,
+                latency: &self.latency,
+            }),
+            ..Rules::default()
+        }
+    }
+
+    fn on_sent(&self, kind: AttemptKind) {
+        self.metrics.attempts.increment(1);
+        if kind == AttemptKind::Hedge {
+            self.metrics.sent.increment(1);
+        }
+    }
+
+    fn on_refused(&self, which: Refused) {
+        if which == Refused::Hedge {
+            self.metrics.budget_exhausted.increment(1);
+        }
+    }
+
+    fn on_finish(&self, call: &Call) {
+        if call.answered_by() == Some(AttemptKind::Hedge) {
+            self.metrics.won.increment(1);
+        }
+    }
+}
+
 /// A tower layer that hedges slow calls (see [`super::hedge`]).
+///
+/// Calls run the same machine as the channel's ([`super::call`]), so the
+/// delay and the latency samples that feed a percentile delay are the
+/// channel's too.
 ///
 /// Extra attempts go to clones of the inner service (put a balancer below
 /// to spread them; the channel's own hedging picks endpoints not yet
@@ -187,76 +224,16 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let tuning = &self.shared.tuning;
-        let settings = tuning.settings.load_full();
-        let start = now();
-        tuning.budget.deposit(start);
-        let delay = settings.delay_now(&tuning.latency, start);
-        // Keep the original only when a hedge may be sent and it can be
-        // copied; otherwise send it as it is, unhedged.
-        let (first, template, delay) = match delay.map(|_| self.shared.replay.replay(&req)) {
-            Some(Some(copy)) => (copy, Some(req), delay),
-            _ => (req, None, None),
-        };
-        let state = HedgeState::new(delay);
-        let timer = state
-            .next_at(&settings, start)
-            .map(|at| tokio::time::sleep_until(at.into()));
-        let spare = template.as_ref().map(|_| self.inner.clone());
-        tuning.metrics.attempts.increment(1);
-        let primary = self.inner.call(first);
+        let settings = self.shared.tuning.settings.load_full();
+        // The service that was made ready goes with this call.
+        let fresh = self.inner.clone();
+        let svc = std::mem::replace(&mut self.inner, fresh);
+        let dispatch = Layered::new(svc, self.shared.clone(), settings);
         HedgeFuture {
-            primary: Some(primary),
-            extras: None,
-            timer,
-            spare,
-            template,
-            state,
-            start,
-            settings,
-            last: None,
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-/// An extra attempt: waits for its service clone, then calls it.
-#[pin_project(project = ExtraProj)]
-enum Extra<S: Service<Req>, Req> {
-    Waiting {
-        svc: S,
-        req: Option<Req>,
-        start: Instant,
-    },
-    Calling {
-        #[pin]
-        fut: S::Future,
-        start: Instant,
-    },
-}
-
-impl<S: Service<Req>, Req> Future for Extra<S, Req> {
-    type Output = (Result<S::Response, S::Error>, Instant);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            match self.as_mut().project() {
-                ExtraProj::Waiting { svc, req, start } => {
-                    let start = *start;
-                    if let Err(e) = ready!(svc.poll_ready(cx)) {
-                        return Poll::Ready((Err(e), start));
-                    }
-                    let Some(req) = req.take() else {
-                        return Poll::Pending;
-                    };
-                    let fut = svc.call(req);
-                    self.set(Extra::Calling { fut, start });
-                }
-                ExtraProj::Calling { fut, start } => {
-                    let start = *start;
-                    return fut.poll(cx).map(|r| (r, start));
-                }
-            }
+            drive: {
+                let start = now();
+                Drive::new(dispatch, req, start, start)
+            },
         }
     }
 }
@@ -265,29 +242,25 @@ impl<S: Service<Req>, Req> Future for Extra<S, Req> {
 #[pin_project]
 pub struct HedgeFuture<S, Req, C, R>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
+    R: Replay<Req>,
 {
     #[pin]
-    primary: Option<S::Future>,
-    extras: Option<FuturesUnordered<Extra<S, Req>>>,
-    #[pin]
-    timer: Option<Sleep>,
-    spare: Option<S>,
-    template: Option<Req>,
-    state: HedgeState,
-    start: Instant,
-    settings: Arc<HedgeSettings>,
-    last: Option<Result<S::Response, S::Error>>,
-    shared: Arc<Parts<Tuning, C, R>>,
+    drive: Drive<Layered<S, Tuning, C, R>, Req>,
 }
 
 impl<S, Req, C, R> fmt::Debug for HedgeFuture<S, Req, C, R>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
+    R: Replay<Req>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HedgeFuture")
-            .field("hedges_sent", &self.state.sent())
+            .field("attempts", &self.drive.call().attempts_sent())
             .finish_non_exhaustive()
     }
 }
@@ -302,85 +275,6 @@ where
     type Output = Result<S::Response, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let tuning = &this.shared.tuning;
-        loop {
-            if let Some(fut) = this.primary.as_mut().as_pin_mut()
-                && let Poll::Ready(r) = fut.poll(cx)
-            {
-                this.primary.set(None);
-                let outcome = this.shared.classify.classify(&r);
-                if outcome.is_success() {
-                    let t = now();
-                    tuning.latency.record(t - *this.start, t);
-                }
-                if outcome.is_success() || !outcome.is_retryable() {
-                    return Poll::Ready(r.map_err(into_error));
-                }
-                *this.last = Some(r);
-            }
-            if let Some(extras) = this.extras.as_mut() {
-                while let Poll::Ready(Some((r, started))) = extras.poll_next_unpin(cx) {
-                    let outcome = this.shared.classify.classify(&r);
-                    if outcome.is_success() {
-                        let t = now();
-                        tuning.latency.record(t - started, t);
-                        tuning.metrics.won.increment(1);
-                        if this.primary.is_some() {
-                            // The primary loses: it took at least this long.
-                            tuning.latency.record(t - *this.start, t);
-                        }
-                    }
-                    if outcome.is_success() || !outcome.is_retryable() {
-                        return Poll::Ready(r.map_err(into_error));
-                    }
-                    *this.last = Some(r);
-                }
-            }
-            if let Some(timer) = this.timer.as_mut().as_pin_mut()
-                && timer.poll(cx).is_ready()
-            {
-                let t = now();
-                match this.state.on_due(this.settings, t, &tuning.budget) {
-                    HedgeStep::Send => {
-                        let last = this.state.next_at(this.settings, *this.start).is_none();
-                        let req = match this.template.take() {
-                            Some(original) if !last => {
-                                let copy = this.shared.replay.replay(&original);
-                                *this.template = Some(original);
-                                copy
-                            }
-                            other => other,
-                        };
-                        if let (Some(req), Some(svc)) = (req, this.spare.as_ref()) {
-                            tuning.metrics.attempts.increment(1);
-                            tuning.metrics.sent.increment(1);
-                            this.extras.get_or_insert_with(FuturesUnordered::new).push(
-                                Extra::Waiting {
-                                    svc: svc.clone(),
-                                    req: Some(req),
-                                    start: t,
-                                },
-                            );
-                        }
-                    }
-                    HedgeStep::BudgetExhausted => tuning.metrics.budget_exhausted.increment(1),
-                    HedgeStep::Done => {}
-                }
-                let next = this.state.next_at(this.settings, *this.start);
-                this.timer
-                    .set(next.map(|at| tokio::time::sleep_until(at.into())));
-                continue;
-            }
-            let extras_pending = this.extras.as_ref().is_some_and(|e| !e.is_empty());
-            if this.primary.is_none() && !extras_pending {
-                // Every attempt failed (retryably): answer with the last.
-                return match this.last.take() {
-                    Some(r) => Poll::Ready(r.map_err(into_error)),
-                    None => Poll::Pending,
-                };
-            }
-            return Poll::Pending;
-        }
+        self.project().drive.poll(cx)
     }
 }

@@ -190,7 +190,7 @@ impl LatencyHistogram {
     }
 
     fn since_epoch(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.epoch).as_nanos() as u64
+        crate::clock::nanos_since(now, self.epoch)
     }
 
     /// Records one latency observed at `now`.
@@ -208,7 +208,7 @@ impl LatencyHistogram {
                 b.store(0, Ordering::Relaxed);
             }
         }
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let us = crate::clock::nanos(latency) / 1_000;
         generation.buckets[bucket_of(us)].fetch_add(1, Ordering::Relaxed);
     }
 

@@ -7,7 +7,10 @@
 //!   returns a decision ([`retry::RetryState::next`],
 //!   [`hedge::HedgeSettings::delay_now`], [`breaker::BreakerCore`],
 //!   [`budget::Budget`], [`latency::LatencyHistogram`], [`backoff::Backoff`]).
-//!   These are what the unit tests drive directly;
+//!   The whole orchestration of one call (rounds, hedges, time limits, the
+//!   final result) is one more such core, [`call::Call`], which the channel
+//!   and the retry and hedging layers all drive. These are what the unit
+//!   tests drive directly;
 //! - a **thin async shell**: a tower [`Layer`](tower::Layer), its
 //!   [`Service`](tower::Service) and a named future, which only wire the core
 //!   to tokio's clock and to calls: [`TimeoutLayer`], [`RetryLayer`],
@@ -56,6 +59,8 @@
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
+pub mod call;
+pub(crate) mod drive;
 pub mod hedge;
 mod hedge_layer;
 pub mod latency;
@@ -72,7 +77,6 @@ pub mod timeout;
 
 pub use breaker::{CircuitBreaker, CircuitBreakerLayer};
 pub use hedge_layer::{Hedge, HedgeFuture, HedgeHandle, HedgeLayer};
-pub(crate) use retry_layer::final_error as retry_final_error;
 pub use retry_layer::{Retry, RetryFuture, RetryHandle, RetryLayer};
 pub use timeout::{Timeout, TimeoutFuture, TimeoutLayer};
 

@@ -4,32 +4,66 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 use pin_project::pin_project;
-use tokio::time::Sleep;
 use tower::{Layer, Service};
 
 use super::budget::Budget;
+use super::call::{AttemptKind, Call, Refused, Retrying, Rules};
+use super::drive::Drive;
 use super::metrics::RetryMetrics;
 use super::replay::{CloneReplay, Replay};
-use super::retry::{RetryDecision, RetrySettings, RetryState, Stop};
-use super::shell::Parts;
-use super::timeout::{Deadline, Limit, attempt_limit};
+use super::retry::RetrySettings;
+use super::shell::{Layered, Parts, Tuned};
 use super::{into_error, now};
-use crate::classify::{Classify, DefaultClassify, Outcome};
+use crate::classify::{Classify, DefaultClassify};
 use crate::error::{BoxError, BuildError, Error};
-use crate::rng::with_thread_rng;
 
 /// What every service of one layer shares: settings, budget, metrics.
-struct Tuning {
+pub(crate) struct Tuning {
     settings: ArcSwap<RetrySettings>,
     budget: Budget,
     metrics: RetryMetrics,
 }
 
+impl Tuned for Tuning {
+    type Settings = RetrySettings;
+
+    fn rules<'a>(&'a self, settings: &'a RetrySettings) -> Rules<'a> {
+        Rules {
+            timeout: settings.attempt_timeout(),
+            deadline: settings.deadline(),
+            retry: Some(Retrying {
+                settings,
+                budget: &self.budget,
+            }),
+            hedge: None,
+        }
+    }
+
+    fn on_sent(&self, kind: AttemptKind) {
+        self.metrics.attempts.increment(1);
+        if kind == AttemptKind::Retry {
+            self.metrics.retries.increment(1);
+        }
+    }
+
+    fn on_refused(&self, which: Refused) {
+        if which == Refused::Retry {
+            self.metrics.budget_exhausted.increment(1);
+        }
+    }
+
+    fn on_finish(&self, _call: &Call) {}
+}
+
 /// A tower layer that retries failed calls (see [`super::retry`]).
+///
+/// Calls run the same machine as the channel's ([`super::call`]): the
+/// attempt timeout and deadline of the settings, the retry budget, and the
+/// error that says why retrying stopped.
 ///
 /// Services made by one layer share its settings and its retry budget.
 /// `C` classifies results (default [`DefaultClassify`]: every `Err` is
@@ -182,77 +216,49 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let settings = self.shared.tuning.settings.load_full();
-        let start = now();
-        self.shared.tuning.budget.deposit(start);
-        let deadline = settings.deadline().map(|d| Deadline::new(start, d));
         // The service that was made ready goes with this call.
         let fresh = self.inner.clone();
         let svc = std::mem::replace(&mut self.inner, fresh);
+        let dispatch = Layered::new(svc, self.shared.clone(), settings);
         RetryFuture {
-            state: State::Ready,
-            timer: None,
-            limit: None,
-            svc,
-            template: Some(req),
-            replayable: true,
-            retry: RetryState::new(),
-            settings,
-            deadline,
-            last_error: None,
-            shared: self.shared.clone(),
+            drive: {
+                let start = now();
+                Drive::new(dispatch, req, start, start)
+            },
         }
     }
-}
-
-#[pin_project(project = StateProj)]
-enum State<F> {
-    /// Waiting for the service to be ready, then sending an attempt.
-    Ready,
-    /// An attempt is in flight.
-    Calling {
-        #[pin]
-        fut: F,
-    },
-    /// Pausing before the next attempt.
-    Pausing,
 }
 
 /// The future of a [`Retry`] call.
 #[pin_project]
 pub struct RetryFuture<S, Req, C, R>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
+    R: Replay<Req>,
 {
     #[pin]
-    state: State<S::Future>,
-    /// The attempt limit while calling, the pause while pausing.
-    #[pin]
-    timer: Option<Sleep>,
-    limit: Option<Limit>,
-    svc: S,
-    template: Option<Req>,
-    replayable: bool,
-    retry: RetryState,
-    settings: Arc<RetrySettings>,
-    deadline: Option<Deadline>,
-    last_error: Option<Error>,
-    shared: Arc<Parts<Tuning, C, R>>,
+    drive: Drive<Layered<S, Tuning, C, R>, Req>,
 }
 
 impl<S, Req, C, R> fmt::Debug for RetryFuture<S, Req, C, R>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
+    R: Replay<Req>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryFuture")
-            .field("attempts", &self.retry.attempts())
+            .field("attempts", &self.drive.call().attempts_sent())
             .finish_non_exhaustive()
     }
 }
 
 impl<S, Req, C, R> Future for RetryFuture<S, Req, C, R>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     C: Classify<S::Response, S::Error>,
     R: Replay<Req>,
@@ -260,143 +266,6 @@ where
     type Output = Result<S::Response, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Ready => {
-                    if let Err(e) = ready!(this.svc.poll_ready(cx)) {
-                        return Poll::Ready(Err(into_error(e)));
-                    }
-                    let more = this.retry.attempts() + 1 < this.settings.max_attempts();
-                    let req = match this.template.take() {
-                        Some(original) if more => match this.shared.replay.replay(&original) {
-                            Some(copy) => {
-                                *this.template = Some(original);
-                                copy
-                            }
-                            None => {
-                                *this.replayable = false;
-                                original
-                            }
-                        },
-                        Some(original) => original,
-                        // Unreachable: a call without a request left made
-                        // its last attempt and never comes back here.
-                        None => {
-                            return Poll::Ready(Err(this
-                                .last_error
-                                .take()
-                                .unwrap_or(Error::NoEndpoints)));
-                        }
-                    };
-                    let limit = attempt_limit(
-                        this.settings.attempt_timeout(),
-                        this.deadline.as_ref(),
-                        now(),
-                    );
-                    this.timer.set(limit.map(|(d, _)| tokio::time::sleep(d)));
-                    *this.limit = limit.map(|(_, l)| l);
-                    this.shared.tuning.metrics.attempts.increment(1);
-                    let fut = this.svc.call(req);
-                    this.state.set(State::Calling { fut });
-                }
-                StateProj::Calling { fut } => {
-                    let (outcome, result) = match fut.poll(cx) {
-                        Poll::Ready(r) => (this.shared.classify.classify(&r), Some(r)),
-                        Poll::Pending => {
-                            let fired = match this.timer.as_mut().as_pin_mut() {
-                                Some(t) => t.poll(cx).is_ready(),
-                                None => false,
-                            };
-                            if !fired {
-                                return Poll::Pending;
-                            }
-                            match this.limit {
-                                Some(Limit::Deadline(d)) => {
-                                    return Poll::Ready(Err(d.error(this.last_error.take())));
-                                }
-                                // An attempt timeout is a retryable failure.
-                                _ => (Outcome::Failure { retryable: true }, None),
-                            }
-                        }
-                    };
-                    let replayable = *this.replayable;
-                    let tuning = &this.shared.tuning;
-                    let decision = with_thread_rng(|rng| {
-                        this.retry.next(
-                            this.settings,
-                            outcome,
-                            replayable,
-                            now(),
-                            this.deadline.as_ref(),
-                            &tuning.budget,
-                            rng,
-                        )
-                    });
-                    match decision {
-                        RetryDecision::Retry { after } => {
-                            tuning.metrics.retries.increment(1);
-                            *this.last_error = match result {
-                                Some(Err(e)) => Some(into_error(e)),
-                                Some(Ok(_)) => None,
-                                None => this.limit.map(|l| l.error()),
-                            };
-                            if after.is_zero() {
-                                this.timer.set(None);
-                                this.state.set(State::Ready);
-                            } else {
-                                this.timer.set(Some(tokio::time::sleep(after)));
-                                this.state.set(State::Pausing);
-                            }
-                        }
-                        RetryDecision::Stop(stop) => {
-                            if stop == Stop::BudgetExhausted {
-                                tuning.metrics.budget_exhausted.increment(1);
-                            }
-                            let last = match result {
-                                Some(Ok(resp)) => return Poll::Ready(Ok(resp)),
-                                Some(Err(e)) => into_error(e),
-                                None => this.limit.map_or(Error::NoEndpoints, |l| l.error()),
-                            };
-                            return Poll::Ready(Err(final_error(
-                                stop,
-                                last,
-                                this.retry.attempts(),
-                                this.deadline.as_ref(),
-                            )));
-                        }
-                    }
-                }
-                StateProj::Pausing => {
-                    if let Some(t) = this.timer.as_mut().as_pin_mut() {
-                        ready!(t.poll(cx));
-                    }
-                    this.state.set(State::Ready);
-                }
-            }
-        }
-    }
-}
-
-/// The error a call ends with when retrying stops after a failure.
-pub(crate) fn final_error(
-    stop: Stop,
-    last: Error,
-    attempts: u32,
-    deadline: Option<&Deadline>,
-) -> Error {
-    match stop {
-        Stop::AttemptsExhausted if attempts > 1 => Error::RetriesExhausted {
-            attempts,
-            last: Box::new(last),
-        },
-        Stop::BudgetExhausted => Error::BudgetExhausted {
-            last: Box::new(last),
-        },
-        Stop::DeadlineTooClose => match deadline {
-            Some(d) => d.error(Some(last)),
-            None => last,
-        },
-        _ => last,
+        self.project().drive.poll(cx)
     }
 }

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use super::backend::{Backend, Call, Reply};
+use super::backend::{Call, Reply};
 use super::record::Recorder;
 use crate::BoxError;
 use crate::Channel;
@@ -49,7 +49,7 @@ pub(crate) type TowerService = tower::buffer::Buffer<
 /// What a client sends its calls through.
 #[derive(Clone)]
 pub(crate) enum Caller {
-    Towline(Channel<Call, Backend>),
+    Towline(Channel<Call, Reply>),
     Tower(TowerService),
 }
 

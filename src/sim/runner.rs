@@ -8,7 +8,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::backend::{Backend, BackendSpec, Call};
+use super::backend::{Backend, BackendSpec, Call, Reply};
 use super::client::{Caller, Client, TowerService};
 use super::record::Recorder;
 use super::report::Run;
@@ -90,7 +90,7 @@ pub(crate) fn towline_channel(
     policy: &ChannelPolicy,
     backends: &[Backend],
     weights: &[u32],
-) -> Result<Channel<Call, Backend>, BuildError> {
+) -> Result<Channel<Call, Reply>, BuildError> {
     let services = backends.to_vec();
     let connect = move |ep: &Endpoint| services[index(ep.addr).min(services.len() - 1)].clone();
     let endpoints: Vec<Endpoint> = weights
@@ -101,7 +101,7 @@ pub(crate) fn towline_channel(
     let builder = Channel::builder(connect)
         .discover(Static::new(endpoints))
         .policy(policy.clone())
-        .replay(CloneReplay)
+        .replayer(CloneReplay)
         .initial_wait(Duration::from_secs(3600));
     let builder = match balancer {
         BalancerSpec::P2cPeakEwma { default_rtt, decay } => {
@@ -278,7 +278,7 @@ async fn drive(
 
 /// Samples which endpoints each channel has ejected, once per bucket.
 async fn watch_ejections(
-    channels: Vec<Channel<Call, Backend>>,
+    channels: Vec<Channel<Call, Reply>>,
     every: Duration,
     end: Duration,
     epoch: Instant,

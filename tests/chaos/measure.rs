@@ -36,7 +36,7 @@ pub const HTTP_STATUS: usize = 9;
 pub fn error_kind(e: &towline::Error) -> usize {
     use towline::Error as E;
     match e {
-        E::NoEndpoints => 0,
+        E::NoEndpoints { .. } => 0,
         E::Discovery(_) => 1,
         E::AttemptTimeout(_) => 2,
         E::DeadlineExceeded { .. } => 3,

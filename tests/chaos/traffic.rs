@@ -81,7 +81,7 @@ impl Service<Req> for Counted {
 }
 
 /// The channel type under test.
-pub type Chan = Channel<Req, Counted>;
+pub type Chan = Channel<Req, Response<Bytes>>;
 
 /// Builds the channel: DNS discovery from `dns`, slot addresses to count
 /// attempts by, generators seeded from `seed`.
@@ -114,7 +114,7 @@ pub fn channel(
         .discover(source)
         .refresh_hint(hint)
         .name("chaos")
-        .classify(StatusClassify::new())
+        .classifier(StatusClassify::new())
         .timeout(ATTEMPT_TIMEOUT)
         .deadline(DEADLINE)
         .retry(RetrySettings::default())

@@ -274,7 +274,7 @@ pub async fn start_many(n: usize, behavior: Behavior) -> Vec<Backend> {
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// A towline channel of `http::Request`s over [`HttpClient`].
-pub type HttpChannel = Channel<Request<Full<Bytes>>, EndpointService<HttpClient>>;
+pub type HttpChannel = Channel<Request<Full<Bytes>>, Response<Incoming>>;
 
 /// The connector for `Channel::builder`: `towline::http` over a hyper client.
 pub fn connector() -> impl Fn(&Endpoint) -> EndpointService<HttpClient> + Send + Sync + 'static {

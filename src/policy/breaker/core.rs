@@ -77,6 +77,17 @@ impl Admission {
     pub fn is_probe(&self) -> bool {
         self.probe
     }
+
+    /// The admission as plain values, to carry where breaker types are not
+    /// known (a deferred outcome report).
+    pub(crate) fn into_raw(self) -> (u64, bool) {
+        (self.generation, self.probe)
+    }
+
+    /// An admission from [`into_raw`](Self::into_raw)'s values.
+    pub(crate) fn from_raw((generation, probe): (u64, bool)) -> Self {
+        Admission { generation, probe }
+    }
 }
 
 /// A change of state.
@@ -222,6 +233,19 @@ impl BreakerCore {
         now: Instant,
         rng: &mut Rng,
     ) -> Option<Transition> {
+        self.record_drawing(admission, failed, elapsed, now, &mut || rng.unit())
+    }
+
+    /// [`record`](Self::record), drawing the open-time jitter (a uniform
+    /// number in `[0, 1)`) from `unit` only when the breaker opens.
+    pub(crate) fn record_drawing(
+        &mut self,
+        admission: Admission,
+        failed: bool,
+        elapsed: Duration,
+        now: Instant,
+        unit: &mut dyn FnMut() -> f64,
+    ) -> Option<Transition> {
         if admission.generation != self.generation {
             return None;
         }
@@ -234,13 +258,13 @@ impl BreakerCore {
                 self.consecutive = if failed { self.consecutive + 1 } else { 0 };
                 self.window.push(failed, slow, now);
                 if self.tripped(now) {
-                    return self.open(now, rng);
+                    return self.open(now, unit());
                 }
                 None
             }
             BreakerState::HalfOpen if admission.probe => {
                 if failed || slow {
-                    return self.open(now, rng);
+                    return self.open(now, unit());
                 }
                 self.probes_ok += 1;
                 if self.probes_ok >= self.settings.probes {
@@ -274,12 +298,17 @@ impl BreakerCore {
     /// The open time of the next open: grown per open since the last close,
     /// shortened by jitter, never above the cap.
     pub fn next_open_time(&self, rng: &mut Rng) -> Duration {
-        let ceiling = self.settings.open.ceiling(self.opens);
-        ceiling.mul_f64(1.0 - self.settings.open_jitter * rng.unit())
+        self.open_time(rng.unit())
     }
 
-    fn open(&mut self, now: Instant, rng: &mut Rng) -> Option<Transition> {
-        let open_for = self.next_open_time(rng);
+    /// The open time for a jitter draw `unit` in `[0, 1)`.
+    fn open_time(&self, unit: f64) -> Duration {
+        let ceiling = self.settings.open.ceiling(self.opens);
+        ceiling.mul_f64(1.0 - self.settings.open_jitter * unit)
+    }
+
+    fn open(&mut self, now: Instant, unit: f64) -> Option<Transition> {
+        let open_for = self.open_time(unit);
         self.opens = self.opens.saturating_add(1);
         let t = self.enter(BreakerState::Open, Some(open_for));
         self.open_until = Some(later(now, open_for));

@@ -78,7 +78,6 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 pub use self::core::{Admission, BreakerCore, BreakerState, Transition};
-pub(crate) use layer::Permit;
 pub use layer::{Breaker, BreakerFuture, CircuitBreakerLayer};
 pub use settings::{BreakerSettings, Window};
 
@@ -195,7 +194,9 @@ impl CircuitBreaker {
     ) -> Option<Transition> {
         let mut core = self.core.lock();
         let transition =
-            with_thread_rng(|rng| core.record(admission, !outcome.is_success(), elapsed, now, rng));
+            core.record_drawing(admission, !outcome.is_success(), elapsed, now, &mut || {
+                with_thread_rng(|rng| rng.unit())
+            });
         self.publish(&core, transition);
         transition
     }

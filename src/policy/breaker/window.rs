@@ -145,5 +145,5 @@ impl OutcomeWindow {
 }
 
 fn tick_of(epoch: Instant, now: Instant, slice_ns: u64) -> u64 {
-    (now.saturating_duration_since(epoch).as_nanos() as u64) / slice_ns
+    crate::clock::nanos_since(now, epoch) / slice_ns
 }

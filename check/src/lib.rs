@@ -1,5 +1,9 @@
-//! Invariant checkers: op sequences run against the crate's state machines
-//! and compared with what the crate promises.
+//! towline's invariant checkers: op sequences run against towline's state
+//! machines and compared with what towline promises.
+//!
+//! They live in this workspace crate, not in towline's published API; the
+//! fuzz targets (`fuzz/`) and the replay test (`check/tests/fuzz_replay.rs`)
+//! depend on it.
 //!
 //! Each checker takes a sequence of operations (derived with
 //! [`arbitrary::Arbitrary`], so a fuzzer can generate them from raw bytes),
@@ -8,14 +12,15 @@
 //! serve three callers:
 //!
 //! - the cargo-fuzz targets in `fuzz/` (nightly, coverage-guided);
-//! - `tests/fuzz_replay.rs` on stable, which replays the checked-in corpus
+//! - `check/tests/fuzz_replay.rs` on stable, which replays the checked-in corpus
 //!   (`fuzz/corpus/<target>/`) and a few thousand seeded random sequences;
 //! - tests that feed a deliberately faulty balancer and expect a
 //!   violation, so the balancer checks are known to be able to fail (the
 //!   other checkers drive concrete types, which a test cannot swap for a
 //!   faulty one).
 //!
-//! This module exists only with the `arbitrary` feature (off by default).
+//! Features `dns` and `etcd` add the discovery checker (and turn on the
+//! same features of towline).
 //!
 //! | checker | what it exercises |
 //! |---|---|
@@ -25,7 +30,7 @@
 //! | `discovery` | etcd values and DNS answers to endpoints (features `etcd`, `dns`) |
 //!
 //! ```
-//! use towline::check::balancer::{BalancerKind, BalancerOp, Weight, run_balancer};
+//! use towline_check::balancer::{BalancerKind, BalancerOp, Weight, run_balancer};
 //!
 //! let ops = [
 //!     BalancerOp::Reset { len: 4, weights: vec![Weight::One] },
@@ -34,6 +39,8 @@
 //! ];
 //! assert!(run_balancer(BalancerKind::RoundRobin, &ops).is_ok());
 //! ```
+
+#![deny(missing_docs)]
 
 pub mod balancer;
 pub mod breaker;
@@ -114,7 +121,7 @@ macro_rules! ensure {
         // A NaN comparison is false, so it counts as a violation.
         let holds: bool = $cond;
         if !holds {
-            return Err($crate::check::Violation::new($step, format!($($fmt)+)));
+            return Err($crate::Violation::new($step, format!($($fmt)+)));
         }
     };
 }

@@ -17,9 +17,9 @@
 //!   their summed weights (SRV), the unresolved targets are exactly those
 //!   with no address record, and the TTL is the smallest one used.
 //!
-//! [`parse_value`]: crate::discover::etcd::parse_value
-//! [`encode_value`]: crate::discover::etcd::encode_value
-//! [`endpoints_from_records`]: crate::discover::endpoints_from_records
+//! [`parse_value`]: towline::discover::etcd::parse_value
+//! [`encode_value`]: towline::discover::etcd::encode_value
+//! [`endpoints_from_records`]: towline::discover::endpoints_from_records
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -195,8 +195,8 @@ pub fn run_discovery(case: &DiscoveryCase) -> Result<(), Violation> {
 #[cfg(feature = "etcd")]
 mod etcd {
     use super::*;
-    use crate::Endpoint;
-    use crate::discover::etcd::{encode_value, parse_value};
+    use towline::Endpoint;
+    use towline::discover::etcd::{encode_value, parse_value};
 
     const PADDING: [&str; 4] = ["", "\n", " \t", "\r\n  "];
 

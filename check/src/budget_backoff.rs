@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use arbitrary::Arbitrary;
 
 use super::{Violation, ensure};
-use crate::policy::backoff::{Backoff, Jitter};
-use crate::policy::budget::{Budget, BudgetSettings};
-use crate::rng::Rng;
+use towline::policy::backoff::{Backoff, Jitter};
+use towline::policy::budget::{Budget, BudgetSettings};
+use towline::rng::Rng;
 
 /// Slots a budget window is cut into (as documented by [`Budget`]).
 const BUDGET_SLOTS: u64 = 20;
@@ -43,7 +43,7 @@ pub struct BudgetConfig {
 }
 
 impl BudgetConfig {
-    fn settings(self) -> Result<BudgetSettings, crate::BuildError> {
+    fn settings(self) -> Result<BudgetSettings, towline::BuildError> {
         BudgetSettings::new(
             f64::from(self.ratio_percent % 105) / 100.0,
             self.floor_per_sec.into(),

@@ -3,7 +3,7 @@
 
 use super::*;
 
-fn ejected(channel: &Channel<u32, Svc>) -> Vec<u16> {
+fn ejected(channel: &Channel<u32, u16>) -> Vec<u16> {
     channel
         .endpoints()
         .iter()
@@ -23,7 +23,7 @@ async fn failing_endpoint_is_ejected_gets_only_probes_and_returns_when_it_recove
         .circuit_breaker(breaker(3, open, 2))
         .build()
         .unwrap();
-    let call = |ch: &Channel<u32, Svc>| {
+    let call = |ch: &Channel<u32, u16>| {
         let mut ch = ch.clone();
         async move { ch.ready().await.unwrap().call(0).await }
     };
@@ -196,4 +196,41 @@ async fn a_breaker_forced_open_through_the_handle_ejects_its_endpoint_until_rese
         channel.ready().await.unwrap().call(i).await.unwrap();
     }
     assert!(fleet.hits(2) >= before + 15);
+}
+
+#[tokio::test(start_paused = true)]
+async fn turning_breakers_off_at_runtime_returns_ejected_endpoints_to_rotation() {
+    crate::rng::seed_thread_rng(521);
+    let fleet = Fleet::new([1, 2, 3]);
+    fleet.set(3, failing());
+    let mut channel = fleet
+        .builder([1, 2, 3])
+        .circuit_breaker(breaker(1, Duration::from_secs(600), 1))
+        .build()
+        .unwrap();
+    while ejected(&channel).is_empty() {
+        let _ = channel.ready().await.unwrap().call(0).await;
+    }
+    assert_eq!(ejected(&channel), [3]);
+    // Breakers off, then the endpoint recovers: nothing can bring it back
+    // but the plan, which must not keep it ejected without a breaker.
+    channel
+        .policy_handle()
+        .update(|p| p.with_breaker(None))
+        .unwrap();
+    assert!(ejected(&channel).is_empty());
+    fleet.set(3, Mode::default());
+    let before = fleet.hits(3);
+    for i in 0..300 {
+        assert!(channel.ready().await.unwrap().call(i).await.is_ok());
+    }
+    // Round-robin over three: exactly a third.
+    assert_eq!(fleet.hits(3) - before, 100);
+    // Turned on again, the breaker still holds its open state (600 s), so
+    // the endpoint is ejected again until its breaker closes.
+    channel
+        .policy_handle()
+        .update(|p| p.with_breaker(Some(breaker(1, Duration::from_secs(600), 1))))
+        .unwrap();
+    assert_eq!(ejected(&channel), [3]);
 }

@@ -1,7 +1,7 @@
 //! Balancer invariants under endpoint churn, ejection, load and exclusions.
 //!
 //! [`run_balancer`] keeps a model of an endpoint set the way the channel's
-//! table does (a [`Load`](crate::balance::Load) per endpoint, an ejected
+//! table does (a [`Load`](towline::balance::Load) per endpoint, an ejected
 //! flag, the weights the balancer was last rebuilt with), applies
 //! [`BalancerOp`]s to it and checks, after every pick:
 //!
@@ -25,7 +25,7 @@
 //!   ([`Weighted::MAX_SCHEDULE`]) and at most [`WRR_SKIPPED_TURNS`]
 //!   turns of the schedule belong to ineligible endpoints.
 //!
-//! In-flight counts ([`Load::pending`](crate::balance::Load::pending)) must
+//! In-flight counts ([`Load::pending`](towline::balance::Load::pending)) must
 //! equal the model's count of open calls after every operation (also on
 //! removed endpoints whose calls are still draining), must not go below zero
 //! when a call ends twice, and must all be zero once every call has ended.
@@ -41,8 +41,8 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 
 use super::Violation;
-use crate::balance::{Balancer, P2c, Random, RoundRobin, Weighted};
 use model::Model;
+use towline::balance::{Balancer, P2c, Random, RoundRobin, Weighted};
 
 /// The largest endpoint set the checker builds (exclusion masks are 64 bits).
 pub const MAX_ENDPOINTS: usize = 64;
@@ -260,7 +260,7 @@ pub struct BalancerCase {
     pub ops: Vec<BalancerOp>,
 }
 
-crate::check::fuzz_case!(BalancerCase { kind; ops });
+crate::fuzz_case!(BalancerCase { kind; ops });
 
 impl BalancerCase {
     /// Runs [`run_balancer`] on this case.
@@ -284,7 +284,7 @@ pub fn run_balancer_with(
 ) -> Result<(), Violation> {
     // Rebuilds take round-robin start positions from the thread's generator:
     // seed it so that the same input replays the same picks.
-    crate::rng::seed_thread_rng(0x7011_11e5);
+    towline::rng::seed_thread_rng(0x7011_11e5);
     let mut model = Model::new(balancer, kind);
     for (step, op) in ops.iter().enumerate() {
         model.step = step;

@@ -9,9 +9,11 @@ use hickory_resolver::proto::rr::rdata::{A, AAAA, CNAME, SRV};
 use hickory_resolver::proto::rr::{DNSClass, Name, RData, Record};
 
 use super::{AnswerSpec, RecordData, RecordSpec};
-use crate::DEFAULT_WEIGHT;
-use crate::check::{Violation, ensure};
-use crate::discover::{Extracted, RecordKind, SRV_PRIORITY_KEY, SrvTarget, endpoints_from_records};
+use crate::{Violation, ensure};
+use towline::DEFAULT_WEIGHT;
+use towline::discover::{
+    Extracted, RecordKind, SRV_PRIORITY_KEY, SrvTarget, endpoints_from_records,
+};
 
 /// Owner and target names; the last is the root (`.`, "no service").
 const NAMES: [&str; 5] = [
@@ -193,7 +195,7 @@ fn expected_address(answers: &[Record], port: u16) -> Extracted {
             None => out.skipped += 1,
         }
     }
-    out.endpoints = addrs.into_iter().map(crate::Endpoint::new).collect();
+    out.endpoints = addrs.into_iter().map(towline::Endpoint::new).collect();
     out
 }
 
@@ -255,7 +257,7 @@ fn expected_srv(answers: &[Record], additionals: &[Record]) -> Extracted {
     out.endpoints = weights
         .into_iter()
         .map(|(addr, w)| {
-            crate::Endpoint::new(addr)
+            towline::Endpoint::new(addr)
                 .with_weight(w)
                 .with_metadata(SRV_PRIORITY_KEY, best.to_string())
         })

@@ -1,5 +1,6 @@
+//! Discovery, the table and errors, without policies.
+
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -8,12 +9,7 @@ use futures_util::{StreamExt, stream};
 use tower::{Service, ServiceExt, service_fn};
 
 use super::*;
-use crate::balance::RoundRobin;
-use crate::discover::{DiscoverError, Manual, Static, Update};
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
+use crate::discover::{DiscoverError, Manual, Update};
 
 type Echo = tower::util::BoxCloneSyncService<u32, u16, Infallible>;
 
@@ -36,7 +32,7 @@ async fn waits_for_first_endpoints_then_fails_with_no_endpoints() {
         .unwrap();
     let start = tokio::time::Instant::now();
     let err = channel.ready().await.unwrap().call(1).await.unwrap_err();
-    assert!(matches!(err, Error::NoEndpoints), "{err}");
+    assert!(matches!(err, Error::NoEndpoints { .. }), "{err}");
     assert_eq!(start.elapsed(), Duration::from_secs(2));
 }
 
@@ -138,7 +134,7 @@ async fn discovery_task_ends_with_the_last_clone() {
 #[tokio::test]
 async fn invalid_builder_settings_are_errors() {
     crate::rng::seed_thread_rng(506);
-    let err = Channel::<u32, Echo>::builder(echo).build().unwrap_err();
+    let err = Channel::<u32, u16>::builder(echo).build().unwrap_err();
     assert_eq!(err.setting(), "discover");
     let err = Channel::builder(echo)
         .discover(Static::new([addr(1)]))
@@ -192,7 +188,10 @@ async fn an_empty_table_or_an_impossible_pick_pulls_the_refresh_hint() {
             .await
             .is_err()
     );
-    assert!(matches!(channel.call(0).await, Err(Error::NoEndpoints)));
+    assert!(matches!(
+        channel.call(0).await,
+        Err(Error::NoEndpoints { .. })
+    ));
     tokio::time::timeout(Duration::from_secs(1), hint.requested())
         .await
         .expect("an empty table requests a refresh");
@@ -267,7 +266,7 @@ async fn the_longest_durations_do_not_overflow_the_clock() {
     let mut channel = Channel::builder(echo)
         .discover(manual.stream())
         .initial_wait(Duration::MAX)
-        .replay(crate::policy::replay::CloneReplay)
+        .replayer(CloneReplay)
         .timeout(Duration::MAX)
         .retry(crate::policy::retry::RetrySettings::default())
         .build()

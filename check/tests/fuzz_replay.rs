@@ -1,19 +1,17 @@
 //! Stable replay of the fuzz targets: every checked-in corpus input
 //! (`fuzz/corpus/<target>/`) and a few thousand seeded random op sequences
-//! per target go through the same checkers (`towline::check`) the fuzzers
+//! per target go through the same checkers (`towline_check`) the fuzzers
 //! run. Faulty balancers show that the balancer checks can fail.
-#![cfg(feature = "arbitrary")]
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
-use towline::balance::{Balancer, Load, LoadSet, P2c};
-use towline::check::Violation;
-use towline::check::balancer::{BalancerCase, BalancerKind, BalancerOp, Weight, run_balancer_with};
-use towline::check::breaker::{BreakerCase, BreakerOp};
-use towline::check::budget_backoff::{BudgetBackoffCase, BudgetBackoffOp};
+use towline::balance::{AttemptEnd, Balancer, Load, LoadSet, P2c, PickContext};
 use towline::rng::Rng;
+use towline_check::Violation;
+use towline_check::balancer::{BalancerCase, BalancerKind, BalancerOp, Weight, run_balancer_with};
+use towline_check::breaker::{BreakerCase, BreakerOp};
+use towline_check::budget_backoff::{BudgetBackoffCase, BudgetBackoffOp};
 
 /// Seeded random sequences per target.
 const RANDOM_CASES: u64 = 3_000;
@@ -27,7 +25,7 @@ fn decode<T: for<'a> Arbitrary<'a>>(bytes: &[u8]) -> T {
 /// lost corpus does not pass silently.
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
+        .join("../fuzz/corpus")
         .join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -175,14 +173,14 @@ fn budget_backoff_random_sequences() {
 fn discovery_values_corpus() {
     replay(
         "discovery_values",
-        towline::check::discovery::DiscoveryCase::run,
+        towline_check::discovery::DiscoveryCase::run,
     );
 }
 
 #[cfg(all(feature = "dns", feature = "etcd"))]
 #[test]
 fn discovery_values_random_inputs() {
-    random(0xd15c, 512, towline::check::discovery::DiscoveryCase::run);
+    random(0xd15c, 512, towline_check::discovery::DiscoveryCase::run);
 }
 
 /// Random cases run against `faulty` with the promises of `kind`: the first
@@ -226,13 +224,14 @@ impl Balancer for Faulty {
 
     fn pick(
         &self,
+        at: &PickContext,
         set: &dyn LoadSet,
         eligible: &dyn Fn(usize) -> bool,
-        now: Instant,
         rng: &mut Rng,
     ) -> Option<usize> {
+        let now = at.now;
         match self.fault {
-            Fault::IgnoresExclusions => self.inner.pick(set, &|_| true, now, rng),
+            Fault::IgnoresExclusions => self.inner.pick(at, set, &|_| true, rng),
             Fault::PrefersMoreLoaded => {
                 let p2c = P2c::pending();
                 match p2c.sample_pair(set.len(), eligible, rng)? {
@@ -245,15 +244,15 @@ impl Balancer for Faulty {
             }
             Fault::DropsTurns => {
                 if rng.below(97) == 0 {
-                    self.inner.pick(set, eligible, now, rng);
+                    self.inner.pick(at, set, eligible, rng);
                 }
-                self.inner.pick(set, eligible, now, rng)
+                self.inner.pick(at, set, eligible, rng)
             }
         }
     }
 
-    fn observe(&self, load: &Load, rtt: Duration, now: Instant) {
-        self.inner.observe(load, rtt, now);
+    fn observe(&self, load: &Load, end: &AttemptEnd) {
+        self.inner.observe(load, end);
     }
 }
 

@@ -1,0 +1,116 @@
+//! A fixed amount of work per configuration, for instruction counts under
+//! `valgrind --tool=callgrind` (criterion's timings are noise on a shared
+//! machine; instruction counts are not).
+//!
+//! ```sh
+//! cargo bench --bench instructions --no-run   # prints the binary's path
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null BINARY CONFIG CALLS
+//! ```
+//!
+//! Run each configuration twice with different `CALLS` and divide the
+//! difference of the two totals by the difference of the call counts: set-up
+//! cancels out and what is left is the cost of one call. `scripts/instructions`
+//! does exactly that for every configuration.
+//!
+//! Configurations: `floor` (the in-memory service called directly),
+//! `towline/N` and `tower/N` (one task calling a P2C peak-EWMA channel of N
+//! endpoints, and tower's `Balance<PeakEwma>` over the same service),
+//! `bare` and `full` (8 endpoints, no policy and every policy armed but
+//! not firing).
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tower::balance::p2c::Balance;
+use tower::discover::ServiceList;
+use tower::load::{CompleteOnResponse, PeakEwma};
+use tower::{Service, ServiceExt};
+use towline::balance::P2c;
+use towline::discover::Static;
+use towline::policy::breaker::BreakerSettings;
+use towline::policy::hedge::{HedgeDelay, HedgeSettings};
+use towline::policy::replay::CloneReplay;
+use towline::policy::retry::RetrySettings;
+use towline::{Channel, Endpoint};
+
+#[path = "support/echo.rs"]
+mod echo;
+use echo::Echo;
+
+fn addrs(n: usize) -> Vec<SocketAddr> {
+    (0..n)
+        .map(|i| SocketAddr::from(([127, 0, (i / 250) as u8, (i % 250) as u8 + 1], 80)))
+        .collect()
+}
+
+async fn calls<S>(svc: &mut S, n: u64)
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    for i in 0..n {
+        black_box(svc.ready().await.unwrap().call(i).await.unwrap());
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let config = args.next().expect("usage: instructions CONFIG CALLS");
+    let n: u64 = args
+        .next()
+        .and_then(|c| c.parse().ok())
+        .expect("usage: instructions CONFIG CALLS");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (kind, size) = match config.split_once('/') {
+        Some((k, s)) => (k, s.parse::<usize>().expect("endpoint count")),
+        None => (config.as_str(), 8),
+    };
+    rt.block_on(async move {
+        match kind {
+            "floor" => calls(&mut Echo, n).await,
+            "tower" => {
+                let services = (0..size)
+                    .map(|_| {
+                        PeakEwma::new(
+                            Echo,
+                            Duration::from_millis(30),
+                            Duration::from_secs(10).as_nanos() as f64,
+                            CompleteOnResponse::default(),
+                        )
+                    })
+                    .collect::<Vec<_>>();
+                let mut balance = Balance::new(ServiceList::new(services));
+                calls(&mut balance, n).await
+            }
+            "towline" | "bare" | "full" => {
+                let builder = Channel::builder(|_: &Endpoint| Echo)
+                    .discover(Static::new(addrs(size)))
+                    .balancer(P2c::peak_ewma());
+                let builder = if kind == "full" {
+                    builder
+                        .replayer(CloneReplay)
+                        .timeout(Duration::from_secs(1))
+                        .deadline(Duration::from_secs(5))
+                        .retry(RetrySettings::default())
+                        .circuit_breaker(BreakerSettings::default())
+                        .hedge(
+                            HedgeSettings::default()
+                                .with_delay(HedgeDelay::Fixed(Duration::from_secs(1))),
+                        )
+                } else {
+                    builder
+                };
+                let mut channel = builder.build().expect("valid channel");
+                while channel.endpoints().len() < size {
+                    tokio::task::yield_now().await;
+                }
+                calls(&mut channel, n).await
+            }
+            other => panic!("unknown configuration {other}"),
+        }
+    });
+}

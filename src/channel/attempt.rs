@@ -1,0 +1,203 @@
+//! One attempt on one endpoint: the hook, readiness, the call, its time
+//! limit, classification, and the record of how it ended.
+//!
+//! Every attempt reports its end on its endpoint exactly once: an answer
+//! with the classifier's outcome (or later, for a classifier that defers),
+//! a cut by its time limit, or — when the attempt is dropped before either,
+//! because the caller gave up or another attempt won — a cancellation.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use pin_project::{pin_project, pinned_drop};
+use tower::Service;
+use tracing::Span;
+
+use super::info::AttemptInfo;
+use super::inner::Inner;
+use super::slot::Slot;
+use crate::BoxError;
+use crate::balance::{AttemptEnd, End};
+use crate::classify::{Answered, OutcomeReport, OutcomeSink};
+use crate::policy::breaker::Admission;
+use crate::policy::call::{AttemptKind, Ended};
+use crate::policy::drive::{self, Finished, Step};
+use crate::policy::into_error;
+
+/// One attempt in flight (see the [module docs](self)).
+#[pin_project(PinnedDrop)]
+pub(crate) struct Attempt<'a, Req, S: Service<Req>> {
+    inner: &'a Inner<Req, S>,
+    slot: Arc<Slot<S>>,
+    number: u32,
+    #[pin]
+    step: Step<S, Req>,
+    started: Instant,
+    admission: Option<Admission>,
+    span: Span,
+}
+
+impl<'a, Req, S> Attempt<'a, Req, S>
+where
+    S: Service<Req> + Clone,
+{
+    /// Starts attempt `number` of `kind` on `slot` at `started` (runs the
+    /// hook, marks the attempt in flight, opens its span under `call`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        inner: &'a Inner<Req, S>,
+        slot: Arc<Slot<S>>,
+        mut req: Req,
+        number: u32,
+        kind: AttemptKind,
+        started: Instant,
+        cut: Option<Instant>,
+        admission: Option<Admission>,
+        call: &Span,
+    ) -> Self {
+        if let Some(hook) = &inner.on_attempt {
+            let info = AttemptInfo::new(slot.endpoint.addr, number, kind, started, cut);
+            hook(&mut req, &info);
+        }
+        let span = if call.is_disabled() {
+            Span::none()
+        } else {
+            tracing::debug_span!(
+                target: "towline",
+                parent: call,
+                "attempt",
+                endpoint = %slot.endpoint.addr,
+                attempt = number,
+                kind = kind.name(),
+                outcome = tracing::field::Empty,
+            )
+        };
+        slot.begin();
+        Attempt {
+            inner,
+            step: Step::new(slot.service.clone(), req),
+            slot,
+            number,
+            started,
+            admission,
+            span,
+        }
+    }
+}
+
+impl<Req, S> drive::Attempt for Attempt<'_, Req, S>
+where
+    S: Service<Req> + Send + Sync + 'static,
+    S::Response: 'static,
+    S::Error: Into<BoxError> + 'static,
+{
+    type Response = S::Response;
+
+    fn number(&self) -> u32 {
+        self.number
+    }
+
+    /// Records that the attempt was cut at `at` by its time limit: on the
+    /// load it is a latency sample, on the breaker a failure.
+    fn cut(self: Pin<&mut Self>, at: Instant) {
+        let mut this = self.project();
+        if this.step.is_done() {
+            return;
+        }
+        this.step.set(Step::Done);
+        this.slot.leave();
+        let elapsed = at.saturating_duration_since(*this.started);
+        this.slot.record(
+            &AttemptEnd::new(End::TimedOut, elapsed, at),
+            this.admission.take(),
+        );
+        this.span.record("outcome", "timeout");
+    }
+}
+
+impl<Req, S> Future for Attempt<'_, Req, S>
+where
+    S: Service<Req> + Send + Sync + 'static,
+    S::Response: 'static,
+    S::Error: Into<BoxError> + 'static,
+{
+    type Output = Finished<S::Response>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let answer = {
+            let _entered = this.span.enter();
+            this.step.as_mut().poll_answer(cx)
+        };
+        let slot = &**this.slot;
+        let Poll::Ready(mut result) = answer else {
+            return Poll::Pending;
+        };
+        let at = crate::clock::now();
+        let elapsed = at.saturating_duration_since(*this.started);
+        let outcome = this.inner.classify.classify(&result);
+        slot.leave();
+        let admission = this.admission.take();
+        match &mut result {
+            Ok(response) if this.inner.defers => {
+                let answered = Answered {
+                    elapsed,
+                    at,
+                    admission: admission.map(Admission::into_raw),
+                };
+                let sink: Arc<dyn OutcomeSink> = this.slot.clone();
+                let report = OutcomeReport::new(sink, answered, outcome);
+                this.inner.classify.defer(response, report);
+            }
+            _ => slot.record(
+                &AttemptEnd::new(End::Response(outcome), elapsed, at),
+                admission,
+            ),
+        }
+        this.inner.note_service_error(slot, result.is_err());
+        this.span.record("outcome", outcome_name(outcome));
+        Poll::Ready(Finished {
+            number: *this.number,
+            at,
+            elapsed,
+            ended: Ended::Answered(outcome),
+            result: Some(result.map_err(into_error)),
+        })
+    }
+}
+
+#[pinned_drop]
+impl<Req, S: Service<Req>> PinnedDrop for Attempt<'_, Req, S> {
+    fn drop(self: Pin<&mut Self>) {
+        let this = self.project();
+        if this.step.is_done() {
+            return;
+        }
+        // Dropped before it ended: the caller gave up, or another attempt
+        // answered the call. The time it ran is still a latency sample.
+        let at = crate::clock::now();
+        this.slot.leave();
+        this.slot.record(
+            &AttemptEnd::new(
+                End::Cancelled,
+                at.saturating_duration_since(*this.started),
+                at,
+            ),
+            this.admission.take(),
+        );
+        this.span.record("outcome", "cancelled");
+    }
+}
+
+/// The outcome's name in spans.
+pub(crate) fn outcome_name(outcome: crate::classify::Outcome) -> &'static str {
+    use crate::classify::Outcome;
+    match outcome {
+        Outcome::Success => "success",
+        Outcome::Failure { .. } => "failure",
+        Outcome::Overloaded { .. } => "overloaded",
+    }
+}

@@ -1,0 +1,140 @@
+//! The [`Engine`] trait through which [`Channel`](super::Channel) reaches
+//! its state and its call paths without naming the endpoint service type,
+//! and the types a call and a view return.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower::Service;
+
+use super::bare::bare;
+use super::inner::Handle;
+use super::resilient;
+use super::state::{ChannelState, Endpoints};
+use crate::{BoxError, Endpoint, Error};
+
+/// A channel, whatever its endpoint service type.
+pub(crate) trait Engine<Req, Resp>: Send + Sync {
+    /// Starts a call under this handle's settings.
+    fn call(self: Arc<Self>, req: Req) -> ResponseFuture<Resp>;
+    /// A new handle on the same channel, with the current settings.
+    fn fork(&self) -> Arc<dyn Engine<Req, Resp>>;
+    /// The version of the settings this handle holds.
+    fn version(&self) -> u64;
+    /// The shared state.
+    fn state(&self) -> &Arc<ChannelState>;
+    /// The endpoint table, for tuning.
+    fn table(&self) -> Arc<dyn Endpoints>;
+    /// A view of every endpoint, ordered by address.
+    fn endpoints(&self) -> Vec<EndpointInfo>;
+}
+
+impl<Req, S> Engine<Req, S::Response> for Handle<Req, S>
+where
+    Req: Send + 'static,
+    S: Service<Req> + Clone + Send + Sync + 'static,
+    S::Response: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    fn call(self: Arc<Self>, req: Req) -> ResponseFuture<S::Response> {
+        let state = &self.inner.state;
+        let span = tracing::debug_span!(
+            target: "towline",
+            "call",
+            channel = %state.name,
+            outcome = tracing::field::Empty,
+        );
+        // Boxed where it is made: the future is moved once, into the heap.
+        type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
+        let inner: Boxed<S::Response> = if self.settings.is_none() {
+            Box::pin(bare(self, req, span.clone()))
+        } else {
+            Box::pin(resilient::call(self, req, span.clone()))
+        };
+        ResponseFuture { inner, span }
+    }
+
+    fn fork(&self) -> Arc<dyn Engine<Req, S::Response>> {
+        Arc::new(Handle::new(self.inner.clone()))
+    }
+
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn state(&self) -> &Arc<ChannelState> {
+        &self.inner.state
+    }
+
+    fn table(&self) -> Arc<dyn Endpoints> {
+        self.inner.table.clone()
+    }
+
+    fn endpoints(&self) -> Vec<EndpointInfo> {
+        let snapshot = self.inner.table.snapshot();
+        let mut all: Vec<EndpointInfo> = snapshot
+            .slots()
+            .map(|s| EndpointInfo {
+                endpoint: Endpoint {
+                    weight: s.load.weight(),
+                    ..s.endpoint.clone()
+                },
+                in_flight: s.load.pending(),
+                rtt_estimate: s.load.rtt_estimate(),
+                requests: s.load.finished(),
+                failures: s.failures.load(Ordering::Relaxed),
+                ejected: s.ejected.load(Ordering::Relaxed),
+            })
+            .collect();
+        all.sort_by_key(|e| e.endpoint.addr);
+        all
+    }
+}
+
+/// The future of a [`Channel`](super::Channel) call: the one heap
+/// allocation of a call. It runs inside the call's span.
+pub struct ResponseFuture<Resp> {
+    inner: Pin<Box<dyn Future<Output = Result<Resp, Error>> + Send>>,
+    span: tracing::Span,
+}
+
+impl<Resp> Future for ResponseFuture<Resp> {
+    type Output = Result<Resp, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        this.inner.as_mut().poll(cx)
+    }
+}
+
+impl<Resp> std::fmt::Debug for ResponseFuture<Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+/// What [`Channel::endpoints`](super::Channel::endpoints) reports about one
+/// endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointInfo {
+    /// The endpoint, with its current weight.
+    pub endpoint: Endpoint,
+    /// Attempts in flight now.
+    pub in_flight: u32,
+    /// The peak-EWMA round-trip estimate (recorded by P2C peak-EWMA only).
+    pub rtt_estimate: Option<Duration>,
+    /// Attempts finished on this endpoint, including ones cancelled or cut
+    /// by a timeout.
+    pub requests: u64,
+    /// Of those, attempts that were answered and that the classifier did
+    /// not call a success.
+    pub failures: u64,
+    /// Whether the endpoint is ejected from picks now.
+    pub ejected: bool,
+}

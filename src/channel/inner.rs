@@ -1,0 +1,101 @@
+//! The state a channel's clones share, and each clone's own handle on it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tower::Service;
+
+use super::info::AttemptInfo;
+use super::settings::ChannelPolicy;
+use super::slot::Slot;
+use super::state::ChannelState;
+use super::table::{Snapshot, Table};
+use crate::Error;
+use crate::classify::Classify;
+use crate::policy::replay::Replay;
+
+/// A hook run on each attempt's request just before it is sent.
+pub(crate) type Hook<Req> = Box<dyn Fn(&mut Req, &AttemptInfo) + Send + Sync>;
+
+/// State shared by all clones of a channel.
+pub(crate) struct Inner<Req, S: Service<Req>> {
+    pub(crate) state: Arc<ChannelState>,
+    pub(crate) table: Arc<Table<S>>,
+    pub(crate) classify: Box<dyn Classify<S::Response, S::Error>>,
+    /// The classifier defers outcomes (asked once, at build).
+    pub(crate) defers: bool,
+    pub(crate) replay: Option<Box<dyn Replay<Req>>>,
+    pub(crate) on_attempt: Option<Hook<Req>>,
+    pub(crate) initial_wait: Duration,
+    /// Dropped with the last clone, which stops the discovery task.
+    pub(crate) _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl<Req, S: Service<Req>> Inner<Req, S> {
+    /// The error of a call that found no usable endpoint; asks discovery
+    /// to look again.
+    pub(crate) fn no_endpoint(&self) -> Error {
+        self.state.request_refresh();
+        self.table.empty_error(&self.state.name)
+    }
+
+    /// The current endpoint set once it has an endpoint, waiting up to the
+    /// initial wait (and asking discovery to look again) while it is empty.
+    pub(crate) async fn populated(&self) -> Result<Arc<Snapshot<S>>, Error> {
+        let state = &self.state;
+        self.table
+            .populated(self.initial_wait, &state.name, || state.request_refresh())
+            .await
+    }
+
+    /// Notes whether `slot`'s service failed outright (not a response
+    /// classified as failure), and asks discovery to look again when every
+    /// endpoint's last attempt did: the set may be stale. The scan runs only
+    /// on an error, and only when the channel has a refresh hint.
+    pub(crate) fn note_service_error(&self, slot: &Slot<S>, error: bool) {
+        if slot.erroring.load(Ordering::Relaxed) != error {
+            slot.erroring.store(error, Ordering::Relaxed);
+        }
+        if error
+            && self.state.has_refresh_hint()
+            && self
+                .table
+                .current()
+                .slots()
+                .all(|s| s.erroring.load(Ordering::Relaxed))
+        {
+            self.state.request_refresh();
+        }
+    }
+}
+
+/// One clone's own reference to the shared state, with its own copy of the
+/// settings. A call clones the handle of the channel it was made on; when
+/// each task owns its clone, that reference count is touched by one core
+/// only, instead of every core contending on the shared state's count, and
+/// the call reads its settings without touching any other. When the
+/// settings change, the clone's next call makes a new handle.
+pub(crate) struct Handle<Req, S: Service<Req>> {
+    pub(crate) inner: Arc<Inner<Req, S>>,
+    /// The settings of calls made through this handle; `None` when no
+    /// policy is on (the bare path).
+    pub(crate) settings: Option<ChannelPolicy>,
+    /// The version of `settings`.
+    pub(crate) version: u64,
+}
+
+impl<Req, S: Service<Req>> Handle<Req, S> {
+    /// A handle with the channel's current settings.
+    pub(crate) fn new(inner: Arc<Inner<Req, S>>) -> Self {
+        let state = &inner.state;
+        let version = state.version.load(Ordering::Acquire);
+        let settings = state.settings.load();
+        let settings = (!settings.is_bare()).then(|| (**settings).clone());
+        Handle {
+            inner,
+            settings,
+            version,
+        }
+    }
+}

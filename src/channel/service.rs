@@ -1,0 +1,86 @@
+//! [`Channel`]: the public handle and its `tower::Service` impl.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use tower::Service;
+
+use super::engine::{EndpointInfo, Engine, ResponseFuture};
+use super::tuning::PolicyHandle;
+use crate::Error;
+
+/// A discovery-aware, load-balancing client channel for requests `Req`
+/// answered with `Resp`. See the [module docs](super).
+///
+/// The endpoint service type does not appear: a channel is built from a
+/// connector by [`Channel::builder`], which checks every bound once, at
+/// [`build`](super::Builder::build).
+pub struct Channel<Req, Resp> {
+    engine: Arc<dyn Engine<Req, Resp>>,
+}
+
+impl<Req, Resp> Channel<Req, Resp> {
+    pub(crate) fn from_engine(engine: Arc<dyn Engine<Req, Resp>>) -> Self {
+        Channel { engine }
+    }
+
+    /// The channel's name (the `channel` metric label).
+    pub fn name(&self) -> &str {
+        &self.engine.state().name
+    }
+
+    /// A point-in-time view of every endpoint in the current set, ordered by
+    /// address.
+    pub fn endpoints(&self) -> Vec<EndpointInfo> {
+        self.engine.endpoints()
+    }
+
+    /// A handle to change the channel's policy settings at runtime; breaker
+    /// state, budgets and the latency window are kept.
+    pub fn policy_handle(&self) -> PolicyHandle {
+        PolicyHandle {
+            state: self.engine.state().clone(),
+            table: self.engine.table(),
+        }
+    }
+}
+
+impl<Req, Resp> Clone for Channel<Req, Resp> {
+    /// A new handle on the same channel. Give each task its own clone:
+    /// cloning allocates a small handle once, and a call then only touches
+    /// reference counts that its own task owns.
+    fn clone(&self) -> Self {
+        Channel::from_engine(self.engine.fork())
+    }
+}
+
+impl<Req, Resp> fmt::Debug for Channel<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("name", &self.name())
+            .field("endpoints", &self.endpoints().len())
+            .finish()
+    }
+}
+
+impl<Req, Resp> Service<Req> for Channel<Req, Resp> {
+    type Response = Resp;
+    type Error = Error;
+    type Future = ResponseFuture<Resp>;
+
+    /// Always ready: readiness is awaited per endpoint, inside the call.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        // New settings: a new handle for this clone (calls in flight keep
+        // theirs).
+        if self.engine.version() != self.engine.state().version.load(Ordering::Acquire) {
+            self.engine = self.engine.fork();
+        }
+        self.engine.clone().call(req)
+    }
+}

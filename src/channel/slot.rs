@@ -1,0 +1,103 @@
+//! Everything the channel keeps about one endpoint, and how an attempt's
+//! end is recorded on it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::state::ChannelState;
+use crate::Endpoint;
+use crate::balance::{AttemptEnd, End, Load};
+use crate::classify::{Answered, Outcome, OutcomeSink};
+use crate::metrics::EndpointMetrics;
+use crate::policy::breaker::{Admission, CircuitBreaker};
+
+/// One endpoint of a channel.
+pub(crate) struct Slot<S> {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) service: S,
+    pub(crate) load: Load,
+    pub(crate) failures: AtomicU64,
+    /// Set while the endpoint must get no picks (breaker open).
+    pub(crate) ejected: AtomicBool,
+    /// Whether the last attempt ended in an error from the service itself
+    /// (a failed connection, not a response classified as failure).
+    pub(crate) erroring: AtomicBool,
+    /// The endpoint's circuit breaker, when the channel has breakers.
+    pub(crate) breaker: Option<CircuitBreaker>,
+    pub(crate) metrics: EndpointMetrics,
+    /// The channel's shared state: its balancer learns from this endpoint's
+    /// attempts, and a breaker change recomputes ejections.
+    pub(crate) state: Arc<ChannelState>,
+}
+
+const FAILED: Outcome = Outcome::Failure { retryable: true };
+
+impl<S> Slot<S> {
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        service: S,
+        load: Load,
+        state: Arc<ChannelState>,
+    ) -> Self {
+        Slot {
+            breaker: state.make_breaker(endpoint.addr),
+            metrics: state.metrics.endpoint(endpoint.addr),
+            service,
+            load,
+            failures: AtomicU64::new(0),
+            ejected: AtomicBool::new(false),
+            erroring: AtomicBool::new(false),
+            endpoint,
+            state,
+        }
+    }
+
+    /// Marks an attempt as in flight.
+    #[inline]
+    pub(crate) fn begin(&self) {
+        self.load.start();
+        self.metrics.in_flight.increment(1.0);
+    }
+
+    /// Marks an attempt as no longer in flight (answered, cut or dropped).
+    #[inline]
+    pub(crate) fn leave(&self) {
+        self.load.end();
+        self.metrics.in_flight.decrement(1.0);
+    }
+
+    /// Records how an attempt ended: on the load (through the channel's
+    /// balancer), the counters and metrics of an answer, and the breaker
+    /// whose admission it holds (a timeout is a failure there, a
+    /// cancellation gives the admission back).
+    pub(crate) fn record(&self, end: &AttemptEnd, admission: Option<Admission>) {
+        if let End::Response(outcome) = end.end {
+            if !outcome.is_success() {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+            }
+            self.metrics.requests.record(outcome);
+            self.metrics.duration.record(end.elapsed.as_secs_f64());
+        }
+        self.state.balancer.observe(&self.load, end);
+        if let (Some(breaker), Some(admission)) = (&self.breaker, admission) {
+            let transition = match end.end {
+                End::Response(outcome) => breaker.record(admission, outcome, end.elapsed, end.at),
+                End::TimedOut => breaker.record(admission, FAILED, end.elapsed, end.at),
+                _ => {
+                    breaker.release(admission);
+                    None
+                }
+            };
+            if transition.is_some() {
+                self.state.refresh_ejections();
+            }
+        }
+    }
+}
+
+impl<S: Send + Sync> OutcomeSink for Slot<S> {
+    fn record(&self, attempt: &Answered, outcome: Outcome) {
+        let end = AttemptEnd::new(End::Response(outcome), attempt.elapsed, attempt.at);
+        Slot::record(self, &end, attempt.admission.map(Admission::from_raw));
+    }
+}

@@ -1,0 +1,232 @@
+//! The state a channel's calls share beyond the endpoint table: settings,
+//! budgets, the latency window, metric handles, the balancer that learns
+//! from attempts, and ejection bookkeeping.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwap;
+use metrics::Gauge;
+use parking_lot::Mutex;
+
+use super::ejection::{Health, Plan, plan};
+use super::settings::ChannelPolicy;
+use crate::balance::Balancer;
+use crate::discover::RefreshHint;
+use crate::error::BuildError;
+use crate::metrics::ChannelMetrics;
+use crate::policy::breaker::CircuitBreaker;
+use crate::policy::budget::Budget;
+use crate::policy::latency::LatencyHistogram;
+use crate::policy::metrics::{HedgeMetrics, RetryMetrics};
+
+/// `towline_ejected_endpoints`: endpoints ejected from picks now.
+pub const EJECTED_ENDPOINTS: &str = "towline_ejected_endpoints";
+
+/// What ejection and tuning need from the endpoint table, whatever its
+/// service type.
+pub(crate) trait Endpoints: Send + Sync {
+    /// Calls `f` with each current endpoint's breaker.
+    fn each_breaker(&self, f: &mut dyn FnMut(SocketAddr, &CircuitBreaker));
+    /// Each current endpoint's health as the plan sees it, breakers on or
+    /// off as `breakers` says.
+    fn health(&self, breakers: bool) -> Vec<Health>;
+    /// Applies a plan computed from [`health`](Self::health) (the set does
+    /// not change in between: both run under the ejection lock, as does
+    /// publishing).
+    fn apply(&self, plan: &Plan);
+}
+
+/// State shared by a channel's clones, its slots and its discovery task.
+pub(crate) struct ChannelState {
+    pub(crate) name: Arc<str>,
+    pub(crate) settings: ArcSwap<ChannelPolicy>,
+    /// Bumped on every change of `settings`, so that each channel clone
+    /// can keep its own copy and check it with one load.
+    pub(crate) version: AtomicU64,
+    pub(crate) retry_budget: Budget,
+    pub(crate) hedge_budget: Budget,
+    pub(crate) latency: LatencyHistogram,
+    pub(crate) retry_metrics: RetryMetrics,
+    pub(crate) hedge_metrics: HedgeMetrics,
+    pub(crate) metrics: ChannelMetrics,
+    /// The balancer as configured: it records attempt ends on loads (each
+    /// snapshot has its own rebuilt copy for picks).
+    pub(crate) balancer: Arc<dyn Balancer>,
+    /// Whether breakers exist (fixed at build).
+    breakers: bool,
+    /// Whether requests can be copied (fixed at build).
+    replayable: bool,
+    panic: AtomicBool,
+    /// Ejected endpoints at the last plan.
+    ejected: AtomicUsize,
+    /// Unhealthy endpoints at the last plan: while zero, a new endpoint set
+    /// needs no plan (nothing can be ejected, panic mode cannot be on).
+    unhealthy: AtomicUsize,
+    ejection: Mutex<()>,
+    ejected_gauge: Gauge,
+    refresh: Option<RefreshHint>,
+    table: Weak<dyn Endpoints>,
+}
+
+impl ChannelState {
+    pub(crate) fn new(
+        name: &str,
+        policy: ChannelPolicy,
+        replayable: bool,
+        refresh: Option<RefreshHint>,
+        balancer: Arc<dyn Balancer>,
+        table: Weak<dyn Endpoints>,
+    ) -> Self {
+        let start = crate::clock::now();
+        let retry = policy.retry().cloned().unwrap_or_default();
+        let hedge = policy.hedge().cloned().unwrap_or_default();
+        let label = || [("channel", name.to_string())];
+        let retry_budget = Budget::new(retry.budget(), start);
+        // Every call counts in both budgets: one deposit serves both.
+        let hedge_budget = Budget::sharing_deposits(hedge.budget(), &retry_budget)
+            .unwrap_or_else(|| Budget::new(hedge.budget(), start));
+        ChannelState {
+            name: name.into(),
+            version: AtomicU64::new(0),
+            retry_budget,
+            hedge_budget,
+            latency: LatencyHistogram::new(hedge.latency(), start),
+            retry_metrics: RetryMetrics::register(&label()),
+            hedge_metrics: HedgeMetrics::register(&label()),
+            metrics: ChannelMetrics::new(name),
+            balancer,
+            breakers: policy.breaker().is_some(),
+            replayable,
+            panic: AtomicBool::new(false),
+            ejected: AtomicUsize::new(0),
+            unhealthy: AtomicUsize::new(0),
+            ejection: Mutex::new(()),
+            ejected_gauge: metrics::gauge!(EJECTED_ENDPOINTS, &label()),
+            refresh,
+            table,
+            settings: ArcSwap::from_pointee(policy),
+        }
+    }
+
+    /// Checks that `policy` can run on a channel built with or without
+    /// breakers and a replay (beyond the policy's own validation).
+    pub(crate) fn check(
+        policy: &ChannelPolicy,
+        breakers: bool,
+        replayable: bool,
+    ) -> Result<(), BuildError> {
+        policy.validate()?;
+        if (policy.retries() || policy.hedge().is_some()) && !replayable {
+            return Err(BuildError::new(
+                "replay",
+                "retries and hedging send a request more than once: give the builder a way to copy \
+                 requests with .replay(|r| Some(r.clone())) or .replayer(CloneReplay) (for Clone \
+                 requests)",
+            ));
+        }
+        if policy.breaker().is_some() && !breakers {
+            return Err(BuildError::new(
+                "circuit_breaker",
+                "breakers can only be retuned, not added, after the channel was built",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks `policy` against what this channel was built with.
+    pub(crate) fn check_runtime(&self, policy: &ChannelPolicy) -> Result<(), BuildError> {
+        Self::check(policy, self.breakers, self.replayable)
+    }
+
+    /// Makes `policy` the settings of new calls.
+    pub(crate) fn store(&self, policy: ChannelPolicy) {
+        self.settings.store(Arc::new(policy));
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Asks discovery, if it takes hints, to look again now.
+    pub(crate) fn request_refresh(&self) {
+        if let Some(hint) = &self.refresh {
+            hint.request();
+        }
+    }
+
+    /// Whether the channel was given a refresh hint.
+    pub(crate) fn has_refresh_hint(&self) -> bool {
+        self.refresh.is_some()
+    }
+
+    /// A breaker for a new endpoint, when the channel has breakers.
+    pub(crate) fn make_breaker(&self, endpoint: SocketAddr) -> Option<CircuitBreaker> {
+        if !self.breakers {
+            return None;
+        }
+        let settings = self.settings.load().breaker().cloned().unwrap_or_default();
+        CircuitBreaker::named(settings, format!("{}/{endpoint}", self.name)).ok()
+    }
+
+    /// How many endpoints are ejected (at the last plan; a plan is applied
+    /// before this count is published, so zero means none is).
+    #[inline]
+    pub(crate) fn ejected(&self) -> usize {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// True in panic mode: pick among all endpoints, ignoring breakers.
+    pub(crate) fn panicking(&self) -> bool {
+        self.panic.load(Ordering::Relaxed)
+    }
+
+    /// Recomputes which endpoints are ejected and whether the channel is in
+    /// panic mode, and applies it. Runs when a breaker changes state in a
+    /// way that matters, when the settings change, and when a new endpoint
+    /// set is published while some endpoint is unhealthy: O(endpoints),
+    /// under a lock only these updates take.
+    pub(crate) fn refresh_ejections(&self) {
+        if let Some(table) = self.table.upgrade() {
+            self.refresh_ejections_of(&*table);
+        }
+    }
+
+    /// Publishes a new endpoint set with `publish`, then plans its
+    /// ejections: skipped while no endpoint is unhealthy. Publishing under
+    /// the ejection lock keeps a plan from being applied to a set other
+    /// than the one it was computed for.
+    pub(crate) fn publish(&self, table: &dyn Endpoints, publish: impl FnOnce()) {
+        let only_one = self.ejection.lock();
+        publish();
+        if self.unhealthy.load(Ordering::Relaxed) > 0 {
+            self.plan_locked(table);
+        }
+        drop(only_one);
+    }
+
+    pub(crate) fn refresh_ejections_of(&self, table: &dyn Endpoints) {
+        let _only_one = self.ejection.lock();
+        self.plan_locked(table);
+    }
+
+    fn plan_locked(&self, table: &dyn Endpoints) {
+        let settings = self.settings.load();
+        let health = table.health(settings.breaker().is_some());
+        let n = health.len();
+        let plan = plan(
+            &health,
+            settings.max_ejected_share(),
+            settings.panic_threshold(),
+        );
+        table.apply(&plan);
+        self.ejected.store(plan.count, Ordering::Relaxed);
+        self.unhealthy.store(plan.unhealthy, Ordering::Relaxed);
+        if plan.panic != self.panic.swap(plan.panic, Ordering::Relaxed) {
+            let healthy = n - plan.unhealthy;
+            tracing::warn!(channel = %self.name, healthy, endpoints = n, panic = plan.panic, "panic mode changed");
+            if plan.panic {
+                self.request_refresh();
+            }
+        }
+        self.ejected_gauge.set(plan.count as f64);
+    }
+}

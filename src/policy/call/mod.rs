@@ -1,0 +1,495 @@
+//! One call, one machine: every decision of a call under timeout, deadline,
+//! retry and hedging policies, with no I/O.
+//!
+//! A [`Call`] is told what happens (an attempt was sent, an attempt ended,
+//! time passed) and answers what to do next, in the style of quinn-proto's
+//! `Connection`: [`Call::poll`] returns the next [`Action`] for the time it
+//! is given, [`Call::next_timer`] says when to call it again if nothing else
+//! happens, and [`Call::on_end`] takes the end of an attempt. The channel,
+//! [`RetryLayer`](super::RetryLayer) and [`HedgeLayer`](super::HedgeLayer)
+//! all drive this one machine; only what an attempt *is* differs (a pick on
+//! an endpoint table, or a clone of the inner service).
+//!
+//! What the machine decides:
+//!
+//! - **Rounds.** A call is a sequence of rounds; a round sends one attempt
+//!   ([`AttemptKind::First`], then [`AttemptKind::Retry`]) and, with hedging,
+//!   extra attempts ([`AttemptKind::Hedge`]) `k × delay` after the round
+//!   started. A round ends with the first success or non-retryable failure
+//!   (the driver drops the other attempts, which cancels them), or with the
+//!   last retryable failure once none is pending. Then
+//!   [`RetryState::next`](super::retry::RetryState::next) decides whether
+//!   another round follows, after which pause.
+//! - **Time limits.** Each attempt must end by its cut: the attempt timeout,
+//!   capped by the call's deadline ([`attempt_limit`](super::timeout::attempt_limit)).
+//!   An attempt cut by the timeout is a retryable failure; one cut by the
+//!   deadline ends the call with [`Error::DeadlineExceeded`], carrying the
+//!   last failure before it.
+//! - **Where.** Every attempt should go to an endpoint the call has not
+//!   tried; the machine keeps the set ([`Call::tried`]) for the driver's pick.
+//! - **Latency samples** for a percentile hedge delay (recorded only while
+//!   the delay is a percentile): an answered success gives its latency; an
+//!   attempt cut by its timeout, and each attempt dropped because another
+//!   one answered the call, give the time they had run (a lower bound).
+//!   Failures give none: a fast failure says nothing about how long an
+//!   answer takes.
+//! - **The result** ([`Call::result`]): the last attempt's result, or the
+//!   error that says why the call stopped.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use towline::classify::Outcome;
+//! use towline::policy::budget::Budget;
+//! use towline::policy::call::{Action, AttemptKind, Call, Ended, Retrying, Rules};
+//! use towline::policy::retry::RetrySettings;
+//! use towline::rng::Rng;
+//!
+//! let retry = RetrySettings::default();
+//! let t0 = Instant::now();
+//! let budget = Budget::new(retry.budget(), t0);
+//! let rules = Rules {
+//!     retry: Some(Retrying { settings: &retry, budget: &budget }),
+//!     ..Rules::default()
+//! };
+//! let mut rng = Rng::seeded(1);
+//! let mut call = Call::new(&rules, t0);
+//! let Action::Send(first) = call.poll(t0, &rules) else { unreachable!() };
+//! assert_eq!(first.kind, AttemptKind::First);
+//! call.on_sent(first.number, Some(0));
+//! // It fails retryably: a retry follows after a backoff pause.
+//! call.on_end(first.number, Ended::Answered(Outcome::Failure { retryable: true }), t0, &rules, &mut rng);
+//! assert!(matches!(call.poll(t0, &rules), Action::Wait));
+//! let due = call.next_timer().unwrap();
+//! let Action::Send(retry) = call.poll(due, &rules) else { unreachable!() };
+//! assert_eq!((retry.kind, retry.number), (AttemptKind::Retry, 2));
+//! assert!(call.tried().contains(0));
+//! ```
+//!
+//! [`Error::DeadlineExceeded`]: crate::Error::DeadlineExceeded
+
+mod outcome;
+#[cfg(test)]
+mod tests;
+mod vocabulary;
+
+use std::time::{Duration, Instant};
+
+pub use outcome::{Finish, Tried};
+pub use vocabulary::{
+    Action, AttemptKind, Ended, Hedging, NotSent, Refused, Retrying, Rules, SendAttempt,
+};
+
+use super::budget::Budget;
+use super::hedge::{HedgeDelay, HedgeState, HedgeStep};
+use super::later;
+use super::retry::{RetryDecision, RetryState, Stop};
+use super::timeout::Deadline;
+use crate::classify::Outcome;
+use crate::rng::Rng;
+
+const FAILED: Outcome = Outcome::Failure { retryable: true };
+
+/// The last failure of a call, when it had one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Last {
+    None,
+    /// An answer (the driver keeps the result).
+    Answered,
+    /// An attempt cut by this timeout (no result).
+    Timeout(Duration),
+}
+
+/// An attempt in flight.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    number: u32,
+    kind: AttemptKind,
+    started: Instant,
+    /// When it is cut, and by which limit (`None`: the deadline).
+    cut: Option<(Instant, Option<Duration>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The next round starts at `at`.
+    Start { at: Instant, kind: AttemptKind },
+    /// A round is running.
+    Round,
+    /// The call is over.
+    Done(Finish),
+}
+
+/// The state of one call (see the [module docs](self)).
+#[derive(Debug)]
+pub struct Call {
+    phase: Phase,
+    deadline: Option<Deadline>,
+    retry: RetryState,
+    hedge: HedgeState,
+    round_start: Instant,
+    /// Attempts in flight: the round's first inline, hedges after it.
+    first: Option<Pending>,
+    hedges: Vec<Pending>,
+    sent: u32,
+    tried: Tried,
+    replayable: bool,
+    /// When the round's next hedge is due, if one may be sent.
+    hedge_next: Option<Instant>,
+    last: Last,
+    /// A refusal to report before the next decision.
+    refused: Option<Refused>,
+    answered_by: Option<AttemptKind>,
+    last_outcome: Outcome,
+}
+
+impl Call {
+    /// A call starting at `start`: its deadline runs from here, and it
+    /// counts as one call in the budgets it may draw on.
+    #[inline]
+    pub fn new(rules: &Rules, start: Instant) -> Self {
+        // Budgets made together share an epoch: one clock subtraction.
+        let mut since: Option<(Instant, u64)> = None;
+        let mut deposit = |budget: &Budget| {
+            let epoch = budget.epoch();
+            let ns = match since {
+                Some((e, ns)) if e == epoch => ns,
+                _ => {
+                    let ns = crate::clock::nanos_since(start, epoch);
+                    since = Some((epoch, ns));
+                    ns
+                }
+            };
+            budget.deposit_at(ns);
+        };
+        let retry = rules.retry.filter(|r| r.settings.max_attempts() > 1);
+        if let Some(r) = &retry {
+            deposit(r.budget);
+        }
+        if let Some(h) = &rules.hedge
+            && !retry.is_some_and(|r| h.budget.shares_deposits(r.budget))
+        {
+            deposit(h.budget);
+        }
+        Call {
+            phase: Phase::Start {
+                at: start,
+                kind: AttemptKind::First,
+            },
+            deadline: rules.deadline.map(|d| Deadline::new(start, d)),
+            retry: RetryState::new(),
+            hedge: HedgeState::new(None),
+            round_start: start,
+            first: None,
+            hedges: Vec::new(),
+            sent: 0,
+            tried: Tried::default(),
+            replayable: true,
+            hedge_next: None,
+            last: Last::None,
+            refused: None,
+            answered_by: None,
+            last_outcome: FAILED,
+        }
+    }
+
+    /// The endpoints attempts were sent to (as reported by
+    /// [`on_sent`](Self::on_sent)): pick others while there are.
+    pub fn tried(&self) -> &Tried {
+        &self.tried
+    }
+
+    /// The deadline, if the call has one.
+    pub fn deadline(&self) -> Option<&Deadline> {
+        self.deadline.as_ref()
+    }
+
+    /// Attempts sent so far, hedges included.
+    pub fn attempts_sent(&self) -> u32 {
+        self.sent
+    }
+
+    /// Which kind of attempt answered the call with a success.
+    pub fn answered_by(&self) -> Option<AttemptKind> {
+        self.answered_by
+    }
+
+    /// The outcome of the last attempt that ended (a failure for one cut
+    /// by a time limit, and before any attempt ended).
+    pub fn last_outcome(&self) -> Outcome {
+        self.last_outcome
+    }
+
+    /// When [`poll`](Self::poll) has something to do even if no attempt
+    /// ends: the next round after a pause, the next hedge, or the cut of an
+    /// attempt in flight (its timeout or the deadline).
+    pub fn next_timer(&self) -> Option<Instant> {
+        let phase = match self.phase {
+            Phase::Start { at, .. } => Some(at),
+            Phase::Round => self.hedge_due(),
+            Phase::Done(_) => return None,
+        };
+        self.pending()
+            .filter_map(|p| p.cut.map(|(at, _)| at))
+            .chain(phase)
+            .min()
+    }
+
+    fn pending(&self) -> impl Iterator<Item = &Pending> {
+        self.first.iter().chain(&self.hedges)
+    }
+
+    fn hedge_due(&self) -> Option<Instant> {
+        self.hedge_next.filter(|_| self.replayable)
+    }
+
+    /// The next thing to do at `now`.
+    pub fn poll(&mut self, now: Instant, rules: &Rules) -> Action {
+        if let Some(refused) = self.refused.take() {
+            return Action::Refused(refused);
+        }
+        if !matches!(self.phase, Phase::Done(_))
+            && let Some(p) = self
+                .pending()
+                .find(|p| p.cut.is_some_and(|(at, _)| at <= now))
+        {
+            let at = p.cut.map_or(now, |(at, _)| at);
+            return Action::Cut {
+                number: p.number,
+                at,
+            };
+        }
+        match self.phase {
+            Phase::Done(finish) => Action::Finish(finish),
+            Phase::Start { at, kind } => {
+                if now < at {
+                    return Action::Wait;
+                }
+                self.start_round(now, kind, rules)
+            }
+            Phase::Round => self.maybe_hedge(now, rules),
+        }
+    }
+
+    fn start_round(&mut self, now: Instant, kind: AttemptKind, rules: &Rules) -> Action {
+        if self.deadline.is_some_and(|d| d.is_expired(now)) {
+            return self.finish(Finish::Deadline);
+        }
+        self.phase = Phase::Round;
+        self.round_start = now;
+        let delay = match &rules.hedge {
+            Some(h) if self.replayable => h.settings.delay_now(h.latency, now),
+            _ => None,
+        };
+        self.hedge = HedgeState::new(delay);
+        self.hedge_next = rules
+            .hedge
+            .and_then(|h| self.hedge.next_at(h.settings, now));
+        let rounds_left = rules
+            .retry
+            .is_some_and(|r| self.retry.attempts() + 1 < r.settings.max_attempts());
+        let last = !rounds_left && self.hedge_next.is_none();
+        Action::Send(self.send(kind, now, last, rules))
+    }
+
+    fn maybe_hedge(&mut self, now: Instant, rules: &Rules) -> Action {
+        let (Some(h), Some(due)) = (&rules.hedge, self.hedge_due()) else {
+            return Action::Wait;
+        };
+        if now < due {
+            return Action::Wait;
+        }
+        let step = self.hedge.on_due(h.settings, now, h.budget);
+        self.hedge_next = self.hedge.next_at(h.settings, self.round_start);
+        match step {
+            HedgeStep::Send => {
+                let rounds_left = rules
+                    .retry
+                    .is_some_and(|r| self.retry.attempts() + 1 < r.settings.max_attempts());
+                let last = !rounds_left && self.hedge_due().is_none();
+                Action::Send(self.send(AttemptKind::Hedge, now, last, rules))
+            }
+            HedgeStep::BudgetExhausted => Action::Refused(Refused::Hedge),
+            HedgeStep::Done => Action::Wait,
+        }
+    }
+
+    fn send(&mut self, kind: AttemptKind, now: Instant, last: bool, rules: &Rules) -> SendAttempt {
+        self.sent += 1;
+        // The attempt timeout, capped by the deadline (as `attempt_limit`
+        // says), as instants: no clock subtraction.
+        let by_timeout = rules.timeout.map(|t| (later(now, t), Some(t)));
+        let by_deadline = self.deadline.map(|d| (d.at(), None));
+        let cut = match (by_timeout, by_deadline) {
+            (Some(t), Some(d)) => Some(if d.0 < t.0 { d } else { t }),
+            (t, d) => t.or(d),
+        };
+        let pending = Pending {
+            number: self.sent,
+            kind,
+            started: now,
+            cut,
+        };
+        if kind == AttemptKind::Hedge {
+            self.hedges.push(pending);
+        } else {
+            self.first = Some(pending);
+        }
+        SendAttempt {
+            number: self.sent,
+            kind,
+            cut: cut.map(|(at, _)| at),
+            last,
+        }
+    }
+
+    /// Reports that attempt `number` went to endpoint `endpoint` (an index
+    /// of the driver's choosing; `None` when there is no choice of endpoint).
+    pub fn on_sent(&mut self, number: u32, endpoint: Option<usize>) {
+        let _ = number;
+        if let Some(e) = endpoint {
+            self.tried.insert(e);
+        }
+    }
+
+    /// Reports that attempt `number` could not be sent. A round with no
+    /// attempt ends the call ([`Finish::NoEndpoint`]); a hedge is simply
+    /// not sent.
+    pub fn on_not_sent(&mut self, number: u32, why: NotSent) {
+        let _ = why;
+        if self.first.is_some_and(|p| p.number == number) {
+            self.first = None;
+            if self.hedges.is_empty() {
+                self.phase = Phase::Done(Finish::NoEndpoint);
+            }
+        } else {
+            self.hedges.retain(|p| p.number != number);
+        }
+    }
+
+    /// Reports that the request could not be copied, so the attempt just
+    /// sent carried the request itself: no hedge and no retry can follow.
+    pub fn on_unreplayable(&mut self) {
+        self.replayable = false;
+    }
+
+    fn take(&mut self, number: u32) -> Option<Pending> {
+        if self.first.is_some_and(|p| p.number == number) {
+            return self.first.take();
+        }
+        let i = self.hedges.iter().position(|p| p.number == number)?;
+        Some(self.hedges.swap_remove(i))
+    }
+
+    /// Reports that attempt `number` ended at `now`. The driver keeps the
+    /// result of an answered attempt as the call's last one (replacing the
+    /// one it kept before); a timed-out attempt leaves none.
+    pub fn on_end(
+        &mut self,
+        number: u32,
+        ended: Ended,
+        now: Instant,
+        rules: &Rules,
+        rng: &mut Rng,
+    ) {
+        let Some(attempt) = self.take(number) else {
+            return;
+        };
+        if matches!(self.phase, Phase::Done(_)) {
+            return;
+        }
+        let latency = rules
+            .hedge
+            .filter(|h| matches!(h.settings.delay(), HedgeDelay::Percentile(_)))
+            .map(|h| h.latency);
+        let ran = || now.saturating_duration_since(attempt.started);
+        self.last_outcome = match ended {
+            Ended::Answered(o) => o,
+            Ended::TimedOut => FAILED,
+        };
+        let outcome = match ended {
+            Ended::Answered(outcome) => {
+                if outcome.is_success()
+                    && let Some(l) = latency
+                {
+                    l.record(ran(), now);
+                }
+                self.last = Last::Answered;
+                outcome
+            }
+            Ended::TimedOut => match attempt.cut {
+                Some((_, None)) => {
+                    self.finish(Finish::Deadline);
+                    return;
+                }
+                cut => {
+                    if let Some(l) = latency {
+                        l.record(ran(), now);
+                    }
+                    self.last = Last::Timeout(cut.and_then(|(_, t)| t).unwrap_or_else(ran));
+                    Outcome::Failure { retryable: true }
+                }
+            },
+        };
+        if outcome.is_success() || !outcome.is_retryable() {
+            if outcome.is_success()
+                && let Some(l) = latency
+            {
+                // The attempts that lose to this answer ran at least this long.
+                for p in self.first.iter().chain(&self.hedges) {
+                    l.record(now.saturating_duration_since(p.started), now);
+                }
+            }
+            if outcome.is_success() {
+                self.answered_by = Some(attempt.kind);
+            }
+            let stop = if outcome.is_success() {
+                Stop::Succeeded
+            } else {
+                Stop::NotRetryable
+            };
+            self.finish(Finish::Answer(stop));
+            return;
+        }
+        if self.first.is_some() || !self.hedges.is_empty() {
+            // Others of this round may still answer.
+            return;
+        }
+        self.end_round(outcome, now, rules, rng);
+    }
+
+    /// After a round's last retryable failure: another round, or the end.
+    fn end_round(&mut self, outcome: Outcome, now: Instant, rules: &Rules, rng: &mut Rng) {
+        let Some(r) = &rules.retry else {
+            self.finish(Finish::Answer(Stop::AttemptsExhausted));
+            return;
+        };
+        let decision = self.retry.next(
+            r.settings,
+            outcome,
+            self.replayable,
+            now,
+            self.deadline.as_ref(),
+            r.budget,
+            rng,
+        );
+        match decision {
+            RetryDecision::Retry { after } => {
+                self.phase = Phase::Start {
+                    at: later(now, after),
+                    kind: AttemptKind::Retry,
+                };
+            }
+            RetryDecision::Stop(stop) => {
+                if stop == Stop::BudgetExhausted {
+                    self.refused = Some(Refused::Retry);
+                }
+                self.finish(Finish::Answer(stop));
+            }
+        }
+    }
+
+    fn finish(&mut self, finish: Finish) -> Action {
+        self.phase = Phase::Done(finish);
+        Action::Finish(finish)
+    }
+}

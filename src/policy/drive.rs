@@ -1,0 +1,375 @@
+//! The one async driver of the call machine ([`super::call::Call`]): it
+//! sends the attempts the machine asks for through a [`Dispatch`], feeds
+//! their ends back, sleeps until the machine's next timer and answers with
+//! the machine's result. The channel's resilient path, `RetryLayer` and
+//! `HedgeLayer` are this driver with different dispatches.
+//!
+//! It allocates nothing unless a hedge is sent (each hedge is boxed), has
+//! one timer for every time the machine cares about (the next hedge, the
+//! end of a pause, the cut of an attempt, the deadline), arms it only when
+//! it is about to wait, and reads the clock only when it fired: every other
+//! decision uses the time at which the last attempt ended.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use pin_project::pin_project;
+use tokio::time::Sleep;
+use tower::Service;
+
+use super::call::{Action, AttemptKind, Call, Ended, NotSent, Refused, Rules, SendAttempt};
+use crate::error::Error;
+use crate::rng::{Rng, with_thread_rng};
+
+/// How one attempt ended, as an attempt future reports it.
+pub(crate) struct Finished<T> {
+    /// The attempt's number in the call.
+    pub(crate) number: u32,
+    /// When it ended.
+    pub(crate) at: Instant,
+    /// How long it ran.
+    pub(crate) elapsed: std::time::Duration,
+    /// How: answered (with the classifier's outcome) or timed out.
+    pub(crate) ended: Ended,
+    /// The answer; `None` when it timed out.
+    pub(crate) result: Option<Result<T, Error>>,
+}
+
+/// Where one attempt is: waiting for its service to be ready, called, or
+/// over. Both kinds of attempt (on a channel's endpoint, on a layer's inner
+/// service) step through it the same way.
+#[pin_project(project = StepProj)]
+pub(crate) enum Step<S: Service<Req>, Req> {
+    /// Waiting for the service to be ready.
+    Waiting { svc: S, req: Option<Req> },
+    /// Called.
+    Calling {
+        #[pin]
+        fut: S::Future,
+    },
+    /// Answered, cut or dropped.
+    Done,
+}
+
+impl<S: Service<Req>, Req> Step<S, Req> {
+    /// A step waiting for `svc` to take `req`.
+    pub(crate) fn new(svc: S, req: Req) -> Self {
+        Step::Waiting {
+            svc,
+            req: Some(req),
+        }
+    }
+
+    /// Advances the attempt: the service's answer once it has one (the step
+    /// is then [`Step::Done`]); pending while waiting or after it is done.
+    pub(crate) fn poll_answer(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<S::Response, S::Error>> {
+        loop {
+            match self.as_mut().project() {
+                StepProj::Waiting { svc, req } => match svc.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let Some(req) = req.take() else {
+                            return Poll::Pending;
+                        };
+                        let fut = svc.call(req);
+                        self.set(Step::Calling { fut });
+                    }
+                    Poll::Ready(Err(e)) => {
+                        self.set(Step::Done);
+                        return Poll::Ready(Err(e));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+                StepProj::Calling { fut } => {
+                    let answer = std::task::ready!(fut.poll(cx));
+                    self.set(Step::Done);
+                    return Poll::Ready(answer);
+                }
+                StepProj::Done => return Poll::Pending,
+            }
+        }
+    }
+
+    /// True once the attempt was answered, cut or dropped.
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self, Step::Done)
+    }
+}
+
+/// One attempt in flight, as the driver holds it.
+pub(crate) trait Attempt: Future<Output = Finished<Self::Response>> {
+    /// The answer type.
+    type Response;
+
+    /// The attempt's number in its call.
+    fn number(&self) -> u32;
+
+    /// The attempt reached its cut at `at`: record that it timed out (it is
+    /// dropped next).
+    fn cut(self: Pin<&mut Self>, at: Instant);
+}
+
+/// Where a driven call's attempts go, and what it reports.
+pub(crate) trait Dispatch<Req> {
+    /// The answer type.
+    type Response;
+    /// One attempt in flight.
+    type Attempt: Attempt<Response = Self::Response>;
+
+    /// The policies, read afresh for each decision.
+    fn rules(&self) -> Rules<'_>;
+
+    /// Starts attempt `send` with `req`; returns it with an identity of
+    /// the endpoint it went to (for the call's tried set), or why it could
+    /// not be sent (the request is dropped).
+    fn send(
+        &self,
+        call: &Call,
+        send: &SendAttempt,
+        req: Req,
+        now: Instant,
+    ) -> Result<(Self::Attempt, Option<usize>), NotSent>;
+
+    /// A copy of `req` for another attempt, or `None`.
+    fn replay(&self, req: &Req) -> Option<Req>;
+
+    /// The error of a call that found no endpoint.
+    fn no_endpoint(&self) -> Error;
+
+    /// Notes a sent attempt (metrics).
+    fn on_sent(&self, kind: AttemptKind);
+
+    /// Notes a refusal by a budget (metrics).
+    fn on_refused(&self, which: Refused);
+
+    /// Notes the end of the call at `now` (metrics: see
+    /// [`Call::answered_by`] and [`Call::last_outcome`]). `took` is the
+    /// call's duration when the driver knows it without reading the clock
+    /// (a call answered by its first attempt, sent when the call started).
+    fn on_finish(&self, call: &Call, now: Instant, took: Option<Duration>);
+}
+
+/// A call driven to its end (see the [module docs](self)).
+#[pin_project]
+pub(crate) struct Drive<D: Dispatch<Req>, Req> {
+    call: Call,
+    dispatch: D,
+    /// The round's first attempt, in place.
+    #[pin]
+    first: Option<D::Attempt>,
+    /// Hedges, each boxed (a hedge is the one case that allocates).
+    hedges: Vec<Pin<Box<D::Attempt>>>,
+    #[pin]
+    timer: Option<Sleep>,
+    /// What the timer is armed for.
+    timer_at: Option<Instant>,
+    template: Option<Req>,
+    kept: Option<Result<D::Response, Error>>,
+    /// The latest time the driver knows.
+    now: Instant,
+    /// The first attempt's time, when it was sent as the call started.
+    took: Option<Duration>,
+    /// The call started when its first attempt was sent.
+    quick: bool,
+}
+
+impl<D: Dispatch<Req>, Req> Drive<D, Req> {
+    /// A call of `req` through `dispatch`, started at `start` (its deadline
+    /// runs from there) and driven from `now`.
+    #[inline(always)]
+    pub(crate) fn new(dispatch: D, req: Req, start: Instant, now: Instant) -> Self {
+        let call = Call::new(&dispatch.rules(), start);
+        Drive {
+            call,
+            dispatch,
+            first: None,
+            hedges: Vec::new(),
+            timer: None,
+            timer_at: None,
+            template: Some(req),
+            kept: None,
+            now,
+            took: None,
+            quick: start == now,
+        }
+    }
+
+    /// The machine (for a future's `Debug`).
+    pub(crate) fn call(&self) -> &Call {
+        &self.call
+    }
+}
+
+impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
+    type Output = Result<D::Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let dispatch = &*this.dispatch;
+        let rules = dispatch.rules();
+        let mut first = this.first;
+        let mut timer = this.timer;
+        loop {
+            // Feed every ended attempt to the machine.
+            if let Some(attempt) = first.as_mut().as_pin_mut()
+                && let Poll::Ready(out) = attempt.poll(cx)
+            {
+                first.set(None);
+                if out.number == 1 && *this.quick {
+                    *this.took = Some(out.elapsed);
+                }
+                feed(this.call, &rules, this.kept, this.now, out);
+            }
+            let mut i = 0;
+            while i < this.hedges.len() {
+                if let Poll::Ready(out) = this.hedges[i].as_mut().poll(cx) {
+                    drop(this.hedges.swap_remove(i));
+                    feed(this.call, &rules, this.kept, this.now, out);
+                } else {
+                    i += 1;
+                }
+            }
+            // Do what the machine asks until it waits.
+            let mut sent = false;
+            loop {
+                let action = this.call.poll(*this.now, &rules);
+                match action {
+                    Action::Send(send) => {
+                        let Some(req) = request(this.call, this.dispatch, this.template, &send)
+                        else {
+                            this.call.on_not_sent(send.number, NotSent::NotReplayable);
+                            continue;
+                        };
+                        match dispatch.send(this.call, &send, req, *this.now) {
+                            Ok((attempt, endpoint)) => {
+                                this.call.on_sent(send.number, endpoint);
+                                dispatch.on_sent(send.kind);
+                                if send.kind == AttemptKind::Hedge {
+                                    this.hedges.push(Box::pin(attempt));
+                                } else {
+                                    first.set(Some(attempt));
+                                }
+                                sent = true;
+                            }
+                            Err(why) => this.call.on_not_sent(send.number, why),
+                        }
+                    }
+                    Action::Cut { number, at } => {
+                        if let Some(a) = first.as_mut().as_pin_mut()
+                            && a.number() == number
+                        {
+                            a.cut(at);
+                            first.set(None);
+                        } else if let Some(i) =
+                            this.hedges.iter().position(|a| a.number() == number)
+                        {
+                            let mut a = this.hedges.swap_remove(i);
+                            a.as_mut().cut(at);
+                        }
+                        let out = Finished {
+                            number,
+                            at,
+                            elapsed: Duration::ZERO,
+                            ended: Ended::TimedOut,
+                            result: None,
+                        };
+                        feed(this.call, &rules, this.kept, this.now, out);
+                    }
+                    Action::Refused(which) => dispatch.on_refused(which),
+                    Action::Wait => break,
+                    Action::Finish(finish) => {
+                        // Every attempt still pending loses: dropped, which
+                        // cancels it.
+                        first.set(None);
+                        this.hedges.clear();
+                        let took = this.took.filter(|_| this.call.attempts_sent() == 1);
+                        dispatch.on_finish(this.call, *this.now, took);
+                        let result = this
+                            .call
+                            .result(finish, this.kept.take(), || dispatch.no_endpoint());
+                        return Poll::Ready(result);
+                    }
+                }
+            }
+            if sent {
+                // Poll the new attempts once, so that they can wake us.
+                continue;
+            }
+            let Some(at) = this.call.next_timer() else {
+                return Poll::Pending;
+            };
+            if at <= *this.now {
+                continue;
+            }
+            if *this.timer_at != Some(at) {
+                match timer.as_mut().as_pin_mut() {
+                    Some(timer) => timer.reset(at.into()),
+                    None => timer.set(Some(tokio::time::sleep_until(at.into()))),
+                }
+                *this.timer_at = Some(at);
+            }
+            let Some(timer) = timer.as_mut().as_pin_mut() else {
+                return Poll::Pending;
+            };
+            if timer.poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            *this.timer_at = None;
+            *this.now = crate::clock::now().max(at);
+        }
+    }
+}
+
+/// Hands one ended attempt to the machine and keeps its answer.
+fn feed<T>(
+    call: &mut Call,
+    rules: &Rules,
+    kept: &mut Option<Result<T, Error>>,
+    now: &mut Instant,
+    out: Finished<T>,
+) {
+    *now = (*now).max(out.at);
+    if let Some(result) = out.result {
+        *kept = Some(result);
+    }
+    if matches!(out.ended, Ended::Answered(o) if o.is_success()) {
+        // A success ends the call: no random pause is drawn, so the thread
+        // generator is not needed.
+        call.on_end(out.number, out.ended, *now, rules, &mut Rng::seeded(0));
+    } else {
+        with_thread_rng(|rng| call.on_end(out.number, out.ended, *now, rules, rng));
+    }
+}
+
+/// The request for `send`: a copy while another attempt may follow, else
+/// the original. `None` for a hedge whose request cannot be copied.
+fn request<D: Dispatch<Req> + ?Sized, Req>(
+    call: &mut Call,
+    dispatch: &D,
+    template: &mut Option<Req>,
+    send: &SendAttempt,
+) -> Option<Req> {
+    let original = template.take()?;
+    if send.last {
+        return Some(original);
+    }
+    match dispatch.replay(&original) {
+        Some(copy) => {
+            *template = Some(original);
+            Some(copy)
+        }
+        None if send.kind == AttemptKind::Hedge => {
+            *template = Some(original);
+            None
+        }
+        None => {
+            // Sent as it is: nothing can follow it.
+            call.on_unreplayable();
+            Some(original)
+        }
+    }
+}
