@@ -17,7 +17,8 @@
 //! extension like the `HttpInfo` that hyper-util's connector adds to every
 //! response), so the response already has an extension map when
 //! `towline::http` adds the endpoint's address, to requests with a path and
-//! a query.
+//! a query; its error type is a real one (`std::io::Error`), as every HTTP
+//! client's is.
 //!
 //! One task sends calls one after another over 3 endpoints (P2C
 //! peak-EWMA). The ratio `http / bare` is the layer's overhead.
@@ -62,7 +63,8 @@ impl<B> Service<Request<B>> for InMemory {
 }
 
 /// An always-ready HTTP service whose responses look like a client's: a few
-/// headers, a small body, connection info in the extensions.
+/// headers, a small body, connection info in the extensions; it could fail
+/// (it never does).
 #[derive(Debug, Clone, Copy)]
 struct Realistic;
 
@@ -228,7 +230,8 @@ fn count(config: &str, calls: u64) {
                 sequential(&mut channel, calls, empty).await
             }
             "empty/http_replayable" => {
-                let mut channel = ready(with_http::<ReplayBody<Empty<Bytes>>, _, _>(InMemory)).await;
+                let mut channel =
+                    ready(with_http::<ReplayBody<Empty<Bytes>>, _, _>(InMemory)).await;
                 sequential(&mut channel, calls, || replayable(empty())).await
             }
             "realistic/bare" => {
@@ -258,7 +261,10 @@ fn main() {
     if let [_, mode, config, calls] = args.as_slice()
         && mode == "count"
     {
-        count(config, calls.parse().expect("usage: http count CONFIG CALLS"));
+        count(
+            config,
+            calls.parse().expect("usage: http count CONFIG CALLS"),
+        );
         return;
     }
     benches();

@@ -57,7 +57,9 @@ fn builder(servers: &[&GrpcServer]) -> Builder {
 fn retries(max_attempts: u32) -> RetrySettings {
     RetrySettings::default()
         .with_max_attempts(max_attempts)
-        .with_backoff(Backoff::new(Duration::from_millis(1), 1.0, Duration::from_millis(1)).unwrap())
+        .with_backoff(
+            Backoff::new(Duration::from_millis(1), 1.0, Duration::from_millis(1)).unwrap(),
+        )
         .with_budget(BudgetSettings::new(1.0, 10_000, Duration::from_secs(10)).unwrap())
 }
 
@@ -171,12 +173,17 @@ async fn grpc_timeout_carries_what_is_left_for_each_attempt() {
         name: "deadline".into(),
     });
     let reply = client.unary(request, say_hello(), codec()).await;
-    assert_eq!(reply.expect("the retry answers").into_inner().message, "hello deadline");
+    assert_eq!(
+        reply.expect("the retry answers").into_inner().message,
+        "hello deadline"
+    );
 
     let received = server.received();
     assert_eq!(received.len(), 2, "{received:?}");
     let (first, retry) = (received[0], received[1]);
-    let first_timeout = first.timeout.expect("the first attempt carries grpc-timeout");
+    let first_timeout = first
+        .timeout
+        .expect("the first attempt carries grpc-timeout");
     let retry_timeout = retry.timeout.expect("the retry carries grpc-timeout");
     println!("grpc-timeout: first attempt {first_timeout:?}, retry {retry_timeout:?}");
     // The first attempt is cut by its own timeout, 2 s after it started.
@@ -230,7 +237,11 @@ async fn a_status_in_the_trailers_counts_on_the_endpoint_that_sent_it() {
                 .expect("the headers say nothing is wrong")
                 .into_inner();
             let before = if fails { i } else { 0 };
-            assert_eq!(failures(&channel, server), before, "not known before the end");
+            assert_eq!(
+                failures(&channel, server),
+                before,
+                "not known before the end"
+            );
             let mut replies = 0;
             let end = loop {
                 match stream.message().await {

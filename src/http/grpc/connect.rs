@@ -25,9 +25,7 @@ use crate::{BoxError, Endpoint};
 /// each response body is a [`GrpcStatusBody`], so that with
 /// [`GrpcClassify`] a status in the trailers reaches the endpoint's breaker
 /// and metrics. For TLS, see [`Connector::into_grpc_fn`].
-pub fn connect<C>(
-    client: C,
-) -> impl Fn(&Endpoint) -> GrpcEndpointService<C> + Send + Sync + 'static
+pub fn connect<C>(client: C) -> impl Fn(&Endpoint) -> GrpcEndpointService<C> + Send + Sync + 'static
 where
     C: Clone + Send + Sync + 'static,
 {
@@ -120,10 +118,10 @@ where
         let pending =
             GrpcClassify::status_in_trailers(&response).then(Arc::<PendingStatus>::default);
         if let Some(pending) = &pending {
-            response.extensions_mut().insert(StatusSlot(pending.clone()));
+            response
+                .extensions_mut()
+                .insert(StatusSlot(pending.clone()));
         }
-        Poll::Ready(Ok(
-            response.map(|body| GrpcStatusBody::new(body, pending))
-        ))
+        Poll::Ready(Ok(response.map(|body| GrpcStatusBody::new(body, pending))))
     }
 }
