@@ -29,7 +29,7 @@
 //! | `towline_hedges_sent_total` | counter | channel | hedged attempts sent |
 //! | `towline_hedges_won_total` | counter | channel | calls answered by a hedged attempt |
 //! | `towline_budget_exhausted_total` | counter | channel, budget | retries (`budget="retry"`) or hedges (`"hedge"`) refused by their budget |
-//! | `towline_breaker_state` | gauge | breaker (`channel/endpoint`) | endpoint breaker state: 0 closed, 1 half-open, 2 open |
+//! | `towline_breaker_state` | gauge | channel, endpoint | endpoint breaker state: 0 closed, 1 half-open, 2 open |
 //! | `towline_ejected_endpoints` | gauge | channel | endpoints ejected from picks by their breaker |
 //! | `towline_http_unreplayable_bodies_total` | counter | | request bodies that outgrew their replay buffer (feature `http`) |
 //! | `towline_concurrency_limit`, `towline_concurrency_min_rtt_seconds` | gauge | limiter | an adaptive concurrency limit and its baseline RTT |
@@ -165,7 +165,7 @@ const CORE: &[Description] = &[
     count(
         policy::BREAKER_STATE,
         Kind::Gauge,
-        "Circuit breaker state: 0 closed, 1 half-open, 2 open (forced states as the state they force).",
+        "Circuit breaker state, by channel and endpoint (or by breaker name for a standalone breaker): 0 closed, 1 half-open, 2 open (forced states as the state they force).",
     ),
     count(
         crate::channel::EJECTED_ENDPOINTS,

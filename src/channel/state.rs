@@ -164,7 +164,7 @@ impl ChannelState {
             return None;
         }
         let settings = self.settings.load().breaker().cloned().unwrap_or_default();
-        CircuitBreaker::named(settings, format!("{}/{endpoint}", self.name)).ok()
+        CircuitBreaker::for_endpoint(settings, &self.name, endpoint).ok()
     }
 
     /// How many endpoints are ejected (at the last plan; a plan is applied
