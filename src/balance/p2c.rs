@@ -9,9 +9,13 @@ use crate::rng::Rng;
 pub enum P2cLoad {
     /// Requests in flight, divided by weight.
     Pending,
-    /// Peak-EWMA round-trip time × (in flight + 1), divided by weight.
+    /// Peak-EWMA latency × (in flight + 1), divided by weight and by the
+    /// endpoint's health (its failure penalty): see [`Load`]'s module docs
+    /// for the cost function and its defaults.
     PeakEwma {
-        /// The RTT assumed before an endpoint's first response (default 30 ms).
+        /// The latency assumed for an endpoint never measured while it has
+        /// attempts in flight (default 30 ms); with none in flight it is
+        /// tried first.
         default_rtt: Duration,
         /// The EWMA time constant (default 10 s).
         decay: Duration,
@@ -21,10 +25,25 @@ pub enum P2cLoad {
 /// Power of two choices: sample two distinct eligible endpoints at random and
 /// take the less loaded.
 ///
-/// Peak-EWMA learns from every attempt that ends: its elapsed time is a
-/// sample whether the endpoint answered (success or failure), the attempt
-/// was cut by a timeout, or it was cancelled, so an endpoint that stalls
-/// looks slow as soon as callers give up on it.
+/// Peak-EWMA learns from every attempt that ends ([`Balancer::observe`]),
+/// as the [cost function](super::Load#the-peak-ewma-cost) describes:
+///
+/// | how the attempt ended | latency | failure estimate |
+/// |---|---|---|
+/// | answered, success | a sample (peak-EWMA) | toward 0 |
+/// | answered, failure or overloaded | a sample only if slower than the estimate | toward 1 |
+/// | overloaded with a retry-after | as above | and the largest penalty until then |
+/// | cut by a timeout or deadline | a lower bound until the next answer | toward 1 |
+/// | given up on by the caller | a lower bound until the next answer | toward 1 if it ran longer than the answered latency |
+/// | lost a hedge race, or its call was over ([`End::Superseded`]) | a lower bound until the next answer | unchanged |
+///
+/// So an endpoint that stalls looks slow and failing as soon as its first
+/// attempts are given up on, one that fails fast is avoided without a
+/// breaker (and probed again as its penalty decays), one with a 1% error
+/// rate keeps nearly its share, and a recovered one looks like itself again
+/// at its first answer. An endpoint never measured is tried one attempt at
+/// a time. Measured in the simulator's scenarios (`scenarios/`, see the
+/// README's "Decision quality").
 ///
 /// This avoids the herd behaviour of "least loaded" across many clients while
 /// steering clearly away from slow or busy endpoints, at O(1) per pick
@@ -71,8 +90,8 @@ impl P2c {
         }
     }
 
-    /// Sets the RTT assumed before an endpoint's first response (peak-EWMA
-    /// only).
+    /// Sets the latency assumed for an endpoint never measured while it
+    /// has attempts in flight (peak-EWMA only).
     pub fn default_rtt(mut self, rtt: Duration) -> Self {
         if let P2cLoad::PeakEwma { default_rtt, .. } = &mut self.load {
             *default_rtt = rtt;

@@ -302,11 +302,22 @@ impl Throttle {
             .fold((0, 0), |(r, a), s| (r + s.requests, a + s.accepts))
     }
 
+    /// The refusal probability at the latest tick seen, from the kept
+    /// totals (no clock arithmetic).
+    fn latest_probability(&self) -> f64 {
+        let excess = self.requests as f64 - self.k * self.accepts as f64;
+        (excess / (self.requests as f64 + 1.0)).clamp(0.0, self.max_reject)
+    }
+
     /// The probability that a call made at `now` is refused:
     /// `max(0, (requests − K × accepts) / (requests + 1))` over the window,
     /// at most the largest refusal probability.
     pub fn reject_probability(&self, now: Instant) -> f64 {
-        let (requests, accepts) = self.totals(self.tick_of(now));
+        let tick = self.tick_of(now);
+        if tick == self.latest {
+            return self.latest_probability();
+        }
+        let (requests, accepts) = self.totals(tick);
         let excess = requests as f64 - self.k * accepts as f64;
         (excess / (requests as f64 + 1.0)).clamp(0.0, self.max_reject)
     }
@@ -316,8 +327,8 @@ impl Throttle {
     /// refused call is counted as a request at once; an admitted one is
     /// counted when its outcome is [`record`](Self::record)ed.
     pub fn admit(&mut self, now: Instant, draw: f64) -> Decision {
-        if draw < self.reject_probability(now) {
-            let tick = self.tick(now);
+        let tick = self.tick(now);
+        if draw < self.latest_probability() {
             self.slot(tick).requests += 1;
             self.requests += 1;
             Decision::Reject
@@ -397,7 +408,7 @@ impl SharedThrottle {
         let draw = draw();
         let mut core = self.core.lock();
         let decision = core.admit(now, draw);
-        self.publish(&core, now);
+        self.publish(&core);
         decision
     }
 
@@ -405,11 +416,13 @@ impl SharedThrottle {
     pub fn record(&self, now: Instant, accepted: bool) {
         let mut core = self.core.lock();
         core.record(now, accepted);
-        self.publish(&core, now);
+        self.publish(&core);
     }
 
-    fn publish(&self, core: &Throttle, now: Instant) {
-        let p = core.reject_probability(now);
+    /// Publishes the probability after a change at the core's latest tick
+    /// (the time of the change, or later).
+    fn publish(&self, core: &Throttle) {
+        let p = core.latest_probability();
         self.probability.store(p.to_bits(), Ordering::Relaxed);
     }
 
@@ -417,7 +430,8 @@ impl SharedThrottle {
     pub fn retune(&self, settings: &ThrottleSettings, now: Instant) {
         let mut core = self.core.lock();
         core.retune(settings);
-        self.publish(&core, now);
+        let p = core.reject_probability(now);
+        self.probability.store(p.to_bits(), Ordering::Relaxed);
     }
 
     /// The refusal probability at `now`.
