@@ -1,61 +1,6 @@
 //! Per-endpoint load: requests in flight, a latency estimate that sees
-//! what callers see, and a failure estimate.
-//!
-//! A [`Load`] lives on each endpoint slot and is updated with atomics only, so
-//! any number of tasks can record attempts while others pick. It keeps:
-//!
-//! - **pending**: attempts started and not yet ended (with the count of
-//!   ended ones packed into the same atomic, so that ending an attempt is
-//!   one atomic add on the endpoint's hot cache line);
-//! - **the answered latency**: a peak-EWMA over the latencies of answers.
-//!   A slower answer is taken at once (the "peak"); otherwise the estimate
-//!   moves toward the answer with the weight `1 − exp(−Δt / decay)`, `Δt`
-//!   the time since the estimate last changed;
-//! - **the latency estimate** that costs use: the answered latency, raised
-//!   by *censored* samples. An attempt that ends without an answer (cut by
-//!   a timeout, dropped by its caller, or lost to a hedge) says only that
-//!   the endpoint takes at least that long: the estimate is raised to its
-//!   elapsed time if that is higher, and the next answer replaces the
-//!   raise with the answered latency. A stalled endpoint so looks slow as
-//!   soon as its first attempt is given up on, and a recovered one looks
-//!   like itself again at its first answer instead of after several decay
-//!   constants;
-//! - **the failure estimate** `f` in `[0, 1]`: each ended attempt moves it
-//!   by [`FAILURE_GAIN`](Load::FAILURE_GAIN) (1/8) toward 1 when the attempt
-//!   *failed* and toward 0 when it succeeded; attempts that end otherwise
-//!   leave it alone. Which ends count as failures is the balancer's choice
-//!   ([`P2c`](super::P2c) counts failed answers, timeouts, and caller
-//!   cancellations after longer than the answered latency; not the attempts
-//!   that lose a hedge race);
-//! - **avoid-until**: an endpoint that answered "overloaded, retry after
-//!   `d`" gets the largest penalty until `d` has passed.
-//!
-//! Every estimate decays over idle time: read `t` after its last change, it
-//! is multiplied by `exp(−t / decay)` (toward zero), so an endpoint that was
-//! slow or failing long ago gets tried again.
-//!
-//! # The peak-EWMA cost
-//!
-//! ```text
-//! cost = rtt × (pending + 1) / (weight × health)
-//! health = 1/1000 + (1 − 1/1000) × (1 − f)²
-//! ```
-//!
-//! with `rtt` and `f` decayed over idle time, and `health` at its floor
-//! (1/1000) while the endpoint is avoided after a retry-after. So a failure
-//! estimate of 1% costs about 2% more, 10% about 23% more, 50% four times
-//! as much, 90% about 90 times, and an endpoint failing everything about a
-//! thousand times: it is avoided, without a circuit breaker, until its
-//! estimate has decayed enough for a probe (about 6 s with the default
-//! 10 s decay, against endpoints a few times busier).
-//!
-//! An endpoint never measured has no latency yet: with nothing in flight
-//! it costs 0 (so it gets tried, one attempt at a time, even next to
-//! endpoints far faster than the balancer's default RTT), and with attempts
-//! in flight its latency is the balancer's default.
-//!
-//! The exponentials are computed by [`Decay::weight`] (no call to `exp`).
-//! Times are whole nanoseconds in `u64`, never `u128`.
+//! what callers see, and a failure estimate; the peak-EWMA cost function is
+//! documented on [`Load`].
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -63,7 +8,85 @@ use std::time::{Duration, Instant};
 use super::Decay;
 use crate::clock::{nanos, nanos_since};
 
-/// Load counters of one endpoint (see the [module docs](self)).
+/// Per-endpoint load: requests in flight, a latency estimate that sees
+/// what callers see, and a failure estimate.
+///
+/// A [`Load`] lives on each endpoint slot and is updated with atomics only, so
+/// any number of tasks can record attempts while others pick. It keeps:
+///
+/// - **pending**: attempts started and not yet ended (with the count of
+///   ended ones packed into the same atomic, so that ending an attempt is
+///   one atomic add on the endpoint's hot cache line);
+/// - **the answered latency**: a peak-EWMA over the latencies of answers.
+///   A slower answer is taken at once (the "peak"); otherwise the estimate
+///   moves toward the answer with the weight `1 − exp(−Δt / decay)`, `Δt`
+///   the time since the estimate last changed;
+/// - **the latency estimate** that costs use: the answered latency, raised
+///   by *censored* samples. An attempt that ends without an answer (cut by
+///   a timeout, dropped by its caller, or lost to a hedge) says only that
+///   the endpoint takes at least that long: the estimate is raised to its
+///   elapsed time if that is higher, and the next answer replaces the
+///   raise with the answered latency. A stalled endpoint so looks slow as
+///   soon as its first attempt is given up on, and a recovered one looks
+///   like itself again at its first answer instead of after several decay
+///   constants;
+/// - **the failure estimate** `f` in `[0, 1]`: each ended attempt moves it
+///   by [`FAILURE_GAIN`](Load::FAILURE_GAIN) (1/8) toward 1 when the attempt
+///   *failed* and toward 0 when it succeeded; attempts that end otherwise
+///   leave it alone. Which ends count as failures is the balancer's choice
+///   ([`P2c`](super::P2c) counts failed answers, timeouts, and caller
+///   cancellations after longer than the answered latency; not the attempts
+///   that lose a hedge race);
+/// - **avoid-until**: an endpoint that answered "overloaded, retry after
+///   `d`" gets the largest penalty until `d` has passed.
+///
+/// Every estimate decays over idle time: read `t` after its last change, it
+/// is multiplied by `exp(−t / decay)` (toward zero), so an endpoint that was
+/// slow or failing long ago gets tried again.
+///
+/// # The peak-EWMA cost
+///
+/// ```text
+/// cost = rtt × (pending + 1) / (weight × health)
+/// health = 1/1000 + (1 − 1/1000) × (1 − f)²
+/// ```
+///
+/// with `rtt` and `f` decayed over idle time, and `health` at its floor
+/// (1/1000) while the endpoint is avoided after a retry-after. So a failure
+/// estimate of 1% costs about 2% more, 10% about 23% more, 50% four times
+/// as much, 90% about 90 times, and an endpoint failing everything about a
+/// thousand times: it is avoided, without a circuit breaker, until its
+/// estimate has decayed enough for a probe (with the default 10 s decay,
+/// S1's stalled server got one about every 2 s).
+///
+/// An endpoint never measured has no latency yet: with nothing in flight
+/// it costs 0 (so it gets tried, one attempt at a time, even next to
+/// endpoints far faster than the balancer's default RTT), and with attempts
+/// in flight its latency is the balancer's default.
+///
+/// The exponentials are computed by [`Decay::weight`] (no call to `exp`).
+/// Times are whole nanoseconds in `u64`, never `u128`.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use towline::balance::{Decay, Load};
+///
+/// let (now, decay) = (Instant::now(), Decay::new(Duration::from_secs(10)));
+/// let (ms, default) = (Duration::from_millis(1), Duration::from_millis(30));
+/// let (steady, flaky) = (Load::new(1, now), Load::new(1, now));
+/// steady.observe(20 * ms, now, &decay);
+/// flaky.observe(20 * ms, now, &decay);
+/// // Two fast errors: as fast to answer, but 1.7 times the cost.
+/// flaky.observe_failure(ms, default, now, &decay);
+/// flaky.observe_failure(ms, default, now, &decay);
+/// let cost = |l: &Load| l.ewma_cost(now, &decay, default);
+/// assert!(cost(&flaky) > 1.6 * cost(&steady));
+/// // Given up on after 1 s: at least that slow, until its next answer.
+/// steady.observe_unanswered(1000 * ms, true, default, now, &decay);
+/// assert_eq!(steady.rtt(now, &decay), Some(1000 * ms));
+/// steady.observe(20 * ms, now, &decay);
+/// assert_eq!(steady.rtt(now, &decay), Some(20 * ms));
+/// ```
 #[derive(Debug)]
 pub struct Load {
     /// In flight (low [`PENDING_BITS`] bits) and finished (the rest).
@@ -110,7 +133,7 @@ impl Load {
     /// 1/8, so that a run of failures is avoided within a few attempts and
     /// one failure in a hundred keeps the estimate near 1%.
     pub const FAILURE_GAIN: f64 = 0.125;
-    /// The floor of an endpoint's health (see the [module docs](self)): the
+    /// The floor of an endpoint's health (see the [cost function](Load#the-peak-ewma-cost)): the
     /// largest penalty is a thousand-fold cost.
     pub const HEALTH_FLOOR: f64 = 1e-3;
     /// A failure estimate below this (about 0.1%) is taken as 0.
@@ -362,7 +385,7 @@ impl Load {
         f64::from_bits(self.failure.load(Ordering::Relaxed)) * decay.weight(idle)
     }
 
-    /// The peak-EWMA cost (see the [module docs](self)), using
+    /// The peak-EWMA cost (see the [cost function](Load#the-peak-ewma-cost)), using
     /// `default_rtt` for an endpoint never measured with attempts in
     /// flight. Weight 0 costs the most.
     #[inline]

@@ -111,8 +111,8 @@ impl ChannelPolicy {
     /// with [`Error::Throttled`](crate::Error::Throttled); a refused retry
     /// ends it with the last attempt's error; a refused hedge is not sent.
     /// Each refusal counts in `towline_throttled_total`. Retuned at runtime,
-    /// `K` changes and the counts stay; the window keeps its build-time
-    /// length.
+    /// `K` and the cap change and the counts stay; the window keeps the
+    /// length it had when the channel was built.
     pub fn with_throttle(mut self, throttle: Option<ThrottleSettings>) -> Self {
         self.throttle = throttle;
         self

@@ -49,8 +49,9 @@ pub(crate) struct ChannelState {
     pub(crate) retry_budget: Budget,
     pub(crate) hedge_budget: Budget,
     pub(crate) latency: LatencyHistogram,
-    /// Adaptive throttling's counts (kept whether or not it is on, so that
-    /// turning it on at runtime starts from the channel's state).
+    /// Adaptive throttling's counts (made whether or not it is on, so that
+    /// it can be turned on at runtime; its window is the build-time
+    /// settings' or the default's).
     pub(crate) throttle: SharedThrottle,
     /// Whether throttling is on in the current settings: attempt ends are
     /// counted only then.
