@@ -16,7 +16,8 @@
 //! `towline/N` and `tower/N` (one task calling a P2C peak-EWMA channel of N
 //! endpoints, and tower's `Balance<PeakEwma>` over the same service),
 //! `bare` and `full` (8 endpoints, no policy and every policy armed but
-//! not firing).
+//! not firing), `throttle` (`full` plus adaptive throttling, never
+//! refusing).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use towline::policy::breaker::BreakerSettings;
 use towline::policy::hedge::{HedgeDelay, HedgeSettings};
 use towline::policy::replay::CloneReplay;
 use towline::policy::retry::RetrySettings;
+use towline::policy::throttle::ThrottleSettings;
 use towline::{Channel, Endpoint};
 
 #[path = "support/echo.rs"]
@@ -86,11 +88,11 @@ fn main() {
                 let mut balance = Balance::new(ServiceList::new(services));
                 calls(&mut balance, n).await
             }
-            "towline" | "bare" | "full" => {
+            "towline" | "bare" | "full" | "throttle" => {
                 let builder = Channel::builder(|_: &Endpoint| Echo)
                     .discover(Static::new(addrs(size)))
                     .balancer(P2c::peak_ewma());
-                let builder = if kind == "full" {
+                let builder = if kind == "full" || kind == "throttle" {
                     builder
                         .replayer(CloneReplay)
                         .timeout(Duration::from_secs(1))
@@ -101,6 +103,11 @@ fn main() {
                             HedgeSettings::default()
                                 .with_delay(HedgeDelay::Fixed(Duration::from_secs(1))),
                         )
+                } else {
+                    builder
+                };
+                let builder = if kind == "throttle" {
+                    builder.throttle(ThrottleSettings::default())
                 } else {
                     builder
                 };

@@ -29,6 +29,7 @@
 //! | `towline_hedges_sent_total` | counter | channel | hedged attempts sent |
 //! | `towline_hedges_won_total` | counter | channel | calls answered by a hedged attempt |
 //! | `towline_budget_exhausted_total` | counter | channel, budget | retries (`budget="retry"`) or hedges (`"hedge"`) refused by their budget |
+//! | `towline_throttled_total` | counter | channel | attempts refused by adaptive throttling, never sent |
 //! | `towline_breaker_state` | gauge | channel, endpoint | endpoint breaker state: 0 closed, 1 half-open, 2 open |
 //! | `towline_ejected_endpoints` | gauge | channel | endpoints ejected from picks by their breaker |
 //! | `towline_http_unreplayable_bodies_total` | counter | | request bodies that outgrew their replay buffer (feature `http`) |
@@ -161,6 +162,11 @@ const CORE: &[Description] = &[
         policy::BUDGET_EXHAUSTED,
         Kind::Counter,
         "Retries or hedges refused by their budget, by budget (retry, hedge).",
+    ),
+    count(
+        policy::THROTTLED,
+        Kind::Counter,
+        "Attempts refused by the channel's adaptive throttling, never sent (the backends were refusing or failing most recent attempts).",
     ),
     count(
         policy::BREAKER_STATE,

@@ -1,106 +1,109 @@
-//! Per-endpoint load: in-flight requests and a peak-EWMA latency estimate.
-//!
-//! A [`Load`] lives on each endpoint slot and is updated with atomics only, so
-//! any number of tasks can record calls while others pick. Two measures:
-//!
-//! - **pending**: requests started and not yet finished (with the count of
-//!   finished ones packed into the same atomic, so that finishing a request
-//!   is one atomic add on the endpoint's hot cache line);
-//! - **peak-EWMA RTT**: an estimate that jumps up to any slower observation
-//!   at once (the "peak") and otherwise moves toward new observations with
-//!   an exponential weight that depends on the time since the last one
-//!   (`exp(-elapsed / decay)`). At read time it also decays toward zero over
-//!   idle time, so an endpoint that was slow long ago is tried again.
-//!
-//! The P2C cost of an endpoint is `rtt × (pending + 1) / weight`; before the
-//! first observation the RTT is the balancer's default.
-//!
-//! The exponential is computed by [`Decay::weight`], a polynomial
-//! approximation with a relative error below 2 × 10⁻⁷ (a unit test checks
-//! the bound against `f64::exp`), so that a pick costs no call to `exp`.
-//! Times are kept as whole nanoseconds in `u64`, never `u128`.
+//! Per-endpoint load: requests in flight, a latency estimate that sees
+//! what callers see, and a failure estimate; the peak-EWMA cost function is
+//! documented on [`Load`].
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::Decay;
 use crate::clock::{nanos, nanos_since};
 
-/// An EWMA time constant, kept in the form the estimate uses.
+/// Per-endpoint load: requests in flight, a latency estimate that sees
+/// what callers see, and a failure estimate.
+///
+/// A [`Load`] lives on each endpoint slot and is updated with atomics only, so
+/// any number of tasks can record attempts while others pick. It keeps:
+///
+/// - **pending**: attempts started and not yet ended (with the count of
+///   ended ones packed into the same atomic, so that ending an attempt is
+///   one atomic add on the endpoint's hot cache line);
+/// - **the answered latency**: a peak-EWMA over the latencies of answers.
+///   A slower answer is taken at once (the "peak"); otherwise the estimate
+///   moves toward the answer with the weight `1 − exp(−Δt / decay)`, `Δt`
+///   the time since the estimate last changed;
+/// - **the latency estimate** that costs use: the answered latency, raised
+///   by *censored* samples. An attempt that ends without an answer (cut by
+///   a timeout, dropped by its caller, or lost to a hedge) says only that
+///   the endpoint takes at least that long: the estimate is raised to its
+///   elapsed time if that is higher, and the next answer replaces the
+///   raise with the answered latency. A stalled endpoint so looks slow as
+///   soon as its first attempt is given up on, and a recovered one looks
+///   like itself again at its first answer instead of after several decay
+///   constants;
+/// - **the failure estimate** `f` in `[0, 1]`: each ended attempt moves it
+///   by [`FAILURE_GAIN`](Load::FAILURE_GAIN) (1/8) toward 1 when the attempt
+///   *failed* and toward 0 when it succeeded; attempts that end otherwise
+///   leave it alone. Which ends count as failures is the balancer's choice
+///   ([`P2c`](super::P2c) counts failed answers, timeouts, and caller
+///   cancellations after longer than the answered latency; not the attempts
+///   that lose a hedge race);
+/// - **avoid-until**: an endpoint that answered "overloaded, retry after
+///   `d`" gets the largest penalty until `d` has passed.
+///
+/// Every estimate decays over idle time: read `t` after its last change, it
+/// is multiplied by `exp(−t / decay)` (toward zero), so an endpoint that was
+/// slow or failing long ago gets tried again.
+///
+/// # The peak-EWMA cost
+///
+/// ```text
+/// cost = rtt × (pending + 1) / (weight × health)
+/// health = 1/1000 + (1 − 1/1000) × (1 − f)²
+/// ```
+///
+/// with `rtt` and `f` decayed over idle time, and `health` at its floor
+/// (1/1000) while the endpoint is avoided after a retry-after. So a failure
+/// estimate of 1% costs about 2% more, 10% about 23% more, 50% four times
+/// as much, 90% about 90 times, and an endpoint failing everything about a
+/// thousand times: it is avoided, without a circuit breaker, until its
+/// estimate has decayed enough for a probe (with the default 10 s decay,
+/// S1's stalled server got one about every 2 s).
+///
+/// An endpoint never measured has no latency yet: with nothing in flight
+/// it costs 0 (so it gets tried, one attempt at a time, even next to
+/// endpoints far faster than the balancer's default RTT), and with attempts
+/// in flight its latency is the balancer's default.
+///
+/// The exponentials are computed by [`Decay::weight`] (no call to `exp`).
+/// Times are whole nanoseconds in `u64`, never `u128`.
 ///
 /// ```
-/// use std::time::Duration;
-/// use towline::balance::Decay;
+/// use std::time::{Duration, Instant};
+/// use towline::balance::{Decay, Load};
 ///
-/// let d = Decay::new(Duration::from_secs(10));
-/// assert_eq!(d.weight(0), 1.0);
-/// // One time constant later the old value keeps exp(-1) ≈ 36.8%.
-/// assert!((d.weight(10_000_000_000) - (-1f64).exp()).abs() < 1e-6);
+/// let (now, decay) = (Instant::now(), Decay::new(Duration::from_secs(10)));
+/// let (ms, default) = (Duration::from_millis(1), Duration::from_millis(30));
+/// let (steady, flaky) = (Load::new(1, now), Load::new(1, now));
+/// steady.observe(20 * ms, now, &decay);
+/// flaky.observe(20 * ms, now, &decay);
+/// // Two fast errors: as fast to answer, but 1.7 times the cost.
+/// flaky.observe_failure(ms, default, now, &decay);
+/// flaky.observe_failure(ms, default, now, &decay);
+/// let cost = |l: &Load| l.ewma_cost(now, &decay, default);
+/// assert!(cost(&flaky) > 1.6 * cost(&steady));
+/// // Given up on after 1 s: at least that slow, until its next answer.
+/// steady.observe_unanswered(1000 * ms, true, default, now, &decay);
+/// assert_eq!(steady.rtt(now, &decay), Some(1000 * ms));
+/// steady.observe(20 * ms, now, &decay);
+/// assert_eq!(steady.rtt(now, &decay), Some(20 * ms));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Decay {
-    /// log2(e) / tau in ns⁻¹, so that `2^-(elapsed × rate)` is the weight;
-    /// infinite for a zero time constant (no memory).
-    rate: f64,
-}
-
-impl Decay {
-    /// A decay with time constant `tau` (zero: no memory at all).
-    pub fn new(tau: Duration) -> Self {
-        let tau = nanos(tau) as f64;
-        Decay {
-            rate: if tau > 0.0 {
-                std::f64::consts::LOG2_E / tau
-            } else {
-                f64::INFINITY
-            },
-        }
-    }
-
-    /// The weight `exp(-elapsed / tau)` the old estimate keeps after
-    /// `elapsed_ns`, within a relative error of 2 × 10⁻⁷.
-    #[inline]
-    pub fn weight(&self, elapsed_ns: u64) -> f64 {
-        if elapsed_ns == 0 {
-            return 1.0;
-        }
-        exp2_neg(elapsed_ns as f64 * self.rate)
-    }
-}
-
-/// `2^-y` for `y ≥ 0`: the nearest integer by the exponent bits, the rest
-/// (in [-½, ½]) by a degree-5 polynomial (Chebyshev nodes, relative error
-/// 1.02 × 10⁻⁷). No float-to-integer conversion: the rounding is the
-/// `1.5 × 2^52` trick.
-#[inline]
-fn exp2_neg(y: f64) -> f64 {
-    // Below 2^-1022 the value is zero for every purpose here (and NaN,
-    // from 0 × ∞, counts as no memory too).
-    if y.is_nan() || y >= 1022.0 {
-        return 0.0;
-    }
-    const SHIFTER: f64 = 6_755_399_441_055_744.0;
-    let t = y + SHIFTER;
-    // The low mantissa bits of `t` hold `y` rounded to the nearest integer.
-    let whole = u64::from(t.to_bits() as u32);
-    let f = y - (t - SHIFTER);
-    let p = 1.000_000_075_454_897
-        + f * (-0.693_147_188_026_228_5
-            + f * (0.240_221_074_853_083_8
-                + f * (-0.055_503_571_142_194_57
-                    + f * (0.009_676_031_918_320_116 + f * -0.001_339_086_336_456_482_4))));
-    p * f64::from_bits((1023 - whole) << 52)
-}
-
-/// Load counters of one endpoint.
 #[derive(Debug)]
 pub struct Load {
     /// In flight (low [`PENDING_BITS`] bits) and finished (the rest).
     calls: AtomicU64,
     weight: AtomicU32,
-    /// The RTT estimate in nanoseconds as `f64` bits; `u64::MAX` while unset.
+    /// The latency estimate costs use, in ns as `f64` bits (the answered
+    /// latency or a censored sample above it); `UNSET` before any sample.
     rtt_ns: AtomicU64,
-    /// When the estimate was last updated, in ns since `epoch`.
+    /// The answered latency, in ns as `f64` bits; `UNSET` before an answer.
+    answered_ns: AtomicU64,
+    /// The failure estimate in `[0, 1]`, as `f64` bits.
+    failure: AtomicU64,
+    /// When the estimates last changed, in ns since `epoch` (each is kept
+    /// as of that time).
     stamp_ns: AtomicU64,
+    /// Until when the endpoint asked to be avoided, in ns since `epoch`.
+    avoid_until_ns: AtomicU64,
     epoch: Instant,
 }
 
@@ -113,7 +116,29 @@ const PENDING_MASK: u64 = (1 << PENDING_BITS) - 1;
 /// Added on `end`: one more finished, one fewer in flight.
 const FINISH: u64 = (1 << PENDING_BITS) - 1;
 
+/// What one ended attempt says about the latency.
+#[derive(Clone, Copy)]
+enum Latency {
+    /// A failed answer after this many ns: a latency only if slower than
+    /// the estimate (a fast error says nothing about how long an answer
+    /// takes). The second `f64` is as for `Censored`.
+    FailedAnswer(f64, f64),
+    /// No answer after this many ns: a lower bound. The `f64` is the
+    /// default latency of an endpoint never measured.
+    Censored(f64, f64),
+}
+
 impl Load {
+    /// How far one ended attempt moves the failure estimate toward 0 or 1:
+    /// 1/8, so that a run of failures is avoided within a few attempts and
+    /// one failure in a hundred keeps the estimate near 1%.
+    pub const FAILURE_GAIN: f64 = 0.125;
+    /// The floor of an endpoint's health (see the [cost function](Load#the-peak-ewma-cost)): the
+    /// largest penalty is a thousand-fold cost.
+    pub const HEALTH_FLOOR: f64 = 1e-3;
+    /// A failure estimate below this (about 0.1%) is taken as 0.
+    const NEGLIGIBLE: f64 = 1.0 / 1024.0;
+
     /// Zero load, no RTT observed, with this weight. `epoch` is the time
     /// origin for the decay clock (any instant not after the first `now`).
     pub fn new(weight: u32, epoch: Instant) -> Self {
@@ -121,7 +146,10 @@ impl Load {
             calls: AtomicU64::new(0),
             weight: AtomicU32::new(weight),
             rtt_ns: AtomicU64::new(UNSET),
+            answered_ns: AtomicU64::new(UNSET),
+            failure: AtomicU64::new(0f64.to_bits()),
             stamp_ns: AtomicU64::new(0),
+            avoid_until_ns: AtomicU64::new(0),
             epoch,
         }
     }
@@ -168,28 +196,144 @@ impl Load {
         }
     }
 
-    /// Feeds one observed round-trip time into the peak-EWMA estimate.
+    /// Records a successful answer after `rtt`: the answered latency takes
+    /// it (peak-EWMA), the latency estimate becomes the answered latency
+    /// again (a censored raise is over), and the failure estimate moves
+    /// toward 0.
+    #[inline]
     pub fn observe(&self, rtt: Duration, now: Instant, decay: &Decay) {
+        // The usual end, kept short: the general `update` does the same.
         let sample = nanos(rtt) as f64;
-        let now_ns = nanos_since(now, self.epoch);
-        let last = self.stamp_ns.load(Ordering::Relaxed);
-        self.stamp_ns.store(now_ns, Ordering::Relaxed);
-        let bits = self.rtt_ns.load(Ordering::Relaxed);
-        let next = if bits == UNSET {
+        let (now_ns, w) = self.restamp(now, decay);
+        let bits = self.answered_ns.load(Ordering::Relaxed);
+        let next = if bits == UNSET || sample > f64::from_bits(bits) {
             sample
         } else {
-            let old = f64::from_bits(bits);
-            if sample > old {
-                sample
-            } else {
-                let w = decay.weight(now_ns.saturating_sub(last));
-                old * w + sample * (1.0 - w)
+            f64::from_bits(bits) * w + sample * (1.0 - w)
+        };
+        self.answered_ns.store(next.to_bits(), Ordering::Relaxed);
+        self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
+        let f = self.failure.load(Ordering::Relaxed);
+        if f != 0 {
+            self.store_failure(f64::from_bits(f) * w * (1.0 - Self::FAILURE_GAIN), now_ns);
+        }
+    }
+
+    /// Records a failed answer after `elapsed`: a latency sample only if
+    /// it is slower than the answered latency (or than `unmeasured`, the
+    /// latency assumed before any answer); the failure estimate moves
+    /// toward 1.
+    pub fn observe_failure(
+        &self,
+        elapsed: Duration,
+        unmeasured: Duration,
+        now: Instant,
+        decay: &Decay,
+    ) {
+        let latency = Latency::FailedAnswer(nanos(elapsed) as f64, nanos(unmeasured) as f64);
+        self.update(latency, Some(true), now, decay);
+    }
+
+    /// Records an attempt that ended without an answer after `elapsed`: a
+    /// censored sample (the latency estimate is raised to `elapsed` if that
+    /// is higher; `unmeasured` is the latency assumed for an endpoint never
+    /// measured), and a failure when `failed` (otherwise the failure
+    /// estimate is left alone).
+    pub fn observe_unanswered(
+        &self,
+        elapsed: Duration,
+        failed: bool,
+        unmeasured: Duration,
+        now: Instant,
+        decay: &Decay,
+    ) {
+        let latency = Latency::Censored(nanos(elapsed) as f64, nanos(unmeasured) as f64);
+        self.update(latency, failed.then_some(true), now, decay);
+    }
+
+    /// Gives the endpoint the largest penalty until `until` (an
+    /// "overloaded, retry after" answer); a later time extends it.
+    pub fn avoid_until(&self, until: Instant) {
+        let until = self.since_epoch(until);
+        self.avoid_until_ns.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// True when `elapsed` is longer than the answered latency (or than
+    /// `unmeasured` before any answer): a caller that gave up after that
+    /// long saw the endpoint fail to answer in its usual time.
+    pub fn overdue(&self, elapsed: Duration, unmeasured: Duration) -> bool {
+        let bits = self.answered_ns.load(Ordering::Relaxed);
+        let usual = if bits == UNSET {
+            nanos(unmeasured) as f64
+        } else {
+            f64::from_bits(bits)
+        };
+        nanos(elapsed) as f64 > usual
+    }
+
+    /// Moves the stamp to `now`; returns `now` in ns since the epoch and
+    /// the decay weight of the time since the last stamp.
+    #[inline]
+    fn restamp(&self, now: Instant, decay: &Decay) -> (u64, f64) {
+        let now_ns = self.since_epoch(now);
+        let last = self.stamp_ns.load(Ordering::Relaxed);
+        // A plain store, not a compare-and-swap loop: two observers racing
+        // on one endpoint may lose one sample, which an estimate can
+        // afford, rather than retry under contention on every end.
+        self.stamp_ns.store(now_ns.max(last), Ordering::Relaxed);
+        (now_ns, decay.weight(now_ns.saturating_sub(last)))
+    }
+
+    /// Stores the failure estimate, as 0 once it is negligible (so that a
+    /// pick skips the penalty) unless a retry-after is still running.
+    #[inline]
+    fn store_failure(&self, f: f64, now_ns: u64) {
+        let f = if f < Self::NEGLIGIBLE && now_ns >= self.avoid_until_ns.load(Ordering::Relaxed) {
+            0.0
+        } else {
+            f
+        };
+        self.failure.store(f.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Applies one ended attempt: its latency, and `failed` (`None`: the
+    /// failure estimate only decays).
+    fn update(&self, latency: Latency, failed: Option<bool>, now: Instant, decay: &Decay) {
+        let (now_ns, w) = self.restamp(now, decay);
+        let f = f64::from_bits(self.failure.load(Ordering::Relaxed)) * w;
+        let f = match failed {
+            Some(true) => f + Self::FAILURE_GAIN * (1.0 - f),
+            Some(false) => f - Self::FAILURE_GAIN * f,
+            None => f,
+        };
+        self.store_failure(f, now_ns);
+        let read = |cell: &AtomicU64| {
+            let bits = cell.load(Ordering::Relaxed);
+            (bits != UNSET).then(|| f64::from_bits(bits))
+        };
+        let answered = read(&self.answered_ns);
+        let (answered, rtt) = match latency {
+            // Never answered before: like no answer at all.
+            Latency::FailedAnswer(sample, unmeasured) | Latency::Censored(sample, unmeasured)
+                if answered.is_none() =>
+            {
+                let held = read(&self.rtt_ns).map_or(unmeasured, |r| r * w);
+                (None, held.max(sample))
+            }
+            // An answer: the endpoint responds, so a censored raise is over.
+            Latency::FailedAnswer(sample, _) => {
+                let next = answered.map_or(sample, |old| (old * w).max(sample));
+                (Some(next), next)
+            }
+            Latency::Censored(elapsed, _) => {
+                let held = read(&self.rtt_ns).map_or(0.0, |r| r * w);
+                (answered.map(|a| a * w), held.max(elapsed))
             }
         };
-        // A plain store, not a compare-and-swap loop: two observers racing
-        // on one endpoint may lose one sample, which an estimate can afford,
-        // rather than retry under contention on every completion.
-        self.rtt_ns.store(next.to_bits(), Ordering::Relaxed);
+        if let Some(a) = answered {
+            self.answered_ns.store(a.to_bits(), Ordering::Relaxed);
+        }
+        self.rtt_ns.store(rtt.to_bits(), Ordering::Relaxed);
     }
 
     /// The time origin of this load's clock.
@@ -204,34 +348,46 @@ impl Load {
         nanos_since(now, self.epoch)
     }
 
-    /// The RTT estimate in ns at `now_ns` (since the epoch), decayed over
-    /// idle time; `None` before the first observation.
+    /// The latency estimate in ns at `now_ns` (since the epoch), decayed
+    /// over idle time, with that decay weight; `None` before any sample.
     #[inline]
-    fn rtt_ns(&self, now_ns: u64, decay: &Decay) -> Option<f64> {
+    fn rtt_ns(&self, now_ns: u64, decay: &Decay) -> Option<(f64, f64)> {
         let bits = self.rtt_ns.load(Ordering::Relaxed);
         if bits == UNSET {
             return None;
         }
         let idle = now_ns.saturating_sub(self.stamp_ns.load(Ordering::Relaxed));
-        Some(f64::from_bits(bits) * decay.weight(idle))
+        let w = decay.weight(idle);
+        Some((f64::from_bits(bits) * w, w))
     }
 
-    /// The current RTT estimate, decayed over idle time; `None` before the
-    /// first observation.
+    /// The current latency estimate (censored raises included), decayed
+    /// over idle time; `None` before the first sample.
     pub fn rtt(&self, now: Instant, decay: &Decay) -> Option<Duration> {
         self.rtt_ns(self.since_epoch(now), decay)
-            .map(|ns| Duration::from_nanos(ns as u64))
+            .map(|(ns, _)| Duration::from_nanos(ns as u64))
     }
 
-    /// The last RTT estimate as recorded, without idle decay; `None` before
-    /// the first observation.
+    /// The last latency estimate as recorded, without idle decay; `None`
+    /// before the first sample.
     pub fn rtt_estimate(&self) -> Option<Duration> {
         let bits = self.rtt_ns.load(Ordering::Relaxed);
         (bits != UNSET).then(|| Duration::from_nanos(f64::from_bits(bits) as u64))
     }
 
-    /// The peak-EWMA cost: `rtt × (pending + 1) / weight`, using
-    /// `default_rtt` before the first observation. Weight 0 costs the most.
+    /// The failure estimate at `now`, decayed over idle time: 0 for an
+    /// endpoint that has not failed lately, toward 1 for one that fails
+    /// everything.
+    pub fn failure_rate(&self, now: Instant, decay: &Decay) -> f64 {
+        let idle = self
+            .since_epoch(now)
+            .saturating_sub(self.stamp_ns.load(Ordering::Relaxed));
+        f64::from_bits(self.failure.load(Ordering::Relaxed)) * decay.weight(idle)
+    }
+
+    /// The peak-EWMA cost (see the [cost function](Load#the-peak-ewma-cost)), using
+    /// `default_rtt` for an endpoint never measured with attempts in
+    /// flight. Weight 0 costs the most.
     #[inline]
     pub fn ewma_cost(&self, now: Instant, decay: &Decay, default_rtt: Duration) -> f64 {
         self.ewma_cost_at(self.since_epoch(now), decay, default_rtt)
@@ -241,27 +397,56 @@ impl Load {
     #[inline]
     pub(crate) fn ewma_cost_at(&self, now_ns: u64, decay: &Decay, default_rtt: Duration) -> f64 {
         let (load, weight) = self.ewma_parts(now_ns, decay, default_rtt);
-        if weight == 0 {
+        if weight == 0.0 {
             return f64::MAX;
         }
-        load / f64::from(weight)
+        load / weight
     }
 
-    /// The peak-EWMA cost as `(rtt × (pending + 1), weight)`, so that two
-    /// costs compare without a division.
+    /// The peak-EWMA cost as `(rtt × (pending + 1), weight × health)`, so
+    /// that two costs compare without a division: `a` costs less than `b`
+    /// when `a.0 × b.1 < b.0 × a.1`. Weight 0 gives `(1, 0)`, which every
+    /// endpoint with a weight beats.
     #[inline]
     pub(crate) fn ewma_parts(
         &self,
         now_ns: u64,
         decay: &Decay,
         default_rtt: Duration,
-    ) -> (f64, u32) {
-        let rtt = match self.rtt_ns(now_ns, decay) {
-            Some(ns) => ns,
-            None => nanos(default_rtt) as f64,
+    ) -> (f64, f64) {
+        let weight = self.weight();
+        if weight == 0 {
+            return (1.0, 0.0);
+        }
+        let pending = self.pending();
+        let Some((rtt, w)) = self.rtt_ns(now_ns, decay) else {
+            // Never measured: tried once, then the default while in flight.
+            let load = if pending == 0 {
+                0.0
+            } else {
+                nanos(default_rtt) as f64 * f64::from(pending + 1)
+            };
+            return (load, f64::from(weight));
+        };
+        let f = self.failure.load(Ordering::Relaxed);
+        let weight = if f == 0 {
+            f64::from(weight)
+        } else {
+            f64::from(weight) * self.health(f64::from_bits(f) * w, now_ns)
         };
         // A decayed RTT near zero must not hide the pending count.
-        (rtt.max(1.0) * f64::from(self.pending() + 1), self.weight())
+        (rtt.max(1.0) * f64::from(pending + 1), weight)
+    }
+
+    /// The health factor of a failure estimate `f` (see the [module
+    /// docs](self)).
+    #[inline(never)]
+    fn health(&self, f: f64, now_ns: u64) -> f64 {
+        if now_ns < self.avoid_until_ns.load(Ordering::Relaxed) {
+            Self::HEALTH_FLOOR
+        } else {
+            Self::HEALTH_FLOOR + (1.0 - Self::HEALTH_FLOOR) * (1.0 - f) * (1.0 - f)
+        }
     }
 
     /// The pending-requests cost: `(pending + 1) / weight`.
@@ -313,29 +498,160 @@ mod tests {
         assert!((ms - expected).abs() < 0.01, "{ms} vs {expected}");
     }
 
+    const MS: Duration = Duration::from_millis(1);
+    const DEFAULT: Duration = Duration::from_millis(30);
+
+    fn decay() -> Decay {
+        Decay::new(Duration::from_secs(10))
+    }
+
     #[test]
-    fn decay_weight_is_within_its_stated_error_of_exp() {
-        // Elapsed times from 1 ns to far past the time constant, for short
-        // and long constants, against f64::exp.
-        for tau_ms in [1u64, 250, 10_000, 3_600_000] {
-            let decay = Decay::new(Duration::from_millis(tau_ms));
-            let tau_ns = (tau_ms * 1_000_000) as f64;
-            let mut elapsed: u64 = 1;
-            while elapsed < 1 << 62 {
-                for step in [elapsed, elapsed + elapsed / 3] {
-                    let exact = (-(step as f64) / tau_ns).exp();
-                    let got = decay.weight(step);
-                    let bound = 2e-7 * exact + 1e-300;
-                    assert!(
-                        (got - exact).abs() <= bound,
-                        "tau {tau_ms} ms, elapsed {step} ns: {got} vs {exact}"
-                    );
-                }
-                elapsed = elapsed * 2 + 1;
-            }
+    fn a_censored_sample_raises_the_estimate_until_the_next_answer() {
+        let (t0, d) = (Instant::now(), decay());
+        let load = Load::new(1, t0);
+        load.observe(10 * MS, t0, &d);
+        // Given up on after 1 s: the endpoint takes at least that long.
+        load.observe_unanswered(1000 * MS, true, DEFAULT, t0, &d);
+        assert_eq!(load.rtt(t0, &d), Some(1000 * MS));
+        // A shorter unanswered attempt says nothing new.
+        load.observe_unanswered(200 * MS, false, DEFAULT, t0, &d);
+        assert_eq!(load.rtt_estimate(), Some(1000 * MS));
+        // The next answer replaces the bound with the answered latency, at
+        // once rather than over the decay's tens of seconds.
+        load.observe(12 * MS, t0, &d);
+        assert_eq!(load.rtt(t0, &d), Some(12 * MS));
+        // An endpoint never answered: the bound, or the default if higher.
+        let fresh = Load::new(1, t0);
+        fresh.observe_unanswered(5 * MS, false, DEFAULT, t0, &d);
+        assert_eq!(fresh.rtt_estimate(), Some(DEFAULT));
+        fresh.observe_unanswered(900 * MS, false, DEFAULT, t0, &d);
+        assert_eq!(fresh.rtt_estimate(), Some(900 * MS));
+    }
+
+    #[test]
+    fn a_failed_answer_is_a_latency_only_when_slower() {
+        let (t0, d) = (Instant::now(), decay());
+        let load = Load::new(1, t0);
+        load.observe(20 * MS, t0, &d);
+        load.observe_unanswered(500 * MS, true, DEFAULT, t0, &d);
+        // A fast error: the endpoint answers (the bound is over), but its
+        // answers are no faster than before.
+        load.observe_failure(MS, DEFAULT, t0, &d);
+        assert_eq!(load.rtt(t0, &d), Some(20 * MS));
+        // A slow error is a peak like a slow success.
+        load.observe_failure(300 * MS, DEFAULT, t0, &d);
+        assert_eq!(load.rtt(t0, &d), Some(300 * MS));
+    }
+
+    #[test]
+    fn the_failure_estimate_moves_by_its_gain_and_decays_when_idle() {
+        let (t0, d) = (Instant::now(), decay());
+        let load = Load::new(1, t0);
+        let g = Load::FAILURE_GAIN;
+        load.observe_failure(MS, DEFAULT, t0, &d);
+        assert!((load.failure_rate(t0, &d) - g).abs() < 1e-12);
+        load.observe_unanswered(MS, true, DEFAULT, t0, &d);
+        let two = g + g * (1.0 - g);
+        assert!((load.failure_rate(t0, &d) - two).abs() < 1e-12);
+        // Unanswered without failure (a lost hedge race): unchanged.
+        load.observe_unanswered(MS, false, DEFAULT, t0, &d);
+        assert!((load.failure_rate(t0, &d) - two).abs() < 1e-12);
+        load.observe(MS, t0, &d);
+        let after = two * (1.0 - g);
+        assert!((load.failure_rate(t0, &d) - after).abs() < 1e-12);
+        // Idle for one decay constant: exp(-1) of it is left.
+        let later = t0 + Duration::from_secs(10);
+        let left = load.failure_rate(later, &d);
+        assert!((left - after * (-1f64).exp()).abs() < 1e-6, "{left}");
+        // Successes bring it to exactly 0 once it is negligible, so that a
+        // pick skips the penalty.
+        for _ in 0..60 {
+            load.observe(MS, t0, &d);
         }
-        assert_eq!(Decay::new(Duration::ZERO).weight(1), 0.0);
-        assert_eq!(Decay::new(Duration::ZERO).weight(0), 1.0);
+        assert_eq!(load.failure_rate(t0, &d), 0.0);
+    }
+
+    #[test]
+    fn the_penalty_is_the_documented_factor() {
+        let (t0, d) = (Instant::now(), decay());
+        let cost = |failures: usize, of: usize| {
+            let load = Load::new(1, t0);
+            load.observe(10 * MS, t0, &d);
+            // The estimate after `of` ends, `failures` of them first.
+            for i in 0..of {
+                if i < failures {
+                    load.observe_failure(MS, DEFAULT, t0, &d);
+                } else {
+                    load.observe(10 * MS, t0, &d);
+                }
+            }
+            let f = load.failure_rate(t0, &d);
+            (load.ewma_cost(t0, &d, DEFAULT) / 10e6, f)
+        };
+        for (failures, of) in [(0, 0), (1, 1), (6, 6), (60, 60)] {
+            let (factor, f) = cost(failures, of);
+            let health = Load::HEALTH_FLOOR + (1.0 - Load::HEALTH_FLOOR) * (1.0 - f) * (1.0 - f);
+            let want = 1.0 / health;
+            assert!((factor - want).abs() < 1e-9 * want, "{factor} vs {want}");
+        }
+        // The documented points: 1% costs about 2% more, 50% four times,
+        // everything about a thousand times.
+        let factor = |f: f64| {
+            1.0 / (Load::HEALTH_FLOOR + (1.0 - Load::HEALTH_FLOOR) * (1.0 - f) * (1.0 - f))
+        };
+        assert!((factor(0.01) - 1.02).abs() < 0.001);
+        assert!((factor(0.5) - 3.98).abs() < 0.01);
+        assert!((factor(1.0) - 1000.0).abs() < 1e-9);
+        let (all, _) = cost(200, 200);
+        assert!(all > 990.0, "{all}");
+    }
+
+    #[test]
+    fn an_endpoint_never_measured_costs_nothing_until_it_has_an_attempt() {
+        let (t0, d) = (Instant::now(), decay());
+        let fresh = Load::new(1, t0);
+        assert_eq!(fresh.ewma_cost(t0, &d, DEFAULT), 0.0);
+        fresh.start();
+        assert_eq!(fresh.ewma_cost(t0, &d, DEFAULT), 2.0 * 30e6);
+        // Weight 0 still costs the most.
+        assert_eq!(Load::new(0, t0).ewma_cost(t0, &d, DEFAULT), f64::MAX);
+    }
+
+    #[test]
+    fn retry_after_gives_the_largest_penalty_until_it_passes() {
+        let (t0, d) = (Instant::now(), decay());
+        let load = Load::new(1, t0);
+        load.observe(10 * MS, t0, &d);
+        load.observe_failure(MS, DEFAULT, t0, &d);
+        let penalised = load.ewma_cost(t0, &d, DEFAULT);
+        load.avoid_until(t0 + Duration::from_secs(2));
+        let avoided = load.ewma_cost(t0, &d, DEFAULT);
+        assert!(
+            (avoided - 10e6 / Load::HEALTH_FLOOR).abs() < 1.0,
+            "{avoided}"
+        );
+        // Successes in the meantime do not lift it...
+        for _ in 0..100 {
+            load.observe(10 * MS, t0, &d);
+        }
+        let at = t0 + Duration::from_millis(1999);
+        assert!(load.ewma_cost(at, &d, DEFAULT) > 100.0 * penalised);
+        // ...and once the time has passed, only the failure estimate is left.
+        let after = t0 + Duration::from_secs(2);
+        assert!(load.ewma_cost(after, &d, DEFAULT) < penalised);
+    }
+
+    #[test]
+    fn overdue_compares_with_the_answered_latency() {
+        let (t0, d) = (Instant::now(), decay());
+        let load = Load::new(1, t0);
+        assert!(!load.overdue(20 * MS, DEFAULT));
+        assert!(load.overdue(31 * MS, DEFAULT));
+        load.observe(167 * MS, t0, &d);
+        load.observe_unanswered(1000 * MS, true, DEFAULT, t0, &d);
+        // The bound does not move the bar: 1 s is still overdue.
+        assert!(load.overdue(1000 * MS, DEFAULT));
+        assert!(!load.overdue(100 * MS, DEFAULT));
     }
 
     #[test]

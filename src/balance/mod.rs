@@ -50,6 +50,7 @@
 //! assert_eq!(rr.pick(&at, &loads, &|_| false, &mut rng), None);
 //! ```
 
+mod decay;
 mod end;
 pub mod hash;
 mod load;
@@ -62,9 +63,10 @@ mod weighted;
 use std::fmt;
 use std::time::Instant;
 
+pub use decay::Decay;
 pub use end::{AttemptEnd, End};
 pub use hash::ConsistentHash;
-pub use load::{Decay, Load};
+pub use load::Load;
 pub use p2c::{P2c, P2cLoad};
 pub use random::Random;
 pub use round_robin::RoundRobin;

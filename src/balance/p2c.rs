@@ -1,6 +1,7 @@
 use std::time::{Duration, Instant};
 
-use super::{AttemptEnd, Balancer, Decay, Load, LoadSet, PickContext, sample_eligible};
+use super::{AttemptEnd, Balancer, Decay, End, Load, LoadSet, PickContext, sample_eligible};
+use crate::classify::Outcome;
 use crate::rng::Rng;
 
 /// The load measure a [`P2c`] balancer compares.
@@ -8,9 +9,13 @@ use crate::rng::Rng;
 pub enum P2cLoad {
     /// Requests in flight, divided by weight.
     Pending,
-    /// Peak-EWMA round-trip time × (in flight + 1), divided by weight.
+    /// Peak-EWMA latency × (in flight + 1), divided by weight and by the
+    /// endpoint's health (its failure penalty): see [`Load`]'s module docs
+    /// for the cost function and its defaults.
     PeakEwma {
-        /// The RTT assumed before an endpoint's first response (default 30 ms).
+        /// The latency assumed for an endpoint never measured while it has
+        /// attempts in flight (default 30 ms); with none in flight it is
+        /// tried first.
         default_rtt: Duration,
         /// The EWMA time constant (default 10 s).
         decay: Duration,
@@ -20,10 +25,25 @@ pub enum P2cLoad {
 /// Power of two choices: sample two distinct eligible endpoints at random and
 /// take the less loaded.
 ///
-/// Peak-EWMA learns from every attempt that ends: its elapsed time is a
-/// sample whether the endpoint answered (success or failure), the attempt
-/// was cut by a timeout, or it was cancelled, so an endpoint that stalls
-/// looks slow as soon as callers give up on it.
+/// Peak-EWMA learns from every attempt that ends ([`Balancer::observe`]),
+/// as the [cost function](super::Load#the-peak-ewma-cost) describes:
+///
+/// | how the attempt ended | latency | failure estimate |
+/// |---|---|---|
+/// | answered, success | a sample (peak-EWMA) | toward 0 |
+/// | answered, failure or overloaded | a sample only if slower than the estimate | toward 1 |
+/// | overloaded with a retry-after | as above | and the largest penalty until then |
+/// | cut by a timeout or deadline | a lower bound until the next answer | toward 1 |
+/// | given up on by the caller | a lower bound until the next answer | toward 1 if it ran longer than the answered latency |
+/// | lost a hedge race, or its call was over ([`End::Superseded`]) | a lower bound until the next answer | unchanged |
+///
+/// So an endpoint that stalls looks slow and failing as soon as its first
+/// attempts are given up on, one that fails fast is avoided without a
+/// breaker (and probed again as its penalty decays), one with a 1% error
+/// rate keeps nearly its share, and a recovered one looks like itself again
+/// at its first answer. An endpoint never measured is tried one attempt at
+/// a time. Measured in the simulator's scenarios (`scenarios/`, see the
+/// README's "Decision quality").
 ///
 /// This avoids the herd behaviour of "least loaded" across many clients while
 /// steering clearly away from slow or busy endpoints, at O(1) per pick
@@ -70,8 +90,8 @@ impl P2c {
         }
     }
 
-    /// Sets the RTT assumed before an endpoint's first response (peak-EWMA
-    /// only).
+    /// Sets the latency assumed for an endpoint never measured while it
+    /// has attempts in flight (peak-EWMA only).
     pub fn default_rtt(mut self, rtt: Duration) -> Self {
         if let P2cLoad::PeakEwma { default_rtt, .. } = &mut self.load {
             *default_rtt = rtt;
@@ -117,12 +137,8 @@ impl P2c {
                 };
                 let (la, wa) = a.ewma_parts(ta, &self.decay, default_rtt);
                 let (lb, wb) = b.ewma_parts(tb, &self.decay, default_rtt);
-                // lb / wb < la / wa, multiplied out (weight 0 costs the most).
-                match (wa, wb) {
-                    (_, 0) => false,
-                    (0, _) => true,
-                    (wa, wb) => lb * f64::from(wa) < la * f64::from(wb),
-                }
+                // lb / wb < la / wa, multiplied out (see `ewma_parts`).
+                lb * wa < la * wb
             }
         }
     }
@@ -184,18 +200,41 @@ impl Balancer for P2c {
     }
 
     fn observe(&self, load: &Load, end: &AttemptEnd) {
-        if let P2cLoad::PeakEwma { .. } = self.load {
-            load.observe(end.elapsed, end.at, &self.decay);
+        let P2cLoad::PeakEwma { default_rtt, .. } = self.load else {
+            return;
+        };
+        let (elapsed, at, decay) = (end.elapsed, end.at, &self.decay);
+        if end.end == End::Response(Outcome::Success) {
+            // The usual end first, with the least work.
+            return load.observe(elapsed, at, decay);
+        }
+        match end.end {
+            End::Response(outcome) => {
+                load.observe_failure(elapsed, default_rtt, at, decay);
+                if let Outcome::Overloaded {
+                    retry_after: Some(wait),
+                } = outcome
+                {
+                    load.avoid_until(crate::clock::later(at, wait));
+                }
+            }
+            End::TimedOut => load.observe_unanswered(elapsed, true, default_rtt, at, decay),
+            End::Cancelled => {
+                let overdue = load.overdue(elapsed, default_rtt);
+                load.observe_unanswered(elapsed, overdue, default_rtt, at, decay);
+            }
+            // A hedge race lost, or a call ended by another attempt: a
+            // latency bound, no failure. (`End` may grow: a new kind of end
+            // is a bound too until it is given its own meaning.)
+            _ => load.observe_unanswered(elapsed, false, default_rtt, at, decay),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::End;
     use super::super::test_util::*;
     use super::*;
-    use crate::classify::Outcome;
 
     #[test]
     fn picks_the_lower_loaded_of_two_distinct_samples() {
@@ -264,6 +303,7 @@ mod tests {
             End::Response(Outcome::Failure { retryable: true }),
             End::TimedOut,
             End::Cancelled,
+            End::Superseded,
         ] {
             let load = Load::new(1, now);
             b.observe(&load, &AttemptEnd::new(end, Duration::from_secs(2), now));
@@ -295,6 +335,140 @@ mod tests {
                 Some(0)
             );
         }
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn ended(end: End, elapsed: Duration, at: Instant) -> AttemptEnd {
+        AttemptEnd::new(end, elapsed, at)
+    }
+
+    fn failed(at: Instant) -> AttemptEnd {
+        ended(End::Response(Outcome::Failure { retryable: true }), MS, at)
+    }
+
+    /// Picks over `set` at `now` until `picks`, counting each index's.
+    fn count_picks(b: &P2c, set: &dyn LoadSet, now: Instant, picks: usize) -> Vec<usize> {
+        let mut rng = Rng::seeded(9);
+        let mut seen = vec![0; set.len()];
+        for _ in 0..picks {
+            seen[b.pick(&PickContext::new(now), set, &all, &mut rng).unwrap()] += 1;
+        }
+        seen
+    }
+
+    #[test]
+    fn a_fast_failing_endpoint_is_avoided_and_probed_again_later() {
+        let now = Instant::now();
+        let b = P2c::peak_ewma();
+        let set = loads(3);
+        for l in &set {
+            b.observe(l, &answered(20 * MS, now));
+        }
+        // Endpoint 2 answers every call with an error in 1 ms: it looks
+        // fastest, but a few failures make it the costliest.
+        for _ in 0..8 {
+            b.observe(&set[2], &failed(now));
+        }
+        assert_eq!(count_picks(&b, &set, now, 300)[2], 0);
+        // Unheard from, its penalty decays: within a few decay constants it
+        // is tried again (a probe), and not in the first second.
+        let probe_after = (1..60)
+            .map(|s| now + Duration::from_secs(s))
+            .find(|&at| {
+                for l in &set[..2] {
+                    b.observe(l, &answered(20 * MS, at));
+                }
+                count_picks(&b, &set, at, 50)[2] > 0
+            })
+            .expect("the failing endpoint is probed again");
+        let waited = probe_after - now;
+        assert!(
+            waited > Duration::from_secs(1) && waited < Duration::from_secs(30),
+            "{waited:?}"
+        );
+    }
+
+    #[test]
+    fn a_lost_hedge_race_is_a_latency_bound_not_a_failure() {
+        let now = Instant::now();
+        let b = P2c::peak_ewma();
+        let load = Load::new(1, now);
+        b.observe(&load, &answered(10 * MS, now));
+        b.observe(&load, &ended(End::Superseded, 80 * MS, now));
+        assert_eq!(load.rtt_estimate(), Some(80 * MS));
+        assert_eq!(load.failure_rate(now, &b.decay), 0.0);
+    }
+
+    #[test]
+    fn a_caller_giving_up_is_a_failure_only_past_the_usual_latency() {
+        let now = Instant::now();
+        let b = P2c::peak_ewma();
+        let load = Load::new(1, now);
+        b.observe(&load, &answered(167 * MS, now));
+        // The caller's own budget was shorter than the endpoint's latency.
+        b.observe(&load, &ended(End::Cancelled, 100 * MS, now));
+        assert_eq!(load.failure_rate(now, &b.decay), 0.0);
+        // It waited 1 s for an endpoint that answers in 167 ms.
+        b.observe(&load, &ended(End::Cancelled, 1000 * MS, now));
+        assert_eq!(load.failure_rate(now, &b.decay), Load::FAILURE_GAIN);
+        // A timeout always is.
+        let cut = Load::new(1, now);
+        b.observe(&cut, &ended(End::TimedOut, 100 * MS, now));
+        assert_eq!(cut.failure_rate(now, &b.decay), Load::FAILURE_GAIN);
+    }
+
+    #[test]
+    fn retry_after_keeps_picks_away_until_it_has_passed() {
+        let now = Instant::now();
+        let b = P2c::peak_ewma();
+        let set = loads(2);
+        for l in &set {
+            b.observe(l, &answered(20 * MS, now));
+        }
+        // Endpoint 0 is the faster, but asks for 5 s of rest.
+        b.observe(&set[0], &answered(MS, now));
+        let overloaded = Outcome::Overloaded {
+            retry_after: Some(Duration::from_secs(5)),
+        };
+        b.observe(&set[0], &ended(End::Response(overloaded), MS, now));
+        for l in &set {
+            l.start();
+        }
+        let at = now + Duration::from_millis(4_900);
+        assert_eq!(count_picks(&b, &set, at, 100), [0, 100]);
+        let after = now + Duration::from_secs(5);
+        b.observe(&set[0], &answered(MS, after));
+        b.observe(&set[1], &answered(20 * MS, after));
+        assert_eq!(count_picks(&b, &set, after, 100), [100, 0]);
+    }
+
+    #[test]
+    fn an_endpoint_never_measured_is_tried_one_attempt_at_a_time() {
+        // Next to endpoints far faster than the 30 ms default, a new one is
+        // still tried (a single attempt until it answers)...
+        let now = Instant::now();
+        let b = P2c::peak_ewma();
+        let set = loads(3);
+        for l in &set[..2] {
+            b.observe(l, &answered(Duration::from_micros(200), now));
+        }
+        let mut rng = Rng::seeded(5);
+        let mut tried = 0;
+        for _ in 0..100 {
+            let i = b
+                .pick(&PickContext::new(now), &set, &all, &mut rng)
+                .unwrap();
+            if i == 2 {
+                tried += 1;
+                set[2].start();
+            }
+        }
+        assert_eq!(tried, 1);
+        // ...and once it has answered like the others, it is one of them.
+        set[2].end();
+        b.observe(&set[2], &answered(Duration::from_micros(200), now));
+        assert!(count_picks(&b, &set, now, 300)[2] > 50);
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub(crate) struct Attempt<'a, Req, S: Service<Req>> {
     step: Step<S, Req>,
     started: Instant,
     admission: Option<Admission>,
+    /// Dropped because the call was over, not because the caller gave up.
+    superseded: bool,
     span: Span,
 }
 
@@ -83,6 +85,7 @@ where
             number,
             started,
             admission,
+            superseded: false,
             span,
         }
     }
@@ -115,6 +118,10 @@ where
             this.admission.take(),
         );
         this.span.record("outcome", "timeout");
+    }
+
+    fn supersede(self: Pin<&mut Self>) {
+        *self.project().superseded = true;
     }
 }
 
@@ -180,15 +187,23 @@ impl<Req, S: Service<Req>> PinnedDrop for Attempt<'_, Req, S> {
         // answered the call. The time it ran is still a latency sample.
         let at = crate::clock::now();
         this.slot.leave();
+        let end = if *this.superseded {
+            End::Superseded
+        } else {
+            End::Cancelled
+        };
         this.slot.record(
-            &AttemptEnd::new(
-                End::Cancelled,
-                at.saturating_duration_since(*this.started),
-                at,
-            ),
+            &AttemptEnd::new(end, at.saturating_duration_since(*this.started), at),
             this.admission.take(),
         );
-        this.span.record("outcome", "cancelled");
+        this.span.record(
+            "outcome",
+            if *this.superseded {
+                "superseded"
+            } else {
+                "cancelled"
+            },
+        );
     }
 }
 

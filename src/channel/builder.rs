@@ -22,6 +22,7 @@ use crate::policy::breaker::BreakerSettings;
 use crate::policy::hedge::HedgeSettings;
 use crate::policy::replay::Replay;
 use crate::policy::retry::RetrySettings;
+use crate::policy::throttle::ThrottleSettings;
 use crate::{BoxError, BuildError, Endpoint};
 
 type Updates = Pin<Box<dyn Stream<Item = Result<Update, DiscoverError>> + Send>>;
@@ -219,6 +220,17 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
     /// closes. See [`crate::policy::breaker`] and [`ChannelPolicy`].
     pub fn circuit_breaker(mut self, breaker: BreakerSettings) -> Self {
         self.policy = self.policy.with_breaker(Some(breaker));
+        self
+    }
+
+    /// Adaptive throttling (default none): attempts are refused locally,
+    /// without being sent, in proportion to how much the backends have been
+    /// refusing or failing lately (Google SRE book; see
+    /// [`crate::policy::throttle`] and [`ChannelPolicy::with_throttle`]).
+    /// Sheds load at the client so that saturated backends can drain their
+    /// queues.
+    pub fn throttle(mut self, throttle: ThrottleSettings) -> Self {
+        self.policy = self.policy.with_throttle(Some(throttle));
         self
     }
 

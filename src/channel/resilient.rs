@@ -6,6 +6,7 @@
 //! the endpoints it tried by identity, so a retry avoids them even if the
 //! set changed in between. Nothing here allocates unless a hedge is sent.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use crate::policy::call::{
     AttemptKind, Call, Hedging, NotSent, Refused, Retrying, Rules, SendAttempt,
 };
 use crate::policy::drive::{Dispatch, Drive};
+use crate::policy::throttle::Decision;
 use crate::rng::with_thread_rng;
 
 impl<S> Candidates for Snapshot<S> {
@@ -49,6 +51,8 @@ struct Endpoints<'a, Req, S: Service<Req>> {
     settings: &'a ChannelPolicy,
     start: Instant,
     span: &'a Span,
+    /// Adaptive throttling refused an attempt of this call.
+    throttled: Cell<bool>,
 }
 
 impl<'a, Req: 'static, S> Dispatch<Req> for Endpoints<'a, Req, S>
@@ -89,6 +93,16 @@ where
         now: Instant,
     ) -> Result<(Self::Attempt, Option<usize>), NotSent> {
         let state = &self.inner.state;
+        if self.settings.throttle().is_some()
+            && state
+                .throttle
+                .admit(now, || with_thread_rng(|rng| rng.unit()))
+                == Decision::Reject
+        {
+            state.throttled.increment(1);
+            self.throttled.set(true);
+            return Err(NotSent::NoEndpoint);
+        }
         let rules = choose::Rules {
             breakers: self.settings.breaker().is_some(),
             panic: state.panicking(),
@@ -132,6 +146,11 @@ where
     }
 
     fn no_endpoint(&self) -> Error {
+        // Only a call whose first attempt was refused ends here after a
+        // refusal: a refused retry ends with the last attempt's error.
+        if self.throttled.get() {
+            return Error::Throttled;
+        }
         self.inner.no_endpoint()
     }
 
@@ -193,6 +212,7 @@ where
         settings,
         start,
         span: &span,
+        throttled: Cell::new(false),
     };
     Drive::new(endpoints, req, start, now).await
 }

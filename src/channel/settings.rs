@@ -7,6 +7,7 @@ use crate::error::BuildError;
 use crate::policy::breaker::BreakerSettings;
 use crate::policy::hedge::HedgeSettings;
 use crate::policy::retry::RetrySettings;
+use crate::policy::throttle::ThrottleSettings;
 use crate::policy::timeout::positive;
 
 /// The policy settings of a channel. Every policy is off by default; the
@@ -14,8 +15,8 @@ use crate::policy::timeout::positive;
 ///
 /// Per call: an overall deadline; retry rounds (each on an endpoint the call
 /// has not tried, while one is left); within a round, hedges (extra attempts
-/// on other untried endpoints); on every attempt the attempt timeout and the
-/// endpoint's own circuit breaker.
+/// on other untried endpoints); on every attempt adaptive throttling, the
+/// attempt timeout and the endpoint's own circuit breaker.
 ///
 /// Ejection: an endpoint whose breaker is not closed is ejected from picks
 /// and gets only probes, and returns when its breaker closes. At most
@@ -51,6 +52,7 @@ pub struct ChannelPolicy {
     retry: Option<RetrySettings>,
     hedge: Option<HedgeSettings>,
     breaker: Option<BreakerSettings>,
+    throttle: Option<ThrottleSettings>,
     max_ejected_share: f64,
     panic_threshold: f64,
 }
@@ -63,6 +65,7 @@ impl Default for ChannelPolicy {
             retry: None,
             hedge: None,
             breaker: None,
+            throttle: None,
             max_ejected_share: 0.5,
             panic_threshold: 0.5,
         }
@@ -101,6 +104,20 @@ impl ChannelPolicy {
         self
     }
 
+    /// Adaptive throttling (default none): each attempt may be refused
+    /// locally, without being sent, while the backends accept less than
+    /// `1/K` of what this channel sends them (see
+    /// [`crate::policy::throttle`]). A refused first attempt fails the call
+    /// with [`Error::Throttled`](crate::Error::Throttled); a refused retry
+    /// ends it with the last attempt's error; a refused hedge is not sent.
+    /// Each refusal counts in `towline_throttled_total`. Retuned at runtime,
+    /// `K` and the cap change and the counts stay; the window keeps the
+    /// length it had when the channel was built.
+    pub fn with_throttle(mut self, throttle: Option<ThrottleSettings>) -> Self {
+        self.throttle = throttle;
+        self
+    }
+
     /// The largest share of endpoints ejected at once (0 to 1; default 0.5).
     pub fn with_max_ejected_share(mut self, share: f64) -> Self {
         self.max_ejected_share = share;
@@ -130,6 +147,9 @@ impl ChannelPolicy {
         }
         if let Some(b) = &self.breaker {
             b.validate()?;
+        }
+        if let Some(t) = &self.throttle {
+            t.validate()?;
         }
         for (name, v) in [
             ("max_ejected_share", self.max_ejected_share),
@@ -172,6 +192,11 @@ impl ChannelPolicy {
         self.breaker.as_ref()
     }
 
+    /// The adaptive-throttling settings, if throttling is on.
+    pub fn throttle(&self) -> Option<&ThrottleSettings> {
+        self.throttle.as_ref()
+    }
+
     /// The ejection cap.
     pub fn max_ejected_share(&self) -> f64 {
         self.max_ejected_share
@@ -194,5 +219,6 @@ impl ChannelPolicy {
             && !self.retries()
             && self.hedge.is_none()
             && self.breaker.is_none()
+            && self.throttle.is_none()
     }
 }

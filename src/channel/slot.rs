@@ -79,6 +79,19 @@ impl<S> Slot<S> {
             self.metrics.duration.record(end.elapsed.as_secs_f64());
         }
         self.state.balancer.observe(&self.load, end);
+        if self.state.throttling.load(Ordering::Relaxed) {
+            // Accepted: answered with a success. A caller that gave up saw
+            // no answer in time; an attempt that lost a hedge race says
+            // nothing either way.
+            let accepted = match end.end {
+                End::Response(outcome) => Some(outcome.is_success()),
+                End::Superseded => None,
+                _ => Some(false),
+            };
+            if let Some(accepted) = accepted {
+                self.state.throttle.record(end.at, accepted);
+            }
+        }
         if let (Some(breaker), Some(admission)) = (&self.breaker, admission) {
             let transition = match end.end {
                 End::Response(outcome) => breaker.record(admission, outcome, end.elapsed, end.at),

@@ -19,7 +19,8 @@ use crate::metrics::ChannelMetrics;
 use crate::policy::breaker::CircuitBreaker;
 use crate::policy::budget::Budget;
 use crate::policy::latency::LatencyHistogram;
-use crate::policy::metrics::{HedgeMetrics, RetryMetrics};
+use crate::policy::metrics::{HedgeMetrics, RetryMetrics, THROTTLED};
+use crate::policy::throttle::SharedThrottle;
 
 /// `towline_ejected_endpoints`: endpoints ejected from picks now.
 pub const EJECTED_ENDPOINTS: &str = "towline_ejected_endpoints";
@@ -48,6 +49,15 @@ pub(crate) struct ChannelState {
     pub(crate) retry_budget: Budget,
     pub(crate) hedge_budget: Budget,
     pub(crate) latency: LatencyHistogram,
+    /// Adaptive throttling's counts (made whether or not it is on, so that
+    /// it can be turned on at runtime; its window is the build-time
+    /// settings' or the default's).
+    pub(crate) throttle: SharedThrottle,
+    /// Whether throttling is on in the current settings: attempt ends are
+    /// counted only then.
+    pub(crate) throttling: AtomicBool,
+    /// `towline_throttled_total`.
+    pub(crate) throttled: metrics::Counter,
     pub(crate) retry_metrics: RetryMetrics,
     pub(crate) hedge_metrics: HedgeMetrics,
     pub(crate) metrics: ChannelMetrics,
@@ -93,6 +103,9 @@ impl ChannelState {
             retry_budget,
             hedge_budget,
             latency: LatencyHistogram::new(hedge.latency(), start),
+            throttle: SharedThrottle::new(&policy.throttle().copied().unwrap_or_default(), start),
+            throttling: AtomicBool::new(policy.throttle().is_some()),
+            throttled: metrics::counter!(THROTTLED, &label()),
             retry_metrics: RetryMetrics::register(&label()),
             hedge_metrics: HedgeMetrics::register(&label()),
             metrics: ChannelMetrics::new(name),

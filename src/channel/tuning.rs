@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::settings::ChannelPolicy;
 use super::state::{ChannelState, Endpoints};
@@ -39,6 +40,12 @@ impl PolicyHandle {
         if let Some(h) = policy.hedge() {
             state.hedge_budget.retune(h.budget());
         }
+        if let Some(t) = policy.throttle() {
+            state.throttle.retune(t, crate::clock::now());
+        }
+        state
+            .throttling
+            .store(policy.throttle().is_some(), Ordering::Relaxed);
         let breaker = policy.breaker().cloned();
         state.store(policy);
         if let Some(settings) = &breaker {

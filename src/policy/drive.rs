@@ -111,6 +111,11 @@ pub(crate) trait Attempt: Future<Output = Finished<Self::Response>> {
     /// The attempt reached its cut at `at`: record that it timed out (it is
     /// dropped next).
     fn cut(self: Pin<&mut Self>, at: Instant);
+
+    /// The call is over without this attempt's answer (another attempt
+    /// answered it): it is dropped next, and must not count as given up on
+    /// by the caller. Default: nothing to record.
+    fn supersede(self: Pin<&mut Self>) {}
 }
 
 /// Where a driven call's attempts go, and what it reports.
@@ -284,6 +289,12 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                     Action::Finish(finish) => {
                         // Every attempt still pending loses: dropped, which
                         // cancels it.
+                        if let Some(a) = first.as_mut().as_pin_mut() {
+                            a.supersede();
+                        }
+                        for a in this.hedges.iter_mut() {
+                            a.as_mut().supersede();
+                        }
                         first.set(None);
                         this.hedges.clear();
                         let took = this.took.filter(|_| this.call.attempts_sent() == 1);

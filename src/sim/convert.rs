@@ -259,16 +259,11 @@ fn client(c: FileClient, at: &str) -> Result<ClientSpec> {
 
 fn config(c: FileConfig, at: &str) -> Result<ConfigSpec> {
     let at = format!("{at} ({})", c.name);
-    let caller_throttle = match &c.caller_throttle {
-        None => None,
-        Some(t) => {
-            let d = ThrottleSettings::default();
-            let s =
-                ThrottleSettings::new(t.k.unwrap_or(d.k()), t.window.map_or(d.window(), |w| w.0))
-                    .or_else(|e| err(&at, e))?;
-            Some(s)
-        }
-    };
+    let caller_throttle = c
+        .caller_throttle
+        .as_ref()
+        .map(|t| throttle(t, &at))
+        .transpose()?;
     let stack = if let Some(tower) = c.tower {
         let towline_only = c.balancer.is_some()
             || c.default_rtt.is_some()
@@ -279,7 +274,8 @@ fn config(c: FileConfig, at: &str) -> Result<ConfigSpec> {
             || c.hedge.is_some()
             || c.breaker.is_some()
             || c.max_ejected_share.is_some()
-            || c.panic_threshold.is_some();
+            || c.panic_threshold.is_some()
+            || c.throttle.is_some();
         if towline_only {
             return err(&at, "a tower baseline takes no balancer or policy settings");
         }
@@ -333,11 +329,23 @@ fn towline(c: &FileConfig, at: &str) -> Result<Stack> {
     if let Some(s) = c.panic_threshold {
         policy = policy.with_panic_threshold(s);
     }
+    if let Some(t) = &c.throttle {
+        policy = policy.with_throttle(Some(throttle(t, at)?));
+    }
     policy.validate().or_else(|e| err(at, e))?;
     Ok(Stack::Towline {
         balancer,
         policy: Box::new(policy),
     })
+}
+
+fn throttle(t: &FileThrottle, at: &str) -> Result<ThrottleSettings> {
+    let d = ThrottleSettings::default();
+    let s = ThrottleSettings::new(t.k.unwrap_or(d.k()), t.window.map_or(d.window(), |w| w.0))
+        .map(|s| s.with_max_reject(t.max_reject.unwrap_or(d.max_reject())))
+        .or_else(|e| err(at, e))?;
+    s.validate().or_else(|e| err(at, e))?;
+    Ok(s)
 }
 
 fn budget(b: &FileBudget, default: BudgetSettings, at: &str) -> Result<BudgetSettings> {

@@ -195,6 +195,7 @@ pub(crate) struct FileConfig {
     pub(crate) breaker: Option<FileBreaker>,
     pub(crate) max_ejected_share: Option<f64>,
     pub(crate) panic_threshold: Option<f64>,
+    pub(crate) throttle: Option<FileThrottle>,
     pub(crate) caller_throttle: Option<FileThrottle>,
 }
 
@@ -280,12 +281,13 @@ pub(crate) enum FileWindow {
     Time(String),
 }
 
-/// Adaptive throttling by the simulated caller.
+/// Adaptive throttling: the channel's, or the simulated caller's.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileThrottle {
     pub(crate) k: Option<f64>,
     pub(crate) window: Option<Dur>,
+    pub(crate) max_reject: Option<f64>,
 }
 
 #[cfg(test)]

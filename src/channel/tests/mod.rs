@@ -7,6 +7,7 @@ mod hedging;
 mod policy;
 mod report;
 mod spans;
+mod throttle;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
