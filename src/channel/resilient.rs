@@ -18,6 +18,7 @@ use super::choose::{self, Candidates, choose};
 use super::inner::{Handle, Inner};
 use super::settings::ChannelPolicy;
 use super::table::Snapshot;
+use crate::balance::PickContext;
 use crate::error::{BoxError, Error};
 use crate::policy::breaker::CircuitBreaker;
 use crate::policy::call::{
@@ -49,6 +50,8 @@ struct Endpoints<'a, Req, S: Service<Req>> {
     settings: &'a ChannelPolicy,
     start: Instant,
     span: &'a Span,
+    /// The request's hash key: every attempt of the call picks by it.
+    key: Option<u64>,
 }
 
 impl<'a, Req: 'static, S> Dispatch<Req> for Endpoints<'a, Req, S>
@@ -97,13 +100,14 @@ where
         // The current set, under a short-lived guard: the call holds only
         // the slots it sends to, and its tried set survives a new set.
         let snapshot = self.inner.table.current();
+        let at = PickContext::new(now).with_key(self.key);
         let picked = with_thread_rng(|rng| {
             choose(
                 &**snapshot,
-                &*snapshot.balancer,
+                snapshot.balancer_for(self.key),
                 call.tried(),
                 rules,
-                now,
+                at,
                 rng,
             )
         });
@@ -193,6 +197,7 @@ where
         settings,
         start,
         span: &span,
+        key: inner.key(&req),
     };
     Drive::new(endpoints, req, start, now).await
 }

@@ -56,6 +56,9 @@ impl<S> Slot<S> {
     #[inline]
     pub(crate) fn begin(&self) {
         self.load.start();
+        if let Some(total) = &self.state.shared.in_flight {
+            total.fetch_add(1, Ordering::Relaxed);
+        }
         self.metrics.in_flight.increment(1.0);
     }
 
@@ -63,6 +66,9 @@ impl<S> Slot<S> {
     #[inline]
     pub(crate) fn leave(&self) {
         self.load.end();
+        if let Some(total) = &self.state.shared.in_flight {
+            total.fetch_sub(1, Ordering::Relaxed);
+        }
         self.metrics.in_flight.decrement(1.0);
     }
 
