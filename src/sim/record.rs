@@ -38,6 +38,8 @@ pub(crate) struct Recorder {
     /// After the warm-up, for each in-flight total seen when an attempt
     /// arrived (that attempt included), the most its backend then held.
     pub(crate) peak_by_total: Vec<u32>,
+    /// After the warm-up, the most attempts each backend held at once.
+    pub(crate) peak_in_flight: Vec<u32>,
     /// Attempts after the warm-up that carried a home (keyed), and of
     /// those the ones that reached it.
     pub(crate) keyed_attempts: u64,
@@ -79,6 +81,7 @@ impl Recorder {
             in_flight: vec![0; backends],
             in_flight_total: 0,
             peak_by_total: Vec::new(),
+            peak_in_flight: vec![0; backends],
             keyed_attempts: 0,
             home_attempts: 0,
         }
@@ -112,8 +115,11 @@ impl Recorder {
             if self.peak_by_total.len() <= total {
                 self.peak_by_total.resize(total + 1, 0);
             }
+            let held = self.in_flight[backend];
             let peak = &mut self.peak_by_total[total];
-            *peak = (*peak).max(self.in_flight[backend]);
+            *peak = (*peak).max(held);
+            let peak = &mut self.peak_in_flight[backend];
+            *peak = (*peak).max(held);
             if let Some(at_home) = home {
                 self.keyed_attempts += 1;
                 self.home_attempts += u64::from(at_home);

@@ -145,6 +145,17 @@ impl Run {
         &self.record.peak_by_total
     }
 
+    /// The most attempts backend `backend` held at once after the warm-up
+    /// (counted as [`peak_in_flight_by_total`](Self::peak_in_flight_by_total)
+    /// counts them).
+    pub fn peak_in_flight(&self, backend: usize) -> u32 {
+        self.record
+            .peak_in_flight
+            .get(backend)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The most any arriving attempt's backend held above
     /// `⌈c × P / endpoints⌉` (`P` the total in flight, that attempt
     /// included): at most zero when no backend ever exceeded `c` times the
