@@ -19,8 +19,8 @@
 //! | [`ConsistentHash::maglev`], [`ConsistentHash::ring`] ([`hash`]) | by the request key ([`PickContext::key`]): the same endpoint for the same key and set, the next one in the table's order for a retry; optional bounded loads | O(1) expected |
 //!
 //! **Slow start** ([`slow_start`]): round-robin, weighted and P2C ramp a
-//! new endpoint's share up over a window, when the set they pick from has
-//! [`Ramps`] ([`LoadSet::ramps`]; the channel's do when
+//! new endpoint's share up over a window, when the pick comes with the
+//! set's [`Ramps`] ([`PickContext::with_ramps`]; the channel's do when
 //! [`ChannelPolicy::with_slow_start`](crate::channel::ChannelPolicy::with_slow_start)
 //! is set). Round-robin and weighted picks keep a ramping endpoint's turn
 //! with probability `f` (its weight factor), P2C divides its cost by `f`.
@@ -30,8 +30,9 @@
 //! to an O(n) scan, so a pick still finds an eligible endpoint when one
 //! exists.
 //!
-//! Every pick gets a [`PickContext`] (the time of the pick, and the
-//! request's hash key when it has one), and every attempt that
+//! Every pick gets a [`PickContext`] (the time of the pick, the request's
+//! hash key when it has one, the set's slow-start ramps when it has them),
+//! and every attempt that
 //! ends — answered, cut by a timeout, or cancelled — is reported to the
 //! balancer through [`Balancer::observe`] as an [`AttemptEnd`], so that a
 //! latency-aware load sees what callers see.
@@ -97,11 +98,6 @@ pub trait LoadSet {
     fn in_flight(&self) -> Option<u64> {
         None
     }
-    /// The set's slow-start ramps, when it has them (default: `None`, and
-    /// then no endpoint ramps).
-    fn ramps(&self) -> Option<&Ramps> {
-        None
-    }
 }
 
 impl LoadSet for [Load] {
@@ -159,29 +155,55 @@ pub trait Balancer: fmt::Debug + Send + Sync + 'static {
     }
 }
 
-/// What a balancer is told about one pick: the time it happens and the
-/// request's hash key, if it has one. Construct it with
-/// [`PickContext::new`] (and [`with_key`](Self::with_key)).
+/// What a balancer is told about one pick: the time it happens, the
+/// request's hash key if it has one, and the set's slow-start ramps if it
+/// has them. Construct it with [`PickContext::new`] (then
+/// [`with_key`](Self::with_key), [`with_ramps`](Self::with_ramps)).
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
-pub struct PickContext {
+pub struct PickContext<'a> {
     /// The time of the pick.
     pub now: Instant,
     /// The request's hash key (see [`ConsistentHash`]); balancers that do
     /// not pick by key ignore it.
     pub key: Option<u64>,
+    /// The slow-start ramps of the set picked from (see [`Ramps`]); none:
+    /// no endpoint ramps.
+    pub ramps: Option<&'a Ramps>,
 }
 
-impl PickContext {
-    /// The context of a pick at `now`, without a key.
+impl PickContext<'static> {
+    /// The context of a pick at `now`, without a key or ramps.
     pub fn new(now: Instant) -> Self {
-        PickContext { now, key: None }
+        PickContext {
+            now,
+            key: None,
+            ramps: None,
+        }
     }
+}
 
+impl<'a> PickContext<'a> {
     /// The same pick, for a request with hash key `key`.
     pub fn with_key(mut self, key: Option<u64>) -> Self {
         self.key = key;
         self
+    }
+
+    /// The same pick, from a set whose endpoints ramp as `ramps` says.
+    pub fn with_ramps<'b>(self, ramps: &'b Ramps) -> PickContext<'b> {
+        PickContext {
+            now: self.now,
+            key: self.key,
+            ramps: Some(ramps),
+        }
+    }
+
+    /// The ramps running at this pick, if any (one atomic load when the
+    /// set has ramps and none runs).
+    #[inline]
+    pub fn ramping(&self) -> Option<Ramping<'a>> {
+        self.ramps?.active(self.now)
     }
 }
 
@@ -281,7 +303,7 @@ pub(crate) mod test_util {
     }
 
     /// The context of a pick now.
-    pub fn at() -> PickContext {
+    pub fn at() -> PickContext<'static> {
         PickContext::new(Instant::now())
     }
 

@@ -176,7 +176,7 @@ impl Balancer for P2c {
             (a, Some(b)) => {
                 // Slow start: a ramping endpoint's cost is divided by its
                 // weight factor (one atomic load when nothing ramps).
-                if let Some(ramping) = set.ramps().and_then(|r| r.active(at.now)) {
+                if let Some(ramping) = at.ramping() {
                     let (la, lb) = (set.load(a), set.load(b));
                     let cost = |l| self.cost(l, at.now) / ramping.factor(l);
                     return Some(if cost(lb) < cost(la) { b } else { a });

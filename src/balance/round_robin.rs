@@ -50,7 +50,7 @@ impl Balancer for RoundRobin {
             return None;
         }
         let c = self.cursor.fetch_add(1, Ordering::Relaxed);
-        if let Some(ramping) = set.ramps().and_then(|r| r.active(at.now)) {
+        if let Some(ramping) = at.ramping() {
             return self.pick_ramping(c, set, eligible, &ramping, rng);
         }
         let first = c % n;

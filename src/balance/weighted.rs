@@ -137,7 +137,7 @@ impl Balancer for Weighted {
         if n == 0 {
             return None;
         }
-        if let Some(ramping) = set.ramps().and_then(|r| r.active(at.now)) {
+        if let Some(ramping) = at.ramping() {
             return self.pick_ramping(set, eligible, &ramping, rng);
         }
         match &self.plan {

@@ -28,7 +28,11 @@ fn pick<S>(
     state: &ChannelState,
 ) -> Option<Arc<Slot<S>>> {
     let balancer = snapshot.balancer_for(key);
-    let at = PickContext::new(at).with_key(key);
+    let at = PickContext {
+        now: at,
+        key,
+        ramps: Some(&snapshot.shared.ramps),
+    };
     let picked = if state.ejected() == 0 {
         // Nothing ejected: no endpoint needs a look before it is picked.
         with_thread_rng(|rng| balancer.pick(&at, snapshot, &|_| true, rng))

@@ -49,7 +49,7 @@ pub(crate) fn choose<C: Candidates>(
     balancer: &dyn Balancer,
     tried: &Tried,
     rules: Rules,
-    at: PickContext,
+    at: PickContext<'_>,
     rng: &mut Rng,
 ) -> Option<(usize, Option<Admission>)> {
     let now = at.now;

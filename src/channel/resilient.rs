@@ -100,7 +100,9 @@ where
         // The current set, under a short-lived guard: the call holds only
         // the slots it sends to, and its tried set survives a new set.
         let snapshot = self.inner.table.current();
-        let at = PickContext::new(now).with_key(self.key);
+        let at = PickContext::new(now)
+            .with_key(self.key)
+            .with_ramps(&snapshot.shared.ramps);
         let picked = with_thread_rng(|rng| {
             choose(
                 &**snapshot,

@@ -41,7 +41,10 @@ pub(crate) type Chunk<S> = Vec<Arc<Slot<S>>>;
 /// bounded loads need (kept only when the keyed balancer bounds loads).
 pub(crate) struct SetShared {
     pub(crate) ramps: Ramps,
-    pub(crate) in_flight: Option<AtomicU64>,
+    /// Attempts in flight on the set's endpoints, kept only when
+    /// `counts_in_flight` (each slot then holds this struct to count).
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) counts_in_flight: bool,
 }
 
 impl SetShared {
@@ -50,7 +53,8 @@ impl SetShared {
     pub(crate) fn new(epoch: Instant, count_in_flight: bool) -> Self {
         SetShared {
             ramps: Ramps::new(epoch, None),
-            in_flight: count_in_flight.then(|| AtomicU64::new(0)),
+            in_flight: AtomicU64::new(0),
+            counts_in_flight: count_in_flight,
         }
     }
 }
@@ -59,8 +63,8 @@ impl SetShared {
 pub(crate) struct Snapshot<S> {
     pub(crate) chunks: Vec<Arc<Chunk<S>>>,
     pub(crate) len: usize,
-    /// The ordinary balancer (shared by the snapshots of one set).
-    pub(crate) balancer: Arc<dyn Balancer>,
+    /// The ordinary balancer.
+    pub(crate) balancer: Box<dyn Balancer>,
     /// The keyed balancer, for requests with a hash key, when the channel
     /// has one.
     pub(crate) keyed: Option<ConsistentHash>,
@@ -106,12 +110,10 @@ impl<S> LoadSet for Snapshot<S> {
     }
     #[inline]
     fn in_flight(&self) -> Option<u64> {
-        let total = self.shared.in_flight.as_ref()?;
-        Some(total.load(Ordering::Relaxed))
-    }
-    #[inline]
-    fn ramps(&self) -> Option<&Ramps> {
-        Some(&self.shared.ramps)
+        let shared = &self.shared;
+        shared
+            .counts_in_flight
+            .then(|| shared.in_flight.load(Ordering::Relaxed))
     }
 }
 
@@ -134,7 +136,7 @@ impl<S> Table<S> {
             current: ArcSwap::from_pointee(Snapshot {
                 chunks: Vec::new(),
                 len: 0,
-                balancer: Arc::from(balancer.rebuild_set(&EndpointSet::new(&[], &[]))),
+                balancer: balancer.rebuild_set(&EndpointSet::new(&[], &[])),
                 keyed: None,
                 shared: shared.clone(),
             }),

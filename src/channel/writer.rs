@@ -31,7 +31,7 @@ use super::slot::Slot;
 use super::state::ChannelState;
 use super::table::{CHUNK, Chunk, Snapshot, Table};
 use crate::Endpoint;
-use crate::balance::{Balancer, EndpointSet, Load};
+use crate::balance::{EndpointSet, Load};
 use crate::discover::{DiscoverError, Update};
 
 /// A connector: one service per endpoint.
@@ -52,8 +52,6 @@ pub(crate) struct TableWriter<S> {
     connect: Connect<S>,
     state: Arc<ChannelState>,
     epoch: Instant,
-    /// The ordinary balancer of the published set.
-    balancer: Option<Arc<dyn Balancer>>,
     keyed: Option<Keyed>,
 }
 
@@ -75,7 +73,6 @@ impl<S: Send + Sync + 'static> TableWriter<S> {
             connect,
             epoch: state.shared.ramps.epoch(),
             state,
-            balancer: None,
             keyed,
         }
     }
@@ -191,18 +188,18 @@ impl<S: Send + Sync + 'static> TableWriter<S> {
         if !std::mem::take(&mut self.changed) {
             return;
         }
-        let set = EndpointSet::new(&self.addrs, &self.weights);
-        self.balancer = Some(Arc::from(self.state.balancer.rebuild_set(&set)));
         self.state.metrics.endpoints.set(self.len as f64);
         self.publish_set();
     }
 
     /// Publishes the writer's set with its balancers, then starts a build
-    /// of the keyed table if it is stale.
+    /// of the keyed table if it is stale. (The ordinary balancer is rebuilt
+    /// each time, also when only the keyed table is new: O(1) but for
+    /// weighted ones, and the snapshot then owns it, with no reference
+    /// count to follow on the pick path.)
     fn publish_set(&mut self) {
-        let Some(balancer) = self.balancer.clone() else {
-            return;
-        };
+        let set = EndpointSet::new(&self.addrs, &self.weights);
+        let balancer = self.state.balancer.rebuild_set(&set);
         let keyed = self
             .keyed
             .as_mut()

@@ -38,7 +38,7 @@ async fn a_key_goes_to_its_tables_endpoint_and_no_key_to_the_ordinary_balancer()
     for hash in [ConsistentHash::maglev(), ConsistentHash::ring()] {
         let channel = fleet
             .builder(ports.clone())
-            .keyed(hash.clone(), |r| key(r))
+            .keyed(hash.clone(), key)
             .build()
             .unwrap();
         for k in 0..200u32 {
@@ -63,7 +63,7 @@ async fn a_retry_walks_to_the_next_endpoint_in_the_tables_order() {
     let hash = ConsistentHash::maglev();
     let channel = fleet
         .builder(ports.clone())
-        .keyed(hash.clone(), |r| key(r))
+        .keyed(hash.clone(), key)
         .retry(quick_retry(3))
         .build()
         .unwrap();
@@ -108,9 +108,7 @@ async fn bounded_loads_cap_every_endpoint_through_the_channel() {
     }
     let channel = fleet
         .builder(ports.clone())
-        .keyed(ConsistentHash::maglev().bounded_load(1.25).unwrap(), |r| {
-            key(r)
-        })
+        .keyed(ConsistentHash::maglev().bounded_load(1.25).unwrap(), key)
         .build()
         .unwrap();
     for _wave in 0..2 {
