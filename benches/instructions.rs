@@ -17,7 +17,12 @@
 //! endpoints, and tower's `Balance<PeakEwma>` over the same service),
 //! `bare` and `full` (8 endpoints, no policy and every policy armed but
 //! not firing), `throttle` (`full` plus adaptive throttling, never
-//! refusing).
+//! refusing); and `pick/BALANCER/N`, one pick (not a call) of a
+//! balancer over N endpoints, as `benches/pick.rs` measures it: BALANCER is
+//! `round_robin`, `random`, `weighted_random`, `weighted_round_robin`,
+//! `p2c_pending`, `p2c_peak_ewma`, `maglev`, `ring` or `maglev_bounded`
+//! (the keyed ones by a fresh random key each pick, with the in-flight total
+//! kept by the set, as the channel keeps it).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -27,13 +32,17 @@ use tower::balance::p2c::Balance;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwma};
 use tower::{Service, ServiceExt};
-use towline::balance::P2c;
+use towline::balance::{
+    Balancer, ConsistentHash, EndpointSet, Load, LoadSet, P2c, PickContext, Random, RoundRobin,
+    Weighted,
+};
 use towline::discover::Static;
 use towline::policy::breaker::BreakerSettings;
 use towline::policy::hedge::{HedgeDelay, HedgeSettings};
 use towline::policy::replay::CloneReplay;
 use towline::policy::retry::RetrySettings;
 use towline::policy::throttle::ThrottleSettings;
+use towline::rng::Rng;
 use towline::{Channel, Endpoint};
 
 #[path = "support/echo.rs"]
@@ -56,6 +65,57 @@ where
     }
 }
 
+/// Endpoints with loads, keeping their in-flight total as the channel does.
+struct Loads(Vec<Load>, u64);
+
+impl LoadSet for Loads {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn load(&self, index: usize) -> &Load {
+        &self.0[index]
+    }
+    fn in_flight(&self) -> Option<u64> {
+        Some(self.1)
+    }
+}
+
+/// `picks` picks of `name` over `size` endpoints (weights 1 to 7, some in
+/// flight, as in benches/pick.rs).
+fn picks(name: &str, size: usize, picks: u64) {
+    let proto: Box<dyn Balancer> = match name {
+        "round_robin" => Box::new(RoundRobin::new()),
+        "random" => Box::new(Random::new()),
+        "weighted_random" => Box::new(Weighted::random()),
+        "weighted_round_robin" => Box::new(Weighted::round_robin()),
+        "p2c_pending" => Box::new(P2c::pending()),
+        "p2c_peak_ewma" => Box::new(P2c::peak_ewma()),
+        "maglev" => Box::new(ConsistentHash::maglev()),
+        "ring" => Box::new(ConsistentHash::ring()),
+        "maglev_bounded" => Box::new(ConsistentHash::maglev().bounded_load(1.25).unwrap()),
+        other => panic!("unknown balancer {other}"),
+    };
+    let now = std::time::Instant::now();
+    let addrs: Vec<SocketAddr> = (0..size)
+        .map(|i| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 8080)))
+        .collect();
+    let weights: Vec<u32> = (0..size).map(|i| 1 + (i % 7) as u32).collect();
+    let loads: Vec<Load> = weights.iter().map(|&w| Load::new(w, now)).collect();
+    for (i, l) in loads.iter().enumerate() {
+        (0..i % 3).for_each(|_| l.start());
+    }
+    let total = loads.iter().map(|l| u64::from(l.pending())).sum();
+    let set = Loads(loads, total);
+    let b = proto.rebuild_set(&EndpointSet::new(&addrs, &weights));
+    let keyed = matches!(name, "maglev" | "ring" | "maglev_bounded");
+    let mut rng = Rng::seeded(42);
+    for _ in 0..picks {
+        let key = keyed.then(|| rng.next_u64());
+        let at = PickContext::new(now).with_key(key);
+        black_box(b.pick(&at, &set, &|_| true, &mut rng));
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let config = args.next().expect("usage: instructions CONFIG CALLS");
@@ -63,6 +123,10 @@ fn main() {
         .next()
         .and_then(|c| c.parse().ok())
         .expect("usage: instructions CONFIG CALLS");
+    if let Some(rest) = config.strip_prefix("pick/") {
+        let (name, size) = rest.split_once('/').expect("pick/BALANCER/N");
+        return picks(name, size.parse().expect("endpoint count"), n);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

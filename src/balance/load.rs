@@ -105,6 +105,9 @@ pub struct Load {
     /// Until when the endpoint asked to be avoided, in ns since `epoch`.
     avoid_until_ns: AtomicU64,
     epoch: Instant,
+    /// When the endpoint's slow-start ramp ends, in ns since `epoch`; 0
+    /// for none (see [`Ramps`](super::Ramps)).
+    ramp_end: AtomicU64,
 }
 
 const UNSET: u64 = u64::MAX;
@@ -151,7 +154,21 @@ impl Load {
             stamp_ns: AtomicU64::new(0),
             avoid_until_ns: AtomicU64::new(0),
             epoch,
+            ramp_end: AtomicU64::new(0),
         }
+    }
+
+    /// When the endpoint's slow-start ramp ends, in nanoseconds since the
+    /// epoch of its [`Ramps`](super::Ramps); 0 when it has none.
+    #[inline]
+    pub fn ramp_end(&self) -> u64 {
+        self.ramp_end.load(Ordering::Relaxed)
+    }
+
+    /// Sets when the endpoint's slow-start ramp ends (0: none); see
+    /// [`Ramps::start`](super::Ramps::start).
+    pub fn set_ramp_end(&self, end: u64) {
+        self.ramp_end.store(end, Ordering::Relaxed);
     }
 
     /// Requests in flight.

@@ -190,6 +190,13 @@ impl Balancer for P2c {
         match self.sample_pair(set.len(), eligible, rng)? {
             (a, None) => Some(a),
             (a, Some(b)) => {
+                // Slow start: a ramping endpoint's cost is divided by its
+                // weight factor (one atomic load when nothing ramps).
+                if let Some(ramping) = at.ramping() {
+                    let (la, lb) = (set.load(a), set.load(b));
+                    let cost = |l| self.cost(l, at.now) / ramping.factor(l);
+                    return Some(if cost(lb) < cost(la) { b } else { a });
+                }
                 if self.cheaper(set.load(a), set.load(b), at.now) {
                     Some(b)
                 } else {

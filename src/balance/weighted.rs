@@ -1,4 +1,5 @@
-use super::{Balancer, LoadSet, PickContext, RANDOM_TRIES, sample_eligible};
+use super::slow_start::thin;
+use super::{Balancer, LoadSet, PickContext, RANDOM_TRIES, Ramping, sample_eligible};
 use crate::rng::{Rng, with_thread_rng};
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
@@ -21,6 +22,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Weight 0 endpoints get no traffic while any eligible endpoint has a
 /// positive weight; when only weight-0 endpoints are eligible, picks are
 /// uniform among them.
+///
+/// With slow start, a ramping endpoint's turn (round-robin) or draw
+/// (random) is kept with probability equal to its weight factor, else the
+/// pick takes the next turn or draws again, so it gets `factor` times its
+/// share with no table rebuilt during the ramp.
 #[derive(Debug)]
 pub struct Weighted {
     plan: Plan,
@@ -122,7 +128,7 @@ impl Balancer for Weighted {
 
     fn pick(
         &self,
-        _at: &PickContext,
+        at: &PickContext,
         set: &dyn LoadSet,
         eligible: &dyn Fn(usize) -> bool,
         rng: &mut Rng,
@@ -130,6 +136,9 @@ impl Balancer for Weighted {
         let n = set.len();
         if n == 0 {
             return None;
+        }
+        if let Some(ramping) = at.ramping() {
+            return self.pick_ramping(set, eligible, &ramping, rng);
         }
         match &self.plan {
             Plan::Alias(table) if table.len() == n => {
@@ -168,6 +177,62 @@ impl Balancer for Weighted {
                 }
             }
             // Not rebuilt for this set: stay correct, if slower.
+            _ => sample_eligible(n, eligible, None, rng),
+        }
+    }
+}
+
+impl Weighted {
+    /// A pick while endpoints ramp: draws and turns of ramping endpoints
+    /// are thinned (see the type's docs).
+    #[cold]
+    fn pick_ramping(
+        &self,
+        set: &dyn LoadSet,
+        eligible: &dyn Fn(usize) -> bool,
+        ramping: &Ramping<'_>,
+        rng: &mut Rng,
+    ) -> Option<usize> {
+        let n = set.len();
+        match &self.plan {
+            Plan::Alias(table) if table.len() == n => {
+                for _ in 0..RANDOM_TRIES + super::slow_start::MAX_REFUSALS {
+                    match table.sample(rng) {
+                        Some(i) if eligible(i) && ramping.admit(set.load(i), rng) => {
+                            return Some(i);
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+                self.scan(n, eligible, rng)
+            }
+            Plan::Schedule {
+                slots,
+                cursor,
+                weights,
+            } if weights.len() == n && !slots.is_empty() => {
+                let len = slots.len();
+                let c = cursor.fetch_add(1, Ordering::Relaxed);
+                let turn = |k: usize| slots[(c + k) % len] as usize;
+                let limit = len.min(SCHEDULE_WALK);
+                match thin(
+                    limit,
+                    |k| eligible(turn(k)),
+                    |k| ramping.admit(set.load(turn(k)), rng),
+                ) {
+                    Some(k) => {
+                        if k > 0 {
+                            cursor.fetch_add(k, Ordering::Relaxed);
+                        }
+                        Some(turn(k))
+                    }
+                    None => self.scan(n, eligible, rng),
+                }
+            }
+            // Every weight 0: uniform, as without ramps.
+            Plan::Schedule { weights, .. } if weights.len() == n => self.scan(n, eligible, rng),
+            // Not rebuilt for this set.
             _ => sample_eligible(n, eligible, None, rng),
         }
     }

@@ -19,15 +19,26 @@ use crate::rng::with_thread_rng;
 use crate::{BoxError, Error};
 
 /// The picked endpoint's slot (skipping ejected ones), or `None` when no
-/// endpoint is eligible.
-fn pick<S>(snapshot: &Snapshot<S>, at: Instant, state: &ChannelState) -> Option<Arc<Slot<S>>> {
-    let at = PickContext::new(at);
+/// endpoint is eligible. A request with a hash `key` goes to the keyed
+/// balancer, when the channel has one.
+fn pick<S>(
+    snapshot: &Snapshot<S>,
+    at: Instant,
+    key: Option<u64>,
+    state: &ChannelState,
+) -> Option<Arc<Slot<S>>> {
+    let balancer = snapshot.balancer_for(key);
+    let at = PickContext {
+        now: at,
+        key,
+        ramps: Some(&snapshot.shared.ramps),
+    };
     let picked = if state.ejected() == 0 {
         // Nothing ejected: no endpoint needs a look before it is picked.
-        with_thread_rng(|rng| snapshot.balancer.pick(&at, snapshot, &|_| true, rng))
+        with_thread_rng(|rng| balancer.pick(&at, snapshot, &|_| true, rng))
     } else {
         let eligible = |i: usize| !snapshot.slot(i).ejected.load(Ordering::Relaxed);
-        with_thread_rng(|rng| snapshot.balancer.pick(&at, snapshot, &eligible, rng))
+        with_thread_rng(|rng| balancer.pick(&at, snapshot, &eligible, rng))
     };
     picked.map(|i| snapshot.slot(i).clone())
 }
@@ -50,14 +61,15 @@ where
 {
     let inner = &*handle.inner;
     let start = crate::clock::now();
+    let key = inner.key(&req);
     let picked = {
         let current = inner.table.current();
-        (!current.is_empty()).then(|| pick(&current, start, &inner.state))
+        (!current.is_empty()).then(|| pick(&current, start, key, &inner.state))
     };
     let picked = match picked {
         Some(picked) => picked,
         // Empty table: wait for discovery (the slow path).
-        None => pick(&*inner.populated().await?, start, &inner.state),
+        None => pick(&*inner.populated().await?, start, key, &inner.state),
     };
     let Some(slot) = picked else {
         return Err(inner.no_endpoint());

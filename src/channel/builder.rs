@@ -9,13 +9,14 @@ use tower::Service;
 
 use super::engine::Engine;
 use super::info::AttemptInfo;
-use super::inner::{Handle, Hook, Inner};
+use super::inner::{Handle, HashKey, Hook, Inner};
+use super::keyed::{Built, Keyed};
 use super::service::Channel;
 use super::settings::ChannelPolicy;
 use super::state::{ChannelState, Endpoints};
-use super::table::Table;
+use super::table::{SetShared, Table};
 use super::writer::{Connect, TableWriter};
-use crate::balance::{Balancer, P2c};
+use crate::balance::{Balancer, ConsistentHash, P2c, SlowStartSettings};
 use crate::classify::{Classify, DefaultClassify, Outcome};
 use crate::discover::{Discover, DiscoverError, RefreshHint, Update};
 use crate::policy::breaker::BreakerSettings;
@@ -76,9 +77,10 @@ impl<Req, Resp> Channel<Req, Resp> {
 
 /// Builds a [`Channel`]. Made by [`Channel::builder`].
 ///
-/// Defaults: balancer [`P2c::peak_ewma`], name `"default"`, initial wait 5 s,
-/// classifier [`DefaultClassify`], no refresh hint, no policy, no replay,
-/// no attempt hook. A discovery source is required.
+/// Defaults: balancer [`P2c::peak_ewma`], no keyed balancer, name
+/// `"default"`, initial wait 5 s, classifier [`DefaultClassify`], no
+/// refresh hint, no policy (no slow start), no replay, no attempt hook. A
+/// discovery source is required.
 ///
 /// Every bound the channel needs is checked by [`build`](Self::build): the
 /// request and the service's response, error and future must be `Send` and
@@ -94,6 +96,7 @@ pub struct Builder<Req, S: Service<Req>> {
     policy: ChannelPolicy,
     replay: Option<Box<dyn Replay<Req>>>,
     on_attempt: Option<Hook<Req>>,
+    keyed: Option<(ConsistentHash, HashKey<Req>)>,
 }
 
 impl<Req, S: Service<Req>> Builder<Req, S> {
@@ -116,6 +119,7 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
             policy: ChannelPolicy::default(),
             replay: None,
             on_attempt: None,
+            keyed: None,
         }
     }
 
@@ -130,6 +134,64 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
     /// The load balancer (default [`P2c::peak_ewma`]).
     pub fn balancer(mut self, balancer: impl Balancer) -> Self {
         self.balancer = Box::new(balancer);
+        self
+    }
+
+    /// Request-keyed picking (default: none): `key` extracts a 64-bit hash
+    /// key from each request, and a request with a key goes to the endpoint
+    /// `hash` gives it ([`ConsistentHash::ring`] or
+    /// [`ConsistentHash::maglev`], with [bounded
+    /// loads](ConsistentHash::bounded_load) if set): the same endpoint for
+    /// the same key while the set does not change, and for a retry or a
+    /// hedge the next distinct endpoint in the table's order. A request
+    /// whose key is `None` goes to the ordinary [`balancer`](Self::balancer).
+    ///
+    /// The table is rebuilt when the set changes, off the discovery task
+    /// (a Maglev build takes milliseconds); until it is ready, the old table
+    /// is used for the endpoints it knows. With bounded loads the channel
+    /// keeps its in-flight total, so a pick does not sum it.
+    ///
+    /// The key's type is known, so a closure needs no annotation:
+    ///
+    /// ```
+    /// # use std::convert::Infallible;
+    /// use towline::balance::ConsistentHash;
+    /// use towline::discover::Static;
+    /// use towline::{Channel, Endpoint};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let connect = |ep: &Endpoint| {
+    /// #     let port = ep.addr.port();
+    /// #     tower::service_fn(move |_: (u64, &'static str)| async move { Ok::<_, Infallible>(port) })
+    /// # };
+    /// # let addrs: Vec<std::net::SocketAddr> =
+    /// #     (1..=5).map(|i| format!("127.0.0.1:{i}").parse().unwrap()).collect();
+    /// // Requests are (user id, body): all of a user's requests go to one
+    /// // endpoint, and no endpoint takes more than 1.25 × the average load.
+    /// let mut channel: Channel<(u64, &'static str), u16> = Channel::builder(connect)
+    ///     .discover(Static::new(addrs))
+    ///     .keyed(ConsistentHash::maglev().bounded_load(1.25)?, |req| Some(req.0))
+    ///     .build()?;
+    /// use tower::{Service, ServiceExt};
+    /// let first = channel.ready().await?.call((42, "GET /cart")).await?;
+    /// let again = channel.ready().await?.call((42, "GET /cart")).await?;
+    /// assert_eq!(first, again);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn keyed<F>(mut self, hash: ConsistentHash, key: F) -> Self
+    where
+        F: Fn(&Req) -> Option<u64> + Send + Sync + 'static,
+    {
+        self.keyed = Some((hash, Box::new(key)));
+        self
+    }
+
+    /// Slow start (default: off): see
+    /// [`ChannelPolicy::with_slow_start`] and [`crate::balance::slow_start`].
+    pub fn slow_start(mut self, slow_start: SlowStartSettings) -> Self {
+        self.policy = self.policy.with_slow_start(Some(slow_start));
         self
     }
 
@@ -315,7 +377,13 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
             self.replay.is_some(),
         )?;
         let balancer: Arc<dyn Balancer> = Arc::from(self.balancer);
-        let table = Arc::new(Table::<S>::new(&*balancer));
+        let (hash, hash_key) = match self.keyed {
+            Some((hash, key)) => (Some(hash), Some(key)),
+            None => (None, None),
+        };
+        let bounded = hash.as_ref().is_some_and(|h| h.bounded_factor().is_some());
+        let shared = Arc::new(SetShared::new(crate::clock::now(), bounded));
+        let table = Arc::new(Table::<S>::new(&*balancer, shared.clone()));
         let weak = Arc::downgrade(&table);
         let state = Arc::new(ChannelState::new(
             &self.name,
@@ -323,9 +391,12 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
             self.replay.is_some(),
             self.refresh,
             balancer,
+            shared,
             weak as std::sync::Weak<dyn Endpoints>,
         ));
-        let mut writer = TableWriter::new(table.clone(), self.connect, state.clone());
+        let (built_tx, mut built_rx) = tokio::sync::mpsc::unbounded_channel::<Built>();
+        let keyed = hash.map(|h| Keyed::new(h, built_tx));
+        let mut writer = TableWriter::new(table.clone(), self.connect, state.clone(), keyed);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let name = state.name.clone();
         runtime.spawn(async move {
@@ -334,6 +405,11 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
             loop {
                 let item = tokio::select! {
                     _ = &mut stopped => break,
+                    // A keyed table built off this task (never, without one).
+                    Some(built) = built_rx.recv() => {
+                        writer.keyed_built(built);
+                        continue;
+                    }
                     item = updates.next() => item,
                 };
                 let Some(mut item) = item else {
@@ -379,6 +455,7 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
             defers,
             replay: self.replay,
             on_attempt: self.on_attempt,
+            hash_key,
             initial_wait: self.initial_wait,
             _stop: stop,
         });

@@ -41,17 +41,18 @@ pub(crate) struct Rules {
     pub(crate) none_ejected: bool,
 }
 
-/// The endpoint for an attempt at `now`, with its breaker's admission when
-/// breakers are on; `None` when no endpoint can take it.
+/// The endpoint for an attempt picked `at` (its time and the request's
+/// hash key), with its breaker's admission when breakers are on; `None`
+/// when no endpoint can take it.
 pub(crate) fn choose<C: Candidates>(
     set: &C,
     balancer: &dyn Balancer,
     tried: &Tried,
     rules: Rules,
-    now: Instant,
+    at: PickContext<'_>,
     rng: &mut Rng,
 ) -> Option<(usize, Option<Admission>)> {
-    let at = PickContext::new(now);
+    let now = at.now;
     let admits = |i: usize| !set.ejected(i) || set.breaker(i).is_some_and(|b| b.would_admit(now));
     if tried.is_empty() && !rules.panic {
         // A first attempt: the usual case, with the least work per candidate.
@@ -180,12 +181,12 @@ mod tests {
         let mut rng = Rng::seeded(1);
         let mut tried = Tried::default();
         for _ in 0..3 {
-            let (i, a) = choose(&s, &*b, &tried, ON, now, &mut rng).unwrap();
+            let (i, a) = choose(&s, &*b, &tried, ON, PickContext::new(now), &mut rng).unwrap();
             assert!(!tried.contains(i) && a.is_some());
             tried.insert(i);
         }
         // All tried: one is chosen anyway.
-        assert!(choose(&s, &*b, &tried, ON, now, &mut rng).is_some());
+        assert!(choose(&s, &*b, &tried, ON, PickContext::new(now), &mut rng).is_some());
     }
 
     #[test]
@@ -197,20 +198,30 @@ mod tests {
         let mut rng = Rng::seeded(2);
         let none = Tried::default();
         for _ in 0..10 {
-            assert_eq!(choose(&s, &*b, &none, ON, now, &mut rng).unwrap().0, 0);
+            assert_eq!(
+                choose(&s, &*b, &none, ON, PickContext::new(now), &mut rng)
+                    .unwrap()
+                    .0,
+                0
+            );
         }
         // Open time passed: one probe, with an admission, then no more.
         let later = now + Duration::from_secs(1);
         let mut tried = Tried::default();
         tried.insert(0);
-        let (i, a) = choose(&s, &*b, &tried, ON, later, &mut rng).unwrap();
+        let (i, a) = choose(&s, &*b, &tried, ON, PickContext::new(later), &mut rng).unwrap();
         assert!(i == 1 && a.is_some_and(|a| a.is_probe()));
-        assert_eq!(choose(&s, &*b, &tried, ON, later, &mut rng).unwrap().0, 0);
+        assert_eq!(
+            choose(&s, &*b, &tried, ON, PickContext::new(later), &mut rng)
+                .unwrap()
+                .0,
+            0
+        );
         // Panic mode: both, the open one without its breaker's permission.
         let panic = Rules { panic: true, ..ON };
         let mut seen = [0; 2];
         for _ in 0..10 {
-            let (i, a) = choose(&s, &*b, &none, panic, later, &mut rng).unwrap();
+            let (i, a) = choose(&s, &*b, &none, panic, PickContext::new(later), &mut rng).unwrap();
             assert!(i == 0 || a.is_none());
             seen[i] += 1;
         }
@@ -232,7 +243,15 @@ mod tests {
         };
         let mut seen = [0; 2];
         for _ in 0..10 {
-            let (i, a) = choose(&s, &*b, &Tried::default(), off, now, &mut rng).unwrap();
+            let (i, a) = choose(
+                &s,
+                &*b,
+                &Tried::default(),
+                off,
+                PickContext::new(now),
+                &mut rng,
+            )
+            .unwrap();
             assert!(a.is_none());
             seen[i] += 1;
         }

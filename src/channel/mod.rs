@@ -71,6 +71,7 @@ mod ejection;
 mod engine;
 mod info;
 mod inner;
+mod keyed;
 mod resilient;
 mod service;
 mod settings;

@@ -19,6 +19,7 @@ use super::choose::{self, Candidates, choose};
 use super::inner::{Handle, Inner};
 use super::settings::ChannelPolicy;
 use super::table::Snapshot;
+use crate::balance::PickContext;
 use crate::error::{BoxError, Error};
 use crate::policy::breaker::CircuitBreaker;
 use crate::policy::call::{
@@ -53,6 +54,8 @@ struct Endpoints<'a, Req, S: Service<Req>> {
     span: &'a Span,
     /// Adaptive throttling refused an attempt of this call.
     throttled: Cell<bool>,
+    /// The request's hash key: every attempt of the call picks by it.
+    key: Option<u64>,
 }
 
 impl<'a, Req: 'static, S> Dispatch<Req> for Endpoints<'a, Req, S>
@@ -111,13 +114,16 @@ where
         // The current set, under a short-lived guard: the call holds only
         // the slots it sends to, and its tried set survives a new set.
         let snapshot = self.inner.table.current();
+        let at = PickContext::new(now)
+            .with_key(self.key)
+            .with_ramps(&snapshot.shared.ramps);
         let picked = with_thread_rng(|rng| {
             choose(
                 &**snapshot,
-                &*snapshot.balancer,
+                snapshot.balancer_for(self.key),
                 call.tried(),
                 rules,
-                now,
+                at,
                 rng,
             )
         });
@@ -213,6 +219,7 @@ where
         start,
         span: &span,
         throttled: Cell::new(false),
+        key: inner.key(&req),
     };
     Drive::new(endpoints, req, start, now).await
 }

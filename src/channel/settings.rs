@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::balance::SlowStartSettings;
 use crate::error::BuildError;
 use crate::policy::breaker::BreakerSettings;
 use crate::policy::hedge::HedgeSettings;
@@ -27,6 +28,11 @@ use crate::policy::timeout::positive;
 /// breakers, rather than crush a healthy minority (and asks discovery, through
 /// the refresh hint, to look again). The `towline_ejected_endpoints` gauge
 /// (label `channel`) tracks the ejected count.
+///
+/// Slow start (off by default): an endpoint added to a set that had
+/// endpoints, or back from ejection, gets a share of traffic that ramps up
+/// over a window (see [`crate::balance::slow_start`]), with round-robin,
+/// weighted and P2C balancers. Turning it off ends every ramp at once.
 ///
 /// Runtime tuning: [`PolicyHandle::set`](super::PolicyHandle::set) swaps the settings atomically; new
 /// calls use them, breakers keep their state (their thresholds are updated),
@@ -55,6 +61,7 @@ pub struct ChannelPolicy {
     throttle: Option<ThrottleSettings>,
     max_ejected_share: f64,
     panic_threshold: f64,
+    slow_start: Option<SlowStartSettings>,
 }
 
 impl Default for ChannelPolicy {
@@ -68,6 +75,7 @@ impl Default for ChannelPolicy {
             throttle: None,
             max_ejected_share: 0.5,
             panic_threshold: 0.5,
+            slow_start: None,
         }
     }
 }
@@ -131,8 +139,19 @@ impl ChannelPolicy {
         self
     }
 
+    /// Slow start for new endpoints and endpoints back from ejection
+    /// (default none; [`SlowStartSettings::default`] is a 30 s linear ramp
+    /// from 10% of the weight).
+    pub fn with_slow_start(mut self, slow_start: Option<SlowStartSettings>) -> Self {
+        self.slow_start = slow_start;
+        self
+    }
+
     /// Checks every setting.
     pub fn validate(&self) -> Result<(), BuildError> {
+        if let Some(s) = &self.slow_start {
+            s.validate()?;
+        }
         if let Some(t) = self.timeout {
             positive("timeout", t)?;
         }
@@ -205,6 +224,11 @@ impl ChannelPolicy {
     /// The panic threshold.
     pub fn panic_threshold(&self) -> f64 {
         self.panic_threshold
+    }
+
+    /// The slow-start settings, if slow start is on.
+    pub fn slow_start(&self) -> Option<&SlowStartSettings> {
+        self.slow_start.as_ref()
     }
 
     /// More than one attempt may be made per call.

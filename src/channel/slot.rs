@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::state::ChannelState;
+use super::table::SetShared;
 use crate::Endpoint;
 use crate::balance::{AttemptEnd, End, Load};
 use crate::classify::{Answered, Outcome, OutcomeSink};
@@ -28,6 +29,9 @@ pub(crate) struct Slot<S> {
     /// The channel's shared state: its balancer learns from this endpoint's
     /// attempts, and a breaker change recomputes ejections.
     pub(crate) state: Arc<ChannelState>,
+    /// The set state whose in-flight total this endpoint's attempts count
+    /// in, when the channel keeps one (bounded loads).
+    counted: Option<Arc<SetShared>>,
 }
 
 const FAILED: Outcome = Outcome::Failure { retryable: true };
@@ -48,6 +52,7 @@ impl<S> Slot<S> {
             ejected: AtomicBool::new(false),
             erroring: AtomicBool::new(false),
             endpoint,
+            counted: state.shared.counts_in_flight.then(|| state.shared.clone()),
             state,
         }
     }
@@ -56,6 +61,9 @@ impl<S> Slot<S> {
     #[inline]
     pub(crate) fn begin(&self) {
         self.load.start();
+        if let Some(set) = &self.counted {
+            set.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
         self.metrics.in_flight.increment(1.0);
     }
 
@@ -63,6 +71,9 @@ impl<S> Slot<S> {
     #[inline]
     pub(crate) fn leave(&self) {
         self.load.end();
+        if let Some(set) = &self.counted {
+            set.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
         self.metrics.in_flight.decrement(1.0);
     }
 

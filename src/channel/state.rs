@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 
 use super::ejection::{Health, Plan, plan};
 use super::settings::ChannelPolicy;
+use super::table::SetShared;
 use crate::balance::Balancer;
 use crate::discover::RefreshHint;
 use crate::error::BuildError;
@@ -64,6 +65,8 @@ pub(crate) struct ChannelState {
     /// The balancer as configured: it records attempt ends on loads (each
     /// snapshot has its own rebuilt copy for picks).
     pub(crate) balancer: Arc<dyn Balancer>,
+    /// The slow-start ramps and in-flight total every snapshot shares.
+    pub(crate) shared: Arc<SetShared>,
     /// Whether breakers exist (fixed at build).
     breakers: bool,
     /// Whether requests can be copied (fixed at build).
@@ -87,9 +90,11 @@ impl ChannelState {
         replayable: bool,
         refresh: Option<RefreshHint>,
         balancer: Arc<dyn Balancer>,
+        shared: Arc<SetShared>,
         table: Weak<dyn Endpoints>,
     ) -> Self {
         let start = crate::clock::now();
+        shared.ramps.configure(policy.slow_start());
         let retry = policy.retry().cloned().unwrap_or_default();
         let hedge = policy.hedge().cloned().unwrap_or_default();
         let label = || [("channel", name.to_string())];
@@ -110,6 +115,7 @@ impl ChannelState {
             hedge_metrics: HedgeMetrics::register(&label()),
             metrics: ChannelMetrics::new(name),
             balancer,
+            shared,
             breakers: policy.breaker().is_some(),
             replayable,
             panic: AtomicBool::new(false),
@@ -155,6 +161,7 @@ impl ChannelState {
 
     /// Makes `policy` the settings of new calls.
     pub(crate) fn store(&self, policy: ChannelPolicy) {
+        self.shared.ramps.configure(policy.slow_start());
         self.settings.store(Arc::new(policy));
         self.version.fetch_add(1, Ordering::Release);
     }

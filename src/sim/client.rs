@@ -38,6 +38,63 @@ pub(crate) struct ClientSpec {
     /// The caller's timeout: a call not answered by then is dropped
     /// (cancelled) and counts as failed. `None`: no limit.
     pub(crate) budget: Option<Duration>,
+    /// The hash keys requests carry, if any.
+    pub(crate) keys: Option<Keys>,
+}
+
+/// Request keys: `count` keys, the `r`-th most popular (from 0) drawn with
+/// probability proportional to `1 / (r + 1)^zipf` (0: uniform).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Keys {
+    pub(crate) count: u32,
+    pub(crate) zipf: f64,
+}
+
+/// Draws request keys: a rank by the cumulative distribution, then a key
+/// that is the rank mixed with a salt (so each seed places keys anew).
+pub(crate) struct KeyDraw {
+    cumulative: Vec<f64>,
+    salt: u64,
+    rng: Rng,
+    /// Where each key's table puts it (its home backend), for
+    /// configurations that pick by key.
+    homes: Option<Arc<crate::balance::ConsistentHash>>,
+}
+
+impl KeyDraw {
+    pub(crate) fn new(
+        keys: Keys,
+        salt: u64,
+        rng: Rng,
+        homes: Option<Arc<crate::balance::ConsistentHash>>,
+    ) -> Self {
+        let mut sum = 0.0;
+        let mut cumulative: Vec<f64> = (0..keys.count)
+            .map(|r| {
+                sum += (f64::from(r) + 1.0).powf(-keys.zipf);
+                sum
+            })
+            .collect();
+        cumulative.iter_mut().for_each(|c| *c /= sum);
+        KeyDraw {
+            cumulative,
+            salt,
+            rng,
+            homes,
+        }
+    }
+
+    /// The next request's key and home.
+    fn draw(&mut self) -> Call {
+        let u = self.rng.unit();
+        let rank = self.cumulative.partition_point(|&c| c <= u);
+        let rank = rank.min(self.cumulative.len() - 1) as u64;
+        let key = super::mix(self.salt, rank);
+        Call {
+            key: Some(key),
+            home: self.homes.as_ref().and_then(|h| h.home(key)),
+        }
+    }
 }
 
 /// tower's balancer behind its `Buffer`, type-erased.
@@ -57,14 +114,12 @@ impl Caller {
     /// One call; true when it succeeded. (Boxed here, where the future's
     /// type is known: spawning tower's `Buffer` future through further
     /// `async` layers trips the compiler's `Send` inference on `BoxError`.)
-    fn call(self) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+    fn call(self, req: Call) -> Pin<Box<dyn Future<Output = bool> + Send>> {
         match self {
-            Caller::Towline(channel) => {
-                Box::pin(async move { channel.oneshot(Call).await.is_ok() })
-            }
+            Caller::Towline(channel) => Box::pin(async move { channel.oneshot(req).await.is_ok() }),
             Caller::Tower(service) => {
                 let call: Pin<Box<dyn Future<Output = Result<Reply, BoxError>> + Send>> =
-                    Box::pin(service.oneshot(Call));
+                    Box::pin(service.oneshot(req));
                 Box::pin(async move { call.await.is_ok() })
             }
         }
@@ -82,6 +137,7 @@ pub(crate) struct Client {
     pub(crate) epoch: Instant,
     pub(crate) record: Arc<Mutex<Recorder>>,
     throttle: Option<SharedThrottle>,
+    keys: Option<Arc<Mutex<KeyDraw>>>,
 }
 
 impl Client {
@@ -92,6 +148,7 @@ impl Client {
         record: Arc<Mutex<Recorder>>,
         throttle: Option<ThrottleSettings>,
         seed: u64,
+        keys: Option<KeyDraw>,
     ) -> Self {
         let throttle = throttle.map(|settings| {
             let state = Throttle::new(&settings, epoch.into_std());
@@ -103,6 +160,7 @@ impl Client {
             epoch,
             record,
             throttle,
+            keys: keys.map(|k| Arc::new(Mutex::new(k))),
         }
     }
 
@@ -174,8 +232,12 @@ impl Client {
                 return;
             }
         }
+        let req = match &self.keys {
+            Some(keys) => keys.lock().draw(),
+            None => Call::default(),
+        };
         let started = Instant::now();
-        let call = self.caller.call();
+        let call = self.caller.call(req);
         let ok = match self.budget {
             Some(budget) => tokio::time::timeout(budget, call).await.unwrap_or(false),
             None => call.await,

@@ -105,6 +105,18 @@ pub(crate) struct FileBackend {
     #[serde(default)]
     pub(crate) phases: Vec<FilePhase>,
     pub(crate) drift: Option<FileDrift>,
+    pub(crate) join: Option<Dur>,
+    pub(crate) cold: Option<FileCold>,
+}
+
+/// A cold start: latency `factor` times the normal one until `hold` after
+/// the backend starts, back to normal linearly by `warm_by`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileCold {
+    pub(crate) factor: f64,
+    pub(crate) hold: Dur,
+    pub(crate) warm_by: Dur,
 }
 
 /// A timed change to a backend group.
@@ -156,6 +168,16 @@ pub(crate) struct FileClient {
     pub(crate) rate: Option<f64>,
     pub(crate) concurrency: Option<u32>,
     pub(crate) budget: Option<Dur>,
+    pub(crate) keys: Option<FileKeys>,
+}
+
+/// Request keys: `count` keys with Zipf popularity of exponent `zipf`
+/// (default 0: uniform).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileKeys {
+    pub(crate) count: u32,
+    pub(crate) zipf: Option<f64>,
 }
 
 /// A balancer name.
@@ -197,6 +219,33 @@ pub(crate) struct FileConfig {
     pub(crate) panic_threshold: Option<f64>,
     pub(crate) throttle: Option<FileThrottle>,
     pub(crate) caller_throttle: Option<FileThrottle>,
+    pub(crate) slow_start: Option<FileSlowStart>,
+    pub(crate) hash: Option<FileHash>,
+}
+
+/// Slow start; each field defaults to `SlowStartSettings::default()`'s.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileSlowStart {
+    pub(crate) window: Option<Dur>,
+    pub(crate) aggression: Option<f64>,
+    pub(crate) min_weight: Option<f64>,
+}
+
+/// Picking by the requests' keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileHash {
+    pub(crate) table: FileHashTable,
+    pub(crate) bounded_load: Option<f64>,
+}
+
+/// A consistent-hash table.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum FileHashTable {
+    Maglev,
+    Ring,
 }
 
 /// Retry settings; each field defaults to `RetrySettings::default()`'s.

@@ -119,6 +119,7 @@
 mod backend;
 mod client;
 mod convert;
+mod convert_policy;
 mod format;
 mod latency;
 mod plot;
@@ -127,6 +128,8 @@ mod report;
 mod runner;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_keys;
 
 use std::fmt;
 use std::path::Path;

@@ -29,7 +29,25 @@ pub(crate) struct Recorder {
     ejected_now: Vec<bool>,
     /// Requests started and not yet finished.
     pub(crate) outstanding: u64,
+    /// Every request by arrival: when it arrived (ms) and how long it took
+    /// to succeed (µs), [`FAILED`] if it did not.
+    pub(crate) timed: Vec<(u32, u32)>,
+    /// Attempts in flight on each backend now, and in all.
+    in_flight: Vec<u32>,
+    in_flight_total: u32,
+    /// After the warm-up, for each in-flight total seen when an attempt
+    /// arrived (that attempt included), the most its backend then held.
+    pub(crate) peak_by_total: Vec<u32>,
+    /// After the warm-up, the most attempts each backend held at once.
+    pub(crate) peak_in_flight: Vec<u32>,
+    /// Attempts after the warm-up that carried a home (keyed), and of
+    /// those the ones that reached it.
+    pub(crate) keyed_attempts: u64,
+    pub(crate) home_attempts: u64,
 }
+
+/// A request that did not succeed, in [`Recorder::timed`].
+pub(crate) const FAILED: u32 = u32::MAX;
 
 /// One endpoint leaving a client's rotation (its breaker opened).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +77,13 @@ impl Recorder {
             ejections: Vec::new(),
             ejected_now: vec![false; backends * clients],
             outstanding: 0,
+            timed: Vec::new(),
+            in_flight: vec![0; backends],
+            in_flight_total: 0,
+            peak_by_total: Vec::new(),
+            peak_in_flight: vec![0; backends],
+            keyed_attempts: 0,
+            home_attempts: 0,
         }
     }
 
@@ -76,14 +101,36 @@ impl Recorder {
         }
     }
 
-    /// An attempt reached backend `backend` at `t`.
-    pub(crate) fn attempt(&mut self, t: Duration, backend: usize) {
+    /// An attempt reached backend `backend` at `t`; `home` says whether
+    /// it is its key's home, when it has one.
+    pub(crate) fn attempt(&mut self, t: Duration, backend: usize, home: Option<bool>) {
         let b = self.bucket(t);
         self.grow(b);
         self.attempts[b * self.backends + backend] += 1;
+        self.in_flight[backend] += 1;
+        self.in_flight_total += 1;
         if t >= self.warmup {
             self.measured_attempts += 1;
+            let total = self.in_flight_total as usize;
+            if self.peak_by_total.len() <= total {
+                self.peak_by_total.resize(total + 1, 0);
+            }
+            let held = self.in_flight[backend];
+            let peak = &mut self.peak_by_total[total];
+            *peak = (*peak).max(held);
+            let peak = &mut self.peak_in_flight[backend];
+            *peak = (*peak).max(held);
+            if let Some(at_home) = home {
+                self.keyed_attempts += 1;
+                self.home_attempts += u64::from(at_home);
+            }
         }
+    }
+
+    /// An attempt on `backend` is no longer in flight.
+    pub(crate) fn attempt_done(&mut self, backend: usize) {
+        self.in_flight[backend] = self.in_flight[backend].saturating_sub(1);
+        self.in_flight_total = self.in_flight_total.saturating_sub(1);
     }
 
     /// A request arrived (it is now outstanding).
@@ -104,6 +151,12 @@ impl Recorder {
         if ok {
             self.latency_sums_us[b] += took.as_micros() as u64;
         }
+        let us = if ok {
+            took.as_micros().min(u128::from(FAILED - 1)) as u32
+        } else {
+            FAILED
+        };
+        self.timed.push((arrived.as_millis() as u32, us));
         if arrived >= self.warmup {
             self.measured_requests += 1;
             if ok {

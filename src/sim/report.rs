@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::Scenario;
-use super::record::{Ejection, Recorder};
+use super::record::{Ejection, FAILED, Recorder};
 use super::runner::{ConfigSpec, Stack};
 
 /// The results of one configuration at one load.
@@ -94,6 +94,82 @@ impl Run {
         let rank = ((q * n as f64).ceil() as u64).clamp(1, n) - 1;
         let us = self.record.latencies_us.get(rank as usize)?;
         Some(Duration::from_micros(*us))
+    }
+
+    /// As [`latency`](Self::latency), over the requests that arrived from
+    /// `from` to `to` (warm-up or not).
+    pub fn latency_between(&self, q: f64, from: Duration, to: Duration) -> Option<Duration> {
+        let (from, to) = (from.as_millis(), to.as_millis());
+        let mut took: Vec<u32> = self
+            .record
+            .timed
+            .iter()
+            .filter(|(at, _)| (from..to).contains(&u128::from(*at)))
+            .map(|&(_, us)| us)
+            .collect();
+        if took.is_empty() {
+            return None;
+        }
+        took.sort_unstable();
+        let n = took.len();
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
+        let us = took[rank];
+        (us != FAILED).then(|| Duration::from_micros(u64::from(us)))
+    }
+
+    /// Requests that arrived from `from` to `to`.
+    pub fn requests_between(&self, from: Duration, to: Duration) -> usize {
+        let (from, to) = (from.as_millis(), to.as_millis());
+        let timed = &self.record.timed;
+        timed
+            .iter()
+            .filter(|(at, _)| (from..to).contains(&u128::from(*at)))
+            .count()
+    }
+
+    /// Of the attempts after the warm-up that carried a key, the share
+    /// that reached the key's home backend (for configurations that pick
+    /// by key; `None` otherwise).
+    pub fn home_share(&self) -> Option<f64> {
+        let r = &self.record;
+        (r.keyed_attempts > 0).then(|| ratio(r.home_attempts, r.keyed_attempts))
+    }
+
+    /// After the warm-up, by total: for each count `P` of attempts in
+    /// flight over all backends when an attempt arrived (that attempt
+    /// included), the most attempts its backend then held (0 where no
+    /// attempt arrived at that total). A backend's count runs from the call
+    /// until the caller takes the answer or drops the attempt, as the
+    /// channel counts it; with one client, these are the channel's counts.
+    pub fn peak_in_flight_by_total(&self) -> &[u32] {
+        &self.record.peak_by_total
+    }
+
+    /// The most attempts backend `backend` held at once after the warm-up
+    /// (counted as [`peak_in_flight_by_total`](Self::peak_in_flight_by_total)
+    /// counts them).
+    pub fn peak_in_flight(&self, backend: usize) -> u32 {
+        self.record
+            .peak_in_flight
+            .get(backend)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The most any arriving attempt's backend held above
+    /// `⌈c × P / endpoints⌉` (`P` the total in flight, that attempt
+    /// included): at most zero when no backend ever exceeded `c` times the
+    /// average at an arrival.
+    pub fn in_flight_over_bound(&self, c: f64, endpoints: usize) -> i64 {
+        let n = endpoints.max(1) as f64;
+        self.record
+            .peak_by_total
+            .iter()
+            .enumerate()
+            .filter(|&(_, &peak)| peak > 0)
+            .map(|(total, &peak)| i64::from(peak) - (c * total as f64 / n - 1e-9).ceil() as i64)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The mean latency of the successful requests.

@@ -4,6 +4,7 @@
 mod basics;
 mod ejection;
 mod hedging;
+mod keyed;
 mod policy;
 mod report;
 mod spans;
