@@ -133,8 +133,7 @@ use bounded::Bound;
 pub(crate) use remap::{Remap, Tracker};
 
 /// A consistent-hash balancer: a ring or a Maglev table over the endpoint
-/// set, picking by a 64-bit request key. See the [module docs](self) for
-/// the formulas.
+/// set, picking by a 64-bit request key (formulas in the [module docs](self)).
 ///
 /// Built empty by [`ring`](Self::ring) or [`maglev`](Self::maglev) (these
 /// carry only the settings), then [`rebuild`](Self::rebuild) for each
