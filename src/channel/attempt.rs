@@ -37,6 +37,8 @@ pub(crate) struct Attempt<'a, Req, S: Service<Req>> {
     step: Step<S, Req>,
     started: Instant,
     admission: Option<Admission>,
+    /// Holds a place under the endpoint's concurrency limit.
+    placed: bool,
     span: Span,
 }
 
@@ -46,6 +48,8 @@ where
 {
     /// Starts attempt `number` of `kind` on `slot` at `started` (runs the
     /// hook, marks the attempt in flight, opens its span under `call`).
+    /// `placed`: it holds a place under the endpoint's concurrency limit,
+    /// given back when it ends.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         inner: &'a Inner<Req, S>,
@@ -56,6 +60,7 @@ where
         started: Instant,
         cut: Option<Instant>,
         admission: Option<Admission>,
+        placed: bool,
         call: &Span,
     ) -> Self {
         if let Some(hook) = &inner.on_attempt {
@@ -83,6 +88,7 @@ where
             number,
             started,
             admission,
+            placed,
             span,
         }
     }
@@ -110,10 +116,11 @@ where
         this.step.set(Step::Done);
         this.slot.leave();
         let elapsed = at.saturating_duration_since(*this.started);
-        this.slot.record(
-            &AttemptEnd::new(End::TimedOut, elapsed, at),
-            this.admission.take(),
-        );
+        let end = AttemptEnd::new(End::TimedOut, elapsed, at);
+        if std::mem::take(this.placed) {
+            this.slot.leave_limit(&end);
+        }
+        this.slot.record(&end, this.admission.take());
         this.span.record("outcome", "timeout");
     }
 }
@@ -141,6 +148,10 @@ where
         let outcome = this.inner.classify.classify(&result);
         slot.leave();
         let admission = this.admission.take();
+        let end = AttemptEnd::new(End::Response(outcome), elapsed, at);
+        if std::mem::take(this.placed) {
+            slot.leave_limit(&end);
+        }
         match &mut result {
             Ok(response) if this.inner.defers => {
                 let answered = Answered {
@@ -152,10 +163,7 @@ where
                 let report = OutcomeReport::new(sink, answered, outcome);
                 this.inner.classify.defer(response, report);
             }
-            _ => slot.record(
-                &AttemptEnd::new(End::Response(outcome), elapsed, at),
-                admission,
-            ),
+            _ => slot.record(&end, admission),
         }
         this.inner.note_service_error(slot, result.is_err());
         this.span.record("outcome", outcome_name(outcome));
@@ -180,14 +188,15 @@ impl<Req, S: Service<Req>> PinnedDrop for Attempt<'_, Req, S> {
         // answered the call. The time it ran is still a latency sample.
         let at = crate::clock::now();
         this.slot.leave();
-        this.slot.record(
-            &AttemptEnd::new(
-                End::Cancelled,
-                at.saturating_duration_since(*this.started),
-                at,
-            ),
-            this.admission.take(),
+        let end = AttemptEnd::new(
+            End::Cancelled,
+            at.saturating_duration_since(*this.started),
+            at,
         );
+        if std::mem::take(this.placed) {
+            this.slot.leave_limit(&end);
+        }
+        this.slot.record(&end, this.admission.take());
         this.span.record("outcome", "cancelled");
     }
 }

@@ -20,6 +20,7 @@ use crate::classify::{Classify, DefaultClassify, Outcome};
 use crate::discover::{Discover, DiscoverError, RefreshHint, Update};
 use crate::policy::breaker::BreakerSettings;
 use crate::policy::hedge::HedgeSettings;
+use crate::policy::limit::LimitSettings;
 use crate::policy::replay::Replay;
 use crate::policy::retry::RetrySettings;
 use crate::{BoxError, BuildError, Endpoint};
@@ -222,6 +223,56 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
         self
     }
 
+    /// A limit on the channel's calls in flight, learned from their latency
+    /// (default none): see [`crate::policy::limit`] for the algorithms and
+    /// their defaults. A call over the limit fails at once with
+    /// [`Error::Overloaded`](crate::Error::Overloaded) (or waits in the
+    /// limit's queue, when it has one). Its state is in
+    /// [`PolicyHandle::concurrency_limit`](super::PolicyHandle::concurrency_limit).
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use tower::{Service, ServiceExt};
+    /// use towline::policy::limit::{LimitAlgorithm, LimitSettings};
+    /// use towline::{Channel, Endpoint, Error};
+    /// use towline::discover::Static;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let slow = |_: &Endpoint| tower::service_fn(|x: u32| async move {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    ///     Ok::<_, Infallible>(x)
+    /// });
+    /// // A fixed limit of one call, for the example (the default
+    /// // `LimitSettings::default()` learns its limit).
+    /// let mut channel: Channel<u32, u32> = Channel::builder(slow)
+    ///     .discover(Static::new(["127.0.0.1:80".parse::<std::net::SocketAddr>()?]))
+    ///     .concurrency_limit(LimitSettings::new(LimitAlgorithm::Fixed(1)))
+    ///     .build()?;
+    /// let first = channel.call(1);
+    /// // The second call is over the limit: refused at once.
+    /// assert!(matches!(channel.call(2).await, Err(Error::Overloaded)));
+    /// assert_eq!(first.await?, 1);
+    /// let limit = channel.policy_handle().concurrency_limit().unwrap();
+    /// assert_eq!((limit.limit(), limit.rejected()), (1, 1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn concurrency_limit(mut self, limit: LimitSettings) -> Self {
+        self.policy = self.policy.with_concurrency_limit(Some(limit));
+        self
+    }
+
+    /// A limit on each endpoint's attempts in flight, each endpoint
+    /// learning its own (default none): picks go to endpoints with room,
+    /// and a call finding none fails with
+    /// [`Error::Overloaded`](crate::Error::Overloaded). States in
+    /// [`PolicyHandle::endpoint_concurrency_limits`](super::PolicyHandle::endpoint_concurrency_limits).
+    pub fn endpoint_concurrency_limit(mut self, limit: LimitSettings) -> Self {
+        self.policy = self.policy.with_endpoint_concurrency_limit(Some(limit));
+        self
+    }
+
     /// The largest share of endpoints ejected at once (default 0.5).
     pub fn max_ejected_share(mut self, share: f64) -> Self {
         self.policy = self.policy.with_max_ejected_share(share);
@@ -300,6 +351,7 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
         ChannelState::check(
             &self.policy,
             self.policy.breaker().is_some(),
+            self.policy.endpoint_concurrency_limit().is_some(),
             self.replay.is_some(),
         )?;
         let balancer: Arc<dyn Balancer> = Arc::from(self.balancer);

@@ -71,6 +71,7 @@ mod ejection;
 mod engine;
 mod info;
 mod inner;
+mod limits;
 mod resilient;
 mod service;
 mod settings;

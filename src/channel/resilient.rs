@@ -6,6 +6,7 @@
 //! the endpoints it tried by identity, so a retry avoids them even if the
 //! set changed in between. Nothing here allocates unless a hedge is sent.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use tracing::Span;
 use super::attempt::{Attempt, outcome_name};
 use super::choose::{self, Candidates, choose};
 use super::inner::{Handle, Inner};
+use super::limits::{Entry, Place, settle};
 use super::settings::ChannelPolicy;
 use super::table::Snapshot;
 use crate::error::{BoxError, Error};
@@ -24,6 +26,7 @@ use crate::policy::call::{
     AttemptKind, Call, Hedging, NotSent, Refused, Retrying, Rules, SendAttempt,
 };
 use crate::policy::drive::{Dispatch, Drive};
+use crate::policy::limit::Limiter;
 use crate::rng::with_thread_rng;
 
 impl<S> Candidates for Snapshot<S> {
@@ -41,6 +44,11 @@ impl<S> Candidates for Snapshot<S> {
     fn breaker(&self, i: usize) -> Option<&CircuitBreaker> {
         self.slot(i).breaker.as_ref()
     }
+
+    #[inline]
+    fn limiter(&self, i: usize) -> Option<&Limiter> {
+        self.slot(i).limiter.as_deref()
+    }
 }
 
 /// Where a channel call's attempts go.
@@ -49,6 +57,11 @@ struct Endpoints<'a, Req, S: Service<Req>> {
     settings: &'a ChannelPolicy,
     start: Instant,
     span: &'a Span,
+    /// The call's place under the channel's limit, settled with its result.
+    place: Cell<Place>,
+    /// The last attempt found endpoints but none with room under its
+    /// limit.
+    full: Cell<bool>,
 }
 
 impl<'a, Req: 'static, S> Dispatch<Req> for Endpoints<'a, Req, S>
@@ -93,6 +106,7 @@ where
             breakers: self.settings.breaker().is_some(),
             panic: state.panicking(),
             none_ejected: state.ejected() == 0,
+            limits: self.settings.endpoint_concurrency_limit().is_some(),
         };
         // The current set, under a short-lived guard: the call holds only
         // the slots it sends to, and its tried set survives a new set.
@@ -107,10 +121,13 @@ where
                 rng,
             )
         });
-        let Some((index, admission)) = picked else {
+        let Some(chosen) = picked else {
+            // Endpoints there, but none with room: overloaded, not absent.
+            self.full
+                .set(rules.limits && snapshot.slots().any(|s| s.limiter.is_some()));
             return Err(NotSent::NoEndpoint);
         };
-        let slot = snapshot.slot(index).clone();
+        let slot = snapshot.slot(chosen.index).clone();
         drop(snapshot);
         let id = Arc::as_ptr(&slot) as usize;
         let attempt = Attempt::new(
@@ -121,7 +138,8 @@ where
             send.kind,
             now,
             send.cut,
-            admission,
+            chosen.admission,
+            chosen.placed,
             self.span,
         );
         Ok((attempt, Some(id)))
@@ -132,6 +150,10 @@ where
     }
 
     fn no_endpoint(&self) -> Error {
+        if self.full.get() {
+            self.inner.state.endpoints_full();
+            return Error::Overloaded;
+        }
         self.inner.no_endpoint()
     }
 
@@ -163,6 +185,21 @@ where
         state.metrics.record_call(outcome, took);
         self.span.record("outcome", outcome_name(outcome));
     }
+
+    fn on_result(
+        &self,
+        call: &Call,
+        now: Instant,
+        answered_in: Option<Duration>,
+        result: &Result<S::Response, Error>,
+    ) {
+        let place = self.place.take();
+        if place.is_some() {
+            let timed_out = result.as_ref().is_err_and(Error::is_timeout);
+            let rtt = answered_in.unwrap_or_else(|| now.saturating_duration_since(self.start));
+            settle(place, call.last_outcome(), timed_out, rtt, now);
+        }
+    }
 }
 
 /// A call under the channel's policies.
@@ -170,12 +207,14 @@ pub(crate) async fn call<Req: 'static, S>(
     handle: Arc<Handle<Req, S>>,
     req: Req,
     span: Span,
+    entry: Entry,
 ) -> Result<S::Response, Error>
 where
     S: Service<Req> + Clone + Send + Sync + 'static,
     S::Response: 'static,
     S::Error: Into<BoxError> + 'static,
 {
+    let place = entry.enter().await?;
     let inner = &*handle.inner;
     let start = crate::clock::now();
     let now = if inner.table.is_populated() {
@@ -193,6 +232,8 @@ where
         settings,
         start,
         span: &span,
+        place: Cell::new(place),
+        full: Cell::new(false),
     };
     Drive::new(endpoints, req, start, now).await
 }

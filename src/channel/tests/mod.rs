@@ -4,6 +4,7 @@
 mod basics;
 mod ejection;
 mod hedging;
+mod limits;
 mod policy;
 mod report;
 mod spans;

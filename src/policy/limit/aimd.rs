@@ -99,6 +99,22 @@ impl Aimd {
         self.limit.round() as usize
     }
 
+    /// Takes new settings, keeping the limit (within the new bounds). The
+    /// settings must be valid.
+    pub fn retune(&mut self, settings: AimdSettings) {
+        self.limit = self
+            .limit
+            .clamp(settings.min_limit as f64, settings.max_limit as f64);
+        self.settings = settings;
+    }
+
+    /// Sets the limit (within the bounds): for a limiter that switches to
+    /// this algorithm.
+    pub fn resume_at(&mut self, limit: usize) {
+        let s = &self.settings;
+        self.limit = (limit as f64).clamp(s.min_limit as f64, s.max_limit as f64);
+    }
+
     /// Records one finished call at `now`. Returns whether the limit
     /// moved.
     pub fn on_sample(&mut self, sample: Sample, now: Instant) -> bool {

@@ -223,6 +223,23 @@ impl Gradient {
         self.next_probe
     }
 
+    /// Takes new settings, keeping the state: the limit (within the new
+    /// bounds), the baseline, the window in progress and the next probe.
+    /// The settings must be valid.
+    pub fn retune(&mut self, settings: GradientSettings) {
+        self.limit = self
+            .limit
+            .clamp(settings.min_limit as f64, settings.max_limit as f64);
+        self.settings = settings;
+    }
+
+    /// Sets the limit to hold once the probe in progress ends (within the
+    /// bounds): for a limiter that switches to this algorithm.
+    pub fn resume_at(&mut self, limit: usize) {
+        let s = &self.settings;
+        self.limit = (limit as f64).clamp(s.min_limit as f64, s.max_limit as f64);
+    }
+
     /// Records one finished call at `now`. Returns whether the limit in
     /// force or the baseline may have changed (a probe began or ended, or a
     /// window closed); `false` when the sample was only accumulated.

@@ -100,6 +100,7 @@ pub use aimd::{Aimd, AimdSettings};
 pub use gradient::{Gradient, GradientSettings};
 pub use layer::{AdaptiveLimit, AdaptiveLimitFuture, AdaptiveLimitLayer};
 pub use limiter::LimitHandle;
+pub(crate) use limiter::{Admission, Limiter, Permit};
 
 use crate::error::BuildError;
 use crate::rng::Rng;
@@ -250,6 +251,24 @@ impl Core {
         match self {
             Core::Gradient(g) => g.min_rtt(),
             _ => None,
+        }
+    }
+
+    /// Takes new settings, keeping the limit in force and the baseline
+    /// where the algorithm allows (see `Limiter::retune`).
+    pub(crate) fn retune(&mut self, settings: &LimitSettings, now: Instant) {
+        match (&mut *self, &settings.algorithm) {
+            (Core::Gradient(g), LimitAlgorithm::Gradient(s)) => g.retune(s.clone()),
+            (Core::Aimd(a), LimitAlgorithm::Aimd(s)) => a.retune(s.clone()),
+            (core, _) => {
+                let limit = core.limit();
+                *core = Core::new(settings, now);
+                match core {
+                    Core::Gradient(g) => g.resume_at(limit),
+                    Core::Aimd(a) => a.resume_at(limit),
+                    Core::Fixed(_) => {}
+                }
+            }
         }
     }
 
