@@ -16,7 +16,8 @@
 //! `towline/N` and `tower/N` (one task calling a P2C peak-EWMA channel of N
 //! endpoints, and tower's `Balance<PeakEwma>` over the same service),
 //! `bare` and `full` (8 endpoints, no policy and every policy armed but
-//! not firing).
+//! not firing), `limit` and `limit_fixed` (8 endpoints, no policy but the
+//! channel's concurrency limit, adaptive and fixed, never limiting).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use towline::balance::P2c;
 use towline::discover::Static;
 use towline::policy::breaker::BreakerSettings;
 use towline::policy::hedge::{HedgeDelay, HedgeSettings};
+use towline::policy::limit::{LimitAlgorithm, LimitSettings};
 use towline::policy::replay::CloneReplay;
 use towline::policy::retry::RetrySettings;
 use towline::{Channel, Endpoint};
@@ -86,11 +88,15 @@ fn main() {
                 let mut balance = Balance::new(ServiceList::new(services));
                 calls(&mut balance, n).await
             }
-            "towline" | "bare" | "full" => {
+            "towline" | "bare" | "full" | "limit" | "limit_fixed" => {
                 let builder = Channel::builder(|_: &Endpoint| Echo)
                     .discover(Static::new(addrs(size)))
                     .balancer(P2c::peak_ewma());
-                let builder = if kind == "full" {
+                let builder = if kind == "limit" {
+                    builder.concurrency_limit(LimitSettings::default())
+                } else if kind == "limit_fixed" {
+                    builder.concurrency_limit(LimitSettings::new(LimitAlgorithm::Fixed(1000)))
+                } else if kind == "full" {
                     builder
                         .replayer(CloneReplay)
                         .timeout(Duration::from_secs(1))

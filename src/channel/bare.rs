@@ -9,7 +9,7 @@ use tracing::Span;
 
 use super::attempt::{Attempt, outcome_name};
 use super::inner::Handle;
-use super::limits::{Entry, settle};
+use super::limits::Entry;
 use super::slot::Slot;
 use super::state::ChannelState;
 use super::table::Snapshot;
@@ -52,7 +52,7 @@ where
     S::Response: 'static,
     S::Error: Into<BoxError> + 'static,
 {
-    let place = entry.enter().await?;
+    let place = entry.enter(handle.limiter.as_deref()).await?;
     let inner = &*handle.inner;
     let start = crate::clock::now();
     let picked = {
@@ -84,7 +84,7 @@ where
         Ended::Answered(outcome) => (outcome, false),
         Ended::TimedOut => (Outcome::Failure { retryable: true }, true),
     };
-    settle(place, outcome, timed_out, finished.elapsed, finished.at);
+    place.settle(outcome, timed_out, finished.elapsed, finished.at);
     inner.state.metrics.record_call(outcome, finished.elapsed);
     span.record("outcome", outcome_name(outcome));
     // A response the classifier called a failure is still the caller's

@@ -52,7 +52,7 @@ where
         );
         // A place under the channel's limit first: a refused call fails
         // without being started, and allocates nothing.
-        let Some(entry) = Entry::ask(self.limiter.as_ref()) else {
+        let Some(entry) = Entry::ask(self.limiter.as_deref()) else {
             span.record("outcome", "refused");
             return ResponseFuture { inner: None, span };
         };

@@ -6,76 +6,103 @@
 //! (retries and hedges included: the limit counts what callers wait on);
 //! refused, it fails with [`Error::Overloaded`] without being started (no
 //! allocation, no attempt, no retry); with a queue configured, it waits
-//! there first. When it ends, [`settle`] feeds the limiter the time the
-//! answering attempt took, from the attempt's own timestamps: a success is
-//! a latency sample, an overloaded answer or a timeout a drop, any other
-//! failure nothing. A call dropped by its caller gives its place back
-//! without a sample.
+//! there first. When it ends, [`Held::settle`] feeds the limiter the time
+//! the answering attempt took, from the attempt's own timestamps: a
+//! success is a latency sample, an overloaded answer or a timeout a drop,
+//! any other failure nothing. A call dropped by its caller gives its place
+//! back without a sample.
+//!
+//! The place is a borrow of the limiter the call's handle holds, not a
+//! reference count of its own: an admitted call costs the limiter's two
+//! atomic updates (take, give back) and nothing more.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::classify::Outcome;
 use crate::error::Error;
-use crate::policy::limit::{Admission, Limiter, Permit};
-
-/// A call's place under the channel's limit.
-pub(crate) type Place = Option<Permit<Arc<Limiter>>>;
+use crate::policy::limit::Limiter;
 
 /// Where a new call stands with the channel's limiter when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Entry {
     /// No limit.
     Free,
     /// Admitted: it holds a place.
-    Admitted(Permit<Arc<Limiter>>),
+    Admitted,
     /// Over the limit, with a queue to wait in.
-    Queued(Arc<Limiter>),
+    Queued,
 }
 
 impl Entry {
     /// Asks `limiter` for a place; `None` when the call is refused (the
     /// refusal is counted).
     #[inline]
-    pub(crate) fn ask(limiter: Option<&Arc<Limiter>>) -> Option<Entry> {
+    pub(crate) fn ask(limiter: Option<&Limiter>) -> Option<Entry> {
         let Some(limiter) = limiter else {
             return Some(Entry::Free);
         };
-        match Limiter::admit(limiter) {
-            Admission::Now(permit) => Some(Entry::Admitted(permit)),
-            Admission::Wait => Some(Entry::Queued(limiter.clone())),
-            Admission::Refused => None,
+        let queue = limiter.queue_length();
+        // With a queue, a new call does not pass calls already waiting.
+        if (queue == 0 || !limiter.has_waiters()) && limiter.try_enter() {
+            return Some(Entry::Admitted);
         }
+        if queue > 0 {
+            return Some(Entry::Queued);
+        }
+        limiter.refuse();
+        None
     }
 
-    /// The call's place, once it has one: at once, or after waiting in
-    /// the queue; [`Error::Overloaded`] when the wait fails.
+    /// The call's place under `limiter` (the one it asked), once it has
+    /// one: at once, or after waiting in the queue; [`Error::Overloaded`]
+    /// when the wait fails.
     #[inline]
-    pub(crate) async fn enter(self) -> Result<Place, Error> {
-        match self {
-            Entry::Free => Ok(None),
-            Entry::Admitted(permit) => Ok(Some(permit)),
-            Entry::Queued(limiter) => match limiter.wait().await {
-                Some(permit) => Ok(Some(permit)),
-                None => Err(Error::Overloaded),
-            },
+    pub(crate) async fn enter(self, limiter: Option<&Limiter>) -> Result<Held<'_>, Error> {
+        let limiter = match (self, limiter) {
+            (Entry::Admitted, Some(l)) => l,
+            (Entry::Queued, Some(l)) if l.wait_for_room().await => l,
+            (Entry::Queued, Some(_)) => return Err(Error::Overloaded),
+            _ => return Ok(Held(None)),
+        };
+        Ok(Held(Some(limiter)))
+    }
+}
+
+/// A call's place under the channel's limit (or none, without a limit):
+/// given back when dropped.
+pub(crate) struct Held<'a>(Option<&'a Limiter>);
+
+impl Held<'_> {
+    /// Whether the call holds a place.
+    #[inline]
+    pub(crate) fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Ends the place: `outcome` is the classifier's for the attempt that
+    /// ended the call, `timed_out` whether the call ended in a timeout (the
+    /// attempt's or the deadline), `rtt` how long the answering attempt
+    /// ran and `now` when it ended.
+    #[inline]
+    pub(crate) fn settle(mut self, outcome: Outcome, timed_out: bool, rtt: Duration, now: Instant) {
+        let Some(limiter) = self.0.take() else {
+            return;
+        };
+        if timed_out || outcome.is_overloaded() {
+            limiter.leave_after(true, rtt, now);
+        } else if outcome.is_success() {
+            limiter.leave_after(false, rtt, now);
+        } else {
+            // Any other failure says nothing about overload.
+            limiter.leave();
         }
     }
 }
 
-/// Ends a call's place: `outcome` is the classifier's for the attempt that
-/// ended the call, `timed_out` whether the call ended in a timeout (the
-/// attempt's or the deadline), `rtt` how long the answering attempt ran
-/// and `now` when it ended.
-#[inline]
-pub(crate) fn settle(place: Place, outcome: Outcome, timed_out: bool, rtt: Duration, now: Instant) {
-    let Some(permit) = place else {
-        return;
-    };
-    if timed_out || outcome.is_overloaded() {
-        permit.finish(true, rtt, now);
-    } else if outcome.is_success() {
-        permit.finish(false, rtt, now);
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(limiter) = self.0.take() {
+            limiter.leave();
+        }
     }
-    // Any other failure says nothing about overload: the permit is
-    // dropped, which gives the place back.
 }

@@ -17,7 +17,7 @@ use tracing::Span;
 use super::attempt::{Attempt, outcome_name};
 use super::choose::{self, Candidates, choose};
 use super::inner::{Handle, Inner};
-use super::limits::{Entry, Place, settle};
+use super::limits::{Entry, Held};
 use super::settings::ChannelPolicy;
 use super::table::Snapshot;
 use crate::error::{BoxError, Error};
@@ -58,7 +58,7 @@ struct Endpoints<'a, Req, S: Service<Req>> {
     start: Instant,
     span: &'a Span,
     /// The call's place under the channel's limit, settled with its result.
-    place: Cell<Place>,
+    place: Cell<Option<Held<'a>>>,
     /// The last attempt found endpoints but none with room under its
     /// limit.
     full: Cell<bool>,
@@ -193,11 +193,10 @@ where
         answered_in: Option<Duration>,
         result: &Result<S::Response, Error>,
     ) {
-        let place = self.place.take();
-        if place.is_some() {
+        if let Some(place) = self.place.take() {
             let timed_out = result.as_ref().is_err_and(Error::is_timeout);
             let rtt = answered_in.unwrap_or_else(|| now.saturating_duration_since(self.start));
-            settle(place, call.last_outcome(), timed_out, rtt, now);
+            place.settle(call.last_outcome(), timed_out, rtt, now);
         }
     }
 }
@@ -214,7 +213,7 @@ where
     S::Response: 'static,
     S::Error: Into<BoxError> + 'static,
 {
-    let place = entry.enter().await?;
+    let place = entry.enter(handle.limiter.as_deref()).await?;
     let inner = &*handle.inner;
     let start = crate::clock::now();
     let now = if inner.table.is_populated() {
@@ -232,7 +231,7 @@ where
         settings,
         start,
         span: &span,
-        place: Cell::new(place),
+        place: Cell::new(place.is_held().then_some(place)),
         full: Cell::new(false),
     };
     Drive::new(endpoints, req, start, now).await

@@ -114,6 +114,18 @@ impl Limiter {
         Ok(())
     }
 
+    /// The queue's length (0: no queue).
+    #[inline]
+    pub(crate) fn queue_length(&self) -> usize {
+        self.queue.load(Ordering::Relaxed)
+    }
+
+    /// Whether calls wait in the queue now.
+    #[inline]
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+
     /// Whether a call would be admitted now (two loads, no write).
     #[inline]
     pub(crate) fn has_room(&self) -> bool {
@@ -143,8 +155,8 @@ impl Limiter {
     /// Decides for a new call: start, wait, or be refused. With a queue,
     /// a new call does not pass calls already waiting.
     pub(crate) fn admit(this: &Arc<Limiter>) -> Admission {
-        let queue = this.queue.load(Ordering::Relaxed);
-        if (queue == 0 || this.waiting.load(Ordering::Relaxed) == 0)
+        let queue = this.queue_length();
+        if (queue == 0 || !this.has_waiters())
             && let Some(permit) = Limiter::try_acquire(this)
         {
             return Admission::Now(permit);
@@ -160,6 +172,17 @@ impl Limiter {
     /// Waits in the queue for a place, at most `max_wait`; `None` (counted
     /// as refused) when the queue is full or the wait runs out.
     pub(crate) async fn wait(self: Arc<Self>) -> Option<Permit<Arc<Limiter>>> {
+        let entered = self.wait_for_room().await;
+        entered.then(|| Permit {
+            limiter: Some(self),
+        })
+    }
+
+    /// Waits in the queue for a place, at most `max_wait`: `true` when it
+    /// took one (give it back with [`leave`](Self::leave) or
+    /// [`leave_after`](Self::leave_after)), `false` (counted as refused)
+    /// when the queue is full or the wait runs out.
+    pub(crate) async fn wait_for_room(&self) -> bool {
         let queue = self.queue.load(Ordering::Relaxed);
         let reserved = self
             .waiting
@@ -169,13 +192,13 @@ impl Limiter {
         if reserved.is_err() {
             // Full, but the waiters may just have been woken into room
             // that is still free: take it rather than refuse.
-            let room = Limiter::try_acquire(&self);
-            if room.is_none() {
+            let room = self.try_enter();
+            if !room {
                 self.refuse();
             }
             return room;
         }
-        let _place = Place(&self);
+        let _place = Place(self);
         self.queued.fetch_add(1, Ordering::Relaxed);
         self.metrics.queued.increment(1);
         let max_wait = Duration::from_nanos(self.max_wait_ns.load(Ordering::Relaxed));
@@ -185,12 +208,12 @@ impl Limiter {
             tokio::pin!(notified);
             // Registered before trying, so a place freed in between wakes us.
             notified.as_mut().enable();
-            if let Some(permit) = Limiter::try_acquire(&self) {
-                return Some(permit);
+            if self.try_enter() {
+                return true;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let last_chance = Limiter::try_acquire(&self);
-                if last_chance.is_none() {
+                let last_chance = self.try_enter();
+                if !last_chance {
                     self.refuse();
                 }
                 return last_chance;

@@ -100,7 +100,7 @@ pub use aimd::{Aimd, AimdSettings};
 pub use gradient::{Gradient, GradientSettings};
 pub use layer::{AdaptiveLimit, AdaptiveLimitFuture, AdaptiveLimitLayer};
 pub use limiter::LimitHandle;
-pub(crate) use limiter::{Admission, Limiter, Permit};
+pub(crate) use limiter::Limiter;
 
 use crate::error::BuildError;
 use crate::rng::Rng;
