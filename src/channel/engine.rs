@@ -57,7 +57,6 @@ where
             return ResponseFuture { inner: None, span };
         };
         // Boxed where it is made: the future is moved once, into the heap.
-        type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
         let inner: Boxed<S::Response> = if self.settings.is_none() {
             Box::pin(bare(self, req, span.clone(), entry))
         } else {
@@ -106,12 +105,15 @@ where
     }
 }
 
+/// A call's future, boxed.
+type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
+
 /// The future of a [`Channel`](super::Channel) call: the one heap
 /// allocation of a call (none for a call refused by the channel's
 /// concurrency limit). It runs inside the call's span.
 pub struct ResponseFuture<Resp> {
     /// `None`: refused by the concurrency limit.
-    inner: Option<Pin<Box<dyn Future<Output = Result<Resp, Error>> + Send>>>,
+    inner: Option<Boxed<Resp>>,
     span: tracing::Span,
 }
 
