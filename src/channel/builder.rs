@@ -23,6 +23,7 @@ use crate::policy::hedge::HedgeSettings;
 use crate::policy::limit::LimitSettings;
 use crate::policy::replay::Replay;
 use crate::policy::retry::RetrySettings;
+use crate::subset::{Aperture, ApertureSettings, Coordinates};
 use crate::{BoxError, BuildError, Endpoint};
 
 type Updates = Pin<Box<dyn Stream<Item = Result<Update, DiscoverError>> + Send>>;
@@ -94,6 +95,7 @@ pub struct Builder<Req, S: Service<Req>> {
     policy: ChannelPolicy,
     replay: Option<Box<dyn Replay<Req>>>,
     on_attempt: Option<Hook<Req>>,
+    aperture: Option<(ApertureSettings, Coordinates)>,
 }
 
 impl<Req, S: Service<Req>> Builder<Req, S> {
@@ -116,6 +118,7 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
             policy: ChannelPolicy::default(),
             replay: None,
             on_attempt: None,
+            aperture: None,
         }
     }
 
@@ -124,6 +127,60 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
     /// of updates.
     pub fn discover(mut self, source: impl Discover) -> Self {
         self.discover = Some(Box::pin(source));
+        self
+    }
+
+    /// Narrows the discovery source to this client's deterministic
+    /// aperture (default: every endpoint): see [`crate::subset`]. The
+    /// channel then connects to about `settings.size()` endpoints, a share
+    /// of the ring fixed by its coordinate among its peers, each weighted
+    /// by how much of it the share covers; [`P2c`] (the default balancer)
+    /// and [`Weighted`](crate::balance::Weighted) honour those weights.
+    /// `coordinates` is a fixed [`Coordinate`](crate::subset::Coordinate)
+    /// or a receiver that follows it, such as `discover::Peers::watch`
+    /// (feature `etcd`). Same as passing
+    /// [`Aperture::new`](crate::subset::Aperture::new)`(source, settings,
+    /// coordinates)` to [`discover`](Self::discover); nothing is added to a
+    /// pick.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use tower::Service;
+    /// use towline::discover::Static;
+    /// use towline::subset::{ApertureSettings, Coordinate};
+    /// use towline::{Channel, Endpoint};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let servers: Vec<std::net::SocketAddr> =
+    ///     (1..=30).map(|p| std::net::SocketAddr::from(([10, 0, 0, 1], p))).collect();
+    /// let connect = |_: &Endpoint| tower::service_fn(|x: u32| async move { Ok::<_, Infallible>(x) });
+    /// // Client 4 of 10, 6 servers each: the middle of its tenth of the
+    /// // ring is server 13.5, so half of server 13, all of 14 to 18, half
+    /// // of 19 (ports are one above the index).
+    /// let mut channel: Channel<u32, u32> = Channel::builder(connect)
+    ///     .discover(Static::new(servers))
+    ///     .aperture(ApertureSettings::new(6), Coordinate::new(4, 10)?)
+    ///     .build()?;
+    /// channel.call(1).await?;
+    /// let held: Vec<(u16, u32)> = channel
+    ///     .endpoints()
+    ///     .iter()
+    ///     .map(|e| (e.endpoint.addr.port(), e.endpoint.weight))
+    ///     .collect();
+    /// assert_eq!(
+    ///     held,
+    ///     [(14, 500), (15, 1000), (16, 1000), (17, 1000), (18, 1000), (19, 1000), (20, 500)]
+    /// );
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn aperture(
+        mut self,
+        settings: ApertureSettings,
+        coordinates: impl Into<Coordinates>,
+    ) -> Self {
+        self.aperture = Some((settings, coordinates.into()));
         self
     }
 
@@ -342,6 +399,9 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
                 "a discovery source is required (e.g. Static or Manual)",
             ));
         };
+        if let Some((settings, coordinates)) = self.aperture {
+            updates = Box::pin(Aperture::new(updates, settings, coordinates)?);
+        }
         if self.name.is_empty() {
             return Err(BuildError::new("name", "must not be empty"));
         }
