@@ -50,6 +50,7 @@
 //! assert_eq!(rr.pick(&at, &loads, &|_| false, &mut rng), None);
 //! ```
 
+mod alias;
 mod end;
 pub mod hash;
 mod load;

@@ -3,6 +3,8 @@ use std::time::{Duration, Instant};
 use super::{AttemptEnd, Balancer, Decay, Load, LoadSet, PickContext, sample_eligible};
 use crate::rng::Rng;
 
+mod weighted;
+
 /// The load measure a [`P2c`] balancer compares.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum P2cLoad {
@@ -28,6 +30,14 @@ pub enum P2cLoad {
 /// This avoids the herd behaviour of "least loaded" across many clients while
 /// steering clearly away from slow or busy endpoints, at O(1) per pick
 /// whatever the set size. With a single eligible endpoint it is returned.
+///
+/// **Weights.** When the endpoints' weights differ (SRV or etcd weights,
+/// an aperture's partly covered servers), the two candidates are drawn in
+/// proportion to weight from an alias table built when the set changes, and
+/// their loads are compared without the weight, which the draw has applied
+/// already: with even loads each endpoint gets its weight's share of the
+/// picks. With equal weights nothing of this exists, and a pick costs what
+/// it always did.
 ///
 /// ```
 /// use std::time::Duration;
@@ -160,8 +170,14 @@ impl Balancer for P2c {
         }
     }
 
-    fn rebuild(&self, _weights: &[u32]) -> Box<dyn Balancer> {
-        Box::new(*self)
+    fn rebuild(&self, weights: &[u32]) -> Box<dyn Balancer> {
+        match weights.first() {
+            Some(&first) if weights.iter().any(|&w| w != first) => {
+                Box::new(weighted::WeightedP2c::new(*self, weights))
+            }
+            // Equal weights: a uniform draw is a draw by weight.
+            _ => Box::new(*self),
+        }
     }
 
     fn pick(
