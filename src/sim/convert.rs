@@ -192,6 +192,7 @@ fn backend(b: FileBackend, at: &str) -> Result<BackendSpec> {
                 .transpose()?,
             stall_rate: rate(&format!("{at}.stall_rate"), p.stall_rate)?,
             down: p.down,
+            removed: p.removed,
         });
     }
     let drift = match b.drift {
@@ -250,10 +251,21 @@ fn client(c: FileClient, at: &str) -> Result<ClientSpec> {
         }
         _ => return err(at, "open-loop arrivals take a `rate` and no `concurrency`"),
     };
+    let ramp = match c.ramp {
+        None => None,
+        Some(points) => {
+            if matches!(arrivals, Arrivals::Closed { .. }) {
+                return err(&format!("{at}.ramp"), "applies to open-loop arrivals only");
+            }
+            let points = points.into_iter().map(|(t, f)| (t.0, f)).collect();
+            Some(super::limits::ramp(points, &format!("{at}.ramp"))?)
+        }
+    };
     Ok(ClientSpec {
         count,
         arrivals,
         budget: c.budget.map(|b| b.0),
+        ramp,
     })
 }
 
@@ -279,7 +291,10 @@ fn config(c: FileConfig, at: &str) -> Result<ConfigSpec> {
             || c.hedge.is_some()
             || c.breaker.is_some()
             || c.max_ejected_share.is_some()
-            || c.panic_threshold.is_some();
+            || c.panic_threshold.is_some()
+            || c.subset.is_some()
+            || c.concurrency_limit.is_some()
+            || c.endpoint_concurrency_limit.is_some();
         if towline_only {
             return err(&at, "a tower baseline takes no balancer or policy settings");
         }
@@ -333,10 +348,24 @@ fn towline(c: &FileConfig, at: &str) -> Result<Stack> {
     if let Some(s) = c.panic_threshold {
         policy = policy.with_panic_threshold(s);
     }
+    if let Some(l) = &c.concurrency_limit {
+        let settings = super::limits::limit(l, &format!("{at}: concurrency_limit"))?;
+        policy = policy.with_concurrency_limit(Some(settings));
+    }
+    if let Some(l) = &c.endpoint_concurrency_limit {
+        let settings = super::limits::limit(l, &format!("{at}: endpoint_concurrency_limit"))?;
+        policy = policy.with_endpoint_concurrency_limit(Some(settings));
+    }
     policy.validate().or_else(|e| err(at, e))?;
+    let subset = c
+        .subset
+        .as_ref()
+        .map(|s| super::subset::subset(s, at))
+        .transpose()?;
     Ok(Stack::Towline {
         balancer,
         policy: Box::new(policy),
+        subset,
     })
 }
 

@@ -121,10 +121,12 @@ mod client;
 mod convert;
 mod format;
 mod latency;
+mod limits;
 mod plot;
 mod record;
 mod report;
 mod runner;
+mod subset;
 #[cfg(test)]
 mod tests;
 
@@ -132,7 +134,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-pub use record::Ejection;
+pub use record::{Ejection, SubsetChange};
 pub use report::{Report, Run};
 
 use backend::BackendSpec;

@@ -1,6 +1,8 @@
 //! Results: one [`Run`] per configuration and load, gathered in a
 //! [`Report`] that prints as a table.
 
+mod measures;
+
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -28,6 +30,12 @@ pub struct Run {
     warmup: Duration,
     record: Recorder,
     backends: Vec<String>,
+    /// Whether each backend is in discovery when arrivals stop.
+    listed: Vec<bool>,
+    /// The configuration narrows each client to a subset.
+    subsetted: bool,
+    /// When arrivals stop.
+    duration: Duration,
     simulated_in: Duration,
 }
 
@@ -41,7 +49,17 @@ impl Run {
         simulated_in: Duration,
     ) -> Self {
         record.latencies_us.sort_unstable();
+        let listed = super::subset::Listing::new(&scenario.backends).listed_at(scenario.duration);
         Run {
+            listed,
+            subsetted: matches!(
+                config.stack,
+                Stack::Towline {
+                    subset: Some(_),
+                    ..
+                }
+            ),
+            duration: scenario.duration,
             config: config.name.clone(),
             baseline: matches!(config.stack, Stack::Tower(_)),
             load,
@@ -355,7 +373,60 @@ impl Report {
                 r.simulated_in.as_secs_f64(),
             );
         }
+        self.extra_tables(&mut out, width);
         out
+    }
+
+    /// The subset and concurrency-limit blocks of the table, for the runs
+    /// that have them.
+    fn extra_tables(&self, out: &mut String, width: usize) {
+        let subsets: Vec<_> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.subset_summary().map(|s| (r, s)))
+            .collect();
+        // Shown when a configuration narrows its clients (with full-mesh
+        // configurations beside them, for contrast).
+        if self.runs.iter().any(|r| r.subsetted) {
+            let _ = writeln!(
+                out,
+                "\n{:<width$} {:>11} {:>14} {:>9}",
+                "subsets", "conn/client", "clients/server", "load CoV"
+            );
+            for (r, (conn, lo, hi, cov)) in subsets {
+                let _ = writeln!(
+                    out,
+                    "{:<width$} {conn:>11} {:>14} {:>8.1}%",
+                    r.config,
+                    format!("{lo}-{hi}"),
+                    100.0 * cov
+                );
+            }
+        }
+        let limited: Vec<&Run> = self
+            .runs
+            .iter()
+            .filter(|r| r.refused_by_limit() > 0)
+            .collect();
+        if !limited.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{:<width$} {:>9} {:>8} {:>8}",
+                "limits", "refused", "sent p50", "sent p99"
+            );
+            for r in limited {
+                let all = |q| r.sent_latency_between(q, r.warmup, Duration::MAX);
+                let ms = |d: Option<Duration>| d.map_or("-".into(), format_ms);
+                let _ = writeln!(
+                    out,
+                    "{:<width$} {:>8.3}% {:>8} {:>8}",
+                    r.config,
+                    100.0 * ratio(r.refused_by_limit(), r.requests().max(1)),
+                    ms(all(0.5)),
+                    ms(all(0.99)),
+                );
+            }
+        }
     }
 }
 

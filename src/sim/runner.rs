@@ -1,7 +1,6 @@
 //! One run: a configuration at one load, on its own current-thread runtime
 //! with the clock paused, from the scenario's seed.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,12 +11,13 @@ use super::backend::{Backend, BackendSpec, Call, Reply};
 use super::client::{Caller, Client, TowerService};
 use super::record::Recorder;
 use super::report::Run;
+use super::subset::{Listing, SubsetSpec, Updates, index};
 use super::{Scenario, ScenarioError, mix};
 use crate::balance::{P2c, Random, RoundRobin, Weighted};
 use crate::channel::ChannelPolicy;
-use crate::discover::Static;
 use crate::policy::replay::CloneReplay;
 use crate::policy::throttle::ThrottleSettings;
+use crate::subset::{ApertureSettings, Coordinate};
 use crate::{BuildError, Channel, Endpoint};
 
 /// A towline balancer, as a scenario names it.
@@ -47,6 +47,8 @@ pub(crate) enum Stack {
     Towline {
         balancer: BalancerSpec,
         policy: Box<ChannelPolicy>,
+        /// Which backends each client uses (all when `None`).
+        subset: Option<SubsetSpec>,
     },
     Tower(TowerLoad),
 }
@@ -68,41 +70,28 @@ const ARRIVALS: u64 = 0x20;
 const BACKENDS: u64 = 0x30;
 const TOWER: u64 = 0x40;
 const THROTTLE: u64 = 0x50;
+const SUBSET: u64 = 0x60;
 
-/// The address of backend `i` (10.0.x.y:80, in index order).
-fn addr(i: usize) -> SocketAddr {
-    SocketAddr::from(([10, 0, (i >> 8) as u8, (i & 0xff) as u8], 80))
-}
-
-fn index(addr: SocketAddr) -> usize {
-    match addr {
-        SocketAddr::V4(a) => {
-            let o = a.ip().octets();
-            (usize::from(o[2]) << 8) | usize::from(o[3])
-        }
-        SocketAddr::V6(_) => 0,
-    }
-}
-
-/// Builds one towline channel over `backends`.
+/// Builds one towline channel over `backends`, discovered through
+/// `source`, narrowed to the aperture of `aperture` when given.
 pub(crate) fn towline_channel(
     balancer: BalancerSpec,
     policy: &ChannelPolicy,
     backends: &[Backend],
-    weights: &[u32],
+    source: Updates,
+    aperture: Option<(ApertureSettings, Coordinate)>,
 ) -> Result<Channel<Call, Reply>, BuildError> {
     let services = backends.to_vec();
     let connect = move |ep: &Endpoint| services[index(ep.addr).min(services.len() - 1)].clone();
-    let endpoints: Vec<Endpoint> = weights
-        .iter()
-        .enumerate()
-        .map(|(i, w)| Endpoint::new(addr(i)).with_weight(*w))
-        .collect();
     let builder = Channel::builder(connect)
-        .discover(Static::new(endpoints))
+        .discover(source)
         .policy(policy.clone())
         .replayer(CloneReplay)
         .initial_wait(Duration::from_secs(3600));
+    let builder = match aperture {
+        Some((settings, coordinate)) => builder.aperture(settings, coordinate),
+        None => builder,
+    };
     let builder = match balancer {
         BalancerSpec::P2cPeakEwma { default_rtt, decay } => {
             builder.balancer(P2c::peak_ewma().default_rtt(default_rtt).decay(decay))
@@ -203,24 +192,42 @@ async fn drive(
 ) -> Result<(), ScenarioError> {
     let epoch = Instant::now();
     let mut backends = Vec::new();
-    let mut weights = Vec::new();
     for spec in &scenario.backends {
         let spec: Arc<BackendSpec> = Arc::new(spec.clone());
         for _ in 0..spec.count {
             let i = backends.len();
             let seed = mix(scenario.seed, BACKENDS + ((i as u64) << 8));
             backends.push(Backend::start(i, spec.clone(), seed, epoch, record.clone()));
-            weights.push(spec.weight);
         }
     }
+    let listing = Listing::new(&scenario.backends);
+    listing.follow(epoch);
+    let client_count: usize = scenario.clients.iter().map(|c| c.count as usize).sum();
     let mut clients = Vec::new();
     let mut channels = Vec::new();
     for spec in &scenario.clients {
         for _ in 0..spec.count {
             let i = clients.len() as u64;
             let caller = match &config.stack {
-                Stack::Towline { balancer, policy } => {
-                    let channel = towline_channel(*balancer, policy, &backends, &weights)
+                Stack::Towline {
+                    balancer,
+                    policy,
+                    subset,
+                } => {
+                    let (source, aperture) = match subset {
+                        None => (listing.source(), None),
+                        Some(SubsetSpec::Aperture(settings)) => {
+                            let me = Coordinate::new(i as usize, client_count)
+                                .map_err(|e| ScenarioError::config(&config.name, e))?;
+                            (listing.source(), Some((*settings, me)))
+                        }
+                        Some(SubsetSpec::Random(size)) => {
+                            let mut rng =
+                                crate::rng::Rng::seeded(mix(scenario.seed, SUBSET + (i << 8)));
+                            (listing.random_source(*size, &mut rng), None)
+                        }
+                    };
+                    let channel = towline_channel(*balancer, policy, &backends, source, aperture)
                         .map_err(|e| ScenarioError::config(&config.name, e))?;
                     channels.push(channel.clone());
                     Caller::Towline(channel)
@@ -249,7 +256,7 @@ async fn drive(
     }
     let end = scenario.duration;
     if !channels.is_empty() {
-        tokio::spawn(watch_ejections(
+        tokio::spawn(watch_channels(
             channels,
             scenario.bucket,
             end,
@@ -276,8 +283,9 @@ async fn drive(
     Ok(())
 }
 
-/// Samples which endpoints each channel has ejected, once per bucket.
-async fn watch_ejections(
+/// Samples which endpoints each channel uses and has ejected, once per
+/// bucket.
+async fn watch_channels(
     channels: Vec<Channel<Call, Reply>>,
     every: Duration,
     end: Duration,
@@ -293,8 +301,14 @@ async fn watch_ejections(
             return;
         }
         for (client, channel) in channels.iter().enumerate() {
-            let ejected: Vec<bool> = channel.endpoints().iter().map(|e| e.ejected).collect();
-            record.lock().ejected(t, client, &ejected);
+            let seen: Vec<(usize, bool)> = channel
+                .endpoints()
+                .iter()
+                .map(|e| (index(e.endpoint.addr), e.ejected))
+                .collect();
+            let mut record = record.lock();
+            record.ejected(t, client, &seen);
+            record.subset(t, client, seen.iter().map(|&(b, _)| b).collect());
         }
     }
 }

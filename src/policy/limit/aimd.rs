@@ -10,11 +10,11 @@ use crate::error::BuildError;
 /// [`AimdSettings::default`] has them all.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AimdSettings {
-    pub(super) initial_limit: usize,
-    pub(super) min_limit: usize,
-    pub(super) max_limit: usize,
-    pub(super) backoff: f64,
-    pub(super) rtt_threshold: Duration,
+    pub(crate) initial_limit: usize,
+    pub(crate) min_limit: usize,
+    pub(crate) max_limit: usize,
+    pub(crate) backoff: f64,
+    pub(crate) rtt_threshold: Duration,
 }
 
 impl Default for AimdSettings {

@@ -20,17 +20,17 @@ const STALE_WINDOWS: u32 = 5;
 /// setter; [`GradientSettings::default`] has them all.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GradientSettings {
-    pub(super) initial_limit: usize,
-    pub(super) min_limit: usize,
-    pub(super) max_limit: usize,
-    pub(super) tolerance: f64,
-    pub(super) smoothing: f64,
-    pub(super) window: Duration,
-    pub(super) window_samples: u32,
-    pub(super) probe_interval: Duration,
-    pub(super) probe_jitter: f64,
-    pub(super) probe_limit: usize,
-    pub(super) probe_samples: u32,
+    pub(crate) initial_limit: usize,
+    pub(crate) min_limit: usize,
+    pub(crate) max_limit: usize,
+    pub(crate) tolerance: f64,
+    pub(crate) smoothing: f64,
+    pub(crate) window: Duration,
+    pub(crate) window_samples: u32,
+    pub(crate) probe_interval: Duration,
+    pub(crate) probe_jitter: f64,
+    pub(crate) probe_limit: usize,
+    pub(crate) probe_samples: u32,
 }
 
 impl Default for GradientSettings {
