@@ -17,7 +17,12 @@
 //! endpoints, and tower's `Balance<PeakEwma>` over the same service),
 //! `bare` and `full` (8 endpoints, no policy and every policy armed but
 //! not firing), `limit` and `limit_fixed` (8 endpoints, no policy but the
-//! channel's concurrency limit, adaptive and fixed, never limiting).
+//! channel's concurrency limit, adaptive and fixed, never limiting), and
+//! `pick/equal` and `pick/aperture` (one P2C peak-EWMA pick over 13
+//! endpoints, all of weight 1000, or weighted as a deterministic aperture
+//! weighs them: 11 whole and two halves, so P2C draws by weight), and
+//! `aperture` (a call on a channel with that aperture: `towline/13`'s
+//! counterpart).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -27,13 +32,15 @@ use tower::balance::p2c::Balance;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwma};
 use tower::{Service, ServiceExt};
-use towline::balance::P2c;
+use towline::balance::{Balancer, Load, P2c, PickContext};
 use towline::discover::Static;
 use towline::policy::breaker::BreakerSettings;
 use towline::policy::hedge::{HedgeDelay, HedgeSettings};
 use towline::policy::limit::{LimitAlgorithm, LimitSettings};
 use towline::policy::replay::CloneReplay;
 use towline::policy::retry::RetrySettings;
+use towline::rng::Rng;
+use towline::subset::{ApertureSettings, Coordinate};
 use towline::{Channel, Endpoint};
 
 #[path = "support/echo.rs"]
@@ -67,6 +74,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if config.starts_with("pick/") {
+        return picks(&config, n);
+    }
     let (kind, size) = match config.split_once('/') {
         Some((k, s)) => (k, s.parse::<usize>().expect("endpoint count")),
         None => (config.as_str(), 8),
@@ -74,6 +84,19 @@ fn main() {
     rt.block_on(async move {
         match kind {
             "floor" => calls(&mut Echo, n).await,
+            "aperture" => {
+                // Client 4 of 10 over 30 endpoints with an aperture of 12:
+                // 11 whole endpoints and two halves (see `subset`).
+                let mut channel = Channel::builder(|_: &Endpoint| Echo)
+                    .discover(Static::new(addrs(30)))
+                    .aperture(ApertureSettings::new(12), Coordinate::new(4, 10).unwrap())
+                    .build()
+                    .expect("valid channel");
+                while channel.endpoints().len() < 13 {
+                    tokio::task::yield_now().await;
+                }
+                calls(&mut channel, n).await
+            }
             "tower" => {
                 let services = (0..size)
                     .map(|_| {
@@ -119,4 +142,23 @@ fn main() {
             other => panic!("unknown configuration {other}"),
         }
     });
+}
+
+/// `n` P2C peak-EWMA picks over 13 endpoints: `pick/equal` (weights all
+/// 1000) or `pick/aperture` (an aperture's weights: two halves).
+fn picks(config: &str, n: u64) {
+    let mut weights = vec![1000u32; 13];
+    if config == "pick/aperture" {
+        (weights[0], weights[12]) = (500, 500);
+    } else {
+        assert_eq!(config, "pick/equal", "unknown configuration {config}");
+    }
+    let now = std::time::Instant::now();
+    let loads: Vec<Load> = weights.iter().map(|&w| Load::new(w, now)).collect();
+    let balancer = P2c::peak_ewma().rebuild(&weights);
+    let at = PickContext::new(now);
+    let mut rng = Rng::seeded(1);
+    for _ in 0..n {
+        black_box(balancer.pick(&at, &loads, &|_| true, &mut rng));
+    }
 }

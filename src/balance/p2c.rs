@@ -114,9 +114,18 @@ impl P2c {
 
     /// The cheaper of `a` and `b` at `now` (`a` on a tie), reading the time
     /// since the loads' epoch once when they share it.
-    #[inline]
+    #[inline(always)]
     fn cheaper(&self, a: &Load, b: &Load, now: Instant) -> bool {
+        self.compare(a, b, now, true)
+    }
+
+    /// Whether `b` is cheaper than `a` at `now`, their costs divided by
+    /// their weights or not (`by_weight`: for candidates drawn by weight,
+    /// whose weight has been applied already).
+    #[inline(always)]
+    pub(super) fn compare(&self, a: &Load, b: &Load, now: Instant, by_weight: bool) -> bool {
         match self.load {
+            P2cLoad::Pending if !by_weight => b.pending() < a.pending(),
             P2cLoad::Pending => b.pending_cost() < a.pending_cost(),
             P2cLoad::PeakEwma { default_rtt, .. } => {
                 let ta = a.since_epoch(now);
@@ -127,6 +136,9 @@ impl P2c {
                 };
                 let (la, wa) = a.ewma_parts(ta, &self.decay, default_rtt);
                 let (lb, wb) = b.ewma_parts(tb, &self.decay, default_rtt);
+                if !by_weight {
+                    return lb < la;
+                }
                 // lb / wb < la / wa, multiplied out (weight 0 costs the most).
                 match (wa, wb) {
                     (_, 0) => false,

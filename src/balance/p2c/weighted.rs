@@ -9,8 +9,6 @@
 //! whenever loads are even. With all weights equal, [`P2c`] is rebuilt as
 //! itself: this type and its alias table exist only when weights differ.
 
-use std::time::Instant;
-
 use super::super::alias::AliasTable;
 use super::super::{AttemptEnd, Balancer, Load, LoadSet, PickContext, RANDOM_TRIES};
 use super::P2c;
@@ -49,17 +47,6 @@ impl WeightedP2c {
         }
         self.table.scan(&ok, rng)
     }
-
-    /// The load of an endpoint as P2C measures it, without its weight
-    /// (which the draw has applied already).
-    #[inline]
-    fn load(&self, load: &Load, now: Instant) -> f64 {
-        let cost = self.p2c.cost(load, now);
-        match load.weight() {
-            0 => cost,
-            w => cost * f64::from(w),
-        }
-    }
 }
 
 impl Balancer for WeightedP2c {
@@ -86,8 +73,9 @@ impl Balancer for WeightedP2c {
         let Some(b) = self.draw(eligible, Some(a), rng) else {
             return Some(a);
         };
-        // `a` on a tie: both were drawn the same way.
-        if self.load(set.load(b), at.now) < self.load(set.load(a), at.now) {
+        // `a` on a tie: both were drawn the same way. The weight is not
+        // applied again.
+        if self.p2c.compare(set.load(a), set.load(b), at.now, false) {
             Some(b)
         } else {
             Some(a)
@@ -101,6 +89,8 @@ impl Balancer for WeightedP2c {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::super::super::test_util::*;
     use super::*;
 
