@@ -346,9 +346,9 @@ fn runs_are_reproducible_from_their_seed() {
     assert_ne!(a, fingerprint(&s.clone().with_seed(7).run().unwrap()));
 }
 
-// ---- S7: deterministic aperture (issue 12) --------------------------------
+// ---- S9: deterministic aperture (issue 12) --------------------------------
 
-const S7: &str = "s7-aperture.toml";
+const S9: &str = "s9-aperture.toml";
 /// Clients, servers, aperture; the server that leaves and when.
 const K7: usize = 100;
 const N7: usize = 300;
@@ -359,12 +359,12 @@ const LEAVES: Duration = Duration::from_secs(18);
 const BEFORE: (Duration, Duration) = (Duration::from_secs(3), LEAVES);
 const AFTER: (Duration, Duration) = (Duration::from_secs(19), Duration::from_secs(36));
 
-/// S7 is the costliest scenario (100 channels, 4.5 million requests): run
+/// S9 is the costliest scenario (100 channels, 4.5 million requests): run
 /// once, shared by its tests.
 fn s7() -> &'static Report {
     static REPORT: std::sync::OnceLock<Report> = std::sync::OnceLock::new();
     REPORT.get_or_init(|| {
-        let s = scenario(S7);
+        let s = scenario(S9);
         let report = s.run().unwrap();
         eprintln!("{}", report.table());
         report
@@ -410,7 +410,7 @@ fn connections(run: &Run, t: Duration) -> (Vec<usize>, Vec<usize>) {
 }
 
 #[test]
-fn s7_aperture_spreads_load_evenly_and_random_subsets_do_not() {
+fn s9_aperture_spreads_load_evenly_and_random_subsets_do_not() {
     let r = s7();
     for (config, window) in [
         ("aperture, p2c pending", BEFORE),
@@ -432,7 +432,7 @@ fn s7_aperture_spreads_load_evenly_and_random_subsets_do_not() {
 }
 
 #[test]
-fn s7_every_server_has_its_share_of_clients_and_each_client_few_connections() {
+fn s9_every_server_has_its_share_of_clients_and_each_client_few_connections() {
     let r = s7();
     let run = get(r, "aperture, p2c pending");
     for (t, n) in [(LEAVES - S, N7), (AFTER.1 - S, N7 - 1)] {
@@ -465,7 +465,7 @@ fn s7_every_server_has_its_share_of_clients_and_each_client_few_connections() {
 /// When server 150 leaves, each client's subset changes by at most 2
 /// servers, the removed one counted; the load stays even after.
 #[test]
-fn s7_a_server_leaving_changes_each_subset_by_at_most_two() {
+fn s9_a_server_leaving_changes_each_subset_by_at_most_two() {
     let r = s7();
     let run = get(r, "aperture, p2c pending");
     let changes = run.subset_changes();
@@ -507,7 +507,7 @@ fn s7_a_server_leaving_changes_each_subset_by_at_most_two() {
 /// candidates by weight, then its load comparison shifts a few percent
 /// toward the servers a client has fewer calls on: within 5%.
 #[test]
-fn s7_partly_covered_servers_get_their_share() {
+fn s9_partly_covered_servers_get_their_share() {
     let r = s7();
     for config in [
         "aperture, weighted random",
@@ -535,7 +535,7 @@ fn s7_partly_covered_servers_get_their_share() {
 /// spreads load less evenly than over pending requests (each client holds
 /// a slow answer's peak for seconds), with or without subsetting.
 #[test]
-fn s7_peak_ewma_unevenness_is_the_balancers_own() {
+fn s9_peak_ewma_unevenness_is_the_balancers_own() {
     let r = s7();
     let (_, aperture, noise) = load(get(r, "aperture, p2c peak-ewma"), BEFORE);
     let (_, mesh, _) = load(get(r, "full mesh, p2c peak-ewma"), BEFORE);
@@ -547,9 +547,9 @@ fn s7_peak_ewma_unevenness_is_the_balancers_own() {
     assert!(mesh > pending, "peak-EWMA is the less even balancer");
 }
 
-// ---- S8: overload and adaptive concurrency limits (issue 12) ---------------
+// ---- S10: overload and adaptive concurrency limits (issue 12) ---------------
 
-const S8: &str = "s8-overload.toml";
+const S10: &str = "s10-overload.toml";
 /// The backends' capacity, requests per second.
 const CAPACITY: f64 = 2000.0;
 /// At 0.5× and at 2× the capacity; when load is back at 0.5×.
@@ -581,8 +581,8 @@ fn overload(run: &Run) -> (f64, Duration, Duration, u64, Option<Duration>) {
 }
 
 #[test]
-fn s8_the_adaptive_limit_keeps_goodput_and_latency_through_overload() {
-    let r = run(S8, &["adaptive limit"]);
+fn s10_the_adaptive_limit_keeps_goodput_and_latency_through_overload() {
+    let r = run(S10, &["adaptive limit"]);
     let (goodput, unloaded, loaded, refused, settled) = overload(get(&r, "adaptive limit"));
     assert!(goodput >= 0.9, "goodput {goodput}");
     assert!(loaded <= unloaded * 3, "p99 {loaded:?} vs {unloaded:?}");
@@ -594,8 +594,8 @@ fn s8_the_adaptive_limit_keeps_goodput_and_latency_through_overload() {
 /// of budget, and the backlog of abandoned work outlasts the run; tower's
 /// balancer (no limit either) the same.
 #[test]
-fn s8_without_a_limit_goodput_collapses_and_does_not_recover() {
-    let r = run(S8, &["no limit", "tower PeakEwma"]);
+fn s10_without_a_limit_goodput_collapses_and_does_not_recover() {
+    let r = run(S10, &["no limit", "tower PeakEwma"]);
     for config in ["no limit", "tower PeakEwma"] {
         let (goodput, _, loaded, refused, settled) = overload(get(&r, config));
         assert!(goodput < 0.1, "{config}: {goodput}");
@@ -607,9 +607,9 @@ fn s8_without_a_limit_goodput_collapses_and_does_not_recover() {
 /// Fixed limits, for comparison: one near what the servers take holds up;
 /// one four times looser keeps goodput but lets queues triple latency.
 #[test]
-fn s8_a_fixed_limit_works_only_where_it_was_tuned() {
+fn s10_a_fixed_limit_works_only_where_it_was_tuned() {
     let r = run(
-        S8,
+        S10,
         &["fixed limit 25", "fixed limit 100", "adaptive limit, aimd"],
     );
     let (goodput, unloaded, loaded, ..) = overload(get(&r, "fixed limit 25"));

@@ -18,7 +18,7 @@
 //!   minimum. Where service times vary (exponential ones, say), the
 //!   minimum of 20 calls is a small fraction of the typical latency, every
 //!   window then looks overloaded, and the limit sinks to its floor: in the
-//!   simulator's overload scenario (`scenarios/s8-overload.toml`) a
+//!   simulator's overload scenario (`scenarios/s10-overload.toml`) a
 //!   minimum baseline kept goodput at 36% of capacity at twice the
 //!   capacity offered, and refused most calls even at half of it; the mean
 //!   keeps it at 101%.
