@@ -22,7 +22,14 @@
 //! `round_robin`, `random`, `weighted_random`, `weighted_round_robin`,
 //! `p2c_pending`, `p2c_peak_ewma`, `maglev`, `ring` or `maglev_bounded`
 //! (the keyed ones by a fresh random key each pick, with the in-flight total
-//! kept by the set, as the channel keeps it).
+//! kept by the set, as the channel keeps it);
+//! `limit` and `limit_fixed` (8 endpoints, no policy but the
+//! channel's concurrency limit, adaptive and fixed, never limiting), and
+//! `pick/equal` and `pick/aperture` (one P2C peak-EWMA pick over 13
+//! endpoints, all of weight 1000, or weighted as a deterministic aperture
+//! weighs them: 11 whole and two halves, so P2C draws by weight), and
+//! `aperture` (a call on a channel with that aperture: `towline/13`'s
+//! counterpart).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -39,10 +46,12 @@ use towline::balance::{
 use towline::discover::Static;
 use towline::policy::breaker::BreakerSettings;
 use towline::policy::hedge::{HedgeDelay, HedgeSettings};
+use towline::policy::limit::{LimitAlgorithm, LimitSettings};
 use towline::policy::replay::CloneReplay;
 use towline::policy::retry::RetrySettings;
 use towline::policy::throttle::ThrottleSettings;
 use towline::rng::Rng;
+use towline::subset::{ApertureSettings, Coordinate};
 use towline::{Channel, Endpoint};
 
 #[path = "support/echo.rs"]
@@ -123,6 +132,9 @@ fn main() {
         .next()
         .and_then(|c| c.parse().ok())
         .expect("usage: instructions CONFIG CALLS");
+    if config == "pick/equal" || config == "pick/aperture" {
+        return aperture_picks(&config, n);
+    }
     if let Some(rest) = config.strip_prefix("pick/") {
         let (name, size) = rest.split_once('/').expect("pick/BALANCER/N");
         return picks(name, size.parse().expect("endpoint count"), n);
@@ -138,6 +150,19 @@ fn main() {
     rt.block_on(async move {
         match kind {
             "floor" => calls(&mut Echo, n).await,
+            "aperture" => {
+                // Client 4 of 10 over 30 endpoints with an aperture of 12:
+                // 11 whole endpoints and two halves (see `subset`).
+                let mut channel = Channel::builder(|_: &Endpoint| Echo)
+                    .discover(Static::new(addrs(30)))
+                    .aperture(ApertureSettings::new(12), Coordinate::new(4, 10).unwrap())
+                    .build()
+                    .expect("valid channel");
+                while channel.endpoints().len() < 13 {
+                    tokio::task::yield_now().await;
+                }
+                calls(&mut channel, n).await
+            }
             "tower" => {
                 let services = (0..size)
                     .map(|_| {
@@ -152,11 +177,15 @@ fn main() {
                 let mut balance = Balance::new(ServiceList::new(services));
                 calls(&mut balance, n).await
             }
-            "towline" | "bare" | "full" | "throttle" => {
+            "towline" | "bare" | "full" | "throttle" | "limit" | "limit_fixed" => {
                 let builder = Channel::builder(|_: &Endpoint| Echo)
                     .discover(Static::new(addrs(size)))
                     .balancer(P2c::peak_ewma());
-                let builder = if kind == "full" || kind == "throttle" {
+                let builder = if kind == "limit" {
+                    builder.concurrency_limit(LimitSettings::default())
+                } else if kind == "limit_fixed" {
+                    builder.concurrency_limit(LimitSettings::new(LimitAlgorithm::Fixed(1000)))
+                } else if kind == "full" || kind == "throttle" {
                     builder
                         .replayer(CloneReplay)
                         .timeout(Duration::from_secs(1))
@@ -184,4 +213,23 @@ fn main() {
             other => panic!("unknown configuration {other}"),
         }
     });
+}
+
+/// `n` P2C peak-EWMA picks over 13 endpoints: `pick/equal` (weights all
+/// 1000) or `pick/aperture` (an aperture's weights: two halves).
+fn aperture_picks(config: &str, n: u64) {
+    let mut weights = vec![1000u32; 13];
+    if config == "pick/aperture" {
+        (weights[0], weights[12]) = (500, 500);
+    } else {
+        assert_eq!(config, "pick/equal", "unknown configuration {config}");
+    }
+    let now = std::time::Instant::now();
+    let loads: Vec<Load> = weights.iter().map(|&w| Load::new(w, now)).collect();
+    let balancer = P2c::peak_ewma().rebuild(&weights);
+    let at = PickContext::new(now);
+    let mut rng = Rng::seeded(1);
+    for _ in 0..n {
+        black_box(balancer.pick(&at, &loads, &|_| true, &mut rng));
+    }
 }

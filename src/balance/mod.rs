@@ -56,6 +56,7 @@
 //! assert_eq!(rr.pick(&at, &loads, &|_| false, &mut rng), None);
 //! ```
 
+mod alias;
 mod decay;
 mod end;
 pub mod hash;

@@ -39,6 +39,8 @@ pub(crate) struct Attempt<'a, Req, S: Service<Req>> {
     admission: Option<Admission>,
     /// Dropped because the call was over, not because the caller gave up.
     superseded: bool,
+    /// Holds a place under the endpoint's concurrency limit.
+    placed: bool,
     span: Span,
 }
 
@@ -48,6 +50,8 @@ where
 {
     /// Starts attempt `number` of `kind` on `slot` at `started` (runs the
     /// hook, marks the attempt in flight, opens its span under `call`).
+    /// `placed`: it holds a place under the endpoint's concurrency limit,
+    /// given back when it ends.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         inner: &'a Inner<Req, S>,
@@ -58,6 +62,7 @@ where
         started: Instant,
         cut: Option<Instant>,
         admission: Option<Admission>,
+        placed: bool,
         call: &Span,
     ) -> Self {
         if let Some(hook) = &inner.on_attempt {
@@ -86,6 +91,7 @@ where
             started,
             admission,
             superseded: false,
+            placed,
             span,
         }
     }
@@ -113,10 +119,11 @@ where
         this.step.set(Step::Done);
         this.slot.leave();
         let elapsed = at.saturating_duration_since(*this.started);
-        this.slot.record(
-            &AttemptEnd::new(End::TimedOut, elapsed, at),
-            this.admission.take(),
-        );
+        let end = AttemptEnd::new(End::TimedOut, elapsed, at);
+        if std::mem::take(this.placed) {
+            this.slot.leave_limit(&end);
+        }
+        this.slot.record(&end, this.admission.take());
         this.span.record("outcome", "timeout");
     }
 
@@ -148,6 +155,10 @@ where
         let outcome = this.inner.classify.classify(&result);
         slot.leave();
         let admission = this.admission.take();
+        let end = AttemptEnd::new(End::Response(outcome), elapsed, at);
+        if std::mem::take(this.placed) {
+            slot.leave_limit(&end);
+        }
         match &mut result {
             Ok(response) if this.inner.defers => {
                 let answered = Answered {
@@ -159,10 +170,7 @@ where
                 let report = OutcomeReport::new(sink, answered, outcome);
                 this.inner.classify.defer(response, report);
             }
-            _ => slot.record(
-                &AttemptEnd::new(End::Response(outcome), elapsed, at),
-                admission,
-            ),
+            _ => slot.record(&end, admission),
         }
         this.inner.note_service_error(slot, result.is_err());
         this.span.record("outcome", outcome_name(outcome));
@@ -192,10 +200,11 @@ impl<Req, S: Service<Req>> PinnedDrop for Attempt<'_, Req, S> {
         } else {
             End::Cancelled
         };
-        this.slot.record(
-            &AttemptEnd::new(end, at.saturating_duration_since(*this.started), at),
-            this.admission.take(),
-        );
+        let end = AttemptEnd::new(end, at.saturating_duration_since(*this.started), at);
+        if std::mem::take(this.placed) {
+            this.slot.leave_limit(&end);
+        }
+        this.slot.record(&end, this.admission.take());
         this.span.record(
             "outcome",
             if *this.superseded {

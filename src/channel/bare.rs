@@ -9,6 +9,7 @@ use tracing::Span;
 
 use super::attempt::{Attempt, outcome_name};
 use super::inner::Handle;
+use super::limits::Entry;
 use super::slot::Slot;
 use super::state::ChannelState;
 use super::table::Snapshot;
@@ -43,22 +44,26 @@ fn pick<S>(
     picked.map(|i| snapshot.slot(i).clone())
 }
 
-/// A call with no policy: one attempt on one picked endpoint.
+/// A call with no policy but, perhaps, the channel's concurrency limit: one
+/// attempt on one picked endpoint.
 ///
 /// The pick happens under a short-lived guard of the current snapshot and
 /// only the picked slot is kept for the call, so a call never touches the
 /// snapshot's reference count, which every core would contend on. The
-/// clock is read twice: at the start and when the answer comes.
+/// clock is read twice: at the start and when the answer comes; the
+/// limiter's sample is made of those two readings.
 pub(crate) async fn bare<Req, S>(
     handle: Arc<Handle<Req, S>>,
     req: Req,
     span: Span,
+    entry: Entry,
 ) -> Result<S::Response, Error>
 where
     S: Service<Req> + Clone + Send + Sync + 'static,
     S::Response: 'static,
     S::Error: Into<BoxError> + 'static,
 {
+    let place = entry.enter(handle.limiter.as_deref()).await?;
     let inner = &*handle.inner;
     let start = crate::clock::now();
     let key = inner.key(&req);
@@ -83,13 +88,15 @@ where
         start,
         None,
         None,
+        false,
         &span,
     );
     let finished = attempt.await;
-    let outcome = match finished.ended {
-        Ended::Answered(outcome) => outcome,
-        Ended::TimedOut => Outcome::Failure { retryable: true },
+    let (outcome, timed_out) = match finished.ended {
+        Ended::Answered(outcome) => (outcome, false),
+        Ended::TimedOut => (Outcome::Failure { retryable: true }, true),
     };
+    place.settle(outcome, timed_out, finished.elapsed, finished.at);
     inner.state.metrics.record_call(outcome, finished.elapsed);
     span.record("outcome", outcome_name(outcome));
     // A response the classifier called a failure is still the caller's

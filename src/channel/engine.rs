@@ -13,6 +13,7 @@ use tower::Service;
 
 use super::bare::bare;
 use super::inner::Handle;
+use super::limits::Entry;
 use super::resilient;
 use super::state::{ChannelState, Endpoints};
 use crate::{BoxError, Endpoint, Error};
@@ -49,14 +50,22 @@ where
             channel = %state.name,
             outcome = tracing::field::Empty,
         );
-        // Boxed where it is made: the future is moved once, into the heap.
-        type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
-        let inner: Boxed<S::Response> = if self.settings.is_none() {
-            Box::pin(bare(self, req, span.clone()))
-        } else {
-            Box::pin(resilient::call(self, req, span.clone()))
+        // A place under the channel's limit first: a refused call fails
+        // without being started, and allocates nothing.
+        let Some(entry) = Entry::ask(self.limiter.as_deref()) else {
+            span.record("outcome", "refused");
+            return ResponseFuture { inner: None, span };
         };
-        ResponseFuture { inner, span }
+        // Boxed where it is made: the future is moved once, into the heap.
+        let inner: Boxed<S::Response> = if self.settings.is_none() {
+            Box::pin(bare(self, req, span.clone(), entry))
+        } else {
+            Box::pin(resilient::call(self, req, span.clone(), entry))
+        };
+        ResponseFuture {
+            inner: Some(inner),
+            span,
+        }
     }
 
     fn fork(&self) -> Arc<dyn Engine<Req, S::Response>> {
@@ -96,10 +105,15 @@ where
     }
 }
 
+/// A call's future, boxed.
+type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
+
 /// The future of a [`Channel`](super::Channel) call: the one heap
-/// allocation of a call. It runs inside the call's span.
+/// allocation of a call (none for a call refused by the channel's
+/// concurrency limit). It runs inside the call's span.
 pub struct ResponseFuture<Resp> {
-    inner: Pin<Box<dyn Future<Output = Result<Resp, Error>> + Send>>,
+    /// `None`: refused by the concurrency limit.
+    inner: Option<Boxed<Resp>>,
     span: tracing::Span,
 }
 
@@ -108,8 +122,11 @@ impl<Resp> Future for ResponseFuture<Resp> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(Err(Error::Overloaded));
+        };
         let _entered = this.span.enter();
-        this.inner.as_mut().poll(cx)
+        inner.as_mut().poll(cx)
     }
 }
 

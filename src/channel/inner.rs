@@ -13,6 +13,7 @@ use super::state::ChannelState;
 use super::table::{Snapshot, Table};
 use crate::Error;
 use crate::classify::Classify;
+use crate::policy::limit::Limiter;
 use crate::policy::replay::Replay;
 
 /// A hook run on each attempt's request just before it is sent.
@@ -95,6 +96,8 @@ pub(crate) struct Handle<Req, S: Service<Req>> {
     pub(crate) settings: Option<ChannelPolicy>,
     /// The version of `settings`.
     pub(crate) version: u64,
+    /// The channel's concurrency limiter, when these settings set a limit.
+    pub(crate) limiter: Option<Arc<Limiter>>,
 }
 
 impl<Req, S: Service<Req>> Handle<Req, S> {
@@ -103,11 +106,13 @@ impl<Req, S: Service<Req>> Handle<Req, S> {
         let state = &inner.state;
         let version = state.version.load(Ordering::Acquire);
         let settings = state.settings.load();
+        let limiter = state.limiter(&settings);
         let settings = (!settings.is_bare()).then(|| (**settings).clone());
         Handle {
             inner,
             settings,
             version,
+            limiter,
         }
     }
 }

@@ -72,6 +72,7 @@ mod engine;
 mod info;
 mod inner;
 mod keyed;
+mod limits;
 mod resilient;
 mod service;
 mod settings;

@@ -17,6 +17,7 @@ use tracing::Span;
 use super::attempt::{Attempt, outcome_name};
 use super::choose::{self, Candidates, choose};
 use super::inner::{Handle, Inner};
+use super::limits::{Entry, Held};
 use super::settings::ChannelPolicy;
 use super::table::Snapshot;
 use crate::balance::PickContext;
@@ -26,6 +27,7 @@ use crate::policy::call::{
     AttemptKind, Call, Hedging, NotSent, Refused, Retrying, Rules, SendAttempt,
 };
 use crate::policy::drive::{Dispatch, Drive};
+use crate::policy::limit::Limiter;
 use crate::policy::throttle::Decision;
 use crate::rng::with_thread_rng;
 
@@ -44,6 +46,11 @@ impl<S> Candidates for Snapshot<S> {
     fn breaker(&self, i: usize) -> Option<&CircuitBreaker> {
         self.slot(i).breaker.as_ref()
     }
+
+    #[inline]
+    fn limiter(&self, i: usize) -> Option<&Limiter> {
+        self.slot(i).limiter.as_deref()
+    }
 }
 
 /// Where a channel call's attempts go.
@@ -56,6 +63,11 @@ struct Endpoints<'a, Req, S: Service<Req>> {
     throttled: Cell<bool>,
     /// The request's hash key: every attempt of the call picks by it.
     key: Option<u64>,
+    /// The call's place under the channel's limit, settled with its result.
+    place: Cell<Option<Held<'a>>>,
+    /// The last attempt found endpoints but none with room under its
+    /// limit.
+    full: Cell<bool>,
 }
 
 impl<'a, Req: 'static, S> Dispatch<Req> for Endpoints<'a, Req, S>
@@ -104,12 +116,14 @@ where
         {
             state.throttled.increment(1);
             self.throttled.set(true);
+            self.full.set(false);
             return Err(NotSent::NoEndpoint);
         }
         let rules = choose::Rules {
             breakers: self.settings.breaker().is_some(),
             panic: state.panicking(),
             none_ejected: state.ejected() == 0,
+            limits: self.settings.endpoint_concurrency_limit().is_some(),
         };
         // The current set, under a short-lived guard: the call holds only
         // the slots it sends to, and its tried set survives a new set.
@@ -127,10 +141,14 @@ where
                 rng,
             )
         });
-        let Some((index, admission)) = picked else {
+        let Some(chosen) = picked else {
+            // Endpoints there, but none with room: overloaded, not absent.
+            self.throttled.set(false);
+            self.full
+                .set(rules.limits && snapshot.slots().any(|s| s.limiter.is_some()));
             return Err(NotSent::NoEndpoint);
         };
-        let slot = snapshot.slot(index).clone();
+        let slot = snapshot.slot(chosen.index).clone();
         drop(snapshot);
         let id = Arc::as_ptr(&slot) as usize;
         let attempt = Attempt::new(
@@ -141,7 +159,8 @@ where
             send.kind,
             now,
             send.cut,
-            admission,
+            chosen.admission,
+            chosen.placed,
             self.span,
         );
         Ok((attempt, Some(id)))
@@ -152,10 +171,14 @@ where
     }
 
     fn no_endpoint(&self) -> Error {
-        // Only a call whose first attempt was refused ends here after a
+        // Only a call whose last attempt was refused ends here after a
         // refusal: a refused retry ends with the last attempt's error.
         if self.throttled.get() {
             return Error::Throttled;
+        }
+        if self.full.get() {
+            self.inner.state.endpoints_full();
+            return Error::Overloaded;
         }
         self.inner.no_endpoint()
     }
@@ -188,6 +211,20 @@ where
         state.metrics.record_call(outcome, took);
         self.span.record("outcome", outcome_name(outcome));
     }
+
+    fn on_result(
+        &self,
+        call: &Call,
+        now: Instant,
+        answered_in: Option<Duration>,
+        result: &Result<S::Response, Error>,
+    ) {
+        if let Some(place) = self.place.take() {
+            let timed_out = result.as_ref().is_err_and(Error::is_timeout);
+            let rtt = answered_in.unwrap_or_else(|| now.saturating_duration_since(self.start));
+            place.settle(call.last_outcome(), timed_out, rtt, now);
+        }
+    }
 }
 
 /// A call under the channel's policies.
@@ -195,12 +232,14 @@ pub(crate) async fn call<Req: 'static, S>(
     handle: Arc<Handle<Req, S>>,
     req: Req,
     span: Span,
+    entry: Entry,
 ) -> Result<S::Response, Error>
 where
     S: Service<Req> + Clone + Send + Sync + 'static,
     S::Response: 'static,
     S::Error: Into<BoxError> + 'static,
 {
+    let place = entry.enter(handle.limiter.as_deref()).await?;
     let inner = &*handle.inner;
     let start = crate::clock::now();
     let now = if inner.table.is_populated() {
@@ -220,6 +259,8 @@ where
         span: &span,
         throttled: Cell::new(false),
         key: inner.key(&req),
+        place: Cell::new(place.is_held().then_some(place)),
+        full: Cell::new(false),
     };
     Drive::new(endpoints, req, start, now).await
 }

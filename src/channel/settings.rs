@@ -7,6 +7,7 @@ use crate::balance::SlowStartSettings;
 use crate::error::BuildError;
 use crate::policy::breaker::BreakerSettings;
 use crate::policy::hedge::HedgeSettings;
+use crate::policy::limit::LimitSettings;
 use crate::policy::retry::RetrySettings;
 use crate::policy::throttle::ThrottleSettings;
 use crate::policy::timeout::positive;
@@ -34,11 +35,19 @@ use crate::policy::timeout::positive;
 /// over a window (see [`crate::balance::slow_start`]), with round-robin,
 /// weighted and P2C balancers. Turning it off ends every ramp at once.
 ///
+/// Concurrency limits ([`crate::policy::limit`]): a limit on the channel's
+/// calls in flight, and optionally one per endpoint. A call over the
+/// channel's limit fails at once with [`Error::Overloaded`](crate::Error::Overloaded)
+/// (or waits in the limit's bounded queue); an attempt finds an endpoint
+/// whose limit has room, and a call fails the same way when none has.
+///
 /// Runtime tuning: [`PolicyHandle::set`](super::PolicyHandle::set) swaps the settings atomically; new
 /// calls use them, breakers keep their state (their thresholds are updated),
-/// and the budgets and the latency window keep their history. Turning
-/// breakers, retries or hedging on at runtime needs them (or, for retries and
-/// hedging, a replay function) to have been set up at build.
+/// the budgets and the latency window keep their history, and concurrency
+/// limits keep their limit and baseline. Turning breakers, per-endpoint
+/// limits, retries or hedging on at runtime needs them (or, for retries and
+/// hedging, a replay function) to have been set up at build; the channel's
+/// own limit can be turned on at any time.
 ///
 /// ```
 /// use std::time::Duration;
@@ -62,6 +71,8 @@ pub struct ChannelPolicy {
     max_ejected_share: f64,
     panic_threshold: f64,
     slow_start: Option<SlowStartSettings>,
+    concurrency_limit: Option<LimitSettings>,
+    endpoint_concurrency_limit: Option<LimitSettings>,
 }
 
 impl Default for ChannelPolicy {
@@ -76,6 +87,8 @@ impl Default for ChannelPolicy {
             max_ejected_share: 0.5,
             panic_threshold: 0.5,
             slow_start: None,
+            concurrency_limit: None,
+            endpoint_concurrency_limit: None,
         }
     }
 }
@@ -147,6 +160,23 @@ impl ChannelPolicy {
         self
     }
 
+    /// A limit on the channel's calls in flight (default none): see
+    /// [`crate::policy::limit`]. A call takes its place before it waits
+    /// for endpoints and keeps it until it ends, retries and hedges
+    /// included.
+    pub fn with_concurrency_limit(mut self, limit: Option<LimitSettings>) -> Self {
+        self.concurrency_limit = limit;
+        self
+    }
+
+    /// A limit on each endpoint's attempts in flight (default none), each
+    /// endpoint learning its own: the balancer picks among endpoints with
+    /// room.
+    pub fn with_endpoint_concurrency_limit(mut self, limit: Option<LimitSettings>) -> Self {
+        self.endpoint_concurrency_limit = limit;
+        self
+    }
+
     /// Checks every setting.
     pub fn validate(&self) -> Result<(), BuildError> {
         if let Some(s) = &self.slow_start {
@@ -169,6 +199,12 @@ impl ChannelPolicy {
         }
         if let Some(t) = &self.throttle {
             t.validate()?;
+        }
+        for limit in [&self.concurrency_limit, &self.endpoint_concurrency_limit]
+            .into_iter()
+            .flatten()
+        {
+            limit.validate()?;
         }
         for (name, v) in [
             ("max_ejected_share", self.max_ejected_share),
@@ -216,6 +252,16 @@ impl ChannelPolicy {
         self.throttle.as_ref()
     }
 
+    /// The channel's concurrency limit, if on.
+    pub fn concurrency_limit(&self) -> Option<&LimitSettings> {
+        self.concurrency_limit.as_ref()
+    }
+
+    /// The per-endpoint concurrency limit, if on.
+    pub fn endpoint_concurrency_limit(&self) -> Option<&LimitSettings> {
+        self.endpoint_concurrency_limit.as_ref()
+    }
+
     /// The ejection cap.
     pub fn max_ejected_share(&self) -> f64 {
         self.max_ejected_share
@@ -236,7 +282,8 @@ impl ChannelPolicy {
         self.retry.as_ref().is_some_and(|r| r.max_attempts() > 1)
     }
 
-    /// No policy at all: the bare call path applies.
+    /// No policy that needs the call machine: the bare call path applies
+    /// (it takes the channel's concurrency limit itself).
     pub(crate) fn is_bare(&self) -> bool {
         self.timeout().is_none()
             && self.deadline().is_none()
@@ -244,5 +291,6 @@ impl ChannelPolicy {
             && self.hedge.is_none()
             && self.breaker.is_none()
             && self.throttle.is_none()
+            && self.endpoint_concurrency_limit.is_none()
     }
 }

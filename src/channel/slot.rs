@@ -11,6 +11,7 @@ use crate::balance::{AttemptEnd, End, Load};
 use crate::classify::{Answered, Outcome, OutcomeSink};
 use crate::metrics::EndpointMetrics;
 use crate::policy::breaker::{Admission, CircuitBreaker};
+use crate::policy::limit::Limiter;
 
 /// One endpoint of a channel.
 pub(crate) struct Slot<S> {
@@ -25,6 +26,9 @@ pub(crate) struct Slot<S> {
     pub(crate) erroring: AtomicBool,
     /// The endpoint's circuit breaker, when the channel has breakers.
     pub(crate) breaker: Option<CircuitBreaker>,
+    /// The endpoint's concurrency limiter, when the channel has
+    /// per-endpoint limits.
+    pub(crate) limiter: Option<Arc<Limiter>>,
     pub(crate) metrics: EndpointMetrics,
     /// The channel's shared state: its balancer learns from this endpoint's
     /// attempts, and a breaker change recomputes ejections.
@@ -45,6 +49,7 @@ impl<S> Slot<S> {
     ) -> Self {
         Slot {
             breaker: state.make_breaker(endpoint.addr),
+            limiter: state.make_limiter(endpoint.addr),
             metrics: state.metrics.endpoint(endpoint.addr),
             service,
             load,
@@ -115,6 +120,24 @@ impl<S> Slot<S> {
             if transition.is_some() {
                 self.state.refresh_ejections();
             }
+        }
+    }
+}
+
+impl<S> Slot<S> {
+    /// Gives back the place an attempt held under this endpoint's limit,
+    /// with what its end teaches: an overloaded answer or a cut is a drop,
+    /// a success a latency sample, anything else nothing. (With a
+    /// classifier that defers, the head's outcome is what counts here.)
+    pub(crate) fn leave_limit(&self, end: &AttemptEnd) {
+        let Some(limiter) = &self.limiter else {
+            return;
+        };
+        match end.end {
+            End::Response(o) if o.is_overloaded() => limiter.leave_after(true, end.elapsed, end.at),
+            End::Response(o) if o.is_success() => limiter.leave_after(false, end.elapsed, end.at),
+            End::TimedOut => limiter.leave_after(true, end.elapsed, end.at),
+            _ => limiter.leave(),
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::metrics::ChannelMetrics;
 use crate::policy::breaker::CircuitBreaker;
 use crate::policy::budget::Budget;
 use crate::policy::latency::LatencyHistogram;
+use crate::policy::limit::{LimitSettings, Limiter, REJECTED_METRIC};
 use crate::policy::metrics::{HedgeMetrics, RetryMetrics, THROTTLED};
 use crate::policy::throttle::SharedThrottle;
 
@@ -31,6 +32,8 @@ pub const EJECTED_ENDPOINTS: &str = "towline_ejected_endpoints";
 pub(crate) trait Endpoints: Send + Sync {
     /// Calls `f` with each current endpoint's breaker.
     fn each_breaker(&self, f: &mut dyn FnMut(SocketAddr, &CircuitBreaker));
+    /// Calls `f` with each current endpoint's concurrency limiter.
+    fn each_limiter(&self, f: &mut dyn FnMut(SocketAddr, &Arc<Limiter>));
     /// Each current endpoint's health as the plan sees it, breakers on or
     /// off as `breakers` says.
     fn health(&self, breakers: bool) -> Vec<Health>;
@@ -71,6 +74,17 @@ pub(crate) struct ChannelState {
     breakers: bool,
     /// Whether requests can be copied (fixed at build).
     replayable: bool,
+    /// The channel's concurrency limiter, made when a limit is first set
+    /// (at build or at runtime) and kept after, so that turning the limit
+    /// off and on again keeps what it learned.
+    limiter: Mutex<Option<Arc<Limiter>>>,
+    /// The per-endpoint limit settings new endpoints get: `Some` exactly
+    /// when the channel was built with per-endpoint limits (the latest
+    /// settings given).
+    endpoint_limit: Mutex<Option<LimitSettings>>,
+    /// Calls refused because no endpoint had room under its limit.
+    pub(crate) endpoints_full: AtomicU64,
+    endpoints_full_counter: Option<metrics::Counter>,
     panic: AtomicBool,
     /// Ejected endpoints at the last plan.
     ejected: AtomicUsize,
@@ -102,7 +116,19 @@ impl ChannelState {
         // Every call counts in both budgets: one deposit serves both.
         let hedge_budget = Budget::sharing_deposits(hedge.budget(), &retry_budget)
             .unwrap_or_else(|| Budget::new(hedge.budget(), start));
+        let limiter = policy.concurrency_limit().and_then(|l| {
+            // Validated by `check` before the state is made.
+            Limiter::labelled(l, &[("channel", name.to_string())])
+                .ok()
+                .map(Arc::new)
+        });
         ChannelState {
+            limiter: Mutex::new(limiter),
+            endpoint_limit: Mutex::new(policy.endpoint_concurrency_limit().cloned()),
+            endpoints_full: AtomicU64::new(0),
+            endpoints_full_counter: policy
+                .endpoint_concurrency_limit()
+                .map(|_| metrics::counter!(REJECTED_METRIC, &label())),
             name: name.into(),
             version: AtomicU64::new(0),
             retry_budget,
@@ -130,10 +156,12 @@ impl ChannelState {
     }
 
     /// Checks that `policy` can run on a channel built with or without
-    /// breakers and a replay (beyond the policy's own validation).
+    /// breakers, per-endpoint limits and a replay (beyond the policy's own
+    /// validation).
     pub(crate) fn check(
         policy: &ChannelPolicy,
         breakers: bool,
+        endpoint_limits: bool,
         replayable: bool,
     ) -> Result<(), BuildError> {
         policy.validate()?;
@@ -151,12 +179,71 @@ impl ChannelState {
                 "breakers can only be retuned, not added, after the channel was built",
             ));
         }
+        if policy.endpoint_concurrency_limit().is_some() && !endpoint_limits {
+            return Err(BuildError::new(
+                "endpoint_concurrency_limit",
+                "per-endpoint limits can only be retuned, not added, after the channel was built",
+            ));
+        }
         Ok(())
     }
 
     /// Checks `policy` against what this channel was built with.
     pub(crate) fn check_runtime(&self, policy: &ChannelPolicy) -> Result<(), BuildError> {
-        Self::check(policy, self.breakers, self.replayable)
+        let endpoint_limits = self.endpoint_limit.lock().is_some();
+        Self::check(policy, self.breakers, endpoint_limits, self.replayable)
+    }
+
+    /// The channel's limiter for calls under the current settings: `None`
+    /// while they set no limit.
+    pub(crate) fn limiter(&self, policy: &ChannelPolicy) -> Option<Arc<Limiter>> {
+        policy.concurrency_limit()?;
+        self.limiter.lock().clone()
+    }
+
+    /// The channel's limiter, whether or not the settings use it now.
+    pub(crate) fn any_limiter(&self) -> Option<Arc<Limiter>> {
+        self.limiter.lock().clone()
+    }
+
+    /// Applies the limit settings of `policy` (already checked) to the
+    /// channel's limiter, making it when it is set for the first time, and
+    /// to every endpoint's (`table`'s).
+    pub(crate) fn retune_limits(&self, policy: &ChannelPolicy, table: &dyn Endpoints) {
+        if let Some(settings) = policy.concurrency_limit() {
+            let mut limiter = self.limiter.lock();
+            match &*limiter {
+                // Already validated: cannot fail.
+                Some(l) => drop(l.retune(settings)),
+                None => {
+                    let labels = [("channel", self.name.to_string())];
+                    *limiter = Limiter::labelled(settings, &labels).ok().map(Arc::new);
+                }
+            }
+        }
+        if let Some(settings) = policy.endpoint_concurrency_limit() {
+            *self.endpoint_limit.lock() = Some(settings.clone());
+            table.each_limiter(&mut |_, l| drop(l.retune(settings)));
+        }
+    }
+
+    /// A concurrency limiter for a new endpoint, when the channel has
+    /// per-endpoint limits.
+    pub(crate) fn make_limiter(&self, endpoint: SocketAddr) -> Option<Arc<Limiter>> {
+        let settings = self.endpoint_limit.lock().clone()?;
+        let labels = [
+            ("channel", self.name.to_string()),
+            ("endpoint", endpoint.to_string()),
+        ];
+        Limiter::labelled(&settings, &labels).ok().map(Arc::new)
+    }
+
+    /// Counts a call refused because no endpoint had room.
+    pub(crate) fn endpoints_full(&self) {
+        self.endpoints_full.fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = &self.endpoints_full_counter {
+            counter.increment(1);
+        }
     }
 
     /// Makes `policy` the settings of new calls.

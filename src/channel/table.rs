@@ -28,6 +28,7 @@ use crate::balance::{Balancer, ConsistentHash, EndpointSet, Load, LoadSet, Ramps
 use crate::discover::DiscoverError;
 use crate::error::Error;
 use crate::policy::breaker::CircuitBreaker;
+use crate::policy::limit::Limiter;
 
 /// Slots per chunk (a power of two).
 pub(crate) const CHUNK: usize = 128;
@@ -232,6 +233,14 @@ impl<S: Send + Sync + 'static> Endpoints for Table<S> {
         for slot in self.snapshot().slots() {
             if let Some(b) = &slot.breaker {
                 f(slot.endpoint.addr, b);
+            }
+        }
+    }
+
+    fn each_limiter(&self, f: &mut dyn FnMut(std::net::SocketAddr, &Arc<Limiter>)) {
+        for slot in self.snapshot().slots() {
+            if let Some(l) = &slot.limiter {
+                f(slot.endpoint.addr, l);
             }
         }
     }

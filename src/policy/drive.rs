@@ -156,6 +156,20 @@ pub(crate) trait Dispatch<Req> {
     /// call's duration when the driver knows it without reading the clock
     /// (a call answered by its first attempt, sent when the call started).
     fn on_finish(&self, call: &Call, now: Instant, took: Option<Duration>);
+
+    /// Sees the call's result before it is returned, at `now`;
+    /// `answered_in` is how long the attempt whose end finished the call
+    /// ran, when that attempt was answered (`None` when it was cut, or no
+    /// attempt ended it). Default: nothing.
+    fn on_result(
+        &self,
+        call: &Call,
+        now: Instant,
+        answered_in: Option<Duration>,
+        result: &Result<Self::Response, Error>,
+    ) {
+        let _ = (call, now, answered_in, result);
+    }
 }
 
 /// A call driven to its end (see the [module docs](self)).
@@ -180,6 +194,8 @@ pub(crate) struct Drive<D: Dispatch<Req>, Req> {
     took: Option<Duration>,
     /// The call started when its first attempt was sent.
     quick: bool,
+    /// How long the attempt that ended last ran, if it was answered.
+    answered_in: Option<Duration>,
 }
 
 impl<D: Dispatch<Req>, Req> Drive<D, Req> {
@@ -200,6 +216,7 @@ impl<D: Dispatch<Req>, Req> Drive<D, Req> {
             now,
             took: None,
             quick: start == now,
+            answered_in: None,
         }
     }
 
@@ -227,13 +244,27 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                 if out.number == 1 && *this.quick {
                     *this.took = Some(out.elapsed);
                 }
-                feed(this.call, &rules, this.kept, this.now, out);
+                feed(
+                    this.call,
+                    &rules,
+                    this.kept,
+                    this.now,
+                    this.answered_in,
+                    out,
+                );
             }
             let mut i = 0;
             while i < this.hedges.len() {
                 if let Poll::Ready(out) = this.hedges[i].as_mut().poll(cx) {
                     drop(this.hedges.swap_remove(i));
-                    feed(this.call, &rules, this.kept, this.now, out);
+                    feed(
+                        this.call,
+                        &rules,
+                        this.kept,
+                        this.now,
+                        this.answered_in,
+                        out,
+                    );
                 } else {
                     i += 1;
                 }
@@ -282,7 +313,14 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                             ended: Ended::TimedOut,
                             result: None,
                         };
-                        feed(this.call, &rules, this.kept, this.now, out);
+                        feed(
+                            this.call,
+                            &rules,
+                            this.kept,
+                            this.now,
+                            this.answered_in,
+                            out,
+                        );
                     }
                     Action::Refused(which) => dispatch.on_refused(which),
                     Action::Wait => break,
@@ -302,6 +340,7 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                         let result = this
                             .call
                             .result(finish, this.kept.take(), || dispatch.no_endpoint());
+                        dispatch.on_result(this.call, *this.now, *this.answered_in, &result);
                         return Poll::Ready(result);
                     }
                 }
@@ -341,9 +380,11 @@ fn feed<T>(
     rules: &Rules,
     kept: &mut Option<Result<T, Error>>,
     now: &mut Instant,
+    answered_in: &mut Option<Duration>,
     out: Finished<T>,
 ) {
     *now = (*now).max(out.at);
+    *answered_in = matches!(out.ended, Ended::Answered(_)).then_some(out.elapsed);
     if let Some(result) = out.result {
         *kept = Some(result);
     }

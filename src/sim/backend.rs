@@ -65,6 +65,9 @@ pub(crate) struct Phase {
     pub(crate) failure_latency: Option<Latency>,
     pub(crate) stall_rate: Option<f64>,
     pub(crate) down: Option<bool>,
+    /// Out of discovery (clients stop using it); the backend itself is
+    /// unchanged.
+    pub(crate) removed: Option<bool>,
 }
 
 /// Redraws the mean of the base latency distribution: after each interval
@@ -252,7 +255,11 @@ impl Backend {
             let epoch = self.inner.epoch;
             tokio::spawn(async move {
                 for edge in edges {
-                    tokio::time::sleep_until(epoch + edge).await;
+                    // A phase without an end has no edge to wait for.
+                    let Some(when) = epoch.checked_add(edge) else {
+                        return;
+                    };
+                    tokio::time::sleep_until(when).await;
                     let Some(inner) = weak.upgrade() else { return };
                     dispatch(&inner);
                 }

@@ -11,11 +11,12 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::backend::{Call, Reply};
-use super::record::Recorder;
-use crate::BoxError;
+use super::limits::Ramp;
+use super::record::{Recorder, Refusal};
 use crate::Channel;
 use crate::policy::throttle::{Decision, Throttle, ThrottleSettings};
 use crate::rng::Rng;
+use crate::{BoxError, Error};
 
 /// How a client's requests arrive.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,6 +41,8 @@ pub(crate) struct ClientSpec {
     pub(crate) budget: Option<Duration>,
     /// The hash keys requests carry, if any.
     pub(crate) keys: Option<Keys>,
+    /// Factors on the rate over time (open loop); `None`: constant.
+    pub(crate) ramp: Option<Ramp>,
 }
 
 /// Request keys: `count` keys, the `r`-th most popular (from 0) drawn with
@@ -110,17 +113,37 @@ pub(crate) enum Caller {
     Tower(TowerService),
 }
 
+/// How one call ended, as the caller sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Success,
+    /// Refused by the channel's concurrency limits, without being sent.
+    Refused,
+    Failure,
+}
+
 impl Caller {
-    /// One call; true when it succeeded. (Boxed here, where the future's
-    /// type is known: spawning tower's `Buffer` future through further
-    /// `async` layers trips the compiler's `Send` inference on `BoxError`.)
-    fn call(self, req: Call) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+    /// One call. (Boxed here, where the future's type is known: spawning
+    /// tower's `Buffer` future through further `async` layers trips the
+    /// compiler's `Send` inference on `BoxError`.)
+    fn call(self, req: Call) -> Pin<Box<dyn Future<Output = Answer> + Send>> {
         match self {
-            Caller::Towline(channel) => Box::pin(async move { channel.oneshot(req).await.is_ok() }),
+            Caller::Towline(channel) => Box::pin(async move {
+                match channel.oneshot(req).await {
+                    Ok(_) => Answer::Success,
+                    Err(Error::Overloaded) => Answer::Refused,
+                    Err(_) => Answer::Failure,
+                }
+            }),
             Caller::Tower(service) => {
                 let call: Pin<Box<dyn Future<Output = Result<Reply, BoxError>> + Send>> =
                     Box::pin(service.oneshot(req));
-                Box::pin(async move { call.await.is_ok() })
+                Box::pin(async move {
+                    match call.await {
+                        Ok(_) => Answer::Success,
+                        Err(_) => Answer::Failure,
+                    }
+                })
             }
         }
     }
@@ -138,6 +161,7 @@ pub(crate) struct Client {
     pub(crate) record: Arc<Mutex<Recorder>>,
     throttle: Option<SharedThrottle>,
     keys: Option<Arc<Mutex<KeyDraw>>>,
+    ramp: Option<Ramp>,
 }
 
 impl Client {
@@ -161,6 +185,7 @@ impl Client {
             record,
             throttle,
             keys: keys.map(|k| Arc::new(Mutex::new(k))),
+            ramp: spec.ramp.clone(),
         }
     }
 
@@ -178,12 +203,14 @@ impl Client {
                 let (mut at, mut k) = (0.0, 0u64);
                 loop {
                     // Fixed: the k-th arrival at k / rate exactly, not a
-                    // sum of gaps that drifts with rounding.
+                    // sum of gaps that drifts with rounding. With a ramp,
+                    // each gap follows the rate where it starts.
                     k += 1;
-                    at = if poisson {
-                        at - (1.0 - rng.unit()).ln() / rate
-                    } else {
-                        k as f64 / rate
+                    let now = self.ramp.as_ref().map_or(rate, |r| rate * r.at(at));
+                    at = match (poisson, &self.ramp) {
+                        (true, _) => at - (1.0 - rng.unit()).ln() / now,
+                        (false, None) => k as f64 / rate,
+                        (false, Some(_)) => at + 1.0 / now,
                     };
                     if at >= end.as_secs_f64() {
                         break;
@@ -228,7 +255,7 @@ impl Client {
             let (state, rng) = &mut *guard;
             let draw = rng.unit();
             if state.admit(Instant::now().into_std(), draw) == Decision::Reject {
-                ticket.done(Duration::ZERO, false, true);
+                ticket.done(Duration::ZERO, false, Refusal::Throttle);
                 return;
             }
         }
@@ -238,14 +265,21 @@ impl Client {
         };
         let started = Instant::now();
         let call = self.caller.call(req);
-        let ok = match self.budget {
-            Some(budget) => tokio::time::timeout(budget, call).await.unwrap_or(false),
+        let answer = match self.budget {
+            Some(budget) => tokio::time::timeout(budget, call)
+                .await
+                .unwrap_or(Answer::Failure),
             None => call.await,
         };
+        let ok = answer == Answer::Success;
         if let Some(throttle) = &self.throttle {
             throttle.lock().0.record(Instant::now().into_std(), ok);
         }
-        ticket.done(started.elapsed(), ok, false);
+        let refusal = match answer {
+            Answer::Refused => Refusal::Limit,
+            _ => Refusal::None,
+        };
+        ticket.done(started.elapsed(), ok, refusal);
     }
 }
 
@@ -267,9 +301,9 @@ impl Ticket {
         }
     }
 
-    fn done(mut self, took: Duration, ok: bool, refused: bool) {
+    fn done(mut self, took: Duration, ok: bool, refusal: Refusal) {
         self.done = true;
-        self.record.lock().finish(self.arrived, took, ok, refused);
+        self.record.lock().finish(self.arrived, took, ok, refusal);
     }
 }
 
@@ -278,7 +312,7 @@ impl Drop for Ticket {
         if !self.done {
             self.record
                 .lock()
-                .finish(self.arrived, Duration::ZERO, false, false);
+                .finish(self.arrived, Duration::ZERO, false, Refusal::None);
         }
     }
 }

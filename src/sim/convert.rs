@@ -188,6 +188,7 @@ fn backend(b: FileBackend, at: &str) -> Result<BackendSpec> {
                 .transpose()?,
             stall_rate: rate(&format!("{at}.stall_rate"), p.stall_rate)?,
             down: p.down,
+            removed: p.removed,
         });
     }
     let drift = match b.drift {
@@ -284,11 +285,22 @@ fn client(c: FileClient, at: &str) -> Result<ClientSpec> {
             })
         }
     };
+    let ramp = match c.ramp {
+        None => None,
+        Some(points) => {
+            if matches!(arrivals, Arrivals::Closed { .. }) {
+                return err(&format!("{at}.ramp"), "applies to open-loop arrivals only");
+            }
+            let points = points.into_iter().map(|(t, f)| (t.0, f)).collect();
+            Some(super::limits::ramp(points, &format!("{at}.ramp"))?)
+        }
+    };
     Ok(ClientSpec {
         count,
         arrivals,
         budget: c.budget.map(|b| b.0),
         keys,
+        ramp,
     })
 }
 
@@ -312,7 +324,10 @@ fn config(c: FileConfig, at: &str) -> Result<ConfigSpec> {
             || c.panic_threshold.is_some()
             || c.throttle.is_some()
             || c.slow_start.is_some()
-            || c.hash.is_some();
+            || c.hash.is_some()
+            || c.subset.is_some()
+            || c.concurrency_limit.is_some()
+            || c.endpoint_concurrency_limit.is_some();
         if towline_only {
             return err(&at, "a tower baseline takes no balancer or policy settings");
         }
@@ -379,6 +394,14 @@ fn towline(c: &FileConfig, at: &str) -> Result<Stack> {
         .or_else(|e| err(at, e))?;
         policy = policy.with_slow_start(Some(settings));
     }
+    if let Some(l) = &c.concurrency_limit {
+        let settings = super::limits::limit(l, &format!("{at}: concurrency_limit"))?;
+        policy = policy.with_concurrency_limit(Some(settings));
+    }
+    if let Some(l) = &c.endpoint_concurrency_limit {
+        let settings = super::limits::limit(l, &format!("{at}: endpoint_concurrency_limit"))?;
+        policy = policy.with_endpoint_concurrency_limit(Some(settings));
+    }
     policy.validate().or_else(|e| err(at, e))?;
     let hash = match &c.hash {
         None => None,
@@ -391,10 +414,16 @@ fn towline(c: &FileConfig, at: &str) -> Result<Stack> {
             Some(spec)
         }
     };
+    let subset = c
+        .subset
+        .as_ref()
+        .map(|s| super::subset::subset(s, at))
+        .transpose()?;
     Ok(Stack::Towline {
         balancer,
         policy: Box::new(policy),
         hash,
+        subset,
     })
 }
 

@@ -1,7 +1,32 @@
 //! What one run records as it goes: requests by arrival time, attempts by
-//! backend and time, latencies, ejections.
+//! backend and time, latencies, ejections, the backends each client uses.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
+
+/// Why a request was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// It was sent (or tried to be).
+    None,
+    /// The caller's adaptive throttle refused it.
+    Throttle,
+    /// The channel's concurrency limits refused it.
+    Limit,
+}
+
+/// How a client's set of backends changed, seen at one sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubsetChange {
+    /// When it was first seen (sampled once per time bucket).
+    pub at: Duration,
+    /// The client.
+    pub client: usize,
+    /// Backends it started using, by index.
+    pub added: Vec<usize>,
+    /// Backends it stopped using, by index.
+    pub dropped: Vec<usize>,
+}
 
 /// The recorder of one run, shared by its clients and backends.
 #[derive(Debug, Clone)]
@@ -9,10 +34,22 @@ pub(crate) struct Recorder {
     bucket_ns: u64,
     backends: usize,
     warmup: Duration,
-    /// Per time bucket (by arrival): requests, successes, refused locally.
+    /// Per time bucket (by arrival): requests, successes, refused by the
+    /// caller's throttle, refused by the channel's concurrency limits.
     pub(crate) requests: Vec<u32>,
     pub(crate) successes: Vec<u32>,
     pub(crate) refused: Vec<u32>,
+    pub(crate) limited: Vec<u32>,
+    /// Per time bucket (by arrival): each request that was sent, as its
+    /// time in microseconds (at most 2³¹ − 1) with the top bit set when it
+    /// succeeded.
+    pub(crate) sent: Vec<Vec<u32>>,
+    /// Each client's backends as first seen (empty until then), and as
+    /// last seen.
+    pub(crate) first_subsets: Vec<BTreeSet<usize>>,
+    pub(crate) subsets: Vec<BTreeSet<usize>>,
+    /// Each change of a client's backends after the first sample.
+    pub(crate) subset_changes: Vec<SubsetChange>,
     /// Per time bucket (by arrival): the summed latency of the successes,
     /// in microseconds.
     pub(crate) latency_sums_us: Vec<u64>,
@@ -69,6 +106,11 @@ impl Recorder {
             requests: Vec::new(),
             successes: Vec::new(),
             refused: Vec::new(),
+            limited: Vec::new(),
+            sent: Vec::new(),
+            first_subsets: vec![BTreeSet::new(); clients],
+            subsets: vec![BTreeSet::new(); clients],
+            subset_changes: Vec::new(),
             latency_sums_us: Vec::new(),
             attempts: Vec::new(),
             latencies_us: Vec::new(),
@@ -96,6 +138,8 @@ impl Recorder {
             self.requests.resize(b + 1, 0);
             self.successes.resize(b + 1, 0);
             self.refused.resize(b + 1, 0);
+            self.limited.resize(b + 1, 0);
+            self.sent.resize(b + 1, Vec::new());
             self.latency_sums_us.resize(b + 1, 0);
             self.attempts.resize((b + 1) * self.backends, 0);
         }
@@ -139,15 +183,22 @@ impl Recorder {
     }
 
     /// The request that arrived at `arrived` ended after `took`; `ok` when
-    /// it succeeded within its budget, `refused` when the caller's throttle
-    /// did not send it.
-    pub(crate) fn finish(&mut self, arrived: Duration, took: Duration, ok: bool, refused: bool) {
+    /// it succeeded within its budget; `refusal` says whether the caller's
+    /// throttle or the channel's limits refused it.
+    pub(crate) fn finish(&mut self, arrived: Duration, took: Duration, ok: bool, refusal: Refusal) {
         self.outstanding -= 1;
         let b = self.bucket(arrived);
         self.grow(b);
         self.requests[b] += 1;
         self.successes[b] += u32::from(ok);
-        self.refused[b] += u32::from(refused);
+        match refusal {
+            Refusal::Throttle => self.refused[b] += 1,
+            Refusal::Limit => self.limited[b] += 1,
+            Refusal::None => {
+                let us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX) & !(1 << 31);
+                self.sent[b].push(us | (u32::from(ok) << 31));
+            }
+        }
         if ok {
             self.latency_sums_us[b] += took.as_micros() as u64;
         }
@@ -165,8 +216,30 @@ impl Recorder {
         }
     }
 
-    /// Whether each endpoint of `client`'s channel is ejected, seen at `t`.
-    pub(crate) fn ejected(&mut self, t: Duration, client: usize, ejected: &[bool]) {
+    /// The backends `client`'s channel uses, seen at `t`: the first
+    /// non-empty set is its start, each later difference a change.
+    pub(crate) fn subset(&mut self, t: Duration, client: usize, now: BTreeSet<usize>) {
+        if self.first_subsets[client].is_empty() {
+            self.first_subsets[client] = now.clone();
+        } else if now != self.subsets[client] {
+            let last = &self.subsets[client];
+            self.subset_changes.push(SubsetChange {
+                at: t,
+                client,
+                added: now.difference(last).copied().collect(),
+                dropped: last.difference(&now).copied().collect(),
+            });
+        }
+        self.subsets[client] = now;
+    }
+
+    /// Which backends `client`'s channel has ejected, seen at `t` (as
+    /// `(backend, ejected)` for the backends it uses; the others are not).
+    pub(crate) fn ejected(&mut self, t: Duration, client: usize, seen: &[(usize, bool)]) {
+        let mut ejected = vec![false; self.backends];
+        for &(backend, now) in seen {
+            ejected[backend] = now;
+        }
         for (backend, &now) in ejected.iter().enumerate() {
             let was = &mut self.ejected_now[client * self.backends + backend];
             if now && !*was {

@@ -1,6 +1,9 @@
 //! Results: one [`Run`] per configuration and load, gathered in a
 //! [`Report`] that prints as a table.
 
+mod keys;
+mod measures;
+
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -28,6 +31,12 @@ pub struct Run {
     warmup: Duration,
     record: Recorder,
     backends: Vec<String>,
+    /// Whether each backend is in discovery when arrivals stop.
+    listed: Vec<bool>,
+    /// The configuration narrows each client to a subset.
+    subsetted: bool,
+    /// When arrivals stop.
+    duration: Duration,
     simulated_in: Duration,
 }
 
@@ -41,7 +50,17 @@ impl Run {
         simulated_in: Duration,
     ) -> Self {
         record.latencies_us.sort_unstable();
+        let listed = super::subset::Listing::new(&scenario.backends).listed_at(scenario.duration);
         Run {
+            listed,
+            subsetted: matches!(
+                config.stack,
+                Stack::Towline {
+                    subset: Some(_),
+                    ..
+                }
+            ),
+            duration: scenario.duration,
             config: config.name.clone(),
             baseline: matches!(config.stack, Stack::Tower(_)),
             load,
@@ -115,61 +134,6 @@ impl Run {
         let rank = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
         let us = took[rank];
         (us != FAILED).then(|| Duration::from_micros(u64::from(us)))
-    }
-
-    /// Requests that arrived from `from` to `to`.
-    pub fn requests_between(&self, from: Duration, to: Duration) -> usize {
-        let (from, to) = (from.as_millis(), to.as_millis());
-        let timed = &self.record.timed;
-        timed
-            .iter()
-            .filter(|(at, _)| (from..to).contains(&u128::from(*at)))
-            .count()
-    }
-
-    /// Of the attempts after the warm-up that carried a key, the share
-    /// that reached the key's home backend (for configurations that pick
-    /// by key; `None` otherwise).
-    pub fn home_share(&self) -> Option<f64> {
-        let r = &self.record;
-        (r.keyed_attempts > 0).then(|| ratio(r.home_attempts, r.keyed_attempts))
-    }
-
-    /// After the warm-up, by total: for each count `P` of attempts in
-    /// flight over all backends when an attempt arrived (that attempt
-    /// included), the most attempts its backend then held (0 where no
-    /// attempt arrived at that total). A backend's count runs from the call
-    /// until the caller takes the answer or drops the attempt, as the
-    /// channel counts it; with one client, these are the channel's counts.
-    pub fn peak_in_flight_by_total(&self) -> &[u32] {
-        &self.record.peak_by_total
-    }
-
-    /// The most attempts backend `backend` held at once after the warm-up
-    /// (counted as [`peak_in_flight_by_total`](Self::peak_in_flight_by_total)
-    /// counts them).
-    pub fn peak_in_flight(&self, backend: usize) -> u32 {
-        self.record
-            .peak_in_flight
-            .get(backend)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// The most any arriving attempt's backend held above
-    /// `⌈c × P / endpoints⌉` (`P` the total in flight, that attempt
-    /// included): at most zero when no backend ever exceeded `c` times the
-    /// average at an arrival.
-    pub fn in_flight_over_bound(&self, c: f64, endpoints: usize) -> i64 {
-        let n = endpoints.max(1) as f64;
-        self.record
-            .peak_by_total
-            .iter()
-            .enumerate()
-            .filter(|&(_, &peak)| peak > 0)
-            .map(|(total, &peak)| i64::from(peak) - (c * total as f64 / n - 1e-9).ceil() as i64)
-            .max()
-            .unwrap_or(0)
     }
 
     /// The mean latency of the successful requests.
@@ -352,7 +316,7 @@ impl Run {
     }
 }
 
-fn ratio(a: u64, b: u64) -> f64 {
+pub(super) fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
@@ -431,7 +395,60 @@ impl Report {
                 r.simulated_in.as_secs_f64(),
             );
         }
+        self.extra_tables(&mut out, width);
         out
+    }
+
+    /// The subset and concurrency-limit blocks of the table, for the runs
+    /// that have them.
+    fn extra_tables(&self, out: &mut String, width: usize) {
+        let subsets: Vec<_> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.subset_summary().map(|s| (r, s)))
+            .collect();
+        // Shown when a configuration narrows its clients (with full-mesh
+        // configurations beside them, for contrast).
+        if self.runs.iter().any(|r| r.subsetted) {
+            let _ = writeln!(
+                out,
+                "\n{:<width$} {:>11} {:>14} {:>9}",
+                "subsets", "conn/client", "clients/server", "load CoV"
+            );
+            for (r, (conn, lo, hi, cov)) in subsets {
+                let _ = writeln!(
+                    out,
+                    "{:<width$} {conn:>11} {:>14} {:>8.1}%",
+                    r.config,
+                    format!("{lo}-{hi}"),
+                    100.0 * cov
+                );
+            }
+        }
+        let limited: Vec<&Run> = self
+            .runs
+            .iter()
+            .filter(|r| r.refused_by_limit() > 0)
+            .collect();
+        if !limited.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{:<width$} {:>9} {:>8} {:>8}",
+                "limits", "refused", "sent p50", "sent p99"
+            );
+            for r in limited {
+                let all = |q| r.sent_latency_between(q, r.warmup, Duration::MAX);
+                let ms = |d: Option<Duration>| d.map_or("-".into(), format_ms);
+                let _ = writeln!(
+                    out,
+                    "{:<width$} {:>8.3}% {:>8} {:>8}",
+                    r.config,
+                    100.0 * ratio(r.refused_by_limit(), r.requests().max(1)),
+                    ms(all(0.5)),
+                    ms(all(0.99)),
+                );
+            }
+        }
     }
 }
 

@@ -1,7 +1,6 @@
 //! One run: a configuration at one load, on its own current-thread runtime
 //! with the clock paused, from the scenario's seed.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,12 +11,13 @@ use super::backend::{Backend, BackendSpec, Call, Reply};
 use super::client::{Caller, Client, KeyDraw, TowerService};
 use super::record::Recorder;
 use super::report::Run;
+use super::subset::{Listing, SubsetSpec, Updates, addr, index};
 use super::{Scenario, ScenarioError, mix};
 use crate::balance::{ConsistentHash, P2c, Random, RoundRobin, Weighted};
 use crate::channel::ChannelPolicy;
-use crate::discover::{Manual, Static};
 use crate::policy::replay::CloneReplay;
 use crate::policy::throttle::ThrottleSettings;
+use crate::subset::{ApertureSettings, Coordinate};
 use crate::{BuildError, Channel, Endpoint};
 
 /// A towline balancer, as a scenario names it.
@@ -71,6 +71,8 @@ pub(crate) enum Stack {
         policy: Box<ChannelPolicy>,
         /// Picking by the requests' keys, when they have them.
         hash: Option<HashSpec>,
+        /// Which backends each client uses (all when `None`).
+        subset: Option<SubsetSpec>,
     },
     Tower(TowerLoad),
 }
@@ -93,66 +95,31 @@ const BACKENDS: u64 = 0x30;
 const TOWER: u64 = 0x40;
 const THROTTLE: u64 = 0x50;
 const KEYS: u64 = 0x60;
+const SUBSET: u64 = 0x70;
 
-/// The address of backend `i` (10.0.x.y:80, in index order).
-fn addr(i: usize) -> SocketAddr {
-    SocketAddr::from(([10, 0, (i >> 8) as u8, (i & 0xff) as u8], 80))
-}
-
-fn index(addr: SocketAddr) -> usize {
-    match addr {
-        SocketAddr::V4(a) => {
-            let o = a.ip().octets();
-            (usize::from(o[2]) << 8) | usize::from(o[3])
-        }
-        SocketAddr::V6(_) => 0,
-    }
-}
-
-/// Builds one towline channel over `backends`; backend `i` joins its set
-/// at `joins[i]` (from the start when zero).
+/// Builds one towline channel over `backends`, discovered through
+/// `source`, narrowed to the aperture of `aperture` when given.
 pub(crate) fn towline_channel(
     balancer: BalancerSpec,
     policy: &ChannelPolicy,
     hash: Option<HashSpec>,
     backends: &[Backend],
-    weights: &[u32],
-    joins: &[Duration],
+    source: Updates,
+    aperture: Option<(ApertureSettings, Coordinate)>,
 ) -> Result<Channel<Call, Reply>, BuildError> {
     let services = backends.to_vec();
     let connect = move |ep: &Endpoint| services[index(ep.addr).min(services.len() - 1)].clone();
-    let endpoint = |i: usize| Endpoint::new(addr(i)).with_weight(weights[i]);
-    let at_start: Vec<Endpoint> = (0..weights.len())
-        .filter(|&i| joins[i].is_zero())
-        .map(endpoint)
-        .collect();
-    let builder = Channel::builder(connect);
-    let builder = if at_start.len() == weights.len() {
-        builder.discover(Static::new(at_start))
-    } else {
-        // Later joiners: inserted at their time, as a deploy would.
-        let manual = Manual::with_endpoints(at_start);
-        let stream = manual.stream();
-        let mut later: Vec<(Duration, Endpoint)> = (0..weights.len())
-            .filter(|&i| !joins[i].is_zero())
-            .map(|i| (joins[i], endpoint(i)))
-            .collect();
-        later.sort_by_key(|(at, _)| *at);
-        let epoch = Instant::now();
-        tokio::spawn(async move {
-            for (at, endpoint) in later {
-                tokio::time::sleep_until(epoch + at).await;
-                manual.insert(endpoint);
-            }
-        });
-        builder.discover(stream)
-    };
-    let builder = builder
+    let builder = Channel::builder(connect)
+        .discover(source)
         .policy(policy.clone())
         .replayer(CloneReplay)
         .initial_wait(Duration::from_secs(3600));
     let builder = match hash {
         Some(h) => builder.keyed(h.build()?, |call| call.key),
+        None => builder,
+    };
+    let builder = match aperture {
+        Some((settings, coordinate)) => builder.aperture(settings, coordinate),
         None => builder,
     };
     let builder = match balancer {
@@ -305,6 +272,8 @@ async fn drive(
             joins.push(spec.join);
         }
     }
+    let listing = Listing::new(&scenario.backends);
+    listing.follow(epoch);
     // Each key's home, for a configuration that picks by key: the table
     // over every backend, by backend index.
     let homes = match &config.stack {
@@ -317,6 +286,7 @@ async fn drive(
         }
         _ => None,
     };
+    let client_count: usize = scenario.clients.iter().map(|c| c.count as usize).sum();
     let mut clients = Vec::new();
     let mut channels = Vec::new();
     for spec in &scenario.clients {
@@ -327,9 +297,23 @@ async fn drive(
                     balancer,
                     policy,
                     hash,
+                    subset,
                 } => {
+                    let (source, aperture) = match subset {
+                        None => (listing.source(), None),
+                        Some(SubsetSpec::Aperture(settings)) => {
+                            let me = Coordinate::new(i as usize, client_count)
+                                .map_err(|e| ScenarioError::config(&config.name, e))?;
+                            (listing.source(), Some((*settings, me)))
+                        }
+                        Some(SubsetSpec::Random(size)) => {
+                            let mut rng =
+                                crate::rng::Rng::seeded(mix(scenario.seed, SUBSET + (i << 8)));
+                            (listing.random_source(*size, &mut rng), None)
+                        }
+                    };
                     let channel =
-                        towline_channel(*balancer, policy, *hash, &backends, &weights, &joins)
+                        towline_channel(*balancer, policy, *hash, &backends, source, aperture)
                             .map_err(|e| ScenarioError::config(&config.name, e))?;
                     channels.push(channel.clone());
                     Caller::Towline(channel)
@@ -364,9 +348,8 @@ async fn drive(
     }
     let end = scenario.duration;
     if !channels.is_empty() {
-        tokio::spawn(watch_ejections(
+        tokio::spawn(watch_channels(
             channels,
-            backends.len(),
             scenario.bucket,
             end,
             epoch,
@@ -392,10 +375,10 @@ async fn drive(
     Ok(())
 }
 
-/// Samples which endpoints each channel has ejected, once per bucket.
-async fn watch_ejections(
+/// Samples which endpoints each channel uses and has ejected, once per
+/// bucket.
+async fn watch_channels(
     channels: Vec<Channel<Call, Reply>>,
-    backends: usize,
     every: Duration,
     end: Duration,
     epoch: Instant,
@@ -410,14 +393,14 @@ async fn watch_ejections(
             return;
         }
         for (client, channel) in channels.iter().enumerate() {
-            // By backend index (a backend not joined yet is not ejected).
-            let mut ejected = vec![false; backends];
-            for e in channel.endpoints() {
-                if let Some(slot) = ejected.get_mut(index(e.endpoint.addr)) {
-                    *slot = e.ejected;
-                }
-            }
-            record.lock().ejected(t, client, &ejected);
+            let seen: Vec<(usize, bool)> = channel
+                .endpoints()
+                .iter()
+                .map(|e| (index(e.endpoint.addr), e.ejected))
+                .collect();
+            let mut record = record.lock();
+            record.ejected(t, client, &seen);
+            record.subset(t, client, seen.iter().map(|&(b, _)| b).collect());
         }
     }
 }

@@ -5,6 +5,7 @@ mod basics;
 mod ejection;
 mod hedging;
 mod keyed;
+mod limits;
 mod policy;
 mod report;
 mod spans;

@@ -16,15 +16,14 @@ use super::settings::ChannelPolicy;
 use super::state::{ChannelState, Endpoints};
 use super::table::{SetShared, Table};
 use super::writer::{Connect, TableWriter};
-use crate::balance::{Balancer, ConsistentHash, P2c, SlowStartSettings};
+use crate::balance::{Balancer, ConsistentHash, P2c};
 use crate::classify::{Classify, DefaultClassify, Outcome};
 use crate::discover::{Discover, DiscoverError, RefreshHint, Update};
-use crate::policy::breaker::BreakerSettings;
-use crate::policy::hedge::HedgeSettings;
 use crate::policy::replay::Replay;
-use crate::policy::retry::RetrySettings;
-use crate::policy::throttle::ThrottleSettings;
+use crate::subset::{Aperture, ApertureSettings, Coordinates};
 use crate::{BoxError, BuildError, Endpoint};
+
+mod policy;
 
 type Updates = Pin<Box<dyn Stream<Item = Result<Update, DiscoverError>> + Send>>;
 
@@ -97,6 +96,7 @@ pub struct Builder<Req, S: Service<Req>> {
     replay: Option<Box<dyn Replay<Req>>>,
     on_attempt: Option<Hook<Req>>,
     keyed: Option<(ConsistentHash, HashKey<Req>)>,
+    aperture: Option<(ApertureSettings, Coordinates)>,
 }
 
 impl<Req, S: Service<Req>> Builder<Req, S> {
@@ -120,6 +120,7 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
             replay: None,
             on_attempt: None,
             keyed: None,
+            aperture: None,
         }
     }
 
@@ -128,6 +129,60 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
     /// of updates.
     pub fn discover(mut self, source: impl Discover) -> Self {
         self.discover = Some(Box::pin(source));
+        self
+    }
+
+    /// Narrows the discovery source to this client's deterministic
+    /// aperture (default: every endpoint): see [`crate::subset`]. The
+    /// channel then connects to about `settings.size()` endpoints, a share
+    /// of the ring fixed by its coordinate among its peers, each weighted
+    /// by how much of it the share covers; [`P2c`] (the default balancer)
+    /// and [`Weighted`](crate::balance::Weighted) honour those weights.
+    /// `coordinates` is a fixed [`Coordinate`](crate::subset::Coordinate)
+    /// or a receiver that follows it, such as `discover::Peers::watch`
+    /// (feature `etcd`). Same as passing
+    /// [`Aperture::new`](crate::subset::Aperture::new)`(source, settings,
+    /// coordinates)` to [`discover`](Self::discover); nothing is added to a
+    /// pick.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use tower::Service;
+    /// use towline::discover::Static;
+    /// use towline::subset::{ApertureSettings, Coordinate};
+    /// use towline::{Channel, Endpoint};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let servers: Vec<std::net::SocketAddr> =
+    ///     (1..=30).map(|p| std::net::SocketAddr::from(([10, 0, 0, 1], p))).collect();
+    /// let connect = |_: &Endpoint| tower::service_fn(|x: u32| async move { Ok::<_, Infallible>(x) });
+    /// // Client 4 of 10, 6 servers each: the middle of its tenth of the
+    /// // ring is server 13.5, so half of server 13, all of 14 to 18, half
+    /// // of 19 (ports are one above the index).
+    /// let mut channel: Channel<u32, u32> = Channel::builder(connect)
+    ///     .discover(Static::new(servers))
+    ///     .aperture(ApertureSettings::new(6), Coordinate::new(4, 10)?)
+    ///     .build()?;
+    /// channel.call(1).await?;
+    /// let held: Vec<(u16, u32)> = channel
+    ///     .endpoints()
+    ///     .iter()
+    ///     .map(|e| (e.endpoint.addr.port(), e.endpoint.weight))
+    ///     .collect();
+    /// assert_eq!(
+    ///     held,
+    ///     [(14, 500), (15, 1000), (16, 1000), (17, 1000), (18, 1000), (19, 1000), (20, 500)]
+    /// );
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn aperture(
+        mut self,
+        settings: ApertureSettings,
+        coordinates: impl Into<Coordinates>,
+    ) -> Self {
+        self.aperture = Some((settings, coordinates.into()));
         self
     }
 
@@ -188,13 +243,6 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
         self
     }
 
-    /// Slow start (default: off): see
-    /// [`ChannelPolicy::with_slow_start`] and [`crate::balance::slow_start`].
-    pub fn slow_start(mut self, slow_start: SlowStartSettings) -> Self {
-        self.policy = self.policy.with_slow_start(Some(slow_start));
-        self
-    }
-
     /// The channel's name, used as the `channel` metric label, in spans and
     /// in errors (default `"default"`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -244,74 +292,6 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
     /// source such as DNS looks again at once (default: none).
     pub fn refresh_hint(mut self, hint: RefreshHint) -> Self {
         self.refresh = Some(hint);
-        self
-    }
-
-    /// A timeout on each attempt (default none): an attempt that takes
-    /// longer fails with [`Error::AttemptTimeout`](crate::Error::AttemptTimeout),
-    /// which is retryable.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.policy = self.policy.with_timeout(Some(timeout));
-        self
-    }
-
-    /// An overall deadline per call, covering every attempt and pause
-    /// (default none): [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded).
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.policy = self.policy.with_deadline(Some(deadline));
-        self
-    }
-
-    /// Retries (default none): see [`crate::policy::retry`]. Each retry
-    /// goes to an endpoint the call has not tried, while one is left. Needs
-    /// [`replay`](Self::replay).
-    pub fn retry(mut self, retry: RetrySettings) -> Self {
-        self.policy = self.policy.with_retry(Some(retry));
-        self
-    }
-
-    /// Hedging (default none): see [`crate::policy::hedge`]. Each hedge goes
-    /// to an endpoint the call has not tried. Needs [`replay`](Self::replay).
-    pub fn hedge(mut self, hedge: HedgeSettings) -> Self {
-        self.policy = self.policy.with_hedge(Some(hedge));
-        self
-    }
-
-    /// A circuit breaker per endpoint (default none): an endpoint whose
-    /// breaker opens is ejected from picks and gets only probes until it
-    /// closes. See [`crate::policy::breaker`] and [`ChannelPolicy`].
-    pub fn circuit_breaker(mut self, breaker: BreakerSettings) -> Self {
-        self.policy = self.policy.with_breaker(Some(breaker));
-        self
-    }
-
-    /// Adaptive throttling (default none): attempts are refused locally,
-    /// without being sent, in proportion to how much the backends have been
-    /// refusing or failing lately (Google SRE book; see
-    /// [`crate::policy::throttle`] and [`ChannelPolicy::with_throttle`]).
-    /// Sheds load at the client so that saturated backends can drain their
-    /// queues.
-    pub fn throttle(mut self, throttle: ThrottleSettings) -> Self {
-        self.policy = self.policy.with_throttle(Some(throttle));
-        self
-    }
-
-    /// The largest share of endpoints ejected at once (default 0.5).
-    pub fn max_ejected_share(mut self, share: f64) -> Self {
-        self.policy = self.policy.with_max_ejected_share(share);
-        self
-    }
-
-    /// Panic mode (spread over all endpoints) engages when fewer than this
-    /// share have a closed breaker (default 0.5).
-    pub fn panic_threshold(mut self, share: f64) -> Self {
-        self.policy = self.policy.with_panic_threshold(share);
-        self
-    }
-
-    /// Every policy setting at once (replaces the ones set before).
-    pub fn policy(mut self, policy: ChannelPolicy) -> Self {
-        self.policy = policy;
         self
     }
 
@@ -365,6 +345,9 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
                 "a discovery source is required (e.g. Static or Manual)",
             ));
         };
+        if let Some((settings, coordinates)) = self.aperture {
+            updates = Box::pin(Aperture::new(updates, settings, coordinates)?);
+        }
         if self.name.is_empty() {
             return Err(BuildError::new("name", "must not be empty"));
         }
@@ -374,6 +357,7 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
         ChannelState::check(
             &self.policy,
             self.policy.breaker().is_some(),
+            self.policy.endpoint_concurrency_limit().is_some(),
             self.replay.is_some(),
         )?;
         let balancer: Arc<dyn Balancer> = Arc::from(self.balancer);
