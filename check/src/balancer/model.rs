@@ -32,6 +32,9 @@ pub(super) struct Model<'a> {
     /// Weights the balancer was last rebuilt with; `None` when the set has
     /// changed since (a stale balancer).
     built_for: Option<Vec<u32>>,
+    /// Weights of the last rebuild, stale or not (what a weighted
+    /// balancer's tables still hold).
+    last_built: Vec<u32>,
     slots: Vec<Slot>,
     tracked: BTreeMap<u64, Tracked>,
     /// Endpoint id per open call.
@@ -62,6 +65,7 @@ impl<'a> Model<'a> {
             kind,
             balancer: proto.rebuild(&[]),
             built_for: Some(Vec::new()),
+            last_built: Vec::new(),
             slots: Vec::new(),
             tracked: BTreeMap::new(),
             calls: Vec::new(),
@@ -81,6 +85,7 @@ impl<'a> Model<'a> {
         if rebuild {
             let weights = self.weights();
             self.balancer = self.proto.rebuild(&weights);
+            self.last_built = weights.clone();
             self.built_for = Some(weights);
         } else {
             self.built_for = None;
@@ -245,7 +250,12 @@ impl<'a> Model<'a> {
             }
             eligible(&self.slots, exclude, i)
         };
-        let p2c = self.kind.p2c();
+        // P2C rebuilt for this set with unequal weights draws its candidates
+        // by weight (an alias table): their order is not the uniform pair's,
+        // so only the checks that hold for any pick apply to it.
+        let w = &self.last_built;
+        let by_weight = w.len() == n && w.windows(2).any(|p| p[0] != p[1]);
+        let p2c = self.kind.p2c().filter(|_| !by_weight);
         let pair = p2c.map(|p| p.sample_pair(n, &filter, &mut self.rng.clone()));
         let set = Loads(&self.slots);
         let at = PickContext::new(self.now);
