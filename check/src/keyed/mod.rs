@@ -1,4 +1,4 @@
-//! Keyed balancers ([`ConsistentHash`] ring and Maglev, with and without
+//! Keyed balancers (`ConsistentHash` ring and Maglev, with and without
 //! bounded loads) under endpoint churn, ejection, load and exclusions.
 //!
 //! [`run_keyed`] keeps an endpoint set as the channel does (an address,

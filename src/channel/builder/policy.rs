@@ -76,7 +76,7 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
     /// their defaults. A call over the limit fails at once with
     /// [`Error::Overloaded`](crate::Error::Overloaded) (or waits in the
     /// limit's queue, when it has one). Its state is in
-    /// [`PolicyHandle::concurrency_limit`](super::PolicyHandle::concurrency_limit).
+    /// [`PolicyHandle::concurrency_limit`](crate::channel::PolicyHandle::concurrency_limit).
     ///
     /// ```
     /// use std::convert::Infallible;
@@ -115,7 +115,7 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
     /// learning its own (default none): picks go to endpoints with room,
     /// and a call finding none fails with
     /// [`Error::Overloaded`](crate::Error::Overloaded). States in
-    /// [`PolicyHandle::endpoint_concurrency_limits`](super::PolicyHandle::endpoint_concurrency_limits).
+    /// [`PolicyHandle::endpoint_concurrency_limits`](crate::channel::PolicyHandle::endpoint_concurrency_limits).
     pub fn endpoint_concurrency_limit(mut self, limit: LimitSettings) -> Self {
         self.policy = self.policy.with_endpoint_concurrency_limit(Some(limit));
         self
