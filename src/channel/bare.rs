@@ -1,14 +1,27 @@
 //! The bare call path: no policy, one attempt on one picked endpoint.
+//!
+//! The endpoint is picked when the call is made ([`start`]), under a
+//! short-lived guard of the current snapshot, and the call's future holds
+//! only that endpoint's slot: no reference on the snapshot (which every
+//! core would contend on) and none on the channel. The clock is read twice:
+//! when the call is made and when the answer comes.
+//!
+//! While the endpoint set is empty the call waits for discovery instead
+//! ([`wait_then_call`]), holding the channel until an endpoint is known.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use pin_project::pin_project;
 use tower::Service;
 use tracing::Span;
 
 use super::attempt::{Attempt, outcome_name};
-use super::inner::Handle;
+use super::inner::Inner;
 use super::slot::Slot;
 use super::state::ChannelState;
 use super::table::Snapshot;
@@ -17,6 +30,9 @@ use crate::classify::Outcome;
 use crate::policy::call::{AttemptKind, Ended};
 use crate::rng::with_thread_rng;
 use crate::{BoxError, Error};
+
+/// A boxed call future (the one allocation of a call).
+pub(crate) type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 
 /// The picked endpoint's slot (skipping ejected ones), or `None` when no
 /// endpoint is eligible.
@@ -32,15 +48,47 @@ fn pick<S>(snapshot: &Snapshot<S>, at: Instant, state: &ChannelState) -> Option<
     picked.map(|i| snapshot.slot(i).clone())
 }
 
-/// A call with no policy: one attempt on one picked endpoint.
-///
-/// The pick happens under a short-lived guard of the current snapshot and
-/// only the picked slot is kept for the call, so a call never touches the
-/// snapshot's reference count, which every core would contend on. The
-/// clock is read twice: at the start and when the answer comes.
-pub(crate) async fn bare<Req, S>(
-    handle: Arc<Handle<Req, S>>,
+/// A call with no policy, made at `start` inside `span` (the call span):
+/// picks its endpoint and sends its attempt now, or waits for discovery
+/// while the set is empty.
+pub(crate) fn start<Req, S>(inner: &Arc<Inner<Req, S>>, req: Req, span: Span) -> Boxed<S::Response>
+where
+    Req: Send + 'static,
+    S: Service<Req> + Clone + Send + Sync + 'static,
+    S::Response: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let start = crate::clock::now();
+    let picked = {
+        let current = inner.table.current();
+        (!current.is_empty()).then(|| pick(&current, start, &inner.state))
+    };
+    match picked {
+        Some(Some(slot)) => {
+            // Made in place, in the box: no copy of the future.
+            let boxed = Box::<Bare<Req, S, ()>>::new_uninit();
+            let boxed: Pin<Box<Bare<Req, S, ()>>> = Box::into_pin(Box::write(
+                boxed,
+                Bare::new(inner, slot, req, start, (), span),
+            ));
+            boxed
+        }
+        Some(None) => {
+            let error = inner.no_endpoint();
+            Box::pin(async move { Err(error) })
+        }
+        None => Box::pin(wait_then_call(inner.clone(), req, start, span)),
+    }
+}
+
+/// A call made while the endpoint set was empty: waits for discovery (up
+/// to the initial wait), then sends its attempt. The call's duration runs
+/// from `start`; its attempt's, from when it is sent.
+async fn wait_then_call<Req, S>(
+    inner: Arc<Inner<Req, S>>,
     req: Req,
+    start: Instant,
     span: Span,
 ) -> Result<S::Response, Error>
 where
@@ -48,41 +96,116 @@ where
     S::Response: 'static,
     S::Error: Into<BoxError> + 'static,
 {
-    let inner = &*handle.inner;
-    let start = crate::clock::now();
-    let picked = {
-        let current = inner.table.current();
-        (!current.is_empty()).then(|| pick(&current, start, &inner.state))
+    let snapshot = {
+        let _entered = span.enter();
+        inner.populated().await?
     };
-    let picked = match picked {
-        Some(picked) => picked,
-        // Empty table: wait for discovery (the slow path).
-        None => pick(&*inner.populated().await?, start, &inner.state),
-    };
-    let Some(slot) = picked else {
+    let now = crate::clock::now();
+    let Some(slot) = pick(&snapshot, now, &inner.state) else {
         return Err(inner.no_endpoint());
     };
-    let attempt = Attempt::new(
-        inner,
-        slot,
-        req,
-        1,
-        AttemptKind::First,
-        start,
-        None,
-        None,
-        &span,
-    );
-    let finished = attempt.await;
-    let outcome = match finished.ended {
-        Ended::Answered(outcome) => outcome,
-        Ended::TimedOut => Outcome::Failure { retryable: true },
-    };
-    inner.state.metrics.record_call(outcome, finished.elapsed);
-    span.record("outcome", outcome_name(outcome));
-    // A response the classifier called a failure is still the caller's
-    // answer when nothing else will be tried.
-    finished
-        .result
-        .unwrap_or_else(|| Err(Error::inner("an attempt without a time limit timed out")))
+    drop(snapshot);
+    Bare::new(&inner, slot, req, now, start, span).await
+}
+
+/// Where a bare call's duration starts.
+pub(crate) trait CallStart {
+    /// The call's duration, for an attempt that ran `elapsed` until `at`.
+    fn took(&self, elapsed: Duration, at: Instant) -> Duration;
+}
+
+/// The call started with its attempt (the usual case: nothing to keep).
+impl CallStart for () {
+    #[inline]
+    fn took(&self, elapsed: Duration, _: Instant) -> Duration {
+        elapsed
+    }
+}
+
+/// The call started at this instant, before its attempt: it waited for
+/// discovery.
+impl CallStart for Instant {
+    fn took(&self, _: Duration, at: Instant) -> Duration {
+        at.saturating_duration_since(*self)
+    }
+}
+
+/// A bare call's one attempt, in its call span. Kept small: it is built
+/// on the stack and copied into its box.
+#[pin_project]
+pub(crate) struct Bare<Req, S: Service<Req>, C> {
+    #[pin]
+    attempt: Attempt<Req, S>,
+    span: Span,
+    start: C,
+}
+
+impl<Req, S, C> Bare<Req, S, C>
+where
+    S: Service<Req> + Clone,
+{
+    /// The call's attempt on `slot`, sent at `sent`; the call started at
+    /// `start`.
+    #[inline(always)]
+    fn new(
+        inner: &Inner<Req, S>,
+        slot: Arc<Slot<S>>,
+        req: Req,
+        sent: Instant,
+        start: C,
+        span: Span,
+    ) -> Self {
+        let _entered = (!span.is_disabled()).then(|| span.enter());
+        let attempt = Attempt::new(
+            inner.on_attempt.as_ref(),
+            slot,
+            req,
+            1,
+            AttemptKind::First,
+            sent,
+            None,
+            None,
+            &span,
+        );
+        drop(_entered);
+        Bare {
+            attempt,
+            span,
+            start,
+        }
+    }
+}
+
+impl<Req, S, C: CallStart> Future for Bare<Req, S, C>
+where
+    S: Service<Req> + Send + Sync + 'static,
+    S::Response: 'static,
+    S::Error: Into<BoxError> + 'static,
+{
+    type Output = Result<S::Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let finished = {
+            let _entered = this.span.enter();
+            std::task::ready!(this.attempt.as_mut().poll(cx))
+        };
+        let outcome = match finished.ended {
+            Ended::Answered(outcome) => outcome,
+            Ended::TimedOut => Outcome::Failure { retryable: true },
+        };
+        let took = this.start.took(finished.elapsed, finished.at);
+        let state = &this.attempt.as_ref().get_ref().slot().state;
+        state.metrics.record_call(outcome, took);
+        if !this.span.is_disabled() {
+            this.span.record("outcome", outcome_name(outcome));
+        }
+        // A response the classifier called a failure is still the caller's
+        // answer when nothing else will be tried.
+        Poll::Ready(
+            finished
+                .result
+                .unwrap_or_else(|| Err(Error::inner("an attempt without a time limit timed out"))),
+        )
+    }
 }

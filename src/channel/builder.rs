@@ -12,7 +12,7 @@ use super::info::AttemptInfo;
 use super::inner::{Handle, Hook, Inner};
 use super::service::Channel;
 use super::settings::ChannelPolicy;
-use super::state::{ChannelState, Endpoints};
+use super::state::{ChannelState, Classifier, Endpoints};
 use super::table::Table;
 use super::writer::{Connect, TableWriter};
 use crate::balance::{Balancer, P2c};
@@ -305,14 +305,16 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
         let balancer: Arc<dyn Balancer> = Arc::from(self.balancer);
         let table = Arc::new(Table::<S>::new(&*balancer));
         let weak = Arc::downgrade(&table);
-        let state = Arc::new(ChannelState::new(
+        let mut state = ChannelState::new(
             &self.name,
             self.policy,
             self.replay.is_some(),
             self.refresh,
             balancer,
             weak as std::sync::Weak<dyn Endpoints>,
-        ));
+        );
+        state.classifier = Classifier::new(self.classify);
+        let state = Arc::new(state);
         let mut writer = TableWriter::new(table.clone(), self.connect, state.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let name = state.name.clone();
@@ -359,12 +361,9 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
                 }
             }
         });
-        let defers = self.classify.defers();
         let inner = Arc::new(Inner {
             state,
             table,
-            classify: self.classify,
-            defers,
             replay: self.replay,
             on_attempt: self.on_attempt,
             initial_wait: self.initial_wait,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tower::Service;
 
-use super::bare::bare;
+use super::bare::{self, Boxed};
 use super::inner::Handle;
 use super::resilient;
 use super::state::{ChannelState, Endpoints};
@@ -19,8 +19,13 @@ use crate::{BoxError, Endpoint, Error};
 
 /// A channel, whatever its endpoint service type.
 pub(crate) trait Engine<Req, Resp>: Send + Sync {
+    /// Starts a call under this handle's settings, which are bare (no
+    /// policy): the call's future holds no reference on the handle.
+    fn call_bare(&self, req: Req) -> ResponseFuture<Resp>;
     /// Starts a call under this handle's settings.
     fn call(self: Arc<Self>, req: Req) -> ResponseFuture<Resp>;
+    /// True when this handle's settings are bare.
+    fn is_bare(&self) -> bool;
     /// A new handle on the same channel, with the current settings.
     fn fork(&self) -> Arc<dyn Engine<Req, Resp>>;
     /// The version of the settings this handle holds.
@@ -41,22 +46,26 @@ where
     S::Error: Into<BoxError> + Send + 'static,
     S::Future: Send + 'static,
 {
+    fn call_bare(&self, req: Req) -> ResponseFuture<S::Response> {
+        let span = call_span(&self.inner.state);
+        ResponseFuture {
+            inner: bare::start(&self.inner, req, span),
+        }
+    }
+
     fn call(self: Arc<Self>, req: Req) -> ResponseFuture<S::Response> {
-        let state = &self.inner.state;
-        let span = tracing::debug_span!(
-            target: "towline",
-            "call",
-            channel = %state.name,
-            outcome = tracing::field::Empty,
-        );
+        if self.settings.is_none() {
+            return self.call_bare(req);
+        }
+        let span = call_span(&self.inner.state);
         // Boxed where it is made: the future is moved once, into the heap.
-        type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
-        let inner: Boxed<S::Response> = if self.settings.is_none() {
-            Box::pin(bare(self, req, span.clone()))
-        } else {
-            Box::pin(resilient::call(self, req, span.clone()))
-        };
-        ResponseFuture { inner, span }
+        let call = resilient::call(self, req, span.clone());
+        let inner: Boxed<S::Response> = Box::pin(tracing::Instrument::instrument(call, span));
+        ResponseFuture { inner }
+    }
+
+    fn is_bare(&self) -> bool {
+        self.settings.is_none()
     }
 
     fn fork(&self) -> Arc<dyn Engine<Req, S::Response>> {
@@ -96,20 +105,29 @@ where
     }
 }
 
+/// The span of one call (see the [module docs](super)).
+fn call_span(state: &ChannelState) -> tracing::Span {
+    tracing::debug_span!(
+        target: "towline",
+        "call",
+        channel = %state.name,
+        outcome = tracing::field::Empty,
+    )
+}
+
 /// The future of a [`Channel`](super::Channel) call: the one heap
 /// allocation of a call. It runs inside the call's span.
 pub struct ResponseFuture<Resp> {
+    /// The call, which enters its own span when polled.
     inner: Pin<Box<dyn Future<Output = Result<Resp, Error>> + Send>>,
-    span: tracing::Span,
 }
 
 impl<Resp> Future for ResponseFuture<Resp> {
     type Output = Result<Resp, Error>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let _entered = this.span.enter();
-        this.inner.as_mut().poll(cx)
+        self.inner.as_mut().poll(cx)
     }
 }
 

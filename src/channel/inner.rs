@@ -8,23 +8,19 @@ use tower::Service;
 
 use super::info::AttemptInfo;
 use super::settings::ChannelPolicy;
-use super::slot::Slot;
 use super::state::ChannelState;
 use super::table::{Snapshot, Table};
 use crate::Error;
-use crate::classify::Classify;
 use crate::policy::replay::Replay;
 
 /// A hook run on each attempt's request just before it is sent.
 pub(crate) type Hook<Req> = Box<dyn Fn(&mut Req, &AttemptInfo) + Send + Sync>;
 
-/// State shared by all clones of a channel.
+/// State shared by all clones of a channel (the classifier is in the
+/// untyped [`ChannelState`], where attempts reach it through their slot).
 pub(crate) struct Inner<Req, S: Service<Req>> {
     pub(crate) state: Arc<ChannelState>,
     pub(crate) table: Arc<Table<S>>,
-    pub(crate) classify: Box<dyn Classify<S::Response, S::Error>>,
-    /// The classifier defers outcomes (asked once, at build).
-    pub(crate) defers: bool,
     pub(crate) replay: Option<Box<dyn Replay<Req>>>,
     pub(crate) on_attempt: Option<Hook<Req>>,
     pub(crate) initial_wait: Duration,
@@ -47,26 +43,6 @@ impl<Req, S: Service<Req>> Inner<Req, S> {
         self.table
             .populated(self.initial_wait, &state.name, || state.request_refresh())
             .await
-    }
-
-    /// Notes whether `slot`'s service failed outright (not a response
-    /// classified as failure), and asks discovery to look again when every
-    /// endpoint's last attempt did: the set may be stale. The scan runs only
-    /// on an error, and only when the channel has a refresh hint.
-    pub(crate) fn note_service_error(&self, slot: &Slot<S>, error: bool) {
-        if slot.erroring.load(Ordering::Relaxed) != error {
-            slot.erroring.store(error, Ordering::Relaxed);
-        }
-        if error
-            && self.state.has_refresh_hint()
-            && self
-                .table
-                .current()
-                .slots()
-                .all(|s| s.erroring.load(Ordering::Relaxed))
-        {
-            self.state.request_refresh();
-        }
     }
 }
 

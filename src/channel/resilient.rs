@@ -58,7 +58,7 @@ where
     S::Error: Into<BoxError> + 'static,
 {
     type Response = S::Response;
-    type Attempt = Attempt<'a, Req, S>;
+    type Attempt = Attempt<Req, S>;
 
     fn rules(&self) -> Rules<'_> {
         let settings = self.settings;
@@ -114,7 +114,7 @@ where
         drop(snapshot);
         let id = Arc::as_ptr(&slot) as usize;
         let attempt = Attempt::new(
-            self.inner,
+            self.inner.on_attempt.as_ref(),
             slot,
             req,
             send.number,

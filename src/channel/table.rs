@@ -196,6 +196,12 @@ impl<S: Send + Sync + 'static> Endpoints for Table<S> {
             .collect()
     }
 
+    fn all_erroring(&self) -> bool {
+        self.current()
+            .slots()
+            .all(|s| s.erroring.load(Ordering::Relaxed))
+    }
+
     fn apply(&self, plan: &Plan) {
         let current = self.current();
         for (slot, &ejected) in current.slots().zip(&plan.ejected) {
