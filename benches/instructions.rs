@@ -16,13 +16,17 @@
 //! `towline/N` and `tower/N` (one task calling a P2C peak-EWMA channel of N
 //! endpoints, and tower's `Balance<PeakEwma>` over the same service),
 //! `bare` and `full` (8 endpoints, no policy and every policy armed but
-//! not firing).
+//! not firing); `towline64/N` and `buffer64/N` split the calls over 64
+//! tasks on a 2-worker runtime (a channel clone per task, and tower's
+//! `Buffer<Balance<PeakEwma>>`), for CPU time (`scripts/cputime`; under
+//! callgrind the threads run one at a time).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tower::balance::p2c::Balance;
+use tower::buffer::Buffer;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwma};
 use tower::{Service, ServiceExt};
@@ -54,6 +58,38 @@ where
     }
 }
 
+/// `n` calls split over 64 tasks, each with its own clone of `svc`.
+async fn spread<S>(svc: S, n: u64)
+where
+    S: Service<u64, Response = u64> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug,
+    S::Future: Send,
+{
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let mut svc = svc.clone();
+            tokio::spawn(async move { calls(&mut svc, n.div_ceil(64)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+fn tower_balance(size: usize) -> Balance<ServiceList<Vec<PeakEwma<Echo>>>, u64> {
+    let services = (0..size)
+        .map(|_| {
+            PeakEwma::new(
+                Echo,
+                Duration::from_millis(30),
+                Duration::from_secs(10).as_nanos() as f64,
+                CompleteOnResponse::default(),
+            )
+        })
+        .collect::<Vec<_>>();
+    Balance::new(ServiceList::new(services))
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let config = args.next().expect("usage: instructions CONFIG CALLS");
@@ -61,32 +97,28 @@ fn main() {
         .next()
         .and_then(|c| c.parse().ok())
         .expect("usage: instructions CONFIG CALLS");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let (kind, size) = match config.split_once('/') {
         Some((k, s)) => (k, s.parse::<usize>().expect("endpoint count")),
         None => (config.as_str(), 8),
     };
+    let rt = if kind.ends_with("64") {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
     rt.block_on(async move {
         match kind {
             "floor" => calls(&mut Echo, n).await,
-            "tower" => {
-                let services = (0..size)
-                    .map(|_| {
-                        PeakEwma::new(
-                            Echo,
-                            Duration::from_millis(30),
-                            Duration::from_secs(10).as_nanos() as f64,
-                            CompleteOnResponse::default(),
-                        )
-                    })
-                    .collect::<Vec<_>>();
-                let mut balance = Balance::new(ServiceList::new(services));
-                calls(&mut balance, n).await
-            }
-            "towline" | "bare" | "full" => {
+            "tower" => calls(&mut tower_balance(size), n).await,
+            "buffer64" => spread(Buffer::new(tower_balance(size), 1024), n).await,
+            "towline" | "towline64" | "bare" | "full" => {
                 let builder = Channel::builder(|_: &Endpoint| Echo)
                     .discover(Static::new(addrs(size)))
                     .balancer(P2c::peak_ewma());
@@ -108,7 +140,11 @@ fn main() {
                 while channel.endpoints().len() < size {
                     tokio::task::yield_now().await;
                 }
-                calls(&mut channel, n).await
+                if kind == "towline64" {
+                    spread(channel, n).await
+                } else {
+                    calls(&mut channel, n).await
+                }
             }
             other => panic!("unknown configuration {other}"),
         }

@@ -21,6 +21,7 @@ use tower::Service;
 use tracing::Span;
 
 use super::attempt::{Attempt, outcome_name};
+use super::engine::{Boxed, CallFuture, Plain};
 use super::inner::Inner;
 use super::slot::Slot;
 use super::state::ChannelState;
@@ -30,9 +31,6 @@ use crate::classify::Outcome;
 use crate::policy::call::{AttemptKind, Ended};
 use crate::rng::with_thread_rng;
 use crate::{BoxError, Error};
-
-/// A boxed call future (the one allocation of a call).
-pub(crate) type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
 
 /// The picked endpoint's slot (skipping ejected ones), or `None` when no
 /// endpoint is eligible.
@@ -48,10 +46,10 @@ fn pick<S>(snapshot: &Snapshot<S>, at: Instant, state: &ChannelState) -> Option<
     picked.map(|i| snapshot.slot(i).clone())
 }
 
-/// A call with no policy, made at `start` inside `span` (the call span):
-/// picks its endpoint and sends its attempt now, or waits for discovery
-/// while the set is empty.
-pub(crate) fn start<Req, S>(inner: &Arc<Inner<Req, S>>, req: Req, span: Span) -> Boxed<S::Response>
+/// A call with no policy, made now in `span` (the call span): picks its
+/// endpoint and sends its attempt now, or waits for discovery while the set
+/// is empty.
+pub(crate) fn start<Req, S>(inner: &Arc<Inner<Req, S>>, req: Req, span: &Span) -> Boxed<S::Response>
 where
     Req: Send + 'static,
     S: Service<Req> + Clone + Send + Sync + 'static,
@@ -76,9 +74,14 @@ where
         }
         Some(None) => {
             let error = inner.no_endpoint();
-            Box::pin(async move { Err(error) })
+            Box::pin(Plain(async move { Err(error) }))
         }
-        None => Box::pin(wait_then_call(inner.clone(), req, start, span)),
+        None => Box::pin(Plain(wait_then_call(
+            inner.clone(),
+            req,
+            start,
+            span.clone(),
+        ))),
     }
 }
 
@@ -92,20 +95,20 @@ async fn wait_then_call<Req, S>(
     span: Span,
 ) -> Result<S::Response, Error>
 where
+    Req: Send,
     S: Service<Req> + Clone + Send + Sync + 'static,
     S::Response: 'static,
     S::Error: Into<BoxError> + 'static,
+    S::Future: Send,
 {
-    let snapshot = {
-        let _entered = span.enter();
-        inner.populated().await?
-    };
+    let snapshot = inner.populated().await?;
     let now = crate::clock::now();
     let Some(slot) = pick(&snapshot, now, &inner.state) else {
         return Err(inner.no_endpoint());
     };
     drop(snapshot);
-    Bare::new(&inner, slot, req, now, start, span).await
+    let mut bare = std::pin::pin!(Bare::new(&inner, slot, req, now, start, &span));
+    std::future::poll_fn(|cx| bare.as_mut().poll_in(cx, &span)).await
 }
 
 /// Where a bare call's duration starts.
@@ -130,13 +133,13 @@ impl CallStart for Instant {
     }
 }
 
-/// A bare call's one attempt, in its call span. Kept small: it is built
-/// on the stack and copied into its box.
+/// A bare call's one attempt. Kept small (it is built on the stack and
+/// copied into its box, which takes a library call above 128 bytes): the
+/// call span stays in the [`ResponseFuture`](super::ResponseFuture).
 #[pin_project]
 pub(crate) struct Bare<Req, S: Service<Req>, C> {
     #[pin]
     attempt: Attempt<Req, S>,
-    span: Span,
     start: C,
 }
 
@@ -153,7 +156,7 @@ where
         req: Req,
         sent: Instant,
         start: C,
-        span: Span,
+        span: &Span,
     ) -> Self {
         let _entered = (!span.is_disabled()).then(|| span.enter());
         let attempt = Attempt::new(
@@ -165,31 +168,29 @@ where
             sent,
             None,
             None,
-            &span,
+            span,
         );
         drop(_entered);
-        Bare {
-            attempt,
-            span,
-            start,
-        }
+        Bare { attempt, start }
     }
 }
 
-impl<Req, S, C: CallStart> Future for Bare<Req, S, C>
+impl<Req, S, C> CallFuture<S::Response> for Bare<Req, S, C>
 where
+    Req: Send,
     S: Service<Req> + Send + Sync + 'static,
     S::Response: 'static,
     S::Error: Into<BoxError> + 'static,
+    S::Future: Send,
+    C: CallStart + Send,
 {
-    type Output = Result<S::Response, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll_in(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        span: &Span,
+    ) -> Poll<Result<S::Response, Error>> {
         let mut this = self.project();
-        let finished = {
-            let _entered = this.span.enter();
-            std::task::ready!(this.attempt.as_mut().poll(cx))
-        };
+        let finished = std::task::ready!(this.attempt.as_mut().poll(cx));
         let outcome = match finished.ended {
             Ended::Answered(outcome) => outcome,
             Ended::TimedOut => Outcome::Failure { retryable: true },
@@ -197,8 +198,8 @@ where
         let took = this.start.took(finished.elapsed, finished.at);
         let state = &this.attempt.as_ref().get_ref().slot().state;
         state.metrics.record_call(outcome, took);
-        if !this.span.is_disabled() {
-            this.span.record("outcome", outcome_name(outcome));
+        if !span.is_disabled() {
+            span.record("outcome", outcome_name(outcome));
         }
         // A response the classifier called a failure is still the caller's
         // answer when nothing else will be tried.
@@ -207,5 +208,40 @@ where
                 .result
                 .unwrap_or_else(|| Err(Error::inner("an attempt without a time limit timed out"))),
         )
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[derive(Clone)]
+    struct E;
+    impl tower::Service<u64> for E {
+        type Response = u64;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<u64, std::convert::Infallible>>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, r: u64) -> Self::Future {
+            std::future::ready(Ok(r))
+        }
+    }
+    #[test]
+    fn sizes() {
+        use std::mem::size_of;
+        eprintln!(
+            "Bare {} Attempt {} Step {} Span {} Admission {} Finished {} Error {} Outcome {}",
+            size_of::<super::Bare<u64, E, ()>>(),
+            size_of::<super::Attempt<u64, E>>(),
+            size_of::<crate::policy::drive::Step<E, u64>>(),
+            size_of::<tracing::Span>(),
+            size_of::<Option<crate::policy::breaker::Admission>>(),
+            size_of::<crate::policy::drive::Finished<u64>>(),
+            size_of::<crate::Error>(),
+            size_of::<crate::classify::Outcome>(),
+        );
     }
 }

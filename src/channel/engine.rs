@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use tower::Service;
 
-use super::bare::{self, Boxed};
+use pin_project::pin_project;
+use tracing::Span;
+
+use super::bare;
 use super::inner::Handle;
 use super::resilient;
 use super::state::{ChannelState, Endpoints};
@@ -49,7 +52,8 @@ where
     fn call_bare(&self, req: Req) -> ResponseFuture<S::Response> {
         let span = call_span(&self.inner.state);
         ResponseFuture {
-            inner: bare::start(&self.inner, req, span),
+            inner: bare::start(&self.inner, req, &span),
+            span,
         }
     }
 
@@ -59,9 +63,8 @@ where
         }
         let span = call_span(&self.inner.state);
         // Boxed where it is made: the future is moved once, into the heap.
-        let call = resilient::call(self, req, span.clone());
-        let inner: Boxed<S::Response> = Box::pin(tracing::Instrument::instrument(call, span));
-        ResponseFuture { inner }
+        let inner: Boxed<S::Response> = Box::pin(Plain(resilient::call(self, req, span.clone())));
+        ResponseFuture { inner, span }
     }
 
     fn is_bare(&self) -> bool {
@@ -106,7 +109,7 @@ where
 }
 
 /// The span of one call (see the [module docs](super)).
-fn call_span(state: &ChannelState) -> tracing::Span {
+fn call_span(state: &ChannelState) -> Span {
     tracing::debug_span!(
         target: "towline",
         "call",
@@ -115,11 +118,38 @@ fn call_span(state: &ChannelState) -> tracing::Span {
     )
 }
 
+/// A call in progress, polled inside its call span, which it is handed
+/// (a call need not keep its own copy of the span).
+pub(crate) trait CallFuture<Resp>: Send {
+    /// Polls the call; `span` is the call's span, entered.
+    fn poll_in(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        span: &Span,
+    ) -> Poll<Result<Resp, Error>>;
+}
+
+/// A boxed call (the one allocation of a call).
+pub(crate) type Boxed<T> = Pin<Box<dyn CallFuture<T>>>;
+
+/// A call future that keeps what it needs of the span itself.
+#[pin_project]
+pub(crate) struct Plain<F>(#[pin] pub(crate) F);
+
+impl<F, Resp> CallFuture<Resp> for Plain<F>
+where
+    F: Future<Output = Result<Resp, Error>> + Send,
+{
+    fn poll_in(self: Pin<&mut Self>, cx: &mut Context<'_>, _: &Span) -> Poll<Result<Resp, Error>> {
+        self.project().0.poll(cx)
+    }
+}
+
 /// The future of a [`Channel`](super::Channel) call: the one heap
 /// allocation of a call. It runs inside the call's span.
 pub struct ResponseFuture<Resp> {
-    /// The call, which enters its own span when polled.
-    inner: Pin<Box<dyn Future<Output = Result<Resp, Error>> + Send>>,
+    inner: Boxed<Resp>,
+    span: Span,
 }
 
 impl<Resp> Future for ResponseFuture<Resp> {
@@ -127,7 +157,9 @@ impl<Resp> Future for ResponseFuture<Resp> {
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        this.inner.as_mut().poll_in(cx, &this.span)
     }
 }
 
