@@ -58,17 +58,18 @@ where
     }
 
     fn call(self: Arc<Self>, req: Req) -> ResponseFuture<S::Response> {
-        if self.settings.is_none() {
+        if self.bare {
             return self.call_bare(req);
         }
         let span = call_span(&self.inner.state);
-        // Boxed where it is made: the future is moved once, into the heap.
-        let inner: Boxed<S::Response> = Box::pin(Plain(resilient::call(self, req, span.clone())));
-        ResponseFuture { inner, span }
+        ResponseFuture {
+            inner: resilient::start(self, req, &span),
+            span,
+        }
     }
 
     fn is_bare(&self) -> bool {
-        self.settings.is_none()
+        self.bare
     }
 
     fn fork(&self) -> Arc<dyn Engine<Req, S::Response>> {

@@ -54,9 +54,10 @@ impl<Req, S: Service<Req>> Inner<Req, S> {
 /// settings change, the clone's next call makes a new handle.
 pub(crate) struct Handle<Req, S: Service<Req>> {
     pub(crate) inner: Arc<Inner<Req, S>>,
-    /// The settings of calls made through this handle; `None` when no
-    /// policy is on (the bare path).
-    pub(crate) settings: Option<ChannelPolicy>,
+    /// The settings of calls made through this handle.
+    pub(crate) settings: ChannelPolicy,
+    /// No policy is on: calls take the bare path.
+    pub(crate) bare: bool,
     /// The version of `settings`.
     pub(crate) version: u64,
 }
@@ -66,10 +67,10 @@ impl<Req, S: Service<Req>> Handle<Req, S> {
     pub(crate) fn new(inner: Arc<Inner<Req, S>>) -> Self {
         let state = &inner.state;
         let version = state.version.load(Ordering::Acquire);
-        let settings = state.settings.load();
-        let settings = (!settings.is_bare()).then(|| (**settings).clone());
+        let settings = (**state.settings.load()).clone();
         Handle {
             inner,
+            bare: settings.is_bare(),
             settings,
             version,
         }

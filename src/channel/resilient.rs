@@ -15,8 +15,8 @@ use tracing::Span;
 
 use super::attempt::{Attempt, outcome_name};
 use super::choose::{self, Candidates, choose};
-use super::inner::{Handle, Inner};
-use super::settings::ChannelPolicy;
+use super::engine::{Boxed, Plain};
+use super::inner::Handle;
 use super::table::Snapshot;
 use crate::error::{BoxError, Error};
 use crate::policy::breaker::CircuitBreaker;
@@ -43,15 +43,15 @@ impl<S> Candidates for Snapshot<S> {
     }
 }
 
-/// Where a channel call's attempts go.
-struct Endpoints<'a, Req, S: Service<Req>> {
-    inner: &'a Inner<Req, S>,
-    settings: &'a ChannelPolicy,
+/// Where a channel call's attempts go: the channel (through this clone's
+/// handle, whose settings the call follows), and the call's start and span.
+struct Endpoints<Req, S: Service<Req>> {
+    handle: Arc<Handle<Req, S>>,
     start: Instant,
-    span: &'a Span,
+    span: Span,
 }
 
-impl<'a, Req: 'static, S> Dispatch<Req> for Endpoints<'a, Req, S>
+impl<Req: 'static, S> Dispatch<Req> for Endpoints<Req, S>
 where
     S: Service<Req> + Clone + Send + Sync + 'static,
     S::Response: 'static,
@@ -61,8 +61,8 @@ where
     type Attempt = Attempt<Req, S>;
 
     fn rules(&self) -> Rules<'_> {
-        let settings = self.settings;
-        let state = &*self.inner.state;
+        let settings = &self.handle.settings;
+        let state = &*self.handle.inner.state;
         Rules {
             timeout: settings.timeout(),
             deadline: settings.deadline(),
@@ -88,15 +88,16 @@ where
         req: Req,
         now: Instant,
     ) -> Result<(Self::Attempt, Option<usize>), NotSent> {
-        let state = &self.inner.state;
+        let inner = &*self.handle.inner;
+        let state = &inner.state;
         let rules = choose::Rules {
-            breakers: self.settings.breaker().is_some(),
+            breakers: self.handle.settings.breaker().is_some(),
             panic: state.panicking(),
             none_ejected: state.ejected() == 0,
         };
         // The current set, under a short-lived guard: the call holds only
         // the slots it sends to, and its tried set survives a new set.
-        let snapshot = self.inner.table.current();
+        let snapshot = inner.table.current();
         let picked = with_thread_rng(|rng| {
             choose(
                 &**snapshot,
@@ -114,7 +115,7 @@ where
         drop(snapshot);
         let id = Arc::as_ptr(&slot) as usize;
         let attempt = Attempt::new(
-            self.inner.on_attempt.as_ref(),
+            inner.on_attempt.as_ref(),
             slot,
             req,
             send.number,
@@ -122,21 +123,21 @@ where
             now,
             send.cut,
             admission,
-            self.span,
+            &self.span,
         );
         Ok((attempt, Some(id)))
     }
 
     fn replay(&self, req: &Req) -> Option<Req> {
-        self.inner.replay.as_ref()?.replay(req)
+        self.handle.inner.replay.as_ref()?.replay(req)
     }
 
     fn no_endpoint(&self) -> Error {
-        self.inner.no_endpoint()
+        self.handle.inner.no_endpoint()
     }
 
     fn on_sent(&self, kind: AttemptKind) {
-        let state = &self.inner.state;
+        let state = &self.handle.inner.state;
         state.retry_metrics.attempts.increment(1);
         match kind {
             AttemptKind::Retry => state.retry_metrics.retries.increment(1),
@@ -146,7 +147,7 @@ where
     }
 
     fn on_refused(&self, which: Refused) {
-        let state = &self.inner.state;
+        let state = &self.handle.inner.state;
         match which {
             Refused::Retry => state.retry_metrics.budget_exhausted.increment(1),
             Refused::Hedge => state.hedge_metrics.budget_exhausted.increment(1),
@@ -154,7 +155,7 @@ where
     }
 
     fn on_finish(&self, call: &Call, now: Instant, took: Option<Duration>) {
-        let state = &self.inner.state;
+        let state = &self.handle.inner.state;
         if call.answered_by() == Some(AttemptKind::Hedge) {
             state.hedge_metrics.won.increment(1);
         }
@@ -165,10 +166,39 @@ where
     }
 }
 
-/// A call under the channel's policies.
-pub(crate) async fn call<Req: 'static, S>(
+/// A call under the channel's policies, made now in `span` (the call
+/// span). The deadline runs from now, also while the call waits for a
+/// first endpoint.
+pub(crate) fn start<Req, S>(
     handle: Arc<Handle<Req, S>>,
     req: Req,
+    span: &Span,
+) -> Boxed<S::Response>
+where
+    Req: Send + 'static,
+    S: Service<Req> + Clone + Send + Sync + 'static,
+    S::Response: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let start = crate::clock::now();
+    if !handle.inner.table.is_populated() {
+        return Box::pin(Plain(wait_then_call(handle, req, start, span.clone())));
+    }
+    let endpoints = Endpoints {
+        handle,
+        start,
+        span: span.clone(),
+    };
+    Box::pin(Plain(Drive::new(endpoints, req, start, start)))
+}
+
+/// A call made while the endpoint set was empty: waits for discovery,
+/// then runs.
+async fn wait_then_call<Req: 'static, S>(
+    handle: Arc<Handle<Req, S>>,
+    req: Req,
+    start: Instant,
     span: Span,
 ) -> Result<S::Response, Error>
 where
@@ -176,23 +206,12 @@ where
     S::Response: 'static,
     S::Error: Into<BoxError> + 'static,
 {
-    let inner = &*handle.inner;
-    let start = crate::clock::now();
-    let now = if inner.table.is_populated() {
-        start
-    } else {
-        // Empty table: wait for discovery; the deadline runs from the start.
-        inner.populated().await?;
-        crate::clock::now()
-    };
-    let Some(settings) = &handle.settings else {
-        return Err(Error::inner("a resilient call without settings"));
-    };
+    handle.inner.populated().await?;
+    let now = crate::clock::now();
     let endpoints = Endpoints {
-        inner,
-        settings,
+        handle,
         start,
-        span: &span,
+        span,
     };
     Drive::new(endpoints, req, start, now).await
 }
