@@ -190,7 +190,20 @@ where
         start,
         span: span.clone(),
     };
-    Box::pin(Plain(Drive::new(endpoints, req, start, start)))
+    let mut boxed = Box::<Plain<Drive<Endpoints<Req, S>, Req>>>::new_uninit();
+    // SAFETY: `Drive::init` fully initializes the only field of the
+    // `Plain` in the box, before it is pinned.
+    let boxed = unsafe {
+        Drive::init(
+            std::ptr::addr_of_mut!((*boxed.as_mut_ptr()).0),
+            endpoints,
+            req,
+            start,
+            start,
+        );
+        boxed.assume_init()
+    };
+    Box::into_pin(boxed)
 }
 
 /// A call made while the endpoint set was empty: waits for discovery,

@@ -198,6 +198,34 @@ impl<D: Dispatch<Req>, Req> Drive<D, Req> {
         }
     }
 
+    /// Writes at `this` the drive [`new`](Self::new) would return, field
+    /// by field: a driver is large (the machine, an attempt, a timer), and
+    /// made on the stack it would be copied whole into its box.
+    ///
+    /// # Safety
+    ///
+    /// `this` must be valid for writes and aligned; on return the drive
+    /// there is fully initialized (and not yet pinned).
+    #[inline(always)]
+    pub(crate) unsafe fn init(this: *mut Self, dispatch: D, req: Req, start: Instant, now: Instant) {
+        use std::ptr::addr_of_mut;
+        // SAFETY: the caller gives a writable, aligned place; every field
+        // is written once.
+        unsafe {
+            addr_of_mut!((*this).call).write(Call::new(&dispatch.rules(), start));
+            addr_of_mut!((*this).dispatch).write(dispatch);
+            addr_of_mut!((*this).first).write(None);
+            addr_of_mut!((*this).hedges).write(Vec::new());
+            addr_of_mut!((*this).timer).write(None);
+            addr_of_mut!((*this).timer_at).write(None);
+            addr_of_mut!((*this).template).write(Some(req));
+            addr_of_mut!((*this).kept).write(None);
+            addr_of_mut!((*this).now).write(now);
+            addr_of_mut!((*this).took).write(None);
+            addr_of_mut!((*this).quick).write(start == now);
+        }
+    }
+
     /// The machine (for a future's `Debug`).
     pub(crate) fn call(&self) -> &Call {
         &self.call
