@@ -281,7 +281,10 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                                 } else {
                                     first.set(Some(attempt));
                                 }
+                                // Poll it before asking the machine again:
+                                // an answer at once ends the round.
                                 sent = true;
+                                break;
                             }
                             Err(why) => this.call.on_not_sent(send.number, why),
                         }
@@ -324,7 +327,7 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                 }
             }
             if sent {
-                // Poll the new attempts once, so that they can wake us.
+                // Poll the new attempt once, so that it can wake us.
                 continue;
             }
             let Some(at) = this.call.next_timer() else {
