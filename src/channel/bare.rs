@@ -21,7 +21,7 @@ use tower::Service;
 use tracing::Span;
 
 use super::attempt::{Attempt, outcome_name};
-use super::engine::{Boxed, CallFuture, Plain};
+use super::engine::{Boxed, CallFuture, Plain, boxed, boxed_in_place};
 use super::inner::Inner;
 use super::slot::Slot;
 use super::state::ChannelState;
@@ -49,7 +49,7 @@ fn pick<S>(snapshot: &Snapshot<S>, at: Instant, state: &ChannelState) -> Option<
 /// A call with no policy, made now in `span` (the call span): picks its
 /// endpoint and sends its attempt now, or waits for discovery while the set
 /// is empty.
-pub(crate) fn start<Req, S>(inner: &Arc<Inner<Req, S>>, req: Req, span: &Span) -> Boxed<S::Response>
+pub(crate) fn start<Req, S>(inner: &Arc<Inner<Req, S>>, req: Req, span: Span) -> Boxed<S::Response>
 where
     Req: Send + 'static,
     S: Service<Req> + Clone + Send + Sync + 'static,
@@ -64,24 +64,22 @@ where
     };
     match picked {
         Some(Some(slot)) => {
-            // Made in place, in the box: no copy of the future.
-            let boxed = Box::<Bare<Req, S, ()>>::new_uninit();
-            let boxed: Pin<Box<Bare<Req, S, ()>>> = Box::into_pin(Box::write(
-                boxed,
-                Bare::new(inner, slot, req, start, (), span),
-            ));
-            boxed
+            let make = |place: *mut Bare<Req, S, ()>, span: &Span| {
+                let bare = Bare::new(inner, slot, req, start, (), span);
+                // SAFETY: `place` is the box's place for the call.
+                unsafe { place.write(bare) }
+            };
+            // SAFETY: `make` writes the call.
+            unsafe { boxed_in_place(span, make) }
         }
         Some(None) => {
             let error = inner.no_endpoint();
-            Box::pin(Plain(async move { Err(error) }))
+            boxed(span, Plain(async move { Err(error) }))
         }
-        None => Box::pin(Plain(wait_then_call(
-            inner.clone(),
-            req,
-            start,
-            span.clone(),
-        ))),
+        None => {
+            let wait = wait_then_call(inner.clone(), req, start, span.clone());
+            boxed(span, Plain(wait))
+        }
     }
 }
 
@@ -133,9 +131,7 @@ impl CallStart for Instant {
     }
 }
 
-/// A bare call's one attempt. Kept small (it is built on the stack and
-/// copied into its box, which takes a library call above 128 bytes): the
-/// call span stays in the [`ResponseFuture`](super::ResponseFuture).
+/// A bare call's one attempt.
 #[pin_project]
 pub(crate) struct Bare<Req, S: Service<Req>, C> {
     #[pin]
@@ -175,7 +171,7 @@ where
     }
 }
 
-impl<Req, S, C> CallFuture<S::Response> for Bare<Req, S, C>
+impl<Req, S, C> CallFuture for Bare<Req, S, C>
 where
     Req: Send,
     S: Service<Req> + Send + Sync + 'static,
@@ -184,6 +180,8 @@ where
     S::Future: Send,
     C: CallStart + Send,
 {
+    type Response = S::Response;
+
     fn poll_in(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -15,7 +15,7 @@ use tracing::Span;
 
 use super::attempt::{Attempt, outcome_name};
 use super::choose::{self, Candidates, choose};
-use super::engine::{Boxed, Plain};
+use super::engine::{Boxed, Plain, boxed, boxed_in_place};
 use super::inner::Handle;
 use super::table::Snapshot;
 use crate::error::{BoxError, Error};
@@ -172,7 +172,7 @@ where
 pub(crate) fn start<Req, S>(
     handle: Arc<Handle<Req, S>>,
     req: Req,
-    span: &Span,
+    span: Span,
 ) -> Boxed<S::Response>
 where
     Req: Send + 'static,
@@ -183,27 +183,21 @@ where
 {
     let start = crate::clock::now();
     if !handle.inner.table.is_populated() {
-        return Box::pin(Plain(wait_then_call(handle, req, start, span.clone())));
+        let wait = wait_then_call(handle, req, start, span.clone());
+        return boxed(span, Plain(wait));
     }
-    let endpoints = Endpoints {
-        handle,
-        start,
-        span: span.clone(),
-    };
-    let mut boxed = Box::<Plain<Drive<Endpoints<Req, S>, Req>>>::new_uninit();
-    // SAFETY: `Drive::init` fully initializes the only field of the
-    // `Plain` in the box, before it is pinned.
-    let boxed = unsafe {
-        Drive::init(
-            std::ptr::addr_of_mut!((*boxed.as_mut_ptr()).0),
-            endpoints,
-            req,
+    let make = |place: *mut Plain<Drive<Endpoints<Req, S>, Req>>, span: &Span| {
+        let endpoints = Endpoints {
+            handle,
             start,
-            start,
-        );
-        boxed.assume_init()
+            span: span.clone(),
+        };
+        // SAFETY: `Drive::init` fully initializes the only field of the
+        // `Plain` at `place`, the box's place for the call.
+        unsafe { Drive::init(std::ptr::addr_of_mut!((*place).0), endpoints, req, start, start) }
     };
-    Box::into_pin(boxed)
+    // SAFETY: `make` writes the call.
+    unsafe { boxed_in_place(span, make) }
 }
 
 /// A call made while the endpoint set was empty: waits for discovery,

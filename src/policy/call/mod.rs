@@ -145,7 +145,7 @@ pub struct Call {
 impl Call {
     /// A call starting at `start`: its deadline runs from here, and it
     /// counts as one call in the budgets it may draw on.
-    #[inline]
+    #[inline(always)]
     pub fn new(rules: &Rules, start: Instant) -> Self {
         // Budgets made together share an epoch: one clock subtraction.
         let mut since: Option<(Instant, u64)> = None;
