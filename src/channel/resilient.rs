@@ -81,6 +81,7 @@ where
         }
     }
 
+    #[inline]
     fn send(
         &self,
         call: &Call,

@@ -265,14 +265,15 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
             let mut sent = false;
             loop {
                 let action = this.call.poll(*this.now, &rules);
-                match action {
+                // Borrowed, not moved: the fields are read one by one.
+                match &action {
                     Action::Send(send) => {
-                        let Some(req) = request(this.call, this.dispatch, this.template, &send)
+                        let Some(req) = request(this.call, this.dispatch, this.template, send)
                         else {
                             this.call.on_not_sent(send.number, NotSent::NotReplayable);
                             continue;
                         };
-                        match dispatch.send(this.call, &send, req, *this.now) {
+                        match dispatch.send(this.call, send, req, *this.now) {
                             Ok((attempt, endpoint)) => {
                                 this.call.on_sent(send.number, endpoint);
                                 dispatch.on_sent(send.kind);
@@ -289,7 +290,7 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                             Err(why) => this.call.on_not_sent(send.number, why),
                         }
                     }
-                    Action::Cut { number, at } => {
+                    &Action::Cut { number, at } => {
                         if let Some(a) = first.as_mut().as_pin_mut()
                             && a.number() == number
                         {
@@ -310,9 +311,9 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                         };
                         feed(this.call, &rules, this.kept, this.now, out);
                     }
-                    Action::Refused(which) => dispatch.on_refused(which),
+                    &Action::Refused(which) => dispatch.on_refused(which),
                     Action::Wait => break,
-                    Action::Finish(finish) => {
+                    &Action::Finish(finish) => {
                         // Every attempt still pending loses: dropped, which
                         // cancels it.
                         first.set(None);
@@ -356,6 +357,7 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
 }
 
 /// Hands one ended attempt to the machine and keeps its answer.
+#[inline(always)]
 fn feed<T>(
     call: &mut Call,
     rules: &Rules,
