@@ -16,7 +16,8 @@
 //! `towline/N` and `tower/N` (one task calling a P2C peak-EWMA channel of N
 //! endpoints, and tower's `Balance<PeakEwma>` over the same service),
 //! `bare` and `full` (8 endpoints, no policy and every policy armed but
-//! not firing); `towline64/N` and `buffer64/N` split the calls over 64
+//! not firing), and `timeout`, `deadline`, `retry`, `breaker`, `hedge` (each
+//! policy alone, as in benches/policy.rs); `towline64/N` and `buffer64/N` split the calls over 64
 //! tasks on a 2-worker runtime (a channel clone per task, and tower's
 //! `Buffer<Balance<PeakEwma>>`), for CPU time (`scripts/cputime`; under
 //! callgrind the threads run one at a time).
@@ -118,23 +119,29 @@ fn main() {
             "floor" => calls(&mut Echo, n).await,
             "tower" => calls(&mut tower_balance(size), n).await,
             "buffer64" => spread(Buffer::new(tower_balance(size), 1024), n).await,
-            "towline" | "towline64" | "bare" | "full" => {
+            "towline" | "towline64" | "bare" | "full" | "timeout" | "deadline" | "retry"
+            | "breaker" | "hedge" => {
                 let builder = Channel::builder(|_: &Endpoint| Echo)
                     .discover(Static::new(addrs(size)))
-                    .balancer(P2c::peak_ewma());
-                let builder = if kind == "full" {
-                    builder
-                        .replayer(CloneReplay)
+                    .balancer(P2c::peak_ewma())
+                    .replayer(CloneReplay);
+                let hedge = || {
+                    HedgeSettings::default().with_delay(HedgeDelay::Fixed(Duration::from_secs(1)))
+                };
+                // As benches/policy.rs: each policy alone, and all of them.
+                let builder = match kind {
+                    "full" => builder
                         .timeout(Duration::from_secs(1))
                         .deadline(Duration::from_secs(5))
                         .retry(RetrySettings::default())
                         .circuit_breaker(BreakerSettings::default())
-                        .hedge(
-                            HedgeSettings::default()
-                                .with_delay(HedgeDelay::Fixed(Duration::from_secs(1))),
-                        )
-                } else {
-                    builder
+                        .hedge(hedge()),
+                    "timeout" => builder.timeout(Duration::from_secs(1)),
+                    "deadline" => builder.deadline(Duration::from_secs(5)),
+                    "retry" => builder.retry(RetrySettings::default()),
+                    "breaker" => builder.circuit_breaker(BreakerSettings::default()),
+                    "hedge" => builder.hedge(hedge()),
+                    _ => builder,
                 };
                 let mut channel = builder.build().expect("valid channel");
                 while channel.endpoints().len() < size {
