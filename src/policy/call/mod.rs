@@ -82,6 +82,7 @@ pub use vocabulary::{
 use super::budget::Budget;
 use super::hedge::{HedgeDelay, HedgeState, HedgeStep};
 use super::later;
+use crate::clock::FAR;
 use super::retry::{RetryDecision, RetryState, Stop};
 use super::timeout::Deadline;
 use crate::classify::Outcome;
@@ -119,6 +120,40 @@ enum Phase {
     Done(Finish),
 }
 
+/// The cut of an attempt sent at `now`: the attempt timeout, capped by the
+/// deadline when that is strictly earlier (as
+/// [`attempt_limit`](super::timeout::attempt_limit) says), as an instant and
+/// the timeout that set it (`None`: the deadline).
+#[inline]
+fn cut(
+    now: Instant,
+    timeout: Option<Duration>,
+    deadline: Option<&Deadline>,
+) -> Option<(Instant, Option<Duration>)> {
+    match (timeout, deadline) {
+        (None, None) => None,
+        (Some(t), None) => Some((later(now, t), Some(t))),
+        (None, Some(d)) => Some((d.at(), None)),
+        // From the deadline's start (a first attempt) the lengths compare
+        // as the instants would: one addition.
+        (Some(t), Some(d)) if d.start() == now && t.max(d.length()) <= FAR => {
+            Some(if d.length() < t {
+                (later(now, d.length()), None)
+            } else {
+                (later(now, t), Some(t))
+            })
+        }
+        (Some(t), Some(d)) => {
+            let (by_timeout, by_deadline) = (later(now, t), d.at());
+            Some(if by_deadline < by_timeout {
+                (by_deadline, None)
+            } else {
+                (by_timeout, Some(t))
+            })
+        }
+    }
+}
+
 /// The state of one call (see the [module docs](self)).
 #[derive(Debug)]
 pub struct Call {
@@ -133,8 +168,9 @@ pub struct Call {
     sent: u32,
     tried: Tried,
     replayable: bool,
-    /// When the round's next hedge is due, if one may be sent.
-    hedge_next: Option<Instant>,
+    /// How long after the round's start its next hedge is due, if one may
+    /// be sent (the instant is computed only when it is needed).
+    hedge_next: Option<Duration>,
     last: Last,
     /// A refusal to report before the next decision.
     refused: Option<Refused>,
@@ -239,6 +275,11 @@ impl Call {
     }
 
     fn hedge_due(&self) -> Option<Instant> {
+        self.hedge_after()
+            .map(|after| later(self.round_start, after))
+    }
+
+    fn hedge_after(&self) -> Option<Duration> {
         self.hedge_next.filter(|_| self.replayable)
     }
 
@@ -281,9 +322,7 @@ impl Call {
             _ => None,
         };
         self.hedge = HedgeState::new(delay);
-        self.hedge_next = rules
-            .hedge
-            .and_then(|h| self.hedge.next_at(h.settings, now));
+        self.hedge_next = rules.hedge.and_then(|h| self.hedge.next_after(h.settings));
         let rounds_left = rules
             .retry
             .is_some_and(|r| self.retry.attempts() + 1 < r.settings.max_attempts());
@@ -292,20 +331,21 @@ impl Call {
     }
 
     fn maybe_hedge(&mut self, now: Instant, rules: &Rules) -> Action {
-        let (Some(h), Some(due)) = (&rules.hedge, self.hedge_due()) else {
+        let (Some(h), Some(after)) = (&rules.hedge, self.hedge_after()) else {
             return Action::Wait;
         };
-        if now < due {
+        // Not due at the round's start (no addition needed then).
+        if (now <= self.round_start && !after.is_zero()) || now < later(self.round_start, after) {
             return Action::Wait;
         }
         let step = self.hedge.on_due(h.settings, now, h.budget);
-        self.hedge_next = self.hedge.next_at(h.settings, self.round_start);
+        self.hedge_next = self.hedge.next_after(h.settings);
         match step {
             HedgeStep::Send => {
                 let rounds_left = rules
                     .retry
                     .is_some_and(|r| self.retry.attempts() + 1 < r.settings.max_attempts());
-                let last = !rounds_left && self.hedge_due().is_none();
+                let last = !rounds_left && self.hedge_after().is_none();
                 Action::Send(self.send(AttemptKind::Hedge, now, last, rules))
             }
             HedgeStep::BudgetExhausted => Action::Refused(Refused::Hedge),
@@ -315,14 +355,7 @@ impl Call {
 
     fn send(&mut self, kind: AttemptKind, now: Instant, last: bool, rules: &Rules) -> SendAttempt {
         self.sent += 1;
-        // The attempt timeout, capped by the deadline (as `attempt_limit`
-        // says), as instants: no clock subtraction.
-        let by_timeout = rules.timeout.map(|t| (later(now, t), Some(t)));
-        let by_deadline = self.deadline.map(|d| (d.at(), None));
-        let cut = match (by_timeout, by_deadline) {
-            (Some(t), Some(d)) => Some(if d.0 < t.0 { d } else { t }),
-            (t, d) => t.or(d),
-        };
+        let cut = cut(now, rules.timeout, self.deadline.as_ref());
         let pending = Pending {
             number: self.sent,
             kind,
