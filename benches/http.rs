@@ -12,13 +12,20 @@
 //!   retries of streaming bodies would use.
 //!
 //! Two in-memory services: `empty` answers 200 with no header, extension
-//! or body; `realistic` answers as an HTTP client's response looks (three
-//! headers, a two-byte body, and a connection-info extension like the one
-//! hyper-util's connector adds), so the response already has an extension
-//! map when `towline::http` adds the endpoint's address.
+//! or body, to requests for `/`; `realistic` answers as an HTTP client's
+//! response looks (three headers, a two-byte body, and a connection-info
+//! extension like the `HttpInfo` that hyper-util's connector adds to every
+//! response), so the response already has an extension map when
+//! `towline::http` adds the endpoint's address, to requests with a path and
+//! a query; its error type is a real one (`std::io::Error`), as every HTTP
+//! client's is.
 //!
 //! One task sends calls one after another over 3 endpoints (P2C
 //! peak-EWMA). The ratio `http / bare` is the layer's overhead.
+//!
+//! `cargo bench --bench http` runs criterion; the same binary with
+//! `count CONFIG CALLS` makes a fixed number of calls, for instruction
+//! counts under callgrind (see [`count`]).
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -27,9 +34,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, DATE};
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::{Empty, Full};
 use tower::{Service, ServiceExt};
 use towline::discover::Static;
@@ -56,7 +63,8 @@ impl<B> Service<Request<B>> for InMemory {
 }
 
 /// An always-ready HTTP service whose responses look like a client's: a few
-/// headers, a small body, connection info in the extensions.
+/// headers, a small body, connection info in the extensions; it could fail
+/// (it never does).
 #[derive(Debug, Clone, Copy)]
 struct Realistic;
 
@@ -70,10 +78,10 @@ struct ConnectionInfo {
 
 impl<B> Service<Request<B>> for Realistic {
     type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Self::Response, std::io::Error>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
         Poll::Ready(Ok(()))
     }
 
@@ -128,9 +136,18 @@ fn empty() -> Request<Empty<Bytes>> {
     Request::new(Empty::new())
 }
 
+/// A request as an application sends one: a path and a query (which the
+/// rewrite must keep).
+fn get() -> Request<Empty<Bytes>> {
+    let mut request = Request::new(Empty::new());
+    *request.uri_mut() = Uri::from_static("/users/42?fields=name");
+    request
+}
+
 fn bare<S>(service: S) -> Channel<Request<Empty<Bytes>>, S::Response>
 where
-    S: Service<Request<Empty<Bytes>>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<Empty<Bytes>>> + Clone + Send + Sync + 'static,
+    S::Error: Into<towline::BoxError> + Send + 'static,
     S::Response: Send + 'static,
     S::Future: Send + 'static,
 {
@@ -145,7 +162,8 @@ fn with_http<B, RB, S>(service: S) -> Channel<Request<B>, Response<RB>>
 where
     B: Send + 'static,
     RB: Send + 'static,
-    S: Service<Request<B>, Response = Response<RB>, Error = Infallible>,
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<towline::BoxError> + Send + Sync + 'static,
     S: Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
@@ -157,10 +175,7 @@ where
 }
 
 fn overhead(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut group = c.benchmark_group("http_call_1_task/empty");
     let mut channel = rt.block_on(async { ready(bare(InMemory)).await });
     group.bench_function("bare", |b| {
@@ -180,14 +195,56 @@ fn overhead(c: &mut Criterion) {
     let mut group = c.benchmark_group("http_call_1_task/realistic");
     let mut channel = rt.block_on(async { ready(bare(Realistic)).await });
     group.bench_function("bare", |b| {
-        b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters, empty)));
+        b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters, get)));
     });
     let mut channel =
         rt.block_on(async { ready(with_http::<Empty<Bytes>, _, _>(Realistic)).await });
     group.bench_function("http", |b| {
-        b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters, empty)));
+        b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters, get)));
     });
     group.finish();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `count CONFIG CALLS`: a fixed number of calls of one configuration
+/// (`empty/bare`, `empty/http`, `empty/http_replayable`, `realistic/bare`,
+/// `realistic/http`), for instruction counts under callgrind; run it with
+/// two call counts and divide the difference, as `scripts/instructions`
+/// does, so that set-up cancels out.
+fn count(config: &str, calls: u64) {
+    let rt = runtime();
+    rt.block_on(async move {
+        match config {
+            "empty/bare" => {
+                let mut channel = ready(bare(InMemory)).await;
+                sequential(&mut channel, calls, empty).await
+            }
+            "empty/http" => {
+                let mut channel = ready(with_http::<Empty<Bytes>, _, _>(InMemory)).await;
+                sequential(&mut channel, calls, empty).await
+            }
+            "empty/http_replayable" => {
+                let mut channel =
+                    ready(with_http::<ReplayBody<Empty<Bytes>>, _, _>(InMemory)).await;
+                sequential(&mut channel, calls, || replayable(empty())).await
+            }
+            "realistic/bare" => {
+                let mut channel = ready(bare(Realistic)).await;
+                sequential(&mut channel, calls, get).await
+            }
+            "realistic/http" => {
+                let mut channel = ready(with_http::<Empty<Bytes>, _, _>(Realistic)).await;
+                sequential(&mut channel, calls, get).await
+            }
+            other => panic!("unknown configuration {other}"),
+        }
+    });
 }
 
 criterion_group! {
@@ -198,4 +255,18 @@ criterion_group! {
         .sample_size(40);
     targets = overhead
 }
-criterion_main!(benches);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, mode, config, calls] = args.as_slice()
+        && mode == "count"
+    {
+        count(
+            config,
+            calls.parse().expect("usage: http count CONFIG CALLS"),
+        );
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -16,11 +16,24 @@
 //! `towline/N` and `tower/N` (one task calling a P2C peak-EWMA channel of N
 //! endpoints, and tower's `Balance<PeakEwma>` over the same service),
 //! `bare` and `full` (8 endpoints, no policy and every policy armed but
-//! not firing), and `timeout`, `deadline`, `retry`, `breaker`, `hedge` (each
-//! policy alone, as in benches/policy.rs); `towline64/N` and `buffer64/N` split the calls over 64
-//! tasks on a 2-worker runtime (a channel clone per task, and tower's
-//! `Buffer<Balance<PeakEwma>>`), for CPU time (`scripts/cputime`; under
-//! callgrind the threads run one at a time).
+//! not firing), `throttle` (`full` plus adaptive throttling, never
+//! refusing); and `pick/BALANCER/N`, one pick (not a call) of a
+//! balancer over N endpoints, as `benches/pick.rs` measures it: BALANCER is
+//! `round_robin`, `random`, `weighted_random`, `weighted_round_robin`,
+//! `p2c_pending`, `p2c_peak_ewma`, `maglev`, `ring` or `maglev_bounded`
+//! (the keyed ones by a fresh random key each pick, with the in-flight total
+//! kept by the set, as the channel keeps it);
+//! `limit` and `limit_fixed` (8 endpoints, no policy but the
+//! channel's concurrency limit, adaptive and fixed, never limiting), and
+//! `pick/equal` and `pick/aperture` (one P2C peak-EWMA pick over 13
+//! endpoints, all of weight 1000, or weighted as a deterministic aperture
+//! weighs them: 11 whole and two halves, so P2C draws by weight), and
+//! `aperture` (a call on a channel with that aperture: `towline/13`'s
+//! counterpart); `timeout`, `deadline`, `retry`, `breaker`, `hedge` (each
+//! policy alone, as in benches/policy.rs); `towline64/N` and `buffer64/N`
+//! split the calls over 64 tasks on a 2-worker runtime (a channel clone per
+//! task, and tower's `Buffer<Balance<PeakEwma>>`), for CPU time
+//! (`scripts/cputime`; under callgrind the threads run one at a time).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -31,12 +44,19 @@ use tower::buffer::Buffer;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwma};
 use tower::{Service, ServiceExt};
-use towline::balance::P2c;
+use towline::balance::{
+    Balancer, ConsistentHash, EndpointSet, Load, LoadSet, P2c, PickContext, Random, RoundRobin,
+    Weighted,
+};
 use towline::discover::Static;
 use towline::policy::breaker::BreakerSettings;
 use towline::policy::hedge::{HedgeDelay, HedgeSettings};
+use towline::policy::limit::{LimitAlgorithm, LimitSettings};
 use towline::policy::replay::CloneReplay;
 use towline::policy::retry::RetrySettings;
+use towline::policy::throttle::ThrottleSettings;
+use towline::rng::Rng;
+use towline::subset::{ApertureSettings, Coordinate};
 use towline::{Channel, Endpoint};
 
 #[path = "support/echo.rs"]
@@ -56,6 +76,57 @@ where
 {
     for i in 0..n {
         black_box(svc.ready().await.unwrap().call(i).await.unwrap());
+    }
+}
+
+/// Endpoints with loads, keeping their in-flight total as the channel does.
+struct Loads(Vec<Load>, u64);
+
+impl LoadSet for Loads {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn load(&self, index: usize) -> &Load {
+        &self.0[index]
+    }
+    fn in_flight(&self) -> Option<u64> {
+        Some(self.1)
+    }
+}
+
+/// `picks` picks of `name` over `size` endpoints (weights 1 to 7, some in
+/// flight, as in benches/pick.rs).
+fn picks(name: &str, size: usize, picks: u64) {
+    let proto: Box<dyn Balancer> = match name {
+        "round_robin" => Box::new(RoundRobin::new()),
+        "random" => Box::new(Random::new()),
+        "weighted_random" => Box::new(Weighted::random()),
+        "weighted_round_robin" => Box::new(Weighted::round_robin()),
+        "p2c_pending" => Box::new(P2c::pending()),
+        "p2c_peak_ewma" => Box::new(P2c::peak_ewma()),
+        "maglev" => Box::new(ConsistentHash::maglev()),
+        "ring" => Box::new(ConsistentHash::ring()),
+        "maglev_bounded" => Box::new(ConsistentHash::maglev().bounded_load(1.25).unwrap()),
+        other => panic!("unknown balancer {other}"),
+    };
+    let now = std::time::Instant::now();
+    let addrs: Vec<SocketAddr> = (0..size)
+        .map(|i| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 8080)))
+        .collect();
+    let weights: Vec<u32> = (0..size).map(|i| 1 + (i % 7) as u32).collect();
+    let loads: Vec<Load> = weights.iter().map(|&w| Load::new(w, now)).collect();
+    for (i, l) in loads.iter().enumerate() {
+        (0..i % 3).for_each(|_| l.start());
+    }
+    let total = loads.iter().map(|l| u64::from(l.pending())).sum();
+    let set = Loads(loads, total);
+    let b = proto.rebuild_set(&EndpointSet::new(&addrs, &weights));
+    let keyed = matches!(name, "maglev" | "ring" | "maglev_bounded");
+    let mut rng = Rng::seeded(42);
+    for _ in 0..picks {
+        let key = keyed.then(|| rng.next_u64());
+        let at = PickContext::new(now).with_key(key);
+        black_box(b.pick(&at, &set, &|_| true, &mut rng));
     }
 }
 
@@ -98,6 +169,13 @@ fn main() {
         .next()
         .and_then(|c| c.parse().ok())
         .expect("usage: instructions CONFIG CALLS");
+    if config == "pick/equal" || config == "pick/aperture" {
+        return aperture_picks(&config, n);
+    }
+    if let Some(rest) = config.strip_prefix("pick/") {
+        let (name, size) = rest.split_once('/').expect("pick/BALANCER/N");
+        return picks(name, size.parse().expect("endpoint count"), n);
+    }
     let (kind, size) = match config.split_once('/') {
         Some((k, s)) => (k, s.parse::<usize>().expect("endpoint count")),
         None => (config.as_str(), 8),
@@ -117,10 +195,23 @@ fn main() {
     rt.block_on(async move {
         match kind {
             "floor" => calls(&mut Echo, n).await,
+            "aperture" => {
+                // Client 4 of 10 over 30 endpoints with an aperture of 12:
+                // 11 whole endpoints and two halves (see `subset`).
+                let mut channel = Channel::builder(|_: &Endpoint| Echo)
+                    .discover(Static::new(addrs(30)))
+                    .aperture(ApertureSettings::new(12), Coordinate::new(4, 10).unwrap())
+                    .build()
+                    .expect("valid channel");
+                while channel.endpoints().len() < 13 {
+                    tokio::task::yield_now().await;
+                }
+                calls(&mut channel, n).await
+            }
             "tower" => calls(&mut tower_balance(size), n).await,
             "buffer64" => spread(Buffer::new(tower_balance(size), 1024), n).await,
             "towline" | "towline64" | "bare" | "full" | "timeout" | "deadline" | "retry"
-            | "breaker" | "hedge" => {
+            | "breaker" | "hedge" | "throttle" | "limit" | "limit_fixed" => {
                 let builder = Channel::builder(|_: &Endpoint| Echo)
                     .discover(Static::new(addrs(size)))
                     .balancer(P2c::peak_ewma())
@@ -128,9 +219,10 @@ fn main() {
                 let hedge = || {
                     HedgeSettings::default().with_delay(HedgeDelay::Fixed(Duration::from_secs(1)))
                 };
-                // As benches/policy.rs: each policy alone, and all of them.
+                // As benches/policy.rs: each policy alone, and all of them
+                // (`throttle`: all of them and adaptive throttling).
                 let builder = match kind {
-                    "full" => builder
+                    "full" | "throttle" => builder
                         .timeout(Duration::from_secs(1))
                         .deadline(Duration::from_secs(5))
                         .retry(RetrySettings::default())
@@ -141,7 +233,16 @@ fn main() {
                     "retry" => builder.retry(RetrySettings::default()),
                     "breaker" => builder.circuit_breaker(BreakerSettings::default()),
                     "hedge" => builder.hedge(hedge()),
+                    "limit" => builder.concurrency_limit(LimitSettings::default()),
+                    "limit_fixed" => {
+                        builder.concurrency_limit(LimitSettings::new(LimitAlgorithm::Fixed(1000)))
+                    }
                     _ => builder,
+                };
+                let builder = if kind == "throttle" {
+                    builder.throttle(ThrottleSettings::default())
+                } else {
+                    builder
                 };
                 let mut channel = builder.build().expect("valid channel");
                 while channel.endpoints().len() < size {
@@ -156,4 +257,23 @@ fn main() {
             other => panic!("unknown configuration {other}"),
         }
     });
+}
+
+/// `n` P2C peak-EWMA picks over 13 endpoints: `pick/equal` (weights all
+/// 1000) or `pick/aperture` (an aperture's weights: two halves).
+fn aperture_picks(config: &str, n: u64) {
+    let mut weights = vec![1000u32; 13];
+    if config == "pick/aperture" {
+        (weights[0], weights[12]) = (500, 500);
+    } else {
+        assert_eq!(config, "pick/equal", "unknown configuration {config}");
+    }
+    let now = std::time::Instant::now();
+    let loads: Vec<Load> = weights.iter().map(|&w| Load::new(w, now)).collect();
+    let balancer = P2c::peak_ewma().rebuild(&weights);
+    let at = PickContext::new(now);
+    let mut rng = Rng::seeded(1);
+    for _ in 0..n {
+        black_box(balancer.pick(&at, &loads, &|_| true, &mut rng));
+    }
 }

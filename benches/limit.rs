@@ -8,9 +8,10 @@
 //! clock read at each end of the call, one short lock to feed the sample),
 //! `echo_fixed` (the same path with a fixed limit), `echo_tower` (tower's
 //! `ConcurrencyLimit`: a semaphore permit per call). Over a bare channel (8
-//! endpoints, P2C peak-EWMA): `channel` and `channel_gradient` (the layer
-//! in front of the channel, standing in for the channel's own limiter until
-//! the call path wires it; target at most 1.15 × `channel`).
+//! endpoints, P2C peak-EWMA): `channel`, `channel_gradient` (the channel's
+//! own limit, `LimitSettings::default()`; target at most 1.15 ×
+//! `channel`), `channel_fixed` (a fixed limit of 1000) and `channel_layer`
+//! (the standalone layer in front of the channel).
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -35,15 +36,37 @@ fn fixed() -> AdaptiveLimitLayer {
     AdaptiveLimitLayer::new(LimitSettings::new(LimitAlgorithm::Fixed(1000))).expect("valid")
 }
 
-fn channel() -> Channel<u64, u64> {
+fn channel(limit: Option<LimitSettings>) -> Channel<u64, u64> {
     let addrs: Vec<SocketAddr> = (1..=8)
         .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
         .collect();
-    Channel::builder(|_: &Endpoint| Echo)
+    let builder = Channel::builder(|_: &Endpoint| Echo)
         .discover(Static::new(addrs))
-        .balancer(P2c::peak_ewma())
-        .build()
-        .expect("valid channel")
+        .balancer(P2c::peak_ewma());
+    match limit {
+        Some(limit) => builder.concurrency_limit(limit),
+        None => builder,
+    }
+    .build()
+    .expect("valid channel")
+}
+
+/// The three channels, each populated: bare, with the adaptive limit, with
+/// a fixed one.
+fn channels(rt: &tokio::runtime::Runtime) -> [Channel<u64, u64>; 3] {
+    rt.block_on(async {
+        let made = [
+            channel(None),
+            channel(Some(LimitSettings::default())),
+            channel(Some(LimitSettings::new(LimitAlgorithm::Fixed(1000)))),
+        ];
+        for ch in &made {
+            while ch.endpoints().len() < 8 {
+                tokio::task::yield_now().await;
+            }
+        }
+        made
+    })
 }
 
 /// Nanoseconds per call over `calls` calls on a clone of `svc`.
@@ -89,9 +112,11 @@ fn limit_overhead(c: &mut Criterion) {
     bench(c, &rt, "echo_fixed", &fixed().layer(Echo));
     let tower_limit = tower::limit::ConcurrencyLimitLayer::new(1000);
     bench(c, &rt, "echo_tower", &tower_limit.layer(Echo));
-    let ch = rt.block_on(async { channel() });
+    let [ch, gradient_ch, fixed_ch] = channels(&rt);
     bench(c, &rt, "channel", &ch);
-    bench(c, &rt, "channel_gradient", &gradient().layer(ch.clone()));
+    bench(c, &rt, "channel_gradient", &gradient_ch);
+    bench(c, &rt, "channel_fixed", &fixed_ch);
+    bench(c, &rt, "channel_layer", &gradient().layer(ch.clone()));
 }
 
 /// `variant` against `base` in 21 alternating slices of 20,000 calls: the
@@ -120,10 +145,12 @@ where
 
 fn interleaved_ratios(_c: &mut Criterion) {
     let rt = runtime();
-    let ch = rt.block_on(async { channel() });
+    let [ch, gradient_ch, fixed_ch] = channels(&rt);
+    compare(&rt, "channel_gradient vs channel", &ch, &gradient_ch);
+    compare(&rt, "channel_fixed vs channel", &ch, &fixed_ch);
     compare(
         &rt,
-        "channel_gradient vs channel",
+        "channel_layer vs channel",
         &ch,
         &gradient().layer(ch.clone()),
     );

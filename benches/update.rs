@@ -6,8 +6,11 @@
 //! until the task has published it before the next (it answers "pending"
 //! once between changes, so nothing is batched): each change pays for a
 //! whole publish. Changes alternate between removing an endpoint and
-//! inserting it back (a rolling deploy), over P2C peak-EWMA (the default)
-//! and smooth weighted round-robin (whose schedule is rebuilt per change).
+//! inserting it back (a rolling deploy), over P2C peak-EWMA (the default),
+//! smooth weighted round-robin (whose schedule is rebuilt per change), and
+//! P2C with a keyed Maglev balancer (whose table is rebuilt off the
+//! discovery task; each change publishes the old table through an index
+//! remap, and each finished build publishes once more).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -19,7 +22,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use futures_core::Stream;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use towline::balance::{Balancer, P2c, Weighted};
+use towline::balance::{Balancer, ConsistentHash, P2c, Weighted};
 use towline::discover::{DiscoverError, Update};
 use towline::{Channel, Endpoint};
 
@@ -86,8 +89,14 @@ impl Stream for OneAtATime {
     }
 }
 
-/// Time per change for `changes` changes on a set of `n` endpoints.
-async fn run(n: usize, changes: usize, balancer: impl Balancer) -> Duration {
+/// Time per change for `changes` changes on a set of `n` endpoints, with a
+/// keyed balancer if `keyed` is given.
+async fn run(
+    n: usize,
+    changes: usize,
+    balancer: impl Balancer,
+    keyed: Option<ConsistentHash>,
+) -> Duration {
     let timing = Arc::new(Mutex::new(Timing::default()));
     let finished = Arc::new(Notify::new());
     let stream = OneAtATime {
@@ -98,11 +107,14 @@ async fn run(n: usize, changes: usize, balancer: impl Balancer) -> Duration {
         timing: timing.clone(),
         finished: finished.clone(),
     };
-    let channel: Channel<u64, u64> = Channel::builder(|_: &Endpoint| Echo)
+    let builder = Channel::builder(|_: &Endpoint| Echo)
         .discover(stream)
-        .balancer(balancer)
-        .build()
-        .expect("valid channel");
+        .balancer(balancer);
+    let builder = match keyed {
+        Some(hash) => builder.keyed(hash, |r| Some(*r)),
+        None => builder,
+    };
+    let channel: Channel<u64, u64> = builder.build().expect("valid channel");
     finished.notified().await;
     drop(channel);
     let t = timing.lock();
@@ -118,10 +130,15 @@ fn set_change(c: &mut Criterion) {
     let mut group = c.benchmark_group("set_change");
     for n in [100usize, 1_000, 10_000] {
         group.bench_with_input(BenchmarkId::new("p2c_peak_ewma", n), &n, |b, &n| {
-            b.iter_custom(|iters| rt.block_on(run(n, iters as usize, P2c::peak_ewma())));
+            b.iter_custom(|iters| rt.block_on(run(n, iters as usize, P2c::peak_ewma(), None)));
         });
         group.bench_with_input(BenchmarkId::new("weighted_round_robin", n), &n, |b, &n| {
-            b.iter_custom(|iters| rt.block_on(run(n, iters as usize, Weighted::round_robin())));
+            let wrr = || Weighted::round_robin();
+            b.iter_custom(|iters| rt.block_on(run(n, iters as usize, wrr(), None)));
+        });
+        group.bench_with_input(BenchmarkId::new("p2c_and_keyed_maglev", n), &n, |b, &n| {
+            let maglev = || Some(ConsistentHash::maglev());
+            b.iter_custom(|iters| rt.block_on(run(n, iters as usize, P2c::peak_ewma(), maglev())));
         });
     }
     group.finish();

@@ -3,9 +3,11 @@
 //! Starts three tonic servers on 127.0.0.1 (hand-written prost messages, no
 //! protoc); one answers `UNAVAILABLE` to every other call. The client is a
 //! plain `tonic::client::Grpc` over a towline channel: round-robin over the
-//! three, `GrpcClassify` for status codes, retries on endpoints not yet
-//! tried (request bodies kept for replay by `Replayable`), and a circuit
-//! breaker per endpoint that ejects the flaky one.
+//! three, `GrpcClassify` for status codes (in the headers, or in the
+//! trailers when the body ends), retries on endpoints not yet tried
+//! (request bodies kept for replay by `Replayable`), a circuit breaker per
+//! endpoint that ejects the flaky one, and deadlines: each attempt tells
+//! its server the time it has left in `grpc-timeout`.
 //!
 //! Generated clients take the same transport: `GreeterClient::new(transport)`.
 //!
@@ -21,8 +23,8 @@ use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use towline::balance::RoundRobin;
 use towline::discover::Static;
-use towline::http::grpc::GrpcClassify;
-use towline::http::{BodyReplay, Replayable, connect};
+use towline::http::grpc::{self, GrpcClassify};
+use towline::http::{BodyReplay, Replayable};
 use towline::policy::breaker::BreakerSettings;
 use towline::policy::retry::RetrySettings;
 use towline::{BoxError, Channel};
@@ -46,7 +48,7 @@ async fn main() -> Result<(), BoxError> {
     let client = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build(http);
-    let channel = Channel::builder(connect(client))
+    let channel = Channel::builder(grpc::connect(client))
         .discover(Static::new(servers.iter().map(|s| s.addr)))
         .balancer(RoundRobin::new())
         .classifier(GrpcClassify::new())
@@ -54,6 +56,9 @@ async fn main() -> Result<(), BoxError> {
         .retry(RetrySettings::default().with_max_attempts(3))
         .circuit_breaker(BreakerSettings::default().with_failure_rate(Some(0.3)))
         .timeout(Duration::from_secs(1))
+        .deadline(Duration::from_secs(3))
+        // Each attempt carries the time it has left as `grpc-timeout`.
+        .on_attempt(grpc::propagate_deadline)
         .name("greeter")
         .build()?;
     // tonic sends `http::Request<tonic::body::Body>`; `Replayable` makes each
@@ -71,8 +76,9 @@ async fn main() -> Result<(), BoxError> {
     }
     println!("{CALLS} calls, all answered: {answered_by:?}");
     for s in &servers {
+        let longest = s.received().iter().filter_map(|r| r.timeout).max();
         println!(
-            "  {}: {} calls received, {} answered UNAVAILABLE",
+            "  {}: {} calls received, {} answered UNAVAILABLE, longest grpc-timeout {longest:?}",
             s.addr,
             s.calls(),
             s.unavailable()

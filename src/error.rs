@@ -49,6 +49,10 @@ pub enum Error {
     /// [`crate::policy::limit`]). Nothing reached the service, so it is safe
     /// to try again later or elsewhere.
     Overloaded,
+    /// Adaptive throttling refused the call locally: the backends have
+    /// been refusing or failing most of this channel's recent attempts (see
+    /// [`crate::policy::throttle`]). Nothing was sent.
+    Throttled,
     /// Every allowed attempt failed; carries the last attempt's error.
     RetriesExhausted {
         /// How many attempts were made.
@@ -102,6 +106,9 @@ impl fmt::Display for Error {
             }
             Error::CircuitOpen => f.write_str("circuit breaker is open"),
             Error::Overloaded => f.write_str("concurrency limit reached: call refused"),
+            Error::Throttled => f.write_str(
+                "refused by adaptive throttling: the backends are refusing most recent calls",
+            ),
             Error::RetriesExhausted { attempts, .. } => {
                 write!(f, "all {attempts} attempts failed")
             }

@@ -29,11 +29,12 @@
 //! | `towline_hedges_sent_total` | counter | channel | hedged attempts sent |
 //! | `towline_hedges_won_total` | counter | channel | calls answered by a hedged attempt |
 //! | `towline_budget_exhausted_total` | counter | channel, budget | retries (`budget="retry"`) or hedges (`"hedge"`) refused by their budget |
-//! | `towline_breaker_state` | gauge | breaker (`channel/endpoint`) | endpoint breaker state: 0 closed, 1 half-open, 2 open |
+//! | `towline_throttled_total` | counter | channel | attempts refused by adaptive throttling, never sent |
+//! | `towline_breaker_state` | gauge | channel, endpoint | endpoint breaker state: 0 closed, 1 half-open, 2 open |
 //! | `towline_ejected_endpoints` | gauge | channel | endpoints ejected from picks by their breaker |
 //! | `towline_http_unreplayable_bodies_total` | counter | | request bodies that outgrew their replay buffer (feature `http`) |
-//! | `towline_concurrency_limit`, `towline_concurrency_min_rtt_seconds` | gauge | limiter | an adaptive concurrency limit and its baseline RTT |
-//! | `towline_concurrency_rejected_total`, `towline_concurrency_queued_total` | counter | limiter | calls a concurrency limit refused or queued |
+//! | `towline_concurrency_limit`, `towline_concurrency_min_rtt_seconds` | gauge | limiter (a layer), or channel and, per endpoint, endpoint | an adaptive concurrency limit and its baseline RTT |
+//! | `towline_concurrency_rejected_total`, `towline_concurrency_queued_total` | counter | limiter, or channel (and endpoint) | calls a concurrency limit refused or queued |
 //!
 //! Durations are in seconds; everything else counts (unit `count`; the
 //! breaker state gauge is a code). Discovery sources add their own series
@@ -163,9 +164,14 @@ const CORE: &[Description] = &[
         "Retries or hedges refused by their budget, by budget (retry, hedge).",
     ),
     count(
+        policy::THROTTLED,
+        Kind::Counter,
+        "Attempts refused by the channel's adaptive throttling, never sent (the backends were refusing or failing most recent attempts).",
+    ),
+    count(
         policy::BREAKER_STATE,
         Kind::Gauge,
-        "Circuit breaker state: 0 closed, 1 half-open, 2 open (forced states as the state they force).",
+        "Circuit breaker state, by channel and endpoint (or by breaker name for a standalone breaker): 0 closed, 1 half-open, 2 open (forced states as the state they force).",
     ),
     count(
         crate::channel::EJECTED_ENDPOINTS,
@@ -175,23 +181,23 @@ const CORE: &[Description] = &[
     count(
         limit::LIMIT_METRIC,
         Kind::Gauge,
-        "Concurrency limit in force, by limiter.",
+        "Concurrency limit in force, by limiter or channel.",
     ),
     Description {
         name: limit::MIN_RTT_METRIC,
         kind: Kind::Gauge,
         unit: Unit::Seconds,
-        text: "Baseline round-trip time the adaptive concurrency limit compares against, by limiter.",
+        text: "Baseline round-trip time the adaptive concurrency limit compares against, by limiter or channel.",
     },
     count(
         limit::REJECTED_METRIC,
         Kind::Counter,
-        "Calls refused by a concurrency limit, by limiter.",
+        "Calls refused by a concurrency limit, by limiter or channel.",
     ),
     count(
         limit::QUEUED_METRIC,
         Kind::Counter,
-        "Calls that waited in a concurrency limiter's queue, by limiter.",
+        "Calls that waited in a concurrency limiter's queue, by limiter or channel.",
     ),
 ];
 

@@ -9,6 +9,7 @@ use metrics_util::{CompositeKey, MetricKind};
 use tower::{Service, ServiceExt, service_fn};
 use towline::classify::Outcome;
 use towline::discover::Manual;
+use towline::policy::limit::{LimitAlgorithm, LimitSettings};
 use towline::{Channel, Endpoint};
 
 fn find<'a>(
@@ -115,4 +116,34 @@ async fn channel_reports_requests_endpoints_and_discovery() {
         Some(DebugValue::Histogram(h)) => assert_eq!(h.len(), 10),
         other => panic!("duration histogram: {other:?}"),
     }
+
+    // Concurrency limits: the channel's, and each endpoint's.
+    let limits = Channel::builder(connect)
+        .discover(Manual::with_endpoints([good]).stream())
+        .concurrency_limit(LimitSettings::new(LimitAlgorithm::Fixed(7)))
+        .endpoint_concurrency_limit(LimitSettings::new(LimitAlgorithm::Fixed(3)))
+        .name("limits-test")
+        .build()
+        .unwrap();
+    limits.oneshot(()).await.unwrap();
+    let snap = snapshotter.snapshot().into_vec();
+    let ch = ("channel", "limits-test");
+    let gauge = |labels: &[(&str, &str)]| match find(
+        &snap,
+        MetricKind::Gauge,
+        "towline_concurrency_limit",
+        labels,
+    ) {
+        Some(DebugValue::Gauge(g)) => g.into_inner(),
+        other => panic!("{labels:?}: {other:?}"),
+    };
+    assert_eq!(gauge(&[ch, ("endpoint", "127.0.0.1:1")]), 3.0);
+    let channel_only = snap.iter().find(|(key, ..)| {
+        let k = key.key();
+        k.name() == "towline_concurrency_limit" && k.labels().map(|l| (l.key(), l.value())).eq([ch])
+    });
+    assert!(
+        matches!(channel_only, Some((.., DebugValue::Gauge(g))) if g.into_inner() == 7.0),
+        "{channel_only:?}"
+    );
 }

@@ -87,17 +87,24 @@ async fn a_real_scrape_parses_and_shows_each_endpoint_breaker() {
     let text = scrape(&url).await;
     let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parses");
 
-    // One state gauge per endpoint breaker: the failing one open (2), the
-    // others closed (0).
+    // One state gauge per endpoint breaker, labelled by channel and
+    // endpoint: the failing one open (2), the others closed (0).
+    let gauges: Vec<_> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "towline_breaker_state")
+        .collect();
+    assert_eq!(gauges.len(), backends.len(), "{gauges:#?}");
     for (i, backend) in backends.iter().enumerate() {
-        let breaker = format!("scraped/{}", backend.addr);
-        let gauge = scrape
-            .samples
+        let endpoint = backend.addr.to_string();
+        let gauge = gauges
             .iter()
             .find(|s| {
-                s.metric == "towline_breaker_state" && s.labels.get("breaker") == Some(&breaker)
+                s.labels.get("channel") == Some("scraped")
+                    && s.labels.get("endpoint") == Some(endpoint.as_str())
             })
-            .unwrap_or_else(|| panic!("no breaker gauge for {breaker} in:\n{text}"));
+            .unwrap_or_else(|| panic!("no breaker gauge for {endpoint} in:\n{text}"));
+        assert_eq!(gauge.labels.get("breaker"), None, "{gauge:?}");
         let want = if i == 0 { 2.0 } else { 0.0 };
         assert!(
             matches!(gauge.value, Value::Gauge(v) if v == want),

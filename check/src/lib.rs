@@ -25,6 +25,7 @@
 //! | checker | what it exercises |
 //! |---|---|
 //! | [`balancer`] | every balancer under set churn, ejection, load and exclusions |
+//! | [`keyed`] | ring and Maglev tables, with and without bounded loads: picks by key under churn, ejection, load, exclusions and retries |
 //! | [`breaker`] | the circuit breaker against a reference model |
 //! | [`budget_backoff`] | retry/hedge budgets and backoff delays within their bounds |
 //! | `discovery` | etcd values and DNS answers to endpoints (features `etcd`, `dns`) |
@@ -47,6 +48,7 @@ pub mod breaker;
 pub mod budget_backoff;
 #[cfg(any(feature = "dns", feature = "etcd"))]
 pub mod discovery;
+pub mod keyed;
 
 use std::fmt;
 

@@ -12,6 +12,7 @@ use towline_check::Violation;
 use towline_check::balancer::{BalancerCase, BalancerKind, BalancerOp, Weight, run_balancer_with};
 use towline_check::breaker::{BreakerCase, BreakerOp};
 use towline_check::budget_backoff::{BudgetBackoffCase, BudgetBackoffOp};
+use towline_check::keyed::{KeyedCase, KeyedKind, run_keyed_with};
 
 /// Seeded random sequences per target.
 const RANDOM_CASES: u64 = 3_000;
@@ -119,6 +120,16 @@ fn balancer_random_sequences() {
         },
         BalancerCase::run,
     );
+}
+
+#[test]
+fn keyed_corpus() {
+    replay("keyed", KeyedCase::run);
+}
+
+#[test]
+fn keyed_random_sequences() {
+    random(0x6e1d, 512, KeyedCase::run);
 }
 
 #[test]
@@ -294,4 +305,96 @@ fn checker_catches_round_robin_that_skips_turns() {
         let v = first_violation(&faulty, kind).expect("a violation");
         assert!(v.message.contains("over one cycle"), "{kind:?}: {v}");
     }
+}
+
+/// Random keyed cases run against `faulty` with the promises of `kind`:
+/// the first violation.
+fn first_keyed_violation(faulty: &dyn Balancer, kind: KeyedKind) -> Option<Violation> {
+    let mut rng = Rng::seeded(0x6e1f);
+    (0..RANDOM_CASES).find_map(|_| {
+        let case: KeyedCase = decode(&random_bytes(&mut rng, 1_024));
+        run_keyed_with(faulty, kind, &case.ops).err()
+    })
+}
+
+/// Wraps a keyed balancer and breaks one of its promises.
+#[derive(Debug)]
+struct FaultyKeyed {
+    inner: Box<dyn Balancer>,
+    fault: KeyedFault,
+    picks: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum KeyedFault {
+    /// Picks as if every endpoint were eligible.
+    IgnoresExclusions,
+    /// Picks by a key that changes from one pick to the next.
+    ForgetsKey,
+}
+
+impl Balancer for FaultyKeyed {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn rebuild(&self, weights: &[u32]) -> Box<dyn Balancer> {
+        self.wrap(self.inner.rebuild(weights))
+    }
+
+    fn rebuild_set(&self, set: &towline::balance::EndpointSet<'_>) -> Box<dyn Balancer> {
+        self.wrap(self.inner.rebuild_set(set))
+    }
+
+    fn pick(
+        &self,
+        at: &PickContext,
+        set: &dyn LoadSet,
+        eligible: &dyn Fn(usize) -> bool,
+        rng: &mut Rng,
+    ) -> Option<usize> {
+        match self.fault {
+            KeyedFault::IgnoresExclusions => self.inner.pick(at, set, &|_| true, rng),
+            KeyedFault::ForgetsKey => {
+                let n = self
+                    .picks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let at = at.with_key(at.key.map(|k| k ^ n.wrapping_mul(0x9e37_79b9)));
+                self.inner.pick(&at, set, eligible, rng)
+            }
+        }
+    }
+}
+
+impl FaultyKeyed {
+    fn new(inner: Box<dyn Balancer>, fault: KeyedFault) -> Self {
+        FaultyKeyed {
+            inner,
+            fault,
+            picks: Default::default(),
+        }
+    }
+
+    fn wrap(&self, inner: Box<dyn Balancer>) -> Box<dyn Balancer> {
+        Box::new(FaultyKeyed::new(inner, self.fault))
+    }
+}
+
+#[test]
+fn keyed_checker_catches_ignored_exclusions_a_forgotten_key_and_ignored_bounds() {
+    for kind in KeyedKind::ALL {
+        let faulty = FaultyKeyed::new(Box::new(kind.build()), KeyedFault::IgnoresExclusions);
+        let v = first_keyed_violation(&faulty, kind).expect("a violation");
+        assert!(
+            v.message.contains("eligible") || v.message.contains("ejected or excluded"),
+            "{kind:?}: {v}"
+        );
+        let faulty = FaultyKeyed::new(Box::new(kind.build()), KeyedFault::ForgetsKey);
+        let v = first_keyed_violation(&faulty, kind).expect("a violation");
+        assert!(v.message.contains("in another"), "{kind:?}: {v}");
+    }
+    // An unbounded table checked against the promises of a bounded one.
+    let (plain, bounded) = (KeyedKind::Maglev, KeyedKind::MaglevBounded(24));
+    let v = first_keyed_violation(&plain.build(), bounded).expect("a violation");
+    assert!(v.message.contains("over its bound"), "{v}");
 }

@@ -13,9 +13,14 @@ pub enum End {
     /// The attempt was cut by its attempt timeout or by the call's deadline
     /// before the endpoint answered.
     TimedOut,
-    /// The attempt was dropped before the endpoint answered: the caller
-    /// gave up on the call, or another attempt of the call (a hedge) won.
+    /// The attempt was dropped before the endpoint answered because the
+    /// caller gave up on the call.
     Cancelled,
+    /// The attempt was dropped before the endpoint answered because its
+    /// call was over: another attempt of the call (a hedge) answered it, or
+    /// ended it with an answer not worth waiting past. The endpoint was not
+    /// given up on, so this is no sign of failure.
+    Superseded,
 }
 
 /// One ended attempt, reported to [`Balancer::observe`](super::Balancer::observe).

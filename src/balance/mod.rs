@@ -16,17 +16,23 @@
 //! | [`Weighted::random`] | at random in proportion to weight (alias table) | O(1) |
 //! | [`Weighted::round_robin`] | in turn, in proportion to weight, interleaved (precomputed earliest-deadline schedule) | O(1) |
 //! | [`P2c::peak_ewma`], [`P2c::pending`] | the less loaded of two random endpoints | O(1) |
-//! | [`ConsistentHash::maglev`], [`ConsistentHash::ring`] ([`hash`]) | by request key, the same endpoint for the same key and set; optional bounded loads (not a [`Balancer`] yet) | O(1) expected |
+//! | [`ConsistentHash::maglev`], [`ConsistentHash::ring`] ([`hash`]) | by the request key ([`PickContext::key`]): the same endpoint for the same key and set, the next one in the table's order for a retry; optional bounded loads | O(1) expected |
 //!
-//! [`SlowStart`] ([`slow_start`]) ramps a new endpoint's weight over a
-//! window (the pure curve; not wired into the balancers yet).
+//! **Slow start** ([`slow_start`]): round-robin, weighted and P2C ramp a
+//! new endpoint's share up over a window, when the pick comes with the
+//! set's [`Ramps`] ([`PickContext::with_ramps`]; the channel's do when
+//! [`ChannelPolicy::with_slow_start`](crate::channel::ChannelPolicy::with_slow_start)
+//! is set). Round-robin and weighted picks keep a ramping endpoint's turn
+//! with probability `f` (its weight factor), P2C divides its cost by `f`.
+//! While nothing ramps, a pick pays one atomic load for it.
 //!
 //! Under heavy exclusion (most endpoints ineligible) every balancer falls back
 //! to an O(n) scan, so a pick still finds an eligible endpoint when one
 //! exists.
 //!
-//! Every pick gets a [`PickContext`] (the time of the pick; a request key
-//! will join it, without changing the trait again), and every attempt that
+//! Every pick gets a [`PickContext`] (the time of the pick, the request's
+//! hash key when it has one, the set's slow-start ramps when it has them),
+//! and every attempt that
 //! ends — answered, cut by a timeout, or cancelled — is reported to the
 //! balancer through [`Balancer::observe`] as an [`AttemptEnd`], so that a
 //! latency-aware load sees what callers see.
@@ -50,22 +56,28 @@
 //! assert_eq!(rr.pick(&at, &loads, &|_| false, &mut rng), None);
 //! ```
 
+mod alias;
+mod decay;
 mod end;
 pub mod hash;
 mod load;
 mod p2c;
+mod ramps;
 mod random;
 mod round_robin;
 pub mod slow_start;
 mod weighted;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Instant;
 
+pub use decay::Decay;
 pub use end::{AttemptEnd, End};
 pub use hash::ConsistentHash;
-pub use load::{Decay, Load};
+pub use load::Load;
 pub use p2c::{P2c, P2cLoad};
+pub use ramps::{Ramping, Ramps};
 pub use random::Random;
 pub use round_robin::RoundRobin;
 pub use slow_start::{SlowStart, SlowStartSettings};
@@ -82,6 +94,12 @@ pub trait LoadSet {
     /// True when there are no endpoints.
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Requests in flight over the whole set, when the set keeps that total
+    /// (the channel's does while a keyed balancer bounds loads), so that a
+    /// bounded pick does not sum it (default: `None`).
+    fn in_flight(&self) -> Option<u64> {
+        None
     }
 }
 
@@ -113,6 +131,14 @@ pub trait Balancer: fmt::Debug + Send + Sync + 'static {
     /// pick path.
     fn rebuild(&self, weights: &[u32]) -> Box<dyn Balancer>;
 
+    /// A balancer for a new endpoint set given with its addresses (an
+    /// endpoint's identity), which is what the channel calls. Balancers
+    /// that place endpoints by identity ([`ConsistentHash`]) override it;
+    /// the default is [`rebuild`](Self::rebuild) with the weights.
+    fn rebuild_set(&self, set: &EndpointSet<'_>) -> Box<dyn Balancer> {
+        self.rebuild(set.weights())
+    }
+
     /// Picks an index `i < set.len()` with `eligible(i)`, or `None` when there
     /// is none. `at` says when the pick happens (for time-decayed loads).
     fn pick(
@@ -132,19 +158,105 @@ pub trait Balancer: fmt::Debug + Send + Sync + 'static {
     }
 }
 
-/// What a balancer is told about one pick: the time it happens. More (a
-/// request's hash key) may be added; construct it with [`PickContext::new`].
+/// What a balancer is told about one pick: the time it happens, the
+/// request's hash key if it has one, and the set's slow-start ramps if it
+/// has them. Construct it with [`PickContext::new`] (then
+/// [`with_key`](Self::with_key), [`with_ramps`](Self::with_ramps)).
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
-pub struct PickContext {
+pub struct PickContext<'a> {
     /// The time of the pick.
     pub now: Instant,
+    /// The request's hash key (see [`ConsistentHash`]); balancers that do
+    /// not pick by key ignore it.
+    pub key: Option<u64>,
+    /// The slow-start ramps of the set picked from (see [`Ramps`]); none:
+    /// no endpoint ramps.
+    pub ramps: Option<&'a Ramps>,
 }
 
-impl PickContext {
-    /// The context of a pick at `now`.
+impl PickContext<'static> {
+    /// The context of a pick at `now`, without a key or ramps.
     pub fn new(now: Instant) -> Self {
-        PickContext { now }
+        PickContext {
+            now,
+            key: None,
+            ramps: None,
+        }
+    }
+}
+
+impl<'a> PickContext<'a> {
+    /// The same pick, for a request with hash key `key`.
+    pub fn with_key(mut self, key: Option<u64>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The same pick, from a set whose endpoints ramp as `ramps` says.
+    pub fn with_ramps<'b>(self, ramps: &'b Ramps) -> PickContext<'b> {
+        PickContext {
+            now: self.now,
+            key: self.key,
+            ramps: Some(ramps),
+        }
+    }
+
+    /// The ramps running at this pick, if any (one atomic load when the
+    /// set has ramps and none runs).
+    #[inline]
+    pub fn ramping(&self) -> Option<Ramping<'a>> {
+        self.ramps?.active(self.now)
+    }
+}
+
+/// The endpoint set a balancer is rebuilt for ([`Balancer::rebuild_set`]):
+/// by index, each endpoint's address and weight.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use towline::balance::EndpointSet;
+///
+/// let addrs: Vec<SocketAddr> = vec!["10.0.0.1:80".parse().unwrap()];
+/// let set = EndpointSet::new(&addrs, &[3]);
+/// assert_eq!((set.len(), set.weights()), (1, &[3][..]));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointSet<'a> {
+    addrs: &'a [SocketAddr],
+    weights: &'a [u32],
+}
+
+impl<'a> EndpointSet<'a> {
+    /// The set whose endpoint `i` is at `addrs[i]` with weight
+    /// `weights[i]`. If the slices differ in length, the shorter one sets
+    /// the length.
+    pub fn new(addrs: &'a [SocketAddr], weights: &'a [u32]) -> Self {
+        let n = addrs.len().min(weights.len());
+        EndpointSet {
+            addrs: &addrs[..n],
+            weights: &weights[..n],
+        }
+    }
+
+    /// The addresses, by index.
+    pub fn addrs(&self) -> &'a [SocketAddr] {
+        self.addrs
+    }
+
+    /// The weights, by index.
+    pub fn weights(&self) -> &'a [u32] {
+        self.weights
+    }
+
+    /// How many endpoints.
+    pub fn len(&self) -> usize {
+        self.weights.len()
+    }
+
+    /// True for the empty set.
+    pub fn is_empty(&self) -> bool {
+        self.weights.is_empty()
     }
 }
 
@@ -194,7 +306,7 @@ pub(crate) mod test_util {
     }
 
     /// The context of a pick now.
-    pub fn at() -> PickContext {
+    pub fn at() -> PickContext<'static> {
         PickContext::new(Instant::now())
     }
 

@@ -1,4 +1,4 @@
-use super::{Balancer, LoadSet, PickContext};
+use super::{Balancer, LoadSet, PickContext, Ramping};
 use crate::rng::{Rng, with_thread_rng};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -8,6 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// each new set so that many clients do not all start on the same endpoint.
 /// On a stable set, every `n` picks visit each of the `n` eligible endpoints
 /// exactly once (from one thread; concurrent callers interleave).
+///
+/// With slow start, a ramping endpoint's turn is kept with probability
+/// equal to its weight factor, else the pick takes the next turn (which
+/// moves the cursor past it, so the others still get one turn each); after
+/// [`MAX_REFUSALS`](super::slow_start::MAX_REFUSALS) refusals in one pick
+/// the next eligible endpoint is taken anyway.
 #[derive(Debug, Default)]
 pub struct RoundRobin {
     cursor: AtomicUsize,
@@ -34,16 +40,19 @@ impl Balancer for RoundRobin {
 
     fn pick(
         &self,
-        _at: &PickContext,
+        at: &PickContext,
         set: &dyn LoadSet,
         eligible: &dyn Fn(usize) -> bool,
-        _rng: &mut Rng,
+        rng: &mut Rng,
     ) -> Option<usize> {
         let n = set.len();
         if n == 0 {
             return None;
         }
         let c = self.cursor.fetch_add(1, Ordering::Relaxed);
+        if let Some(ramping) = at.ramping() {
+            return self.pick_ramping(c, set, eligible, &ramping, rng);
+        }
         let first = c % n;
         if eligible(first) {
             return Some(first);
@@ -53,6 +62,32 @@ impl Balancer for RoundRobin {
         let skip = (1..n).find(|&k| eligible((c + k) % n))?;
         self.cursor.fetch_add(skip, Ordering::Relaxed);
         Some((c + skip) % n)
+    }
+}
+
+impl RoundRobin {
+    /// A pick from cursor `c` while endpoints ramp: turns of ramping
+    /// endpoints are thinned (see the type's docs).
+    #[cold]
+    fn pick_ramping(
+        &self,
+        c: usize,
+        set: &dyn LoadSet,
+        eligible: &dyn Fn(usize) -> bool,
+        ramping: &Ramping<'_>,
+        rng: &mut Rng,
+    ) -> Option<usize> {
+        let n = set.len();
+        let turn = |k: usize| (c + k) % n;
+        let k = super::slow_start::thin(
+            n,
+            |k| eligible(turn(k)),
+            |k| ramping.admit(set.load(turn(k)), rng),
+        )?;
+        if k > 0 {
+            self.cursor.fetch_add(k, Ordering::Relaxed);
+        }
+        Some(turn(k))
     }
 }
 

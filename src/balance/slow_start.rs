@@ -35,8 +35,7 @@
 //! integers. The result is never above the exact factor and at most
 //! `(1 − m)/K` below it (1.4% of the weight with the defaults).
 //!
-//! The design for wiring it in (the channel and `Load` change in a later
-//! step):
+//! How it is wired in (the set-level state is [`Ramps`](super::Ramps)):
 //!
 //! - **Per endpoint, a ramp end**: one `AtomicU64` in the endpoint's
 //!   `Load`, the tick (nanoseconds of the channel's clock) when its ramp
@@ -292,9 +291,53 @@ impl SlowStart {
     }
 }
 
+/// How many turns of ramping endpoints one round-robin or weighted pick
+/// refuses at most before it takes the next eligible endpoint anyway: 4.
+/// (With a factor of at least 0.1, the bound binds on fewer than 66% of
+/// the picks that meet 4 ramping endpoints in a row, which takes a set
+/// where most endpoints ramp at once.)
+pub const MAX_REFUSALS: usize = 4;
+
+/// Thinning over turns `0..len`: the first turn `k` with `eligible(k)`
+/// that `admit(k)` keeps, or that comes after [`MAX_REFUSALS`] refusals;
+/// the first eligible turn if every one was refused; `None` when none is
+/// eligible.
+pub(crate) fn thin(
+    len: usize,
+    mut eligible: impl FnMut(usize) -> bool,
+    mut admit: impl FnMut(usize) -> bool,
+) -> Option<usize> {
+    let mut first = None;
+    let mut refused = 0;
+    for k in 0..len {
+        if !eligible(k) {
+            continue;
+        }
+        first.get_or_insert(k);
+        if refused >= MAX_REFUSALS || admit(k) {
+            return Some(k);
+        }
+        refused += 1;
+    }
+    first
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thinning_takes_the_first_kept_turn_and_never_fails() {
+        let none = |_| false;
+        assert_eq!(thin(5, |_| true, |k| k == 2), Some(2));
+        assert_eq!(thin(5, |k| k != 2, |k| k >= 2), Some(3));
+        // Every turn refused: the first eligible one.
+        assert_eq!(thin(3, |k| k > 0, none), Some(1));
+        // After MAX_REFUSALS refusals, the next eligible turn is taken.
+        assert_eq!(thin(10, |_| true, none), Some(MAX_REFUSALS));
+        assert_eq!(thin(10, none, |_| true), None);
+        assert_eq!(thin(0, |_| true, |_| true), None);
+    }
 
     #[test]
     fn settings_are_validated() {

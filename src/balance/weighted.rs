@@ -1,4 +1,6 @@
-use super::{Balancer, LoadSet, PickContext, RANDOM_TRIES, sample_eligible};
+use super::alias::{self, AliasTable};
+use super::slow_start::thin;
+use super::{Balancer, LoadSet, PickContext, RANDOM_TRIES, Ramping, sample_eligible};
 use crate::rng::{Rng, with_thread_rng};
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
@@ -21,6 +23,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Weight 0 endpoints get no traffic while any eligible endpoint has a
 /// positive weight; when only weight-0 endpoints are eligible, picks are
 /// uniform among them.
+///
+/// With slow start, a ramping endpoint's turn (round-robin) or draw
+/// (random) is kept with probability equal to its weight factor, else the
+/// pick takes the next turn or draws again, so it gets `factor` times its
+/// share with no table rebuilt during the ramp.
 #[derive(Debug)]
 pub struct Weighted {
     plan: Plan,
@@ -68,7 +75,7 @@ impl Weighted {
 
     fn weight_of(&self, i: usize) -> u64 {
         match &self.plan {
-            Plan::Alias(t) => t.weights[i].into(),
+            Plan::Alias(t) => t.weight(i).into(),
             Plan::Schedule { weights, .. } => weights[i].into(),
             _ => 0,
         }
@@ -77,22 +84,7 @@ impl Weighted {
     /// Exact weighted choice among eligible indices by scanning; uniform when
     /// every eligible weight is 0.
     fn scan(&self, n: usize, eligible: &dyn Fn(usize) -> bool, rng: &mut Rng) -> Option<usize> {
-        let total: u64 = (0..n)
-            .filter(|&i| eligible(i))
-            .map(|i| self.weight_of(i))
-            .sum();
-        if total == 0 {
-            return sample_eligible(n, eligible, None, rng);
-        }
-        let mut r = ((u128::from(rng.next_u64()) * u128::from(total)) >> 64) as u64;
-        for i in (0..n).filter(|&i| eligible(i)) {
-            let w = self.weight_of(i);
-            if r < w {
-                return Some(i);
-            }
-            r -= w;
-        }
-        None
+        alias::scan(n, &|i| self.weight_of(i), eligible, rng)
     }
 }
 
@@ -122,7 +114,7 @@ impl Balancer for Weighted {
 
     fn pick(
         &self,
-        _at: &PickContext,
+        at: &PickContext,
         set: &dyn LoadSet,
         eligible: &dyn Fn(usize) -> bool,
         rng: &mut Rng,
@@ -130,6 +122,9 @@ impl Balancer for Weighted {
         let n = set.len();
         if n == 0 {
             return None;
+        }
+        if let Some(ramping) = at.ramping() {
+            return self.pick_ramping(set, eligible, &ramping, rng);
         }
         match &self.plan {
             Plan::Alias(table) if table.len() == n => {
@@ -168,6 +163,62 @@ impl Balancer for Weighted {
                 }
             }
             // Not rebuilt for this set: stay correct, if slower.
+            _ => sample_eligible(n, eligible, None, rng),
+        }
+    }
+}
+
+impl Weighted {
+    /// A pick while endpoints ramp: draws and turns of ramping endpoints
+    /// are thinned (see the type's docs).
+    #[cold]
+    fn pick_ramping(
+        &self,
+        set: &dyn LoadSet,
+        eligible: &dyn Fn(usize) -> bool,
+        ramping: &Ramping<'_>,
+        rng: &mut Rng,
+    ) -> Option<usize> {
+        let n = set.len();
+        match &self.plan {
+            Plan::Alias(table) if table.len() == n => {
+                for _ in 0..RANDOM_TRIES + super::slow_start::MAX_REFUSALS {
+                    match table.sample(rng) {
+                        Some(i) if eligible(i) && ramping.admit(set.load(i), rng) => {
+                            return Some(i);
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+                self.scan(n, eligible, rng)
+            }
+            Plan::Schedule {
+                slots,
+                cursor,
+                weights,
+            } if weights.len() == n && !slots.is_empty() => {
+                let len = slots.len();
+                let c = cursor.fetch_add(1, Ordering::Relaxed);
+                let turn = |k: usize| slots[(c + k) % len] as usize;
+                let limit = len.min(SCHEDULE_WALK);
+                match thin(
+                    limit,
+                    |k| eligible(turn(k)),
+                    |k| ramping.admit(set.load(turn(k)), rng),
+                ) {
+                    Some(k) => {
+                        if k > 0 {
+                            cursor.fetch_add(k, Ordering::Relaxed);
+                        }
+                        Some(turn(k))
+                    }
+                    None => self.scan(n, eligible, rng),
+                }
+            }
+            // Every weight 0: uniform, as without ramps.
+            Plan::Schedule { weights, .. } if weights.len() == n => self.scan(n, eligible, rng),
+            // Not rebuilt for this set.
             _ => sample_eligible(n, eligible, None, rng),
         }
     }
@@ -243,74 +294,6 @@ fn schedule(weights: &[u32], cap: usize) -> Vec<u32> {
         }
     }
     out
-}
-
-/// Vose's alias table: O(n) to build, O(1) to sample.
-#[derive(Debug)]
-struct AliasTable {
-    prob: Vec<f64>,
-    alias: Vec<u32>,
-    weights: Vec<u32>,
-    total: u64,
-}
-
-impl AliasTable {
-    fn new(weights: &[u32]) -> Self {
-        let n = weights.len();
-        let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
-        let mut prob = vec![1.0; n];
-        let mut alias: Vec<u32> = (0..n as u32).collect();
-        if total > 0 {
-            let mut scaled: Vec<f64> = weights
-                .iter()
-                .map(|&w| f64::from(w) * n as f64 / total as f64)
-                .collect();
-            let (mut small, mut large): (Vec<usize>, Vec<usize>) =
-                (0..n).partition(|&i| scaled[i] < 1.0);
-            while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
-                prob[s] = scaled[s];
-                alias[s] = l as u32;
-                scaled[l] -= 1.0 - scaled[s];
-                if scaled[l] < 1.0 {
-                    large.pop();
-                    small.push(l);
-                }
-            }
-            // Leftovers are 1 up to rounding error. A zero-weight entry must
-            // never be returned, so its column always defers to its alias.
-            for (i, &w) in weights.iter().enumerate() {
-                if w == 0 {
-                    prob[i] = 0.0;
-                    if weights[alias[i] as usize] == 0 {
-                        alias[i] = weights.iter().position(|&w| w > 0).unwrap_or(0) as u32;
-                    }
-                }
-            }
-        }
-        AliasTable {
-            prob,
-            alias,
-            weights: weights.to_vec(),
-            total,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.prob.len()
-    }
-
-    /// A weighted index, or `None` when every weight is 0.
-    fn sample(&self, rng: &mut Rng) -> Option<usize> {
-        if self.total == 0 {
-            return None;
-        }
-        let i = rng.below(self.prob.len());
-        Some(if rng.unit() < self.prob[i] {
-            i
-        } else {
-            self.alias[i] as usize
-        })
-    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,10 @@ pub(crate) struct Attempt<Req, S: Service<Req>> {
     step: Step<S, Req>,
     started: Instant,
     admission: Option<Admission>,
+    /// Dropped because the call was over, not because the caller gave up.
+    superseded: bool,
+    /// Holds a place under the endpoint's concurrency limit.
+    placed: bool,
     span: Span,
 }
 
@@ -49,6 +53,8 @@ where
 {
     /// Starts attempt `number` of `kind` on `slot` at `started` (runs the
     /// hook, marks the attempt in flight, opens its span under `call`).
+    /// `placed`: it holds a place under the endpoint's concurrency limit,
+    /// given back when it ends.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(crate) fn new(
@@ -60,6 +66,7 @@ where
         started: Instant,
         cut: Option<Instant>,
         admission: Option<Admission>,
+        placed: bool,
         call: &Span,
     ) -> Self {
         if let Some(hook) = hook {
@@ -86,6 +93,8 @@ where
             number,
             started,
             admission,
+            superseded: false,
+            placed,
             span,
         }
     }
@@ -120,11 +129,16 @@ where
         this.step.set(Step::Done);
         this.slot.leave();
         let elapsed = at.saturating_duration_since(*this.started);
-        this.slot.record(
-            &AttemptEnd::new(End::TimedOut, elapsed, at),
-            this.admission.take(),
-        );
+        let end = AttemptEnd::new(End::TimedOut, elapsed, at);
+        if std::mem::take(this.placed) {
+            this.slot.leave_limit(&end);
+        }
+        this.slot.record(&end, this.admission.take());
         this.span.record("outcome", "timeout");
+    }
+
+    fn supersede(self: Pin<&mut Self>) {
+        *self.project().superseded = true;
     }
 }
 
@@ -154,6 +168,10 @@ where
         let outcome = classify.classify(&result);
         slot.leave();
         let admission = this.admission.take();
+        let end = AttemptEnd::new(End::Response(outcome), elapsed, at);
+        if std::mem::take(this.placed) {
+            slot.leave_limit(&end);
+        }
         match &mut result {
             Ok(response) if classifier.defers() => {
                 let answered = Answered {
@@ -165,10 +183,7 @@ where
                 let report = OutcomeReport::new(sink, answered, outcome);
                 classify.defer(response, report);
             }
-            _ => slot.record(
-                &AttemptEnd::new(End::Response(outcome), elapsed, at),
-                admission,
-            ),
+            _ => slot.record(&end, admission),
         }
         slot.note_service_error(result.is_err());
         this.span.record("outcome", outcome_name(outcome));
@@ -193,15 +208,24 @@ impl<Req, S: Service<Req>> PinnedDrop for Attempt<Req, S> {
         // answered the call. The time it ran is still a latency sample.
         let at = crate::clock::now();
         this.slot.leave();
-        this.slot.record(
-            &AttemptEnd::new(
-                End::Cancelled,
-                at.saturating_duration_since(*this.started),
-                at,
-            ),
-            this.admission.take(),
+        let end = if *this.superseded {
+            End::Superseded
+        } else {
+            End::Cancelled
+        };
+        let end = AttemptEnd::new(end, at.saturating_duration_since(*this.started), at);
+        if std::mem::take(this.placed) {
+            this.slot.leave_limit(&end);
+        }
+        this.slot.record(&end, this.admission.take());
+        this.span.record(
+            "outcome",
+            if *this.superseded {
+                "superseded"
+            } else {
+                "cancelled"
+            },
         );
-        this.span.record("outcome", "cancelled");
     }
 }
 

@@ -8,6 +8,11 @@
 //!
 //! While the endpoint set is empty the call waits for discovery instead
 //! ([`wait_then_call`]), holding the channel until an endpoint is known.
+//!
+//! Under the channel's concurrency limit, a call admitted at once takes the
+//! same path with its place ([`Held`]) in its future, settled when the
+//! answer comes; a call that must queue waits for its place first
+//! ([`queued`]), then picks.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,73 +28,96 @@ use tracing::Span;
 use super::attempt::{Attempt, outcome_name};
 use super::engine::{Boxed, CallFuture, Plain, boxed, boxed_in_place};
 use super::inner::Inner;
+use super::limits::{Entry, Held};
 use super::slot::Slot;
 use super::state::ChannelState;
 use super::table::Snapshot;
 use crate::balance::PickContext;
 use crate::classify::Outcome;
 use crate::policy::call::{AttemptKind, Ended};
+use crate::policy::limit::Limiter;
 use crate::rng::with_thread_rng;
 use crate::{BoxError, Error};
 
 /// The picked endpoint's slot (skipping ejected ones), or `None` when no
-/// endpoint is eligible.
-fn pick<S>(snapshot: &Snapshot<S>, at: Instant, state: &ChannelState) -> Option<Arc<Slot<S>>> {
-    let at = PickContext::new(at);
+/// endpoint is eligible. A request with a hash `key` goes to the keyed
+/// balancer, when the channel has one.
+fn pick<S>(
+    snapshot: &Snapshot<S>,
+    at: Instant,
+    key: Option<u64>,
+    state: &ChannelState,
+) -> Option<Arc<Slot<S>>> {
+    let balancer = snapshot.balancer_for(key);
+    let at = PickContext::new(at)
+        .with_key(key)
+        .with_ramps(&snapshot.shared.ramps);
     let picked = if state.ejected() == 0 {
         // Nothing ejected: no endpoint needs a look before it is picked.
-        with_thread_rng(|rng| snapshot.balancer.pick(&at, snapshot, &|_| true, rng))
+        with_thread_rng(|rng| balancer.pick(&at, snapshot, &|_| true, rng))
     } else {
         let eligible = |i: usize| !snapshot.slot(i).ejected.load(Ordering::Relaxed);
-        with_thread_rng(|rng| snapshot.balancer.pick(&at, snapshot, &eligible, rng))
+        with_thread_rng(|rng| balancer.pick(&at, snapshot, &eligible, rng))
     };
     picked.map(|i| snapshot.slot(i).clone())
 }
 
-/// A call with no policy, made now in `span` (the call span): picks its
-/// endpoint and sends its attempt now, or waits for discovery while the set
-/// is empty.
-pub(crate) fn start<Req, S>(inner: &Arc<Inner<Req, S>>, req: Req, span: Span) -> Boxed<S::Response>
+/// A call with no policy, made now in `span` (the call span) holding
+/// `place` (`()` without a limit, or its place under the channel's limit):
+/// picks its endpoint and sends its attempt now, or waits for discovery
+/// while the set is empty.
+pub(crate) fn start<Req, S, P>(
+    inner: &Arc<Inner<Req, S>>,
+    req: Req,
+    span: Span,
+    place: P,
+) -> Boxed<S::Response>
 where
     Req: Send + 'static,
     S: Service<Req> + Clone + Send + Sync + 'static,
     S::Response: Send + 'static,
     S::Error: Into<BoxError> + Send + 'static,
     S::Future: Send + 'static,
+    P: CallEnd + Send + 'static,
 {
     let start = crate::clock::now();
+    let key = inner.key(&req);
     let picked = {
         let current = inner.table.current();
-        (!current.is_empty()).then(|| pick(&current, start, &inner.state))
+        (!current.is_empty()).then(|| pick(&current, start, key, &inner.state))
     };
     match picked {
         Some(Some(slot)) => {
-            let make = |place: *mut Bare<Req, S, ()>, span: &Span| {
-                let bare = Bare::new(inner, slot, req, start, (), span);
-                // SAFETY: `place` is the box's place for the call.
-                unsafe { place.write(bare) }
+            let make = |at: *mut Bare<Req, S, P>, span: &Span| {
+                let bare = Bare::new(inner, slot, req, start, place, span);
+                // SAFETY: `at` is the box's place for the call.
+                unsafe { at.write(bare) }
             };
             // SAFETY: `make` writes the call.
             unsafe { boxed_in_place(span, make) }
         }
         Some(None) => {
+            // The place, if any, is given back here, without a sample.
+            drop(place);
             let error = inner.no_endpoint();
             boxed(span, Plain(async move { Err(error) }))
         }
         None => {
-            let wait = wait_then_call(inner.clone(), req, start, span.clone());
+            let wait = wait_then_call(inner.clone(), req, start, span.clone(), place);
             boxed(span, Plain(wait))
         }
     }
 }
 
-/// A call made while the endpoint set was empty: waits for discovery (up
-/// to the initial wait), then sends its attempt. The call's duration runs
-/// from `start`; its attempt's, from when it is sent.
-async fn wait_then_call<Req, S>(
+/// A call with no policy that waits in the channel's queue (`entry` is
+/// [`Entry::Queued`] under `limiter`) for its place, then picks and sends;
+/// [`Error::Overloaded`] when the wait fails. The call's duration runs
+/// from when it has its place.
+pub(crate) async fn queued<Req, S>(
     inner: Arc<Inner<Req, S>>,
+    limiter: Arc<Limiter>,
+    entry: Entry,
     req: Req,
-    start: Instant,
     span: Span,
 ) -> Result<S::Response, Error>
 where
@@ -99,35 +127,99 @@ where
     S::Error: Into<BoxError> + 'static,
     S::Future: Send,
 {
+    let place = entry.enter(Some(limiter)).await?;
+    wait_then_call(inner, req, crate::clock::now(), span, place).await
+}
+
+/// A call made while the endpoint set was empty (or after a wait for its
+/// place): waits for discovery (up to the initial wait), then sends its
+/// attempt. The call's duration runs from `start`; its attempt's, from
+/// when it is sent.
+async fn wait_then_call<Req, S, P>(
+    inner: Arc<Inner<Req, S>>,
+    req: Req,
+    start: Instant,
+    span: Span,
+    place: P,
+) -> Result<S::Response, Error>
+where
+    Req: Send,
+    S: Service<Req> + Clone + Send + Sync + 'static,
+    S::Response: 'static,
+    S::Error: Into<BoxError> + 'static,
+    S::Future: Send,
+    P: CallEnd + Send,
+{
+    let key = inner.key(&req);
     let snapshot = inner.populated().await?;
     let now = crate::clock::now();
-    let Some(slot) = pick(&snapshot, now, &inner.state) else {
+    let Some(slot) = pick(&snapshot, now, key, &inner.state) else {
         return Err(inner.no_endpoint());
     };
     drop(snapshot);
-    let mut bare = std::pin::pin!(Bare::new(&inner, slot, req, now, start, &span));
+    let end = (start, place);
+    let mut bare = std::pin::pin!(Bare::new(&inner, slot, req, now, end, &span));
     std::future::poll_fn(|cx| bare.as_mut().poll_in(cx, &span)).await
 }
 
-/// Where a bare call's duration starts.
-pub(crate) trait CallStart {
-    /// The call's duration, for an attempt that ran `elapsed` until `at`.
-    fn took(&self, elapsed: Duration, at: Instant) -> Duration;
+/// What a bare call does when its attempt ends, besides returning: where
+/// its duration starts, and the place it gives back.
+pub(crate) trait CallEnd {
+    /// Ends the call whose attempt ran `elapsed` until `at` and ended with
+    /// `outcome` (`timed_out`: it was cut); returns the call's duration.
+    fn end(
+        &mut self,
+        outcome: Outcome,
+        timed_out: bool,
+        elapsed: Duration,
+        at: Instant,
+    ) -> Duration;
 }
 
-/// The call started with its attempt (the usual case: nothing to keep).
-impl CallStart for () {
+/// The call started with its attempt and holds no place (the usual case:
+/// nothing to keep).
+impl CallEnd for () {
     #[inline]
-    fn took(&self, elapsed: Duration, _: Instant) -> Duration {
+    fn end(&mut self, _: Outcome, _: bool, elapsed: Duration, _: Instant) -> Duration {
         elapsed
     }
 }
 
 /// The call started at this instant, before its attempt: it waited for
-/// discovery.
-impl CallStart for Instant {
-    fn took(&self, _: Duration, at: Instant) -> Duration {
+/// discovery, or for its place.
+impl CallEnd for Instant {
+    fn end(&mut self, _: Outcome, _: bool, _: Duration, at: Instant) -> Duration {
         at.saturating_duration_since(*self)
+    }
+}
+
+/// The call's place under the channel's limit, settled with the attempt's
+/// outcome and time (the call started with its attempt).
+impl CallEnd for Held {
+    #[inline]
+    fn end(
+        &mut self,
+        outcome: Outcome,
+        timed_out: bool,
+        elapsed: Duration,
+        at: Instant,
+    ) -> Duration {
+        std::mem::replace(self, Held::none()).settle(outcome, timed_out, elapsed, at);
+        elapsed
+    }
+}
+
+/// Both: the first says where the call started.
+impl<A: CallEnd, B: CallEnd> CallEnd for (A, B) {
+    fn end(
+        &mut self,
+        outcome: Outcome,
+        timed_out: bool,
+        elapsed: Duration,
+        at: Instant,
+    ) -> Duration {
+        self.1.end(outcome, timed_out, elapsed, at);
+        self.0.end(outcome, timed_out, elapsed, at)
     }
 }
 
@@ -136,22 +228,22 @@ impl CallStart for Instant {
 pub(crate) struct Bare<Req, S: Service<Req>, C> {
     #[pin]
     attempt: Attempt<Req, S>,
-    start: C,
+    end: C,
 }
 
 impl<Req, S, C> Bare<Req, S, C>
 where
     S: Service<Req> + Clone,
 {
-    /// The call's attempt on `slot`, sent at `sent`; the call started at
-    /// `start`.
+    /// The call's attempt on `slot`, sent at `sent`; `end` ends the call
+    /// (see [`CallEnd`]).
     #[inline(always)]
     fn new(
         inner: &Inner<Req, S>,
         slot: Arc<Slot<S>>,
         req: Req,
         sent: Instant,
-        start: C,
+        end: C,
         span: &Span,
     ) -> Self {
         let _entered = (!span.is_disabled()).then(|| span.enter());
@@ -164,10 +256,11 @@ where
             sent,
             None,
             None,
+            false,
             span,
         );
         drop(_entered);
-        Bare { attempt, start }
+        Bare { attempt, end }
     }
 }
 
@@ -178,7 +271,7 @@ where
     S::Response: 'static,
     S::Error: Into<BoxError> + 'static,
     S::Future: Send,
-    C: CallStart + Send,
+    C: CallEnd + Send,
 {
     type Response = S::Response;
 
@@ -189,11 +282,13 @@ where
     ) -> Poll<Result<S::Response, Error>> {
         let mut this = self.project();
         let finished = std::task::ready!(this.attempt.as_mut().poll(cx));
-        let outcome = match finished.ended {
-            Ended::Answered(outcome) => outcome,
-            Ended::TimedOut => Outcome::Failure { retryable: true },
+        let (outcome, timed_out) = match finished.ended {
+            Ended::Answered(outcome) => (outcome, false),
+            Ended::TimedOut => (Outcome::Failure { retryable: true }, true),
         };
-        let took = this.start.took(finished.elapsed, finished.at);
+        let took = this
+            .end
+            .end(outcome, timed_out, finished.elapsed, finished.at);
         let state = &this.attempt.as_ref().get_ref().slot().state;
         state.metrics.record_call(outcome, took);
         if !span.is_disabled() {

@@ -10,12 +10,17 @@
 //!   call goes through without the breaker's permission.
 //! - With breakers off (never built, or turned off at runtime), breakers
 //!   are not asked at all.
+//! - With per-endpoint concurrency limits on, only endpoints with room
+//!   under their limit are eligible, and the chosen one's place is taken
+//!   (an endpoint that filled up meanwhile is skipped like a refusing
+//!   breaker).
 
 use std::time::Instant;
 
 use crate::balance::{Balancer, LoadSet, PickContext};
 use crate::policy::breaker::{Admission, CircuitBreaker};
 use crate::policy::call::Tried;
+use crate::policy::limit::Limiter;
 use crate::rng::Rng;
 
 /// The endpoints an attempt chooses among.
@@ -27,6 +32,11 @@ pub(crate) trait Candidates: LoadSet {
     fn ejected(&self, i: usize) -> bool;
     /// Endpoint `i`'s breaker, if it has one.
     fn breaker(&self, i: usize) -> Option<&CircuitBreaker>;
+    /// Endpoint `i`'s concurrency limiter, if it has one.
+    fn limiter(&self, i: usize) -> Option<&Limiter> {
+        let _ = i;
+        None
+    }
 }
 
 /// How the call chooses.
@@ -39,31 +49,45 @@ pub(crate) struct Rules {
     /// No endpoint is ejected (a first attempt then needs no look at each
     /// candidate's ejection and breaker).
     pub(crate) none_ejected: bool,
+    /// Per-endpoint concurrency limits are on.
+    pub(crate) limits: bool,
 }
 
-/// The endpoint for an attempt at `now`, with its breaker's admission when
-/// breakers are on; `None` when no endpoint can take it.
+/// The endpoint an attempt goes to.
+#[derive(Debug)]
+pub(crate) struct Chosen {
+    pub(crate) index: usize,
+    /// Its breaker's admission, when breakers are on and it was asked.
+    pub(crate) admission: Option<Admission>,
+    /// A place under its concurrency limit was taken.
+    pub(crate) placed: bool,
+}
+
+/// The endpoint for an attempt picked `at` (its time and the request's
+/// hash key), with its breaker's admission when breakers are on and its
+/// place when limits are; `None` when no endpoint can take it.
 pub(crate) fn choose<C: Candidates>(
     set: &C,
     balancer: &dyn Balancer,
     tried: &Tried,
     rules: Rules,
-    now: Instant,
+    at: PickContext<'_>,
     rng: &mut Rng,
-) -> Option<(usize, Option<Admission>)> {
-    let at = PickContext::new(now);
+) -> Option<Chosen> {
+    let now = at.now;
     let admits = |i: usize| !set.ejected(i) || set.breaker(i).is_some_and(|b| b.would_admit(now));
+    let room = |i: usize| !rules.limits || set.limiter(i).is_none_or(Limiter::has_room);
     if tried.is_empty() && !rules.panic {
         // A first attempt: the usual case, with the least work per candidate.
-        let i = if rules.none_ejected {
-            balancer.pick(&at, set, &|_| true, rng)?
-        } else {
-            balancer.pick(&at, set, &admits, rng)?
+        let i = match (rules.none_ejected, rules.limits) {
+            (true, false) => balancer.pick(&at, set, &|_| true, rng)?,
+            (true, true) => balancer.pick(&at, set, &room, rng)?,
+            _ => balancer.pick(&at, set, &|i| room(i) && admits(i), rng)?,
         };
-        // Its breaker may refuse (half-open without a free probe): then
-        // fall through to the general search.
-        if let Some(a) = admission(set, i, rules, now) {
-            return Some((i, a));
+        // Its breaker may refuse (half-open without a free probe), or its
+        // limit fill up meanwhile: then fall through to the general search.
+        if let Some(chosen) = take(set, i, rules, now) {
+            return Some(chosen);
         }
     }
     let mut refused = Tried::default();
@@ -73,17 +97,40 @@ pub(crate) fn choose<C: Candidates>(
                 (allow_tried || !tried.contains(set.id(i)))
                     && !refused.contains(i)
                     && (rules.panic || admits(i))
+                    && room(i)
             };
             let Some(i) = balancer.pick(&at, set, &eligible, rng) else {
                 break;
             };
-            match admission(set, i, rules, now) {
-                Some(a) => return Some((i, a)),
+            match take(set, i, rules, now) {
+                Some(chosen) => return Some(chosen),
                 None => refused.insert(i),
             }
         }
     }
     None
+}
+
+/// Takes endpoint `i` for the attempt: its place under its limit, then its
+/// breaker's admission; `None` (with nothing held) when either refuses.
+fn take<C: Candidates>(set: &C, i: usize, rules: Rules, now: Instant) -> Option<Chosen> {
+    let limiter = set.limiter(i).filter(|_| rules.limits);
+    if limiter.is_some_and(|l| !l.try_enter()) {
+        return None;
+    }
+    match admission(set, i, rules, now) {
+        Some(admission) => Some(Chosen {
+            index: i,
+            admission,
+            placed: limiter.is_some(),
+        }),
+        None => {
+            if let Some(l) = limiter {
+                l.leave();
+            }
+            None
+        }
+    }
 }
 
 /// `Some(admission)` when endpoint `i` may take the call: `Some(None)`
@@ -170,6 +217,7 @@ mod tests {
         breakers: true,
         panic: false,
         none_ejected: false,
+        limits: false,
     };
 
     #[test]
@@ -180,12 +228,12 @@ mod tests {
         let mut rng = Rng::seeded(1);
         let mut tried = Tried::default();
         for _ in 0..3 {
-            let (i, a) = choose(&s, &*b, &tried, ON, now, &mut rng).unwrap();
-            assert!(!tried.contains(i) && a.is_some());
-            tried.insert(i);
+            let c = choose(&s, &*b, &tried, ON, PickContext::new(now), &mut rng).unwrap();
+            assert!(!tried.contains(c.index) && c.admission.is_some());
+            tried.insert(c.index);
         }
         // All tried: one is chosen anyway.
-        assert!(choose(&s, &*b, &tried, ON, now, &mut rng).is_some());
+        assert!(choose(&s, &*b, &tried, ON, PickContext::new(now), &mut rng).is_some());
     }
 
     #[test]
@@ -197,22 +245,32 @@ mod tests {
         let mut rng = Rng::seeded(2);
         let none = Tried::default();
         for _ in 0..10 {
-            assert_eq!(choose(&s, &*b, &none, ON, now, &mut rng).unwrap().0, 0);
+            assert_eq!(
+                choose(&s, &*b, &none, ON, PickContext::new(now), &mut rng)
+                    .unwrap()
+                    .index,
+                0
+            );
         }
         // Open time passed: one probe, with an admission, then no more.
         let later = now + Duration::from_secs(1);
         let mut tried = Tried::default();
         tried.insert(0);
-        let (i, a) = choose(&s, &*b, &tried, ON, later, &mut rng).unwrap();
-        assert!(i == 1 && a.is_some_and(|a| a.is_probe()));
-        assert_eq!(choose(&s, &*b, &tried, ON, later, &mut rng).unwrap().0, 0);
+        let c = choose(&s, &*b, &tried, ON, PickContext::new(later), &mut rng).unwrap();
+        assert!(c.index == 1 && c.admission.is_some_and(|a| a.is_probe()));
+        assert_eq!(
+            choose(&s, &*b, &tried, ON, PickContext::new(later), &mut rng)
+                .unwrap()
+                .index,
+            0
+        );
         // Panic mode: both, the open one without its breaker's permission.
         let panic = Rules { panic: true, ..ON };
         let mut seen = [0; 2];
         for _ in 0..10 {
-            let (i, a) = choose(&s, &*b, &none, panic, later, &mut rng).unwrap();
-            assert!(i == 0 || a.is_none());
-            seen[i] += 1;
+            let c = choose(&s, &*b, &none, panic, PickContext::new(later), &mut rng).unwrap();
+            assert!(c.index == 0 || c.admission.is_none());
+            seen[c.index] += 1;
         }
         assert!(seen[0] > 0 && seen[1] > 0, "{seen:?}");
     }
@@ -229,12 +287,21 @@ mod tests {
             breakers: false,
             panic: false,
             none_ejected: false,
+            limits: false,
         };
         let mut seen = [0; 2];
         for _ in 0..10 {
-            let (i, a) = choose(&s, &*b, &Tried::default(), off, now, &mut rng).unwrap();
-            assert!(a.is_none());
-            seen[i] += 1;
+            let c = choose(
+                &s,
+                &*b,
+                &Tried::default(),
+                off,
+                PickContext::new(now),
+                &mut rng,
+            )
+            .unwrap();
+            assert!(c.admission.is_none());
+            seen[c.index] += 1;
         }
         assert_eq!(seen, [5, 5]);
     }

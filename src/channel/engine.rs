@@ -16,6 +16,7 @@ use tracing::Span;
 
 use super::bare;
 use super::inner::Handle;
+use super::limits::Entry;
 use super::resilient;
 use super::state::{ChannelState, Endpoints};
 use crate::{BoxError, Endpoint, Error};
@@ -23,11 +24,13 @@ use crate::{BoxError, Endpoint, Error};
 /// A channel, whatever its endpoint service type.
 pub(crate) trait Engine<Req, Resp>: Send + Sync {
     /// Starts a call under this handle's settings, which are bare (no
-    /// policy): the call's future holds no reference on the handle.
+    /// policy, no concurrency limit): the call's future holds no reference
+    /// on the handle.
     fn call_bare(&self, req: Req) -> ResponseFuture<Resp>;
     /// Starts a call under this handle's settings.
     fn call(self: Arc<Self>, req: Req) -> ResponseFuture<Resp>;
-    /// True when this handle's settings are bare.
+    /// True when this handle's settings are bare and set no concurrency
+    /// limit ([`call_bare`](Self::call_bare) applies).
     fn is_bare(&self) -> bool;
     /// A new handle on the same channel, with the current settings.
     fn fork(&self) -> Arc<dyn Engine<Req, Resp>>;
@@ -52,22 +55,48 @@ where
     fn call_bare(&self, req: Req) -> ResponseFuture<S::Response> {
         let span = call_span(&self.inner.state);
         ResponseFuture {
-            inner: bare::start(&self.inner, req, span),
+            inner: Some(bare::start(&self.inner, req, span, ())),
         }
     }
 
     fn call(self: Arc<Self>, req: Req) -> ResponseFuture<S::Response> {
-        if self.bare {
-            return self.call_bare(req);
-        }
+        let Some(limiter) = &self.limiter else {
+            if self.bare {
+                return self.call_bare(req);
+            }
+            let span = call_span(&self.inner.state);
+            return ResponseFuture {
+                inner: Some(resilient::start(self, req, span, None)),
+            };
+        };
         let span = call_span(&self.inner.state);
-        ResponseFuture {
-            inner: resilient::start(self, req, span),
-        }
+        // A place under the channel's limit first: a refused call fails
+        // without being started, and allocates nothing.
+        let Some(entry) = Entry::ask(Some(&**limiter)) else {
+            span.record("outcome", "refused");
+            return ResponseFuture { inner: None };
+        };
+        let inner = match entry.at_once(Some(limiter)) {
+            Some(place) if self.bare => bare::start(&self.inner, req, span, place),
+            Some(place) => resilient::start(self, req, span, Some(place)),
+            // Over the limit, with room in the queue: the call waits there
+            // for its place before anything else.
+            None if self.bare => {
+                let limiter = limiter.clone();
+                let call = bare::queued(self.inner.clone(), limiter, entry, req, span.clone());
+                boxed(span, Plain(call))
+            }
+            None => {
+                let limiter = limiter.clone();
+                let call = resilient::queued(self, limiter, entry, req, span.clone());
+                boxed(span, Plain(call))
+            }
+        };
+        ResponseFuture { inner: Some(inner) }
     }
 
     fn is_bare(&self) -> bool {
-        self.bare
+        self.bare && self.limiter.is_none()
     }
 
     fn fork(&self) -> Arc<dyn Engine<Req, S::Response>> {
@@ -205,9 +234,11 @@ where
 }
 
 /// The future of a [`Channel`](super::Channel) call: the one heap
-/// allocation of a call. It runs inside the call's span.
+/// allocation of a call (none for a call refused by the channel's
+/// concurrency limit). It runs inside the call's span.
 pub struct ResponseFuture<Resp> {
-    inner: Boxed<Resp>,
+    /// `None`: refused by the concurrency limit.
+    inner: Option<Boxed<Resp>>,
 }
 
 impl<Resp> Future for ResponseFuture<Resp> {
@@ -215,7 +246,10 @@ impl<Resp> Future for ResponseFuture<Resp> {
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+        match &mut self.inner {
+            Some(inner) => inner.as_mut().poll(cx),
+            None => Poll::Ready(Err(Error::Overloaded)),
+        }
     }
 }
 

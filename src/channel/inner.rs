@@ -11,10 +11,14 @@ use super::settings::ChannelPolicy;
 use super::state::ChannelState;
 use super::table::{Snapshot, Table};
 use crate::Error;
+use crate::policy::limit::Limiter;
 use crate::policy::replay::Replay;
 
 /// A hook run on each attempt's request just before it is sent.
 pub(crate) type Hook<Req> = Box<dyn Fn(&mut Req, &AttemptInfo) + Send + Sync>;
+
+/// Extracts a request's hash key, for the keyed balancer.
+pub(crate) type HashKey<Req> = Box<dyn Fn(&Req) -> Option<u64> + Send + Sync>;
 
 /// State shared by all clones of a channel (the classifier is in the
 /// untyped [`ChannelState`], where attempts reach it through their slot).
@@ -23,12 +27,21 @@ pub(crate) struct Inner<Req, S: Service<Req>> {
     pub(crate) table: Arc<Table<S>>,
     pub(crate) replay: Option<Box<dyn Replay<Req>>>,
     pub(crate) on_attempt: Option<Hook<Req>>,
+    /// The key extractor, when the channel has a keyed balancer.
+    pub(crate) hash_key: Option<HashKey<Req>>,
     pub(crate) initial_wait: Duration,
     /// Dropped with the last clone, which stops the discovery task.
     pub(crate) _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl<Req, S: Service<Req>> Inner<Req, S> {
+    /// The request's hash key, when the channel picks by key and the
+    /// request has one.
+    #[inline]
+    pub(crate) fn key(&self, req: &Req) -> Option<u64> {
+        self.hash_key.as_ref().and_then(|key| key(req))
+    }
+
     /// The error of a call that found no usable endpoint; asks discovery
     /// to look again.
     pub(crate) fn no_endpoint(&self) -> Error {
@@ -60,6 +73,8 @@ pub(crate) struct Handle<Req, S: Service<Req>> {
     pub(crate) bare: bool,
     /// The version of `settings`.
     pub(crate) version: u64,
+    /// The channel's concurrency limiter, when these settings set a limit.
+    pub(crate) limiter: Option<Arc<Limiter>>,
 }
 
 impl<Req, S: Service<Req>> Handle<Req, S> {
@@ -68,11 +83,13 @@ impl<Req, S: Service<Req>> Handle<Req, S> {
         let state = &inner.state;
         let version = state.version.load(Ordering::Acquire);
         let settings = (**state.settings.load()).clone();
+        let limiter = state.limiter(&settings);
         Handle {
             inner,
             bare: settings.is_bare(),
             settings,
             version,
+            limiter,
         }
     }
 }

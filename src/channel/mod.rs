@@ -71,6 +71,8 @@ mod ejection;
 mod engine;
 mod info;
 mod inner;
+mod keyed;
+mod limits;
 mod resilient;
 mod service;
 mod settings;

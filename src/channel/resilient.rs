@@ -1,11 +1,12 @@
 //! A call under the channel's policies: the call machine
 //! ([`crate::policy::call`]) driven by [`Drive`], with attempts on
-//! endpoints of the table chosen by [`choose`].
+//! endpoints of the table chosen by [`choose()`].
 //!
 //! Each attempt picks from the current endpoint set; the call remembers
 //! the endpoints it tried by identity, so a retry avoids them even if the
 //! set changed in between. Nothing here allocates unless a hedge is sent.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -17,13 +18,17 @@ use super::attempt::{Attempt, outcome_name};
 use super::choose::{self, Candidates, choose};
 use super::engine::{Boxed, Plain, boxed, boxed_in_place};
 use super::inner::Handle;
+use super::limits::{Entry, Held};
 use super::table::Snapshot;
+use crate::balance::PickContext;
 use crate::error::{BoxError, Error};
 use crate::policy::breaker::CircuitBreaker;
 use crate::policy::call::{
     AttemptKind, Call, Hedging, NotSent, Refused, Retrying, Rules, SendAttempt,
 };
 use crate::policy::drive::{Dispatch, Drive};
+use crate::policy::limit::Limiter;
+use crate::policy::throttle::Decision;
 use crate::rng::with_thread_rng;
 
 impl<S> Candidates for Snapshot<S> {
@@ -41,14 +46,52 @@ impl<S> Candidates for Snapshot<S> {
     fn breaker(&self, i: usize) -> Option<&CircuitBreaker> {
         self.slot(i).breaker.as_ref()
     }
+
+    #[inline]
+    fn limiter(&self, i: usize) -> Option<&Limiter> {
+        self.slot(i).limiter.as_deref()
+    }
 }
 
 /// Where a channel call's attempts go: the channel (through this clone's
-/// handle, whose settings the call follows), and the call's start and span.
+/// handle, whose settings the call follows), and the call's start, span,
+/// key and place.
 struct Endpoints<Req, S: Service<Req>> {
     handle: Arc<Handle<Req, S>>,
     start: Instant,
     span: Span,
+    /// Adaptive throttling refused an attempt of this call.
+    throttled: Cell<bool>,
+    /// The request's hash key: every attempt of the call picks by it.
+    key: Option<u64>,
+    /// The call's place under the channel's limit, settled with its result.
+    place: Cell<Option<Held>>,
+    /// The last attempt found endpoints but none with room under its
+    /// limit.
+    full: Cell<bool>,
+}
+
+impl<Req, S: Service<Req>> Endpoints<Req, S> {
+    /// The endpoints of a call of `req` started at `start`, holding
+    /// `place` under the channel's limit (if any).
+    #[inline(always)]
+    fn new(
+        handle: Arc<Handle<Req, S>>,
+        req: &Req,
+        start: Instant,
+        span: Span,
+        place: Option<Held>,
+    ) -> Self {
+        Endpoints {
+            key: handle.inner.key(req),
+            handle,
+            start,
+            span,
+            throttled: Cell::new(false),
+            place: Cell::new(place.filter(Held::is_held)),
+            full: Cell::new(false),
+        }
+    }
 }
 
 impl<Req: 'static, S> Dispatch<Req> for Endpoints<Req, S>
@@ -90,29 +133,49 @@ where
         now: Instant,
     ) -> Result<(Self::Attempt, Option<usize>), NotSent> {
         let inner = &*self.handle.inner;
+        let settings = &self.handle.settings;
         let state = &inner.state;
+        if settings.throttle().is_some()
+            && state
+                .throttle
+                .admit(now, || with_thread_rng(|rng| rng.unit()))
+                == Decision::Reject
+        {
+            state.throttled.increment(1);
+            self.throttled.set(true);
+            self.full.set(false);
+            return Err(NotSent::NoEndpoint);
+        }
         let rules = choose::Rules {
-            breakers: self.handle.settings.breaker().is_some(),
+            breakers: settings.breaker().is_some(),
             panic: state.panicking(),
             none_ejected: state.ejected() == 0,
+            limits: settings.endpoint_concurrency_limit().is_some(),
         };
         // The current set, under a short-lived guard: the call holds only
         // the slots it sends to, and its tried set survives a new set.
         let snapshot = inner.table.current();
+        let at = PickContext::new(now)
+            .with_key(self.key)
+            .with_ramps(&snapshot.shared.ramps);
         let picked = with_thread_rng(|rng| {
             choose(
                 &**snapshot,
-                &*snapshot.balancer,
+                snapshot.balancer_for(self.key),
                 call.tried(),
                 rules,
-                now,
+                at,
                 rng,
             )
         });
-        let Some((index, admission)) = picked else {
+        let Some(chosen) = picked else {
+            // Endpoints there, but none with room: overloaded, not absent.
+            self.throttled.set(false);
+            self.full
+                .set(rules.limits && snapshot.slots().any(|s| s.limiter.is_some()));
             return Err(NotSent::NoEndpoint);
         };
-        let slot = snapshot.slot(index).clone();
+        let slot = snapshot.slot(chosen.index).clone();
         drop(snapshot);
         let id = Arc::as_ptr(&slot) as usize;
         let attempt = Attempt::new(
@@ -123,7 +186,8 @@ where
             send.kind,
             now,
             send.cut,
-            admission,
+            chosen.admission,
+            chosen.placed,
             &self.span,
         );
         Ok((attempt, Some(id)))
@@ -134,6 +198,15 @@ where
     }
 
     fn no_endpoint(&self) -> Error {
+        // Only a call whose last attempt was refused ends here after a
+        // refusal: a refused retry ends with the last attempt's error.
+        if self.throttled.get() {
+            return Error::Throttled;
+        }
+        if self.full.get() {
+            self.handle.inner.state.endpoints_full();
+            return Error::Overloaded;
+        }
         self.handle.inner.no_endpoint()
     }
 
@@ -165,15 +238,30 @@ where
         state.metrics.record_call(outcome, took);
         self.span.record("outcome", outcome_name(outcome));
     }
+
+    fn on_result(
+        &self,
+        call: &Call,
+        now: Instant,
+        answered_in: Option<Duration>,
+        result: &Result<S::Response, Error>,
+    ) {
+        if let Some(place) = self.place.take() {
+            let timed_out = result.as_ref().is_err_and(Error::is_timeout);
+            let rtt = answered_in.unwrap_or_else(|| now.saturating_duration_since(self.start));
+            place.settle(call.last_outcome(), timed_out, rtt, now);
+        }
+    }
 }
 
 /// A call under the channel's policies, made now in `span` (the call
-/// span). The deadline runs from now, also while the call waits for a
-/// first endpoint.
+/// span), holding `place` under the channel's limit (if any). The deadline
+/// runs from now, also while the call waits for a first endpoint.
 pub(crate) fn start<Req, S>(
     handle: Arc<Handle<Req, S>>,
     req: Req,
     span: Span,
+    place: Option<Held>,
 ) -> Boxed<S::Response>
 where
     Req: Send + 'static,
@@ -184,29 +272,36 @@ where
 {
     let start = crate::clock::now();
     if !handle.inner.table.is_populated() {
-        let wait = wait_then_call(handle, req, start, span.clone());
+        let wait = wait_then_call(handle, req, start, span.clone(), place);
         return boxed(span, Plain(wait));
     }
-    let make = |place: *mut Plain<Drive<Endpoints<Req, S>, Req>>, span: &Span| {
-        let endpoints = Endpoints {
-            handle,
-            start,
-            span: span.clone(),
-        };
+    let make = |at: *mut Plain<Drive<Endpoints<Req, S>, Req>>, span: &Span| {
+        let endpoints = Endpoints::new(handle, &req, start, span.clone(), place);
         // SAFETY: `Drive::init` fully initializes the only field of the
-        // `Plain` at `place`, the box's place for the call.
-        unsafe { Drive::init(std::ptr::addr_of_mut!((*place).0), endpoints, req, start, start) }
+        // `Plain` at `at`, the box's place for the call.
+        unsafe {
+            Drive::init(
+                std::ptr::addr_of_mut!((*at).0),
+                endpoints,
+                req,
+                start,
+                start,
+            )
+        }
     };
     // SAFETY: `make` writes the call.
     unsafe { boxed_in_place(span, make) }
 }
 
-/// A call made while the endpoint set was empty: waits for discovery,
-/// then runs.
-async fn wait_then_call<Req: 'static, S>(
+/// A call under the channel's policies that waits in the channel's queue
+/// (`entry` is [`Entry::Queued`] under `limiter`) for its place first;
+/// [`Error::Overloaded`] when the wait fails. The deadline runs from when
+/// it has its place.
+pub(crate) async fn queued<Req: 'static, S>(
     handle: Arc<Handle<Req, S>>,
+    limiter: Arc<Limiter>,
+    entry: Entry,
     req: Req,
-    start: Instant,
     span: Span,
 ) -> Result<S::Response, Error>
 where
@@ -214,12 +309,30 @@ where
     S::Response: 'static,
     S::Error: Into<BoxError> + 'static,
 {
-    handle.inner.populated().await?;
-    let now = crate::clock::now();
-    let endpoints = Endpoints {
-        handle,
-        start,
-        span,
+    let place = entry.enter(Some(limiter)).await?;
+    wait_then_call(handle, req, crate::clock::now(), span, Some(place)).await
+}
+
+/// A call made while the endpoint set was empty (or after a wait for its
+/// place): waits for discovery if it must, then runs.
+async fn wait_then_call<Req: 'static, S>(
+    handle: Arc<Handle<Req, S>>,
+    req: Req,
+    start: Instant,
+    span: Span,
+    place: Option<Held>,
+) -> Result<S::Response, Error>
+where
+    S: Service<Req> + Clone + Send + Sync + 'static,
+    S::Response: 'static,
+    S::Error: Into<BoxError> + 'static,
+{
+    let now = if handle.inner.table.is_populated() {
+        start
+    } else {
+        handle.inner.populated().await?;
+        crate::clock::now()
     };
+    let endpoints = Endpoints::new(handle, &req, start, span, place);
     Drive::new(endpoints, req, start, now).await
 }

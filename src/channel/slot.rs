@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::state::ChannelState;
+use super::table::SetShared;
 use crate::Endpoint;
 use crate::balance::{AttemptEnd, End, Load};
 use crate::classify::{Answered, Outcome, OutcomeSink};
 use crate::metrics::EndpointMetrics;
 use crate::policy::breaker::{Admission, CircuitBreaker};
+use crate::policy::limit::Limiter;
 
 /// One endpoint of a channel.
 pub(crate) struct Slot<S> {
@@ -24,10 +26,16 @@ pub(crate) struct Slot<S> {
     pub(crate) erroring: AtomicBool,
     /// The endpoint's circuit breaker, when the channel has breakers.
     pub(crate) breaker: Option<CircuitBreaker>,
+    /// The endpoint's concurrency limiter, when the channel has
+    /// per-endpoint limits.
+    pub(crate) limiter: Option<Arc<Limiter>>,
     pub(crate) metrics: EndpointMetrics,
     /// The channel's shared state: its balancer learns from this endpoint's
     /// attempts, and a breaker change recomputes ejections.
     pub(crate) state: Arc<ChannelState>,
+    /// The set state whose in-flight total this endpoint's attempts count
+    /// in, when the channel keeps one (bounded loads).
+    counted: Option<Arc<SetShared>>,
 }
 
 const FAILED: Outcome = Outcome::Failure { retryable: true };
@@ -41,6 +49,7 @@ impl<S> Slot<S> {
     ) -> Self {
         Slot {
             breaker: state.make_breaker(endpoint.addr),
+            limiter: state.make_limiter(endpoint.addr),
             metrics: state.metrics.endpoint(endpoint.addr),
             service,
             load,
@@ -48,6 +57,7 @@ impl<S> Slot<S> {
             ejected: AtomicBool::new(false),
             erroring: AtomicBool::new(false),
             endpoint,
+            counted: state.shared.counts_in_flight.then(|| state.shared.clone()),
             state,
         }
     }
@@ -56,6 +66,9 @@ impl<S> Slot<S> {
     #[inline]
     pub(crate) fn begin(&self) {
         self.load.start();
+        if let Some(set) = &self.counted {
+            set.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
         self.metrics.in_flight.increment(1.0);
     }
 
@@ -63,6 +76,9 @@ impl<S> Slot<S> {
     #[inline]
     pub(crate) fn leave(&self) {
         self.load.end();
+        if let Some(set) = &self.counted {
+            set.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
         self.metrics.in_flight.decrement(1.0);
     }
 
@@ -94,6 +110,19 @@ impl<S> Slot<S> {
             self.metrics.duration.record(end.elapsed.as_secs_f64());
         }
         self.state.balancer.observe(&self.load, end);
+        if self.state.throttling.load(Ordering::Relaxed) {
+            // Accepted: answered with a success. A caller that gave up saw
+            // no answer in time; an attempt that lost a hedge race says
+            // nothing either way.
+            let accepted = match end.end {
+                End::Response(outcome) => Some(outcome.is_success()),
+                End::Superseded => None,
+                _ => Some(false),
+            };
+            if let Some(accepted) = accepted {
+                self.state.throttle.record(end.at, accepted);
+            }
+        }
         if let (Some(breaker), Some(admission)) = (&self.breaker, admission) {
             let transition = match end.end {
                 End::Response(outcome) => breaker.record(admission, outcome, end.elapsed, end.at),
@@ -106,6 +135,24 @@ impl<S> Slot<S> {
             if transition.is_some() {
                 self.state.refresh_ejections();
             }
+        }
+    }
+}
+
+impl<S> Slot<S> {
+    /// Gives back the place an attempt held under this endpoint's limit,
+    /// with what its end teaches: an overloaded answer or a cut is a drop,
+    /// a success a latency sample, anything else nothing. (With a
+    /// classifier that defers, the head's outcome is what counts here.)
+    pub(crate) fn leave_limit(&self, end: &AttemptEnd) {
+        let Some(limiter) = &self.limiter else {
+            return;
+        };
+        match end.end {
+            End::Response(o) if o.is_overloaded() => limiter.leave_after(true, end.elapsed, end.at),
+            End::Response(o) if o.is_success() => limiter.leave_after(false, end.elapsed, end.at),
+            End::TimedOut => limiter.leave_after(true, end.elapsed, end.at),
+            _ => limiter.leave(),
         }
     }
 }

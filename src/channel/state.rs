@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 
 use super::ejection::{Health, Plan, plan};
 use super::settings::ChannelPolicy;
+use super::table::SetShared;
 use crate::balance::Balancer;
 use crate::classify::{Classify, DefaultClassify};
 use crate::discover::RefreshHint;
@@ -21,7 +22,9 @@ use crate::metrics::ChannelMetrics;
 use crate::policy::breaker::CircuitBreaker;
 use crate::policy::budget::Budget;
 use crate::policy::latency::LatencyHistogram;
-use crate::policy::metrics::{HedgeMetrics, RetryMetrics};
+use crate::policy::limit::{LimitSettings, Limiter, REJECTED_METRIC};
+use crate::policy::metrics::{HedgeMetrics, RetryMetrics, THROTTLED};
+use crate::policy::throttle::SharedThrottle;
 
 /// `towline_ejected_endpoints`: endpoints ejected from picks now.
 pub const EJECTED_ENDPOINTS: &str = "towline_ejected_endpoints";
@@ -31,6 +34,8 @@ pub const EJECTED_ENDPOINTS: &str = "towline_ejected_endpoints";
 pub(crate) trait Endpoints: Send + Sync {
     /// Calls `f` with each current endpoint's breaker.
     fn each_breaker(&self, f: &mut dyn FnMut(SocketAddr, &CircuitBreaker));
+    /// Calls `f` with each current endpoint's concurrency limiter.
+    fn each_limiter(&self, f: &mut dyn FnMut(SocketAddr, &Arc<Limiter>));
     /// Each current endpoint's health as the plan sees it, breakers on or
     /// off as `breakers` says.
     fn health(&self, breakers: bool) -> Vec<Health>;
@@ -88,6 +93,15 @@ pub(crate) struct ChannelState {
     pub(crate) retry_budget: Budget,
     pub(crate) hedge_budget: Budget,
     pub(crate) latency: LatencyHistogram,
+    /// Adaptive throttling's counts (made whether or not it is on, so that
+    /// it can be turned on at runtime; its window is the build-time
+    /// settings' or the default's).
+    pub(crate) throttle: SharedThrottle,
+    /// Whether throttling is on in the current settings: attempt ends are
+    /// counted only then.
+    pub(crate) throttling: AtomicBool,
+    /// `towline_throttled_total`.
+    pub(crate) throttled: metrics::Counter,
     pub(crate) retry_metrics: RetryMetrics,
     pub(crate) hedge_metrics: HedgeMetrics,
     pub(crate) metrics: ChannelMetrics,
@@ -96,10 +110,23 @@ pub(crate) struct ChannelState {
     /// The balancer as configured: it records attempt ends on loads (each
     /// snapshot has its own rebuilt copy for picks).
     pub(crate) balancer: Arc<dyn Balancer>,
+    /// The slow-start ramps and in-flight total every snapshot shares.
+    pub(crate) shared: Arc<SetShared>,
     /// Whether breakers exist (fixed at build).
     breakers: bool,
     /// Whether requests can be copied (fixed at build).
     replayable: bool,
+    /// The channel's concurrency limiter, made when a limit is first set
+    /// (at build or at runtime) and kept after, so that turning the limit
+    /// off and on again keeps what it learned.
+    limiter: Mutex<Option<Arc<Limiter>>>,
+    /// The per-endpoint limit settings new endpoints get: `Some` exactly
+    /// when the channel was built with per-endpoint limits (the latest
+    /// settings given).
+    endpoint_limit: Mutex<Option<LimitSettings>>,
+    /// Calls refused because no endpoint had room under its limit.
+    pub(crate) endpoints_full: AtomicU64,
+    endpoints_full_counter: Option<metrics::Counter>,
     panic: AtomicBool,
     /// Ejected endpoints at the last plan.
     ejected: AtomicUsize,
@@ -119,9 +146,11 @@ impl ChannelState {
         replayable: bool,
         refresh: Option<RefreshHint>,
         balancer: Arc<dyn Balancer>,
+        shared: Arc<SetShared>,
         table: Weak<dyn Endpoints>,
     ) -> Self {
         let start = crate::clock::now();
+        shared.ramps.configure(policy.slow_start());
         let retry = policy.retry().cloned().unwrap_or_default();
         let hedge = policy.hedge().cloned().unwrap_or_default();
         let label = || [("channel", name.to_string())];
@@ -129,17 +158,33 @@ impl ChannelState {
         // Every call counts in both budgets: one deposit serves both.
         let hedge_budget = Budget::sharing_deposits(hedge.budget(), &retry_budget)
             .unwrap_or_else(|| Budget::new(hedge.budget(), start));
+        let limiter = policy.concurrency_limit().and_then(|l| {
+            // Validated by `check` before the state is made.
+            Limiter::labelled(l, &[("channel", name.to_string())])
+                .ok()
+                .map(Arc::new)
+        });
         ChannelState {
+            limiter: Mutex::new(limiter),
+            endpoint_limit: Mutex::new(policy.endpoint_concurrency_limit().cloned()),
+            endpoints_full: AtomicU64::new(0),
+            endpoints_full_counter: policy
+                .endpoint_concurrency_limit()
+                .map(|_| metrics::counter!(REJECTED_METRIC, &label())),
             name: name.into(),
             version: AtomicU64::new(0),
             retry_budget,
             hedge_budget,
             latency: LatencyHistogram::new(hedge.latency(), start),
+            throttle: SharedThrottle::new(&policy.throttle().copied().unwrap_or_default(), start),
+            throttling: AtomicBool::new(policy.throttle().is_some()),
+            throttled: metrics::counter!(THROTTLED, &label()),
             retry_metrics: RetryMetrics::register(&label()),
             hedge_metrics: HedgeMetrics::register(&label()),
             metrics: ChannelMetrics::new(name),
             classifier: Classifier::new::<(), ()>(Box::new(DefaultClassify)),
             balancer,
+            shared,
             breakers: policy.breaker().is_some(),
             replayable,
             panic: AtomicBool::new(false),
@@ -154,10 +199,12 @@ impl ChannelState {
     }
 
     /// Checks that `policy` can run on a channel built with or without
-    /// breakers and a replay (beyond the policy's own validation).
+    /// breakers, per-endpoint limits and a replay (beyond the policy's own
+    /// validation).
     pub(crate) fn check(
         policy: &ChannelPolicy,
         breakers: bool,
+        endpoint_limits: bool,
         replayable: bool,
     ) -> Result<(), BuildError> {
         policy.validate()?;
@@ -175,16 +222,76 @@ impl ChannelState {
                 "breakers can only be retuned, not added, after the channel was built",
             ));
         }
+        if policy.endpoint_concurrency_limit().is_some() && !endpoint_limits {
+            return Err(BuildError::new(
+                "endpoint_concurrency_limit",
+                "per-endpoint limits can only be retuned, not added, after the channel was built",
+            ));
+        }
         Ok(())
     }
 
     /// Checks `policy` against what this channel was built with.
     pub(crate) fn check_runtime(&self, policy: &ChannelPolicy) -> Result<(), BuildError> {
-        Self::check(policy, self.breakers, self.replayable)
+        let endpoint_limits = self.endpoint_limit.lock().is_some();
+        Self::check(policy, self.breakers, endpoint_limits, self.replayable)
+    }
+
+    /// The channel's limiter for calls under the current settings: `None`
+    /// while they set no limit.
+    pub(crate) fn limiter(&self, policy: &ChannelPolicy) -> Option<Arc<Limiter>> {
+        policy.concurrency_limit()?;
+        self.limiter.lock().clone()
+    }
+
+    /// The channel's limiter, whether or not the settings use it now.
+    pub(crate) fn any_limiter(&self) -> Option<Arc<Limiter>> {
+        self.limiter.lock().clone()
+    }
+
+    /// Applies the limit settings of `policy` (already checked) to the
+    /// channel's limiter, making it when it is set for the first time, and
+    /// to every endpoint's (`table`'s).
+    pub(crate) fn retune_limits(&self, policy: &ChannelPolicy, table: &dyn Endpoints) {
+        if let Some(settings) = policy.concurrency_limit() {
+            let mut limiter = self.limiter.lock();
+            match &*limiter {
+                // Already validated: cannot fail.
+                Some(l) => drop(l.retune(settings)),
+                None => {
+                    let labels = [("channel", self.name.to_string())];
+                    *limiter = Limiter::labelled(settings, &labels).ok().map(Arc::new);
+                }
+            }
+        }
+        if let Some(settings) = policy.endpoint_concurrency_limit() {
+            *self.endpoint_limit.lock() = Some(settings.clone());
+            table.each_limiter(&mut |_, l| drop(l.retune(settings)));
+        }
+    }
+
+    /// A concurrency limiter for a new endpoint, when the channel has
+    /// per-endpoint limits.
+    pub(crate) fn make_limiter(&self, endpoint: SocketAddr) -> Option<Arc<Limiter>> {
+        let settings = self.endpoint_limit.lock().clone()?;
+        let labels = [
+            ("channel", self.name.to_string()),
+            ("endpoint", endpoint.to_string()),
+        ];
+        Limiter::labelled(&settings, &labels).ok().map(Arc::new)
+    }
+
+    /// Counts a call refused because no endpoint had room.
+    pub(crate) fn endpoints_full(&self) {
+        self.endpoints_full.fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = &self.endpoints_full_counter {
+            counter.increment(1);
+        }
     }
 
     /// Makes `policy` the settings of new calls.
     pub(crate) fn store(&self, policy: ChannelPolicy) {
+        self.shared.ramps.configure(policy.slow_start());
         self.settings.store(Arc::new(policy));
         self.version.fetch_add(1, Ordering::Release);
     }
@@ -212,7 +319,7 @@ impl ChannelState {
             return None;
         }
         let settings = self.settings.load().breaker().cloned().unwrap_or_default();
-        CircuitBreaker::named(settings, format!("{}/{endpoint}", self.name)).ok()
+        CircuitBreaker::for_endpoint(settings, &self.name, endpoint).ok()
     }
 
     /// How many endpoints are ejected (at the last plan; a plan is applied

@@ -14,8 +14,8 @@
 //! not one reference count per endpoint.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -24,10 +24,11 @@ use tokio::sync::Notify;
 use super::ejection::{Health, Plan};
 use super::slot::Slot;
 use super::state::Endpoints;
-use crate::balance::{Balancer, Load, LoadSet};
+use crate::balance::{Balancer, ConsistentHash, EndpointSet, Load, LoadSet, Ramps};
 use crate::discover::DiscoverError;
 use crate::error::Error;
 use crate::policy::breaker::CircuitBreaker;
+use crate::policy::limit::Limiter;
 
 /// Slots per chunk (a power of two).
 pub(crate) const CHUNK: usize = 128;
@@ -36,11 +37,39 @@ const SHIFT: u32 = CHUNK.trailing_zeros();
 /// Up to [`CHUNK`] slots; every chunk of a snapshot but the last is full.
 pub(crate) type Chunk<S> = Vec<Arc<Slot<S>>>;
 
-/// One published endpoint set with its balancer.
+/// What every snapshot of one channel shares with the table, its slots
+/// and its settings: the slow-start ramps, and the in-flight total that
+/// bounded loads need (kept only when the keyed balancer bounds loads).
+pub(crate) struct SetShared {
+    pub(crate) ramps: Ramps,
+    /// Attempts in flight on the set's endpoints, kept only when
+    /// `counts_in_flight` (each slot then holds this struct to count).
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) counts_in_flight: bool,
+}
+
+impl SetShared {
+    /// Ramps timed from `epoch` (the epoch of every slot's load), and an
+    /// in-flight total when `count_in_flight`.
+    pub(crate) fn new(epoch: Instant, count_in_flight: bool) -> Self {
+        SetShared {
+            ramps: Ramps::new(epoch, None),
+            in_flight: AtomicU64::new(0),
+            counts_in_flight: count_in_flight,
+        }
+    }
+}
+
+/// One published endpoint set with its balancers.
 pub(crate) struct Snapshot<S> {
     pub(crate) chunks: Vec<Arc<Chunk<S>>>,
     pub(crate) len: usize,
+    /// The ordinary balancer.
     pub(crate) balancer: Box<dyn Balancer>,
+    /// The keyed balancer, for requests with a hash key, when the channel
+    /// has one.
+    pub(crate) keyed: Option<ConsistentHash>,
+    pub(crate) shared: Arc<SetShared>,
 }
 
 impl<S> Snapshot<S> {
@@ -58,6 +87,17 @@ impl<S> Snapshot<S> {
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The balancer for a request with hash key `key`: the keyed one when
+    /// the request has a key and the channel a keyed balancer, else the
+    /// ordinary one.
+    #[inline]
+    pub(crate) fn balancer_for(&self, key: Option<u64>) -> &dyn Balancer {
+        match (key, &self.keyed) {
+            (Some(_), Some(keyed)) => keyed,
+            _ => &*self.balancer,
+        }
+    }
 }
 
 impl<S> LoadSet for Snapshot<S> {
@@ -68,6 +108,13 @@ impl<S> LoadSet for Snapshot<S> {
     #[inline]
     fn load(&self, index: usize) -> &Load {
         &self.slot(index).load
+    }
+    #[inline]
+    fn in_flight(&self) -> Option<u64> {
+        let shared = &self.shared;
+        shared
+            .counts_in_flight
+            .then(|| shared.in_flight.load(Ordering::Relaxed))
     }
 }
 
@@ -81,16 +128,20 @@ pub(crate) struct Table<S> {
     /// The current set has an endpoint (a cheaper question than loading
     /// the snapshot).
     populated: AtomicBool,
+    shared: Arc<SetShared>,
 }
 
 impl<S> Table<S> {
-    pub(crate) fn new(balancer: &dyn Balancer) -> Self {
+    pub(crate) fn new(balancer: &dyn Balancer, shared: Arc<SetShared>) -> Self {
         Table {
             current: ArcSwap::from_pointee(Snapshot {
                 chunks: Vec::new(),
                 len: 0,
-                balancer: balancer.rebuild(&[]),
+                balancer: balancer.rebuild_set(&EndpointSet::new(&[], &[])),
+                keyed: None,
+                shared: shared.clone(),
             }),
+            shared,
             published: Notify::new(),
             last_error: Mutex::new(None),
             ever_populated: AtomicBool::new(false),
@@ -166,12 +217,12 @@ impl<S> Table<S> {
         self.populated.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn publish(&self, snapshot: Snapshot<S>) {
+    pub(crate) fn publish(&self, snapshot: Arc<Snapshot<S>>) {
         let populated = !snapshot.is_empty();
         if populated {
             self.ever_populated.store(true, Ordering::Relaxed);
         }
-        self.current.store(Arc::new(snapshot));
+        self.current.store(snapshot);
         self.populated.store(populated, Ordering::Relaxed);
         self.published.notify_waiters();
     }
@@ -182,6 +233,14 @@ impl<S: Send + Sync + 'static> Endpoints for Table<S> {
         for slot in self.snapshot().slots() {
             if let Some(b) = &slot.breaker {
                 f(slot.endpoint.addr, b);
+            }
+        }
+    }
+
+    fn each_limiter(&self, f: &mut dyn FnMut(std::net::SocketAddr, &Arc<Limiter>)) {
+        for slot in self.snapshot().slots() {
+            if let Some(l) = &slot.limiter {
+                f(slot.endpoint.addr, l);
             }
         }
     }
@@ -204,9 +263,16 @@ impl<S: Send + Sync + 'static> Endpoints for Table<S> {
 
     fn apply(&self, plan: &Plan) {
         let current = self.current();
+        let mut now = None;
         for (slot, &ejected) in current.slots().zip(&plan.ejected) {
-            if slot.ejected.load(Ordering::Relaxed) != ejected {
+            let was = slot.ejected.load(Ordering::Relaxed);
+            if was != ejected {
                 slot.ejected.store(ejected, Ordering::Relaxed);
+                if was {
+                    // Back from ejection: its slow-start ramp starts again.
+                    let now = *now.get_or_insert_with(crate::clock::now);
+                    self.shared.ramps.start(&slot.load, now);
+                }
             }
         }
     }

@@ -3,12 +3,14 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::settings::ChannelPolicy;
 use super::state::{ChannelState, Endpoints};
 use crate::error::BuildError;
 use crate::policy::breaker::{BreakerState, CircuitBreaker};
 use crate::policy::latency::LatencyHistogram;
+use crate::policy::limit::LimitHandle;
 
 /// Changes a channel's policy settings at runtime (see [`ChannelPolicy`]).
 /// Made by [`Channel::policy_handle`](super::Channel::policy_handle).
@@ -39,7 +41,16 @@ impl PolicyHandle {
         if let Some(h) = policy.hedge() {
             state.hedge_budget.retune(h.budget());
         }
+        if let Some(t) = policy.throttle() {
+            state.throttle.retune(t, crate::clock::now());
+        }
+        state
+            .throttling
+            .store(policy.throttle().is_some(), Ordering::Relaxed);
         let breaker = policy.breaker().cloned();
+        // Before the settings are stored, so that a handle that sees a
+        // limit in them finds its limiter.
+        state.retune_limits(&policy, &*self.table);
         state.store(policy);
         if let Some(settings) = &breaker {
             self.table.each_breaker(&mut |_, b| {
@@ -90,6 +101,32 @@ impl PolicyHandle {
         });
         self.state.refresh_ejections_of(&*self.table);
         out
+    }
+
+    /// The state of the channel's concurrency limit (limit, baseline RTT,
+    /// calls in flight, refusals), once a limit was set, at build or since;
+    /// it keeps its state while the limit is turned off.
+    pub fn concurrency_limit(&self) -> Option<LimitHandle> {
+        self.state.any_limiter().map(|l| l.handle())
+    }
+
+    /// The state of each current endpoint's concurrency limit, by address
+    /// (empty when the channel was built without per-endpoint limits).
+    pub fn endpoint_concurrency_limits(&self) -> Vec<(SocketAddr, LimitHandle)> {
+        let mut limits = Vec::new();
+        self.table
+            .each_limiter(&mut |addr, l| limits.push((addr, l.handle())));
+        limits.sort_by_key(|(addr, _)| *addr);
+        limits
+    }
+
+    /// Calls refused because no endpoint had room under its concurrency
+    /// limit (also counted in `towline_concurrency_rejected_total` with
+    /// the channel's label).
+    pub fn refused_for_endpoint_limits(&self) -> u64 {
+        self.state
+            .endpoints_full
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The latency window a percentile hedge delay is read from (fed while

@@ -12,20 +12,26 @@
 //!
 //! A chunk still shared with the published snapshot is copied before its
 //! first change ([`Arc::make_mut`]), and publishing shares all others. The
-//! balancer is rebuilt from a weight list kept in step with the slots, so a
-//! balancer that ignores weights rebuilds in O(1). Updates that arrive
-//! together are applied together and published once.
+//! balancer is rebuilt from address and weight lists kept in step with the
+//! slots, so a balancer that ignores them rebuilds in O(1). Updates that
+//! arrive together are applied together and published once. The keyed
+//! balancer, when there is one, is rebuilt off this task
+//! ([`super::keyed`]), and its new table published when it is done.
+//!
+//! An endpoint added to a set that had endpoints starts its slow-start
+//! ramp (a no-op while slow start is off).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::keyed::{Built, Keyed};
 use super::slot::Slot;
 use super::state::ChannelState;
 use super::table::{CHUNK, Chunk, Snapshot, Table};
 use crate::Endpoint;
-use crate::balance::Load;
+use crate::balance::{EndpointSet, Load};
 use crate::discover::{DiscoverError, Update};
 
 /// A connector: one service per endpoint.
@@ -38,27 +44,36 @@ pub(crate) struct TableWriter<S> {
     len: usize,
     /// Index of each endpoint's slot.
     index: HashMap<SocketAddr, usize>,
-    /// Weight of each slot, by index, for balancer rebuilds.
+    /// Address and weight of each slot, by index, for balancer rebuilds.
+    addrs: Vec<SocketAddr>,
     weights: Vec<u32>,
     /// The set changed since the last publish.
     changed: bool,
     connect: Connect<S>,
     state: Arc<ChannelState>,
     epoch: Instant,
+    keyed: Option<Keyed>,
 }
 
 impl<S: Send + Sync + 'static> TableWriter<S> {
-    pub(crate) fn new(table: Arc<Table<S>>, connect: Connect<S>, state: Arc<ChannelState>) -> Self {
+    pub(crate) fn new(
+        table: Arc<Table<S>>,
+        connect: Connect<S>,
+        state: Arc<ChannelState>,
+        keyed: Option<Keyed>,
+    ) -> Self {
         TableWriter {
             table,
             chunks: Vec::new(),
             len: 0,
             index: HashMap::new(),
+            addrs: Vec::new(),
             weights: Vec::new(),
             changed: false,
             connect,
+            epoch: state.shared.ramps.epoch(),
             state,
-            epoch: crate::clock::now(),
+            keyed,
         }
     }
 
@@ -108,14 +123,23 @@ impl<S: Send + Sync + 'static> TableWriter<S> {
                 self.chunks[i / CHUNK][i % CHUNK]
                     .load
                     .set_weight(endpoint.weight);
+                if let Some(k) = &mut self.keyed {
+                    k.reweighted();
+                }
                 self.changed = true;
             }
             return;
         }
+        let load = Load::new(endpoint.weight, self.epoch);
+        // A newcomer to a set that had endpoints ramps up (the first set
+        // does not: everyone is equally cold).
+        if self.table.is_populated() {
+            self.state.shared.ramps.start(&load, crate::clock::now());
+        }
         let slot = Arc::new(Slot::new(
             endpoint.clone(),
             (self.connect)(&endpoint),
-            Load::new(endpoint.weight, self.epoch),
+            load,
             self.state.clone(),
         ));
         let i = self.len;
@@ -124,7 +148,11 @@ impl<S: Send + Sync + 'static> TableWriter<S> {
         }
         Arc::make_mut(&mut self.chunks[i / CHUNK]).push(slot);
         self.index.insert(endpoint.addr, i);
+        self.addrs.push(endpoint.addr);
         self.weights.push(endpoint.weight);
+        if let Some(k) = &mut self.keyed {
+            k.inserted();
+        }
         self.len += 1;
         self.changed = true;
     }
@@ -142,10 +170,14 @@ impl<S: Send + Sync + 'static> TableWriter<S> {
             self.chunks.pop();
         }
         let weight = self.weights.pop().expect("a weight per slot");
+        self.addrs.swap_remove(i);
         if i != last {
             self.index.insert(moved.endpoint.addr, i);
             self.weights[i] = weight;
             *self.slot_mut(i) = moved;
+        }
+        if let Some(k) = &mut self.keyed {
+            k.removed(i);
         }
         self.len = last;
         self.changed = true;
@@ -156,15 +188,46 @@ impl<S: Send + Sync + 'static> TableWriter<S> {
         if !std::mem::take(&mut self.changed) {
             return;
         }
-        let balancer = self.state.balancer.rebuild(&self.weights);
         self.state.metrics.endpoints.set(self.len as f64);
-        let snapshot = Snapshot {
+        self.publish_set();
+    }
+
+    /// Publishes the writer's set with its balancers, then starts a build
+    /// of the keyed table if it is stale. (The ordinary balancer is rebuilt
+    /// each time, also when only the keyed table is new: O(1) but for
+    /// weighted ones, and the snapshot then owns it, with no reference
+    /// count to follow on the pick path.)
+    fn publish_set(&mut self) {
+        let set = EndpointSet::new(&self.addrs, &self.weights);
+        let balancer = self.state.balancer.rebuild_set(&set);
+        let keyed = self
+            .keyed
+            .as_mut()
+            .map(|k| k.view(&self.addrs, &self.weights));
+        let snapshot = Arc::new(Snapshot {
             chunks: self.chunks.clone(),
             len: self.len,
             balancer,
-        };
+            keyed,
+            shared: self.state.shared.clone(),
+        });
         let table = &*self.table;
-        self.state.publish(table, || table.publish(snapshot));
+        let published = snapshot.clone();
+        self.state.publish(table, || table.publish(published));
+        if let Some(k) = &mut self.keyed {
+            k.build_if_stale(snapshot.len, move || {
+                let members = snapshot.slots().map(|s| (s.endpoint.addr, s.load.weight()));
+                members.collect()
+            });
+        }
+    }
+
+    /// Takes a keyed table built off this task and publishes it with the
+    /// current set (unless a later table superseded it).
+    pub(crate) fn keyed_built(&mut self, built: Built) {
+        if self.keyed.as_mut().is_some_and(|k| k.install(built)) {
+            self.publish_set();
+        }
     }
 
     pub(crate) fn discovery_failed(&self, error: DiscoverError) {
@@ -182,18 +245,32 @@ mod tests {
     use crate::channel::settings::ChannelPolicy;
 
     fn writer() -> TableWriter<u16> {
+        writer_with(ChannelPolicy::default(), None).0
+    }
+
+    type Builds = tokio::sync::mpsc::UnboundedReceiver<Built>;
+
+    /// A writer with these settings and keyed balancer; the receiver gets
+    /// the keyed tables built off the writer.
+    fn writer_with(
+        policy: ChannelPolicy,
+        hash: Option<crate::balance::ConsistentHash>,
+    ) -> (TableWriter<u16>, Builds) {
         let balancer: Arc<dyn crate::balance::Balancer> = Arc::new(RoundRobin::new());
-        let table = Arc::new(Table::<u16>::new(&*balancer));
+        let bounded = hash.as_ref().is_some_and(|h| h.bounded_factor().is_some());
+        let shared = Arc::new(super::super::table::SetShared::new(
+            crate::clock::now(),
+            bounded,
+        ));
+        let table = Arc::new(Table::<u16>::new(&*balancer, shared.clone()));
         let weak = Arc::downgrade(&table) as std::sync::Weak<dyn super::super::state::Endpoints>;
         let state = Arc::new(ChannelState::new(
-            "t",
-            ChannelPolicy::default(),
-            false,
-            None,
-            balancer,
-            weak,
+            "t", policy, false, None, balancer, shared, weak,
         ));
-        TableWriter::new(table, Box::new(|e: &Endpoint| e.addr.port()), state)
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let keyed = hash.map(|h| Keyed::new(h, tx));
+        let connect = Box::new(|e: &Endpoint| e.addr.port());
+        (TableWriter::new(table, connect, state, keyed), rx)
     }
 
     fn addr(port: u16) -> SocketAddr {
@@ -263,5 +340,82 @@ mod tests {
         let after = w.table.snapshot();
         assert!(Arc::ptr_eq(&before.chunks[0], &after.chunks[0]));
         assert!(!Arc::ptr_eq(&before.chunks[1], &after.chunks[1]));
+    }
+
+    /// The keyed table is built at once for the first set; a change is
+    /// published at once through a remap of the old table, then again with
+    /// the table built off the writer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn keyed_tables_are_rebuilt_off_the_writer_and_remapped_meanwhile() {
+        let hash = crate::balance::ConsistentHash::maglev();
+        let (mut w, mut builds) = writer_with(ChannelPolicy::default(), Some(hash));
+        let n = 300u16;
+        w.apply(Update::Reset(
+            (1..=n).map(|p| Endpoint::new(addr(p))).collect(),
+        ));
+        w.publish();
+        let first = w.table.snapshot();
+        let fresh = format!("{:?}", first.keyed.as_ref().unwrap());
+        assert!(fresh.contains("remapped: false"), "{fresh}");
+        let port_of = |s: &Snapshot<u16>, key: u64| {
+            let i = s.keyed.as_ref().unwrap().pick(key, s, &|_| true).unwrap();
+            s.slot(i).service
+        };
+        w.apply(Update::Remove(addr(1)));
+        w.apply(Update::Insert(Endpoint::new(addr(9_000))));
+        w.publish();
+        let during = w.table.snapshot();
+        let view = format!("{:?}", during.keyed.as_ref().unwrap());
+        assert!(view.contains("remapped: true"), "{view}");
+        // Keys stay where they were unless their endpoint left.
+        for key in 0..2_000 {
+            let before = port_of(&first, key);
+            if before != 1 {
+                assert_eq!(port_of(&during, key), before, "key {key}");
+            }
+        }
+        // The build ends; the writer publishes it (nothing else changed).
+        let built = builds.recv().await.expect("a table built off the writer");
+        w.keyed_built(built);
+        let after = w.table.snapshot();
+        let view = format!("{:?}", after.keyed.as_ref().unwrap());
+        assert!(view.contains("remapped: false"), "{view}");
+        assert!(!w.keyed.as_ref().unwrap().building());
+        assert!(Arc::ptr_eq(&after.chunks[0], &during.chunks[0]));
+        let reached: BTreeSet<u16> = (0..20_000).map(|k| port_of(&after, k)).collect();
+        assert!(reached.contains(&9_000) && !reached.contains(&1));
+        // Most of a large change is built at once.
+        w.apply(Update::Reset(
+            (1_000..1_000 + n).map(|p| Endpoint::new(addr(p))).collect(),
+        ));
+        w.publish();
+        let view = format!("{:?}", w.table.snapshot().keyed.as_ref().unwrap());
+        assert!(view.contains("remapped: false"), "{view}");
+    }
+
+    /// Endpoints added to a set that had endpoints ramp up; the first set
+    /// does not, and nothing ramps with slow start off.
+    #[test]
+    fn newcomers_to_a_populated_set_start_a_ramp() {
+        use crate::balance::SlowStartSettings;
+        for on in [true, false] {
+            let policy =
+                ChannelPolicy::default().with_slow_start(on.then(SlowStartSettings::default));
+            let (mut w, _) = writer_with(policy, None);
+            w.apply(Update::Reset(
+                (1..=3).map(|p| Endpoint::new(addr(p))).collect(),
+            ));
+            w.apply(Update::Insert(Endpoint::new(addr(4))));
+            w.publish();
+            w.apply(Update::Insert(Endpoint::new(addr(5))));
+            w.publish();
+            let s = w.table.snapshot();
+            let ramping: Vec<u16> = s
+                .slots()
+                .filter(|slot| slot.load.ramp_end() > 0)
+                .map(|slot| slot.service)
+                .collect();
+            assert_eq!(ramping, if on { vec![5] } else { vec![] });
+        }
     }
 }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -100,9 +101,18 @@ where
 /// longer be sent whole fails with [`ReplayError`] before anything is sent,
 /// and a response to a request that cannot be sent again carries
 /// [`NotReplayable`], so that the classifiers do not retry it.
+///
+/// Cloning it (the channel clones it for every attempt) clones the client
+/// and one reference count: the endpoint's scheme, authority and address
+/// are made once, when the endpoint is inserted.
 #[derive(Clone)]
 pub struct EndpointService<C> {
     client: C,
+    target: Arc<Target>,
+}
+
+/// What an endpoint's requests are pointed at.
+struct Target {
     scheme: Scheme,
     authority: Authority,
     addr: SocketAddr,
@@ -117,22 +127,26 @@ impl<C> EndpointService<C> {
             .unwrap_or_else(|_| Authority::from_static("invalid"));
         EndpointService {
             client,
-            scheme,
-            authority,
-            addr,
+            target: Arc::new(Target {
+                scheme,
+                authority,
+                addr,
+            }),
         }
     }
 
     /// The endpoint's address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.target.addr
     }
 
-    /// `uri` with this endpoint's scheme and authority.
+    /// `uri` with this endpoint's scheme and authority, and its own path
+    /// and query (a reference count, not a copy).
+    #[inline]
     fn point(&self, uri: &Uri) -> Result<Uri, http::uri::InvalidUriParts> {
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
+        parts.scheme = Some(self.target.scheme.clone());
+        parts.authority = Some(self.target.authority.clone());
         parts.path_and_query = Some(match uri.path_and_query() {
             Some(pq) => pq.clone(),
             None => PathAndQuery::from_static("/"),
@@ -144,8 +158,8 @@ impl<C> EndpointService<C> {
 impl<C> fmt::Debug for EndpointService<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EndpointService")
-            .field("scheme", &self.scheme)
-            .field("addr", &self.addr)
+            .field("scheme", &self.target.scheme)
+            .field("addr", &self.target.addr)
             .finish_non_exhaustive()
     }
 }
@@ -159,10 +173,12 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<C::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.client.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let ticket = if req.extensions().is_empty() {
             None
@@ -179,7 +195,7 @@ where
         ResponseFuture {
             state: State::Calling {
                 fut: self.client.call(req),
-                addr: self.addr,
+                addr: self.target.addr,
                 ticket,
             },
         }
@@ -227,31 +243,42 @@ where
 {
     type Output = Result<Response<RB>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Calling { fut, addr, ticket } => {
-                let result = ready!(fut.poll(cx));
-                // The body may still be streaming; what counts is whether
-                // it could be sent again from here on.
-                let spent = ticket.as_ref().is_some_and(|t| t.overflowed());
-                Poll::Ready(match result {
-                    Ok(mut response) => {
-                        let extensions = response.extensions_mut();
-                        extensions.insert(EndpointAddr(*addr));
-                        if spent {
-                            extensions.insert(NotReplayable);
-                        }
-                        Ok(response)
-                    }
-                    Err(e) if spent => Err(ReplayError::new(Some(e.into())).into()),
-                    Err(e) => Err(e.into()),
-                })
+        let (fut, addr, ticket) = match self.project().state.project() {
+            StateProj::Calling { fut, addr, ticket } => (fut, addr, ticket),
+            StateProj::Failed { error } => {
+                return Poll::Ready(Err(error
+                    .take()
+                    .unwrap_or_else(|| "polled after completion".into())));
             }
-            StateProj::Failed { error } => Poll::Ready(Err(error
-                .take()
-                .unwrap_or_else(|| "polled after completion".into()))),
+        };
+        // The response is marked where it lies: no extra move of it.
+        let mut result = ready!(fut.poll(cx)).map_err(Into::into);
+        // The body may still be streaming; what counts is whether it could
+        // be sent again from here on.
+        let spent = ticket.as_ref().is_some_and(|t| t.overflowed());
+        match &mut result {
+            Ok(response) => {
+                let extensions = response.extensions_mut();
+                // Cheaper than `insert`, which hands back (and downcasts) any
+                // value it replaces.
+                *extensions.get_or_insert_with(|| EndpointAddr(*addr)) = EndpointAddr(*addr);
+                if spent {
+                    extensions.insert(NotReplayable);
+                }
+            }
+            Err(_) if spent => result = Err(unreplayable(result)),
+            Err(_) => {}
         }
+        Poll::Ready(result)
     }
+}
+
+/// The error of an attempt whose request cannot be sent again.
+#[cold]
+fn unreplayable<T>(result: Result<T, BoxError>) -> BoxError {
+    ReplayError::new(result.err()).into()
 }
 
 #[cfg(test)]

@@ -12,14 +12,15 @@
 //! - **a classifier**: [`StatusClassify`] for HTTP (5xx are retryable
 //!   failures, 429 and 503 are overloads and honour `Retry-After`, transport
 //!   errors are retryable), [`grpc::GrpcClassify`] for gRPC status codes and
-//!   `grpc-retry-pushback-ms`;
+//!   `grpc-retry-pushback-ms` — with [`grpc::connect`] as the connector, a
+//!   status in the trailers reaches the endpoint when the body ends;
 //! - **replay** for bodies that are not `Clone` ([`ReplayBody`],
 //!   [`BodyReplay`], [`Replayable`]): the body is kept as it is sent, up to a
 //!   limit (64 KiB by default), so a retry or hedge can send it again; a
 //!   larger body is sent once and counted
 //!   (`towline_http_unreplayable_bodies_total`);
-//! - **gRPC deadlines**: [`grpc::set_grpc_timeout`] writes a remaining
-//!   deadline as a `grpc-timeout` header.
+//! - **gRPC deadlines**: [`grpc::propagate_deadline`], an attempt hook,
+//!   tells each attempt's server the time it has left in `grpc-timeout`.
 //!
 //! ```
 //! use std::convert::Infallible;

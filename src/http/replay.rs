@@ -400,7 +400,7 @@ pub fn replayable_with_limit<B: Body>(req: Request<B>, limit: usize) -> Request<
 }
 
 /// Copies requests whose bodies are [`ReplayBody`]s: the
-/// [`Replay`] for a channel of such requests (`.replay(BodyReplay)`).
+/// [`Replay`] for a channel of such requests (`.replayer(BodyReplay)`).
 /// Method, URI, version, headers and extensions are cloned. A request whose
 /// body outgrew the buffer is not copied, so it is sent once.
 #[derive(Debug, Clone, Copy, Default)]

@@ -108,7 +108,18 @@ impl StatusClassify {
 
     /// The outcome of `response` (a `Retry-After` date is read against the
     /// system clock).
+    #[inline]
     pub fn classify_response<B>(&self, response: &Response<B>) -> Outcome {
+        // The usual answer, with nothing configured: no table to look at.
+        if response.status().as_u16() < 400 && self.fixed.is_empty() {
+            return Outcome::Success;
+        }
+        self.classify_unusual(response)
+    }
+
+    /// [`classify_response`](Self::classify_response) past its fast path.
+    #[inline(never)]
+    fn classify_unusual<B>(&self, response: &Response<B>) -> Outcome {
         // The clock is read only when a Retry-After may need it.
         let outcome = match self.classify_status(response.status()) {
             Outcome::Overloaded { retry_after: None } => Outcome::Overloaded {
@@ -121,6 +132,7 @@ impl StatusClassify {
 }
 
 impl<B, E: 'static> Classify<Response<B>, E> for StatusClassify {
+    #[inline]
     fn classify(&self, result: &Result<Response<B>, E>) -> Outcome {
         match result {
             Ok(response) => self.classify_response(response),

@@ -111,6 +111,11 @@ pub(crate) trait Attempt: Future<Output = Finished<Self::Response>> {
     /// The attempt reached its cut at `at`: record that it timed out (it is
     /// dropped next).
     fn cut(self: Pin<&mut Self>, at: Instant);
+
+    /// The call is over without this attempt's answer (another attempt
+    /// answered it): it is dropped next, and must not count as given up on
+    /// by the caller. Default: nothing to record.
+    fn supersede(self: Pin<&mut Self>) {}
 }
 
 /// Where a driven call's attempts go, and what it reports.
@@ -151,6 +156,20 @@ pub(crate) trait Dispatch<Req> {
     /// call's duration when the driver knows it without reading the clock
     /// (a call answered by its first attempt, sent when the call started).
     fn on_finish(&self, call: &Call, now: Instant, took: Option<Duration>);
+
+    /// Sees the call's result before it is returned, at `now`;
+    /// `answered_in` is how long the attempt whose end finished the call
+    /// ran, when that attempt was answered (`None` when it was cut, or no
+    /// attempt ended it). Default: nothing.
+    fn on_result(
+        &self,
+        call: &Call,
+        now: Instant,
+        answered_in: Option<Duration>,
+        result: &Result<Self::Response, Error>,
+    ) {
+        let _ = (call, now, answered_in, result);
+    }
 }
 
 /// A call driven to its end (see the [module docs](self)).
@@ -175,6 +194,8 @@ pub(crate) struct Drive<D: Dispatch<Req>, Req> {
     took: Option<Duration>,
     /// The call started when its first attempt was sent.
     quick: bool,
+    /// How long the attempt that ended last ran, if it was answered.
+    answered_in: Option<Duration>,
 }
 
 impl<D: Dispatch<Req>, Req> Drive<D, Req> {
@@ -195,6 +216,7 @@ impl<D: Dispatch<Req>, Req> Drive<D, Req> {
             now,
             took: None,
             quick: start == now,
+            answered_in: None,
         }
     }
 
@@ -207,7 +229,13 @@ impl<D: Dispatch<Req>, Req> Drive<D, Req> {
     /// `this` must be valid for writes and aligned; on return the drive
     /// there is fully initialized (and not yet pinned).
     #[inline(always)]
-    pub(crate) unsafe fn init(this: *mut Self, dispatch: D, req: Req, start: Instant, now: Instant) {
+    pub(crate) unsafe fn init(
+        this: *mut Self,
+        dispatch: D,
+        req: Req,
+        start: Instant,
+        now: Instant,
+    ) {
         use std::ptr::addr_of_mut;
         // SAFETY: the caller gives a writable, aligned place; every field
         // is written once.
@@ -223,6 +251,7 @@ impl<D: Dispatch<Req>, Req> Drive<D, Req> {
             addr_of_mut!((*this).now).write(now);
             addr_of_mut!((*this).took).write(None);
             addr_of_mut!((*this).quick).write(start == now);
+            addr_of_mut!((*this).answered_in).write(None);
         }
     }
 
@@ -250,13 +279,27 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                 if out.number == 1 && *this.quick {
                     *this.took = Some(out.elapsed);
                 }
-                feed(this.call, &rules, this.kept, this.now, out);
+                feed(
+                    this.call,
+                    &rules,
+                    this.kept,
+                    this.now,
+                    this.answered_in,
+                    out,
+                );
             }
             let mut i = 0;
             while i < this.hedges.len() {
                 if let Poll::Ready(out) = this.hedges[i].as_mut().poll(cx) {
                     drop(this.hedges.swap_remove(i));
-                    feed(this.call, &rules, this.kept, this.now, out);
+                    feed(
+                        this.call,
+                        &rules,
+                        this.kept,
+                        this.now,
+                        this.answered_in,
+                        out,
+                    );
                 } else {
                     i += 1;
                 }
@@ -309,13 +352,26 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                             ended: Ended::TimedOut,
                             result: None,
                         };
-                        feed(this.call, &rules, this.kept, this.now, out);
+                        feed(
+                            this.call,
+                            &rules,
+                            this.kept,
+                            this.now,
+                            this.answered_in,
+                            out,
+                        );
                     }
                     &Action::Refused(which) => dispatch.on_refused(which),
                     Action::Wait => break,
                     &Action::Finish(finish) => {
                         // Every attempt still pending loses: dropped, which
                         // cancels it.
+                        if let Some(a) = first.as_mut().as_pin_mut() {
+                            a.supersede();
+                        }
+                        for a in this.hedges.iter_mut() {
+                            a.as_mut().supersede();
+                        }
                         first.set(None);
                         this.hedges.clear();
                         let took = this.took.filter(|_| this.call.attempts_sent() == 1);
@@ -323,6 +379,7 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                         let result = this
                             .call
                             .result(finish, this.kept.take(), || dispatch.no_endpoint());
+                        dispatch.on_result(this.call, *this.now, *this.answered_in, &result);
                         return Poll::Ready(result);
                     }
                 }
@@ -363,9 +420,11 @@ fn feed<T>(
     rules: &Rules,
     kept: &mut Option<Result<T, Error>>,
     now: &mut Instant,
+    answered_in: &mut Option<Duration>,
     out: Finished<T>,
 ) {
     *now = (*now).max(out.at);
+    *answered_in = matches!(out.ended, Ended::Answered(_)).then_some(out.elapsed);
     if let Some(result) = out.result {
         *kept = Some(result);
     }

@@ -18,7 +18,10 @@ pub const HEDGES_SENT: &str = "towline_hedges_sent_total";
 pub const HEDGES_WON: &str = "towline_hedges_won_total";
 /// Retries or hedges refused by their budget; label `budget`.
 pub const BUDGET_EXHAUSTED: &str = "towline_budget_exhausted_total";
-/// Circuit-breaker state, one gauge per breaker (label `breaker`): 0
+/// Attempts refused by a channel's adaptive throttling (never sent).
+pub const THROTTLED: &str = "towline_throttled_total";
+/// Circuit-breaker state, one gauge per breaker (labels `channel` and
+/// `endpoint` for a channel's endpoint, `breaker` otherwise): 0
 /// closed, 1 half-open, 2 open.
 pub const BREAKER_STATE: &str = "towline_breaker_state";
 

@@ -54,7 +54,7 @@
 //! | `towline_hedges_sent_total` | counter | | extra (hedged) attempts sent |
 //! | `towline_hedges_won_total` | counter | | calls answered by a hedged attempt |
 //! | `towline_budget_exhausted_total` | counter | `budget` = `retry` or `hedge` | a retry or hedge refused by its budget |
-//! | `towline_breaker_state` | gauge | `breaker` | breaker state: 0 closed, 1 half-open, 2 open |
+//! | `towline_breaker_state` | gauge | `breaker` (a channel's: `channel`, `endpoint`) | breaker state: 0 closed, 1 half-open, 2 open |
 
 pub mod backoff;
 pub mod breaker;

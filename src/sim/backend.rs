@@ -17,6 +17,14 @@
 //!   Work already started is always finished.
 //! - **Phases** override any of these from one time to another; **drift**
 //!   redraws the mean of the latency distribution at random intervals.
+//! - **Joining** and **cold start**: a backend may join the clients'
+//!   endpoint sets at a time after the start; a cold backend's latency is
+//!   multiplied by a factor for a while after it starts (at 0 or when it
+//!   joins), then warms linearly back to normal.
+//! - **In flight**: each backend counts the attempts the channel has in
+//!   flight on it (from the call until the answer is taken or the attempt
+//!   dropped, as the channel's own count), so that the recorder can check
+//!   bounded loads at each arrival.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -57,6 +65,9 @@ pub(crate) struct Phase {
     pub(crate) failure_latency: Option<Latency>,
     pub(crate) stall_rate: Option<f64>,
     pub(crate) down: Option<bool>,
+    /// Out of discovery (clients stop using it); the backend itself is
+    /// unchanged.
+    pub(crate) removed: Option<bool>,
 }
 
 /// Redraws the mean of the base latency distribution: after each interval
@@ -66,6 +77,30 @@ pub(crate) struct Phase {
 pub(crate) struct Drift {
     pub(crate) every: Latency,
     pub(crate) mean: Latency,
+}
+
+/// A backend cold when it starts: its latency is `factor` times the
+/// normal one until `hold` after its start, then the factor falls linearly
+/// to 1 at `warm_by`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Cold {
+    pub(crate) factor: f64,
+    pub(crate) hold: Duration,
+    pub(crate) warm_by: Duration,
+}
+
+impl Cold {
+    /// The latency factor `since` the backend started.
+    pub(crate) fn at(&self, since: Duration) -> f64 {
+        if since < self.hold {
+            self.factor
+        } else if since < self.warm_by {
+            let done = (since - self.hold).as_secs_f64() / (self.warm_by - self.hold).as_secs_f64();
+            self.factor + (1.0 - self.factor) * done
+        } else {
+            1.0
+        }
+    }
 }
 
 /// One group of identical backends, as the scenario declares it.
@@ -78,9 +113,18 @@ pub(crate) struct BackendSpec {
     pub(crate) phases: Vec<Phase>,
     pub(crate) drift: Option<Drift>,
     pub(crate) drop_abandoned: bool,
+    /// When the group joins the clients' endpoint sets (zero: from the
+    /// start).
+    pub(crate) join: Duration,
+    pub(crate) cold: Option<Cold>,
 }
 
 impl BackendSpec {
+    /// The cold-start factor on latency at `t` (1 for a warm backend).
+    fn cold_at(&self, t: Duration) -> f64 {
+        self.cold.map_or(1.0, |c| c.at(t.saturating_sub(self.join)))
+    }
+
     /// The setting in force at `t`: the last phase covering `t` that sets
     /// it, else the base.
     fn at<'a, T>(
@@ -106,9 +150,14 @@ impl BackendSpec {
     }
 }
 
-/// A request as the simulated clients send it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Call;
+/// A request as the simulated clients send it: its hash key, if the
+/// client draws keys, and the index of the backend that key's table puts
+/// it on (its home), when the configuration picks by key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Call {
+    pub(crate) key: Option<u64>,
+    pub(crate) home: Option<usize>,
+}
 
 /// A successful answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,7 +255,11 @@ impl Backend {
             let epoch = self.inner.epoch;
             tokio::spawn(async move {
                 for edge in edges {
-                    tokio::time::sleep_until(epoch + edge).await;
+                    // A phase without an end has no edge to wait for.
+                    let Some(when) = epoch.checked_add(edge) else {
+                        return;
+                    };
+                    tokio::time::sleep_until(when).await;
                     let Some(inner) = weak.upgrade() else { return };
                     dispatch(&inner);
                 }
@@ -245,6 +298,7 @@ fn dispatch(inner: &Arc<Inner>) {
     let servers = *spec.at(t, &spec.base.concurrency, |p| p.concurrency.as_ref());
     let latency = spec.at(t, &spec.base.latency, |p| p.latency.as_ref());
     let drifted = spec.base_latency_at(t);
+    let cold = spec.cold_at(t);
     let mut state = inner.state.lock();
     while servers.is_none_or(|k| state.busy < k) {
         let Some(job) = state.queue.pop_front() else {
@@ -254,7 +308,7 @@ fn dispatch(inner: &Arc<Inner>) {
             continue;
         }
         state.busy += 1;
-        let scale = if drifted { state.scale } else { 1.0 };
+        let scale = cold * if drifted { state.scale } else { 1.0 };
         let took = latency.sample(&mut state.service, scale);
         let inner = inner.clone();
         tokio::spawn(async move {
@@ -266,16 +320,36 @@ fn dispatch(inner: &Arc<Inner>) {
     }
 }
 
-/// The future of one request to a backend.
+/// The future of one request to a backend. The attempt counts as in
+/// flight on the backend until the answer is taken or the future dropped.
 pub(crate) struct Answering {
     inner: Pin<Box<dyn Future<Output = Answer> + Send>>,
+    in_flight: Option<(Arc<Mutex<Recorder>>, usize)>,
+}
+
+impl Answering {
+    fn settle(&mut self) {
+        if let Some((record, backend)) = self.in_flight.take() {
+            record.lock().attempt_done(backend);
+        }
+    }
 }
 
 impl Future for Answering {
     type Output = Answer;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
-        self.inner.as_mut().poll(cx)
+        let answer = self.inner.as_mut().poll(cx);
+        if answer.is_ready() {
+            self.settle();
+        }
+        answer
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.settle();
     }
 }
 
@@ -288,10 +362,11 @@ impl tower::Service<Call> for Backend {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _req: Call) -> Answering {
+    fn call(&mut self, req: Call) -> Answering {
         let inner = &self.inner;
         let t = inner.epoch.elapsed();
-        inner.record.lock().attempt(t, inner.index);
+        let home = req.home.map(|h| h == inner.index);
+        inner.record.lock().attempt(t, inner.index, home);
         let spec = &inner.spec;
         let answer: Pin<Box<dyn Future<Output = Answer> + Send>> =
             if *spec.at(t, &spec.base.down, |p| p.down.as_ref()) {
@@ -319,11 +394,12 @@ impl tower::Service<Call> for Backend {
                     // No queue: the request is served at once, and nothing is
                     // left to do for it if its caller goes away.
                     let latency = spec.at(t, &spec.base.latency, |p| p.latency.as_ref());
-                    let scale = if spec.base_latency_at(t) {
-                        state.scale
-                    } else {
-                        1.0
-                    };
+                    let scale = spec.cold_at(t)
+                        * if spec.base_latency_at(t) {
+                            state.scale
+                        } else {
+                            1.0
+                        };
                     let took = latency.sample(&mut state.service, scale);
                     Box::pin(async move {
                         tokio::time::sleep(took).await;
@@ -343,6 +419,9 @@ impl tower::Service<Call> for Backend {
                     })
                 }
             };
-        Answering { inner: answer }
+        Answering {
+            inner: answer,
+            in_flight: Some((inner.record.clone(), inner.index)),
+        }
     }
 }

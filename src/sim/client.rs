@@ -11,11 +11,12 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::backend::{Call, Reply};
-use super::record::Recorder;
-use crate::BoxError;
+use super::limits::Ramp;
+use super::record::{Recorder, Refusal};
 use crate::Channel;
 use crate::policy::throttle::{Decision, Throttle, ThrottleSettings};
 use crate::rng::Rng;
+use crate::{BoxError, Error};
 
 /// How a client's requests arrive.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,6 +39,65 @@ pub(crate) struct ClientSpec {
     /// The caller's timeout: a call not answered by then is dropped
     /// (cancelled) and counts as failed. `None`: no limit.
     pub(crate) budget: Option<Duration>,
+    /// The hash keys requests carry, if any.
+    pub(crate) keys: Option<Keys>,
+    /// Factors on the rate over time (open loop); `None`: constant.
+    pub(crate) ramp: Option<Ramp>,
+}
+
+/// Request keys: `count` keys, the `r`-th most popular (from 0) drawn with
+/// probability proportional to `1 / (r + 1)^zipf` (0: uniform).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Keys {
+    pub(crate) count: u32,
+    pub(crate) zipf: f64,
+}
+
+/// Draws request keys: a rank by the cumulative distribution, then a key
+/// that is the rank mixed with a salt (so each seed places keys anew).
+pub(crate) struct KeyDraw {
+    cumulative: Vec<f64>,
+    salt: u64,
+    rng: Rng,
+    /// Where each key's table puts it (its home backend), for
+    /// configurations that pick by key.
+    homes: Option<Arc<crate::balance::ConsistentHash>>,
+}
+
+impl KeyDraw {
+    pub(crate) fn new(
+        keys: Keys,
+        salt: u64,
+        rng: Rng,
+        homes: Option<Arc<crate::balance::ConsistentHash>>,
+    ) -> Self {
+        let mut sum = 0.0;
+        let mut cumulative: Vec<f64> = (0..keys.count)
+            .map(|r| {
+                sum += (f64::from(r) + 1.0).powf(-keys.zipf);
+                sum
+            })
+            .collect();
+        cumulative.iter_mut().for_each(|c| *c /= sum);
+        KeyDraw {
+            cumulative,
+            salt,
+            rng,
+            homes,
+        }
+    }
+
+    /// The next request's key and home.
+    fn draw(&mut self) -> Call {
+        let u = self.rng.unit();
+        let rank = self.cumulative.partition_point(|&c| c <= u);
+        let rank = rank.min(self.cumulative.len() - 1) as u64;
+        let key = super::mix(self.salt, rank);
+        Call {
+            key: Some(key),
+            home: self.homes.as_ref().and_then(|h| h.home(key)),
+        }
+    }
 }
 
 /// tower's balancer behind its `Buffer`, type-erased.
@@ -53,19 +113,37 @@ pub(crate) enum Caller {
     Tower(TowerService),
 }
 
+/// How one call ended, as the caller sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Success,
+    /// Refused by the channel's concurrency limits, without being sent.
+    Refused,
+    Failure,
+}
+
 impl Caller {
-    /// One call; true when it succeeded. (Boxed here, where the future's
-    /// type is known: spawning tower's `Buffer` future through further
-    /// `async` layers trips the compiler's `Send` inference on `BoxError`.)
-    fn call(self) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+    /// One call. (Boxed here, where the future's type is known: spawning
+    /// tower's `Buffer` future through further `async` layers trips the
+    /// compiler's `Send` inference on `BoxError`.)
+    fn call(self, req: Call) -> Pin<Box<dyn Future<Output = Answer> + Send>> {
         match self {
-            Caller::Towline(channel) => {
-                Box::pin(async move { channel.oneshot(Call).await.is_ok() })
-            }
+            Caller::Towline(channel) => Box::pin(async move {
+                match channel.oneshot(req).await {
+                    Ok(_) => Answer::Success,
+                    Err(Error::Overloaded) => Answer::Refused,
+                    Err(_) => Answer::Failure,
+                }
+            }),
             Caller::Tower(service) => {
                 let call: Pin<Box<dyn Future<Output = Result<Reply, BoxError>> + Send>> =
-                    Box::pin(service.oneshot(Call));
-                Box::pin(async move { call.await.is_ok() })
+                    Box::pin(service.oneshot(req));
+                Box::pin(async move {
+                    match call.await {
+                        Ok(_) => Answer::Success,
+                        Err(_) => Answer::Failure,
+                    }
+                })
             }
         }
     }
@@ -82,6 +160,8 @@ pub(crate) struct Client {
     pub(crate) epoch: Instant,
     pub(crate) record: Arc<Mutex<Recorder>>,
     throttle: Option<SharedThrottle>,
+    keys: Option<Arc<Mutex<KeyDraw>>>,
+    ramp: Option<Ramp>,
 }
 
 impl Client {
@@ -92,6 +172,7 @@ impl Client {
         record: Arc<Mutex<Recorder>>,
         throttle: Option<ThrottleSettings>,
         seed: u64,
+        keys: Option<KeyDraw>,
     ) -> Self {
         let throttle = throttle.map(|settings| {
             let state = Throttle::new(&settings, epoch.into_std());
@@ -103,6 +184,8 @@ impl Client {
             epoch,
             record,
             throttle,
+            keys: keys.map(|k| Arc::new(Mutex::new(k))),
+            ramp: spec.ramp.clone(),
         }
     }
 
@@ -120,12 +203,14 @@ impl Client {
                 let (mut at, mut k) = (0.0, 0u64);
                 loop {
                     // Fixed: the k-th arrival at k / rate exactly, not a
-                    // sum of gaps that drifts with rounding.
+                    // sum of gaps that drifts with rounding. With a ramp,
+                    // each gap follows the rate where it starts.
                     k += 1;
-                    at = if poisson {
-                        at - (1.0 - rng.unit()).ln() / rate
-                    } else {
-                        k as f64 / rate
+                    let now = self.ramp.as_ref().map_or(rate, |r| rate * r.at(at));
+                    at = match (poisson, &self.ramp) {
+                        (true, _) => at - (1.0 - rng.unit()).ln() / now,
+                        (false, None) => k as f64 / rate,
+                        (false, Some(_)) => at + 1.0 / now,
                     };
                     if at >= end.as_secs_f64() {
                         break;
@@ -170,20 +255,31 @@ impl Client {
             let (state, rng) = &mut *guard;
             let draw = rng.unit();
             if state.admit(Instant::now().into_std(), draw) == Decision::Reject {
-                ticket.done(Duration::ZERO, false, true);
+                ticket.done(Duration::ZERO, false, Refusal::Throttle);
                 return;
             }
         }
+        let req = match &self.keys {
+            Some(keys) => keys.lock().draw(),
+            None => Call::default(),
+        };
         let started = Instant::now();
-        let call = self.caller.call();
-        let ok = match self.budget {
-            Some(budget) => tokio::time::timeout(budget, call).await.unwrap_or(false),
+        let call = self.caller.call(req);
+        let answer = match self.budget {
+            Some(budget) => tokio::time::timeout(budget, call)
+                .await
+                .unwrap_or(Answer::Failure),
             None => call.await,
         };
+        let ok = answer == Answer::Success;
         if let Some(throttle) = &self.throttle {
             throttle.lock().0.record(Instant::now().into_std(), ok);
         }
-        ticket.done(started.elapsed(), ok, false);
+        let refusal = match answer {
+            Answer::Refused => Refusal::Limit,
+            _ => Refusal::None,
+        };
+        ticket.done(started.elapsed(), ok, refusal);
     }
 }
 
@@ -205,9 +301,9 @@ impl Ticket {
         }
     }
 
-    fn done(mut self, took: Duration, ok: bool, refused: bool) {
+    fn done(mut self, took: Duration, ok: bool, refusal: Refusal) {
         self.done = true;
-        self.record.lock().finish(self.arrived, took, ok, refused);
+        self.record.lock().finish(self.arrived, took, ok, refusal);
     }
 }
 
@@ -216,7 +312,7 @@ impl Drop for Ticket {
         if !self.done {
             self.record
                 .lock()
-                .finish(self.arrived, Duration::ZERO, false, false);
+                .finish(self.arrived, Duration::ZERO, false, Refusal::None);
         }
     }
 }

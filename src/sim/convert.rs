@@ -3,24 +3,20 @@
 
 use std::time::Duration;
 
-use super::backend::{BackendSpec, Behaviour, Drift, Phase};
-use super::client::{Arrivals, ClientSpec};
+use super::backend::{BackendSpec, Behaviour, Cold, Drift, Phase};
+use super::client::{Arrivals, ClientSpec, Keys};
+use super::convert_policy::{breaker, hedge, retry};
 use super::format::*;
 use super::latency::Latency;
-use super::runner::{BalancerSpec, ConfigSpec, Stack, TowerLoad};
+use super::runner::{BalancerSpec, ConfigSpec, HashSpec, Stack, TowerLoad};
 use super::{Scenario, ScenarioError};
-use crate::balance::P2c;
+use crate::balance::{P2c, SlowStartSettings};
 use crate::channel::ChannelPolicy;
-use crate::policy::backoff::{Backoff, Jitter};
-use crate::policy::breaker::{BreakerSettings, Window};
-use crate::policy::budget::BudgetSettings;
-use crate::policy::hedge::{HedgeDelay, HedgeSettings};
-use crate::policy::retry::RetrySettings;
 use crate::policy::throttle::ThrottleSettings;
 
 type Result<T> = std::result::Result<T, ScenarioError>;
 
-fn err<T>(at: &str, message: impl std::fmt::Display) -> Result<T> {
+pub(super) fn err<T>(at: &str, message: impl std::fmt::Display) -> Result<T> {
     Err(ScenarioError::new(format!("{at}: {message}")))
 }
 
@@ -192,6 +188,7 @@ fn backend(b: FileBackend, at: &str) -> Result<BackendSpec> {
                 .transpose()?,
             stall_rate: rate(&format!("{at}.stall_rate"), p.stall_rate)?,
             down: p.down,
+            removed: p.removed,
         });
     }
     let drift = match b.drift {
@@ -209,6 +206,23 @@ fn backend(b: FileBackend, at: &str) -> Result<BackendSpec> {
             })
         }
     };
+    let cold = match b.cold {
+        None => None,
+        Some(c) => {
+            let at = format!("{at}.cold");
+            if !(c.factor.is_finite() && c.factor > 0.0) {
+                return err(&at, format!("factor must be above 0, got {}", c.factor));
+            }
+            if c.warm_by.0 < c.hold.0 {
+                return err(&at, "warm_by must not be before hold");
+            }
+            Some(Cold {
+                factor: c.factor,
+                hold: c.hold.0,
+                warm_by: c.warm_by.0,
+            })
+        }
+    };
     Ok(BackendSpec {
         name: b.name,
         count,
@@ -217,6 +231,8 @@ fn backend(b: FileBackend, at: &str) -> Result<BackendSpec> {
         phases,
         drift,
         drop_abandoned: b.drop_abandoned.unwrap_or(false),
+        join: b.join.map_or(Duration::ZERO, |d| d.0),
+        cold,
     })
 }
 
@@ -250,25 +266,51 @@ fn client(c: FileClient, at: &str) -> Result<ClientSpec> {
         }
         _ => return err(at, "open-loop arrivals take a `rate` and no `concurrency`"),
     };
+    let keys = match c.keys {
+        None => None,
+        Some(k) => {
+            let zipf = k.zipf.unwrap_or(0.0);
+            if !(1..=10_000_000).contains(&k.count) {
+                return err(&format!("{at}.keys.count"), "must be from 1 to 10,000,000");
+            }
+            if !(zipf.is_finite() && zipf >= 0.0) {
+                return err(
+                    &format!("{at}.keys.zipf"),
+                    format!("must be a finite exponent of at least 0, got {zipf}"),
+                );
+            }
+            Some(Keys {
+                count: k.count,
+                zipf,
+            })
+        }
+    };
+    let ramp = match c.ramp {
+        None => None,
+        Some(points) => {
+            if matches!(arrivals, Arrivals::Closed { .. }) {
+                return err(&format!("{at}.ramp"), "applies to open-loop arrivals only");
+            }
+            let points = points.into_iter().map(|(t, f)| (t.0, f)).collect();
+            Some(super::limits::ramp(points, &format!("{at}.ramp"))?)
+        }
+    };
     Ok(ClientSpec {
         count,
         arrivals,
         budget: c.budget.map(|b| b.0),
+        keys,
+        ramp,
     })
 }
 
 fn config(c: FileConfig, at: &str) -> Result<ConfigSpec> {
     let at = format!("{at} ({})", c.name);
-    let caller_throttle = match &c.caller_throttle {
-        None => None,
-        Some(t) => {
-            let d = ThrottleSettings::default();
-            let s =
-                ThrottleSettings::new(t.k.unwrap_or(d.k()), t.window.map_or(d.window(), |w| w.0))
-                    .or_else(|e| err(&at, e))?;
-            Some(s)
-        }
-    };
+    let caller_throttle = c
+        .caller_throttle
+        .as_ref()
+        .map(|t| throttle(t, &at))
+        .transpose()?;
     let stack = if let Some(tower) = c.tower {
         let towline_only = c.balancer.is_some()
             || c.default_rtt.is_some()
@@ -279,7 +321,13 @@ fn config(c: FileConfig, at: &str) -> Result<ConfigSpec> {
             || c.hedge.is_some()
             || c.breaker.is_some()
             || c.max_ejected_share.is_some()
-            || c.panic_threshold.is_some();
+            || c.panic_threshold.is_some()
+            || c.throttle.is_some()
+            || c.slow_start.is_some()
+            || c.hash.is_some()
+            || c.subset.is_some()
+            || c.concurrency_limit.is_some()
+            || c.endpoint_concurrency_limit.is_some();
         if towline_only {
             return err(&at, "a tower baseline takes no balancer or policy settings");
         }
@@ -333,117 +381,57 @@ fn towline(c: &FileConfig, at: &str) -> Result<Stack> {
     if let Some(s) = c.panic_threshold {
         policy = policy.with_panic_threshold(s);
     }
+    if let Some(t) = &c.throttle {
+        policy = policy.with_throttle(Some(throttle(t, at)?));
+    }
+    if let Some(s) = &c.slow_start {
+        let d = SlowStartSettings::default();
+        let settings = SlowStartSettings::new(
+            s.window.map_or(d.window(), |w| w.0),
+            s.aggression.unwrap_or(d.aggression()),
+            s.min_weight.unwrap_or(d.min_weight()),
+        )
+        .or_else(|e| err(at, e))?;
+        policy = policy.with_slow_start(Some(settings));
+    }
+    if let Some(l) = &c.concurrency_limit {
+        let settings = super::limits::limit(l, &format!("{at}: concurrency_limit"))?;
+        policy = policy.with_concurrency_limit(Some(settings));
+    }
+    if let Some(l) = &c.endpoint_concurrency_limit {
+        let settings = super::limits::limit(l, &format!("{at}: endpoint_concurrency_limit"))?;
+        policy = policy.with_endpoint_concurrency_limit(Some(settings));
+    }
     policy.validate().or_else(|e| err(at, e))?;
+    let hash = match &c.hash {
+        None => None,
+        Some(h) => {
+            let spec = HashSpec {
+                maglev: h.table == FileHashTable::Maglev,
+                bounded_load: h.bounded_load,
+            };
+            spec.build().or_else(|e| err(at, e))?;
+            Some(spec)
+        }
+    };
+    let subset = c
+        .subset
+        .as_ref()
+        .map(|s| super::subset::subset(s, at))
+        .transpose()?;
     Ok(Stack::Towline {
         balancer,
         policy: Box::new(policy),
+        hash,
+        subset,
     })
 }
 
-fn budget(b: &FileBudget, default: BudgetSettings, at: &str) -> Result<BudgetSettings> {
-    BudgetSettings::new(
-        b.ratio,
-        b.floor_per_sec.unwrap_or(default.floor_per_sec()),
-        b.window.map_or(default.window(), |w| w.0),
-    )
-    .or_else(|e| err(at, e))
-}
-
-fn retry(r: &FileRetry, at: &str) -> Result<RetrySettings> {
-    let mut s = RetrySettings::default();
-    if let Some(n) = r.max_attempts {
-        s = s.with_max_attempts(n);
-    }
-    if let Some(b) = &r.backoff {
-        let d = Backoff::default();
-        let jitter = match b.jitter {
-            None => d.jitter(),
-            Some(FileJitter::None) => Jitter::None,
-            Some(FileJitter::Full) => Jitter::Full,
-            Some(FileJitter::Equal) => Jitter::Equal,
-            Some(FileJitter::Decorrelated) => Jitter::Decorrelated,
-        };
-        let backoff = Backoff::new(
-            b.base.map_or(d.base(), |v| v.0),
-            b.multiplier.unwrap_or(d.multiplier()),
-            b.cap.map_or(d.cap(), |v| v.0),
-        )
-        .or_else(|e| err(at, e))?
-        .with_jitter(jitter);
-        s = s.with_backoff(backoff);
-    }
-    if let Some(b) = &r.budget {
-        s = s.with_budget(budget(b, BudgetSettings::retry_default(), at)?);
-    }
-    if let Some(h) = r.honour_retry_after {
-        s = s.with_honour_retry_after(h);
-    }
-    if let Some(m) = r.min_attempt_time {
-        s = s.with_min_attempt_time(m.0);
-    }
-    Ok(s)
-}
-
-fn hedge(h: &FileHedge, at: &str) -> Result<HedgeSettings> {
-    let mut s = HedgeSettings::default();
-    if let Some(text) = &h.delay {
-        let delay = match text.strip_prefix('p') {
-            Some(p) => match p.parse::<f64>() {
-                Ok(p) => HedgeDelay::Percentile(p / 100.0),
-                Err(_) => return err(at, format!("hedge delay `{text}`: write e.g. \"p95\"")),
-            },
-            None => HedgeDelay::Fixed(Dur::parse(text).or_else(|e| err(at, e))?),
-        };
-        s = s.with_delay(delay);
-    }
-    if let Some(n) = h.max_extra {
-        s = s.with_max_extra(n);
-    }
-    if let Some(b) = &h.budget {
-        s = s.with_budget(budget(b, BudgetSettings::hedge_default(), at)?);
-    }
-    Ok(s)
-}
-
-fn breaker(b: &FileBreaker, at: &str) -> Result<BreakerSettings> {
-    let off = |at: &str| err(at, "write a value, or false to turn it off");
-    let mut s = BreakerSettings::default();
-    match &b.consecutive_failures {
-        None => {}
-        Some(FileOrOff::Off(false)) => s = s.with_consecutive_failures(None),
-        Some(FileOrOff::On(n)) => s = s.with_consecutive_failures(Some(*n)),
-        Some(FileOrOff::Off(true)) => return off(&format!("{at}: breaker.consecutive_failures")),
-    }
-    match &b.failure_rate {
-        None => {}
-        Some(FileOrOff::Off(false)) => s = s.with_failure_rate(None),
-        Some(FileOrOff::On(r)) => s = s.with_failure_rate(Some(*r)),
-        Some(FileOrOff::Off(true)) => return off(&format!("{at}: breaker.failure_rate")),
-    }
-    match &b.window {
-        None => {}
-        Some(FileWindow::Calls(n)) => s = s.with_window(Window::Count(*n)),
-        Some(FileWindow::Time(t)) => {
-            s = s.with_window(Window::Time(Dur::parse(t).or_else(|e| err(at, e))?));
-        }
-    }
-    if let Some(n) = b.min_calls {
-        s = s.with_min_calls(n);
-    }
-    if b.open.is_some() || b.open_multiplier.is_some() || b.open_cap.is_some() {
-        let d = *s.open_time();
-        s = s.with_open_time(
-            b.open.map_or(d.base(), |v| v.0),
-            b.open_multiplier.unwrap_or(d.multiplier()),
-            b.open_cap.map_or(d.cap(), |v| v.0),
-        );
-    }
-    if let Some(j) = b.open_jitter {
-        s = s.with_open_jitter(j);
-    }
-    if let Some(n) = b.probes {
-        s = s.with_probes(n);
-    }
+fn throttle(t: &FileThrottle, at: &str) -> Result<ThrottleSettings> {
+    let d = ThrottleSettings::default();
+    let s = ThrottleSettings::new(t.k.unwrap_or(d.k()), t.window.map_or(d.window(), |w| w.0))
+        .map(|s| s.with_max_reject(t.max_reject.unwrap_or(d.max_reject())))
+        .or_else(|e| err(at, e))?;
     s.validate().or_else(|e| err(at, e))?;
     Ok(s)
 }

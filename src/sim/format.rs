@@ -105,6 +105,18 @@ pub(crate) struct FileBackend {
     #[serde(default)]
     pub(crate) phases: Vec<FilePhase>,
     pub(crate) drift: Option<FileDrift>,
+    pub(crate) join: Option<Dur>,
+    pub(crate) cold: Option<FileCold>,
+}
+
+/// A cold start: latency `factor` times the normal one until `hold` after
+/// the backend starts, back to normal linearly by `warm_by`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileCold {
+    pub(crate) factor: f64,
+    pub(crate) hold: Dur,
+    pub(crate) warm_by: Dur,
 }
 
 /// A timed change to a backend group.
@@ -120,6 +132,8 @@ pub(crate) struct FilePhase {
     pub(crate) failure_latency: Option<FileLatency>,
     pub(crate) stall_rate: Option<f64>,
     pub(crate) down: Option<bool>,
+    /// The backend leaves discovery: clients stop using it.
+    pub(crate) removed: Option<bool>,
 }
 
 /// A phase's concurrency: a number, or `"unlimited"`.
@@ -156,6 +170,19 @@ pub(crate) struct FileClient {
     pub(crate) rate: Option<f64>,
     pub(crate) concurrency: Option<u32>,
     pub(crate) budget: Option<Dur>,
+    pub(crate) keys: Option<FileKeys>,
+    /// Factors on the rate over time: `[["0s", 0.5], ["5s", 2.0], …]`,
+    /// linear in between, the last one held.
+    pub(crate) ramp: Option<Vec<(Dur, f64)>>,
+}
+
+/// Request keys: `count` keys with Zipf popularity of exponent `zipf`
+/// (default 0: uniform).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileKeys {
+    pub(crate) count: u32,
+    pub(crate) zipf: Option<f64>,
 }
 
 /// A balancer name.
@@ -195,7 +222,85 @@ pub(crate) struct FileConfig {
     pub(crate) breaker: Option<FileBreaker>,
     pub(crate) max_ejected_share: Option<f64>,
     pub(crate) panic_threshold: Option<f64>,
+    pub(crate) throttle: Option<FileThrottle>,
     pub(crate) caller_throttle: Option<FileThrottle>,
+    pub(crate) slow_start: Option<FileSlowStart>,
+    pub(crate) hash: Option<FileHash>,
+    pub(crate) subset: Option<FileSubset>,
+    pub(crate) concurrency_limit: Option<FileLimit>,
+    pub(crate) endpoint_concurrency_limit: Option<FileLimit>,
+}
+
+/// Slow start; each field defaults to `SlowStartSettings::default()`'s.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileSlowStart {
+    pub(crate) window: Option<Dur>,
+    pub(crate) aggression: Option<f64>,
+    pub(crate) min_weight: Option<f64>,
+}
+
+/// Picking by the requests' keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileHash {
+    pub(crate) table: FileHashTable,
+    pub(crate) bounded_load: Option<f64>,
+}
+
+/// A consistent-hash table.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum FileHashTable {
+    Maglev,
+    Ring,
+}
+
+/// Which backends each client uses: its deterministic aperture, or a
+/// random subset; all of them when absent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileSubset {
+    pub(crate) aperture: Option<usize>,
+    pub(crate) min_size: Option<usize>,
+    pub(crate) random: Option<usize>,
+}
+
+/// A concurrency limit: one algorithm, and an optional queue.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileLimit {
+    pub(crate) gradient: Option<FileGradient>,
+    pub(crate) aimd: Option<FileAimd>,
+    pub(crate) fixed: Option<usize>,
+    pub(crate) queue: Option<usize>,
+    pub(crate) max_wait: Option<Dur>,
+}
+
+/// Gradient settings; each defaults to `GradientSettings::default()`'s.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileGradient {
+    /// `[min, initial, max]`.
+    pub(crate) limits: Option<(usize, usize, usize)>,
+    pub(crate) tolerance: Option<f64>,
+    pub(crate) smoothing: Option<f64>,
+    pub(crate) window: Option<Dur>,
+    pub(crate) window_samples: Option<u32>,
+    pub(crate) probe_interval: Option<Dur>,
+    pub(crate) probe_jitter: Option<f64>,
+    pub(crate) probe_limit: Option<usize>,
+    pub(crate) probe_samples: Option<u32>,
+}
+
+/// AIMD settings; each defaults to `AimdSettings::default()`'s.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileAimd {
+    /// `[min, initial, max]`.
+    pub(crate) limits: Option<(usize, usize, usize)>,
+    pub(crate) backoff: Option<f64>,
+    pub(crate) rtt_threshold: Option<Dur>,
 }
 
 /// Retry settings; each field defaults to `RetrySettings::default()`'s.
@@ -280,12 +385,13 @@ pub(crate) enum FileWindow {
     Time(String),
 }
 
-/// Adaptive throttling by the simulated caller.
+/// Adaptive throttling: the channel's, or the simulated caller's.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileThrottle {
     pub(crate) k: Option<f64>,
     pub(crate) window: Option<Dur>,
+    pub(crate) max_reject: Option<f64>,
 }
 
 #[cfg(test)]

@@ -119,20 +119,25 @@
 mod backend;
 mod client;
 mod convert;
+mod convert_policy;
 mod format;
 mod latency;
+mod limits;
 mod plot;
 mod record;
 mod report;
 mod runner;
+mod subset;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_keys;
 
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-pub use record::Ejection;
+pub use record::{Ejection, SubsetChange};
 pub use report::{Report, Run};
 
 use backend::BackendSpec;

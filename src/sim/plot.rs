@@ -39,8 +39,11 @@ impl Report {
     /// Writes the plots into `dir` (created if missing) and returns their
     /// paths: `cdf.svg` (time to success by percentile, one line per
     /// configuration), `success.svg` (share of requests succeeding, by
-    /// arrival time) and `share-<configuration>.svg` (each endpoint's share
-    /// of attempts over time). With several loads each file name ends in
+    /// arrival time), `share-<configuration>.svg` (each endpoint's share
+    /// of attempts over time; left out above 50 backends, where one line
+    /// per backend says nothing) and, when a concurrency limit refused
+    /// calls, `sent-p99.svg` (the p99 time of the calls that were sent, by
+    /// arrival time). With several loads each file name ends in
     /// `-load<percent>`.
     pub fn write_plots(&self, dir: impl AsRef<Path>) -> io::Result<Vec<PathBuf>> {
         let dir = dir.as_ref();
@@ -80,7 +83,12 @@ impl Report {
                 &runs,
             )?;
             written.push(path);
-            for run in &runs {
+            if runs.iter().any(|r| r.refused_by_limit() > 0) {
+                let path = dir.join(format!("sent-p99{suffix}.svg"));
+                sent_p99(&path, &title("p99 time of the calls sent"), &runs)?;
+                written.push(path);
+            }
+            for run in runs.iter().filter(|r| r.backends().len() <= 50) {
                 let path = dir.join(format!("share-{}{suffix}.svg", slug(run.config())));
                 share(
                     &path,
@@ -222,6 +230,45 @@ fn success(path: &Path, title: &str, runs: &[&Run]) -> io::Result<()> {
         line(&mut chart, i, run.config(), points)?;
     }
     legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
+    root.present().map_err(failed)
+}
+
+/// The p99 time of the calls that were sent (refused ones left out), per
+/// time bucket by arrival, one line per configuration.
+fn sent_p99(path: &Path, title: &str, runs: &[&Run]) -> io::Result<()> {
+    let root = canvas(path)?;
+    let series: Vec<Vec<(f64, f64)>> = runs
+        .iter()
+        .map(|run| {
+            let b = run.bucket();
+            (0..run.success_over_time().len())
+                .filter_map(|i| {
+                    let from = b * i as u32;
+                    let p99 = run.sent_latency_between(0.99, from, from + b)?;
+                    Some((seconds(from), p99.as_secs_f64() * 1e3))
+                })
+                .collect()
+        })
+        .collect();
+    let end = series.iter().flatten().map(|p| p.0).fold(1.0, f64::max);
+    let top = series.iter().flatten().map(|p| p.1).fold(1.0, f64::max) * 1.05;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..end, 0f64..top)
+        .map_err(failed)?;
+    chart
+        .configure_mesh()
+        .x_desc("arrival time (s)")
+        .y_desc("p99 of the calls sent (ms)")
+        .draw()
+        .map_err(failed)?;
+    for (i, (run, points)) in runs.iter().zip(series).enumerate() {
+        line(&mut chart, i, run.config(), points)?;
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(failed)
 }
 

@@ -1,11 +1,14 @@
 //! Results: one [`Run`] per configuration and load, gathered in a
 //! [`Report`] that prints as a table.
 
+mod keys;
+mod measures;
+
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::Scenario;
-use super::record::{Ejection, Recorder};
+use super::record::{Ejection, FAILED, Recorder};
 use super::runner::{ConfigSpec, Stack};
 
 /// The results of one configuration at one load.
@@ -28,6 +31,12 @@ pub struct Run {
     warmup: Duration,
     record: Recorder,
     backends: Vec<String>,
+    /// Whether each backend is in discovery when arrivals stop.
+    listed: Vec<bool>,
+    /// The configuration narrows each client to a subset.
+    subsetted: bool,
+    /// When arrivals stop.
+    duration: Duration,
     simulated_in: Duration,
 }
 
@@ -41,7 +50,17 @@ impl Run {
         simulated_in: Duration,
     ) -> Self {
         record.latencies_us.sort_unstable();
+        let listed = super::subset::Listing::new(&scenario.backends).listed_at(scenario.duration);
         Run {
+            listed,
+            subsetted: matches!(
+                config.stack,
+                Stack::Towline {
+                    subset: Some(_),
+                    ..
+                }
+            ),
+            duration: scenario.duration,
             config: config.name.clone(),
             baseline: matches!(config.stack, Stack::Tower(_)),
             load,
@@ -94,6 +113,27 @@ impl Run {
         let rank = ((q * n as f64).ceil() as u64).clamp(1, n) - 1;
         let us = self.record.latencies_us.get(rank as usize)?;
         Some(Duration::from_micros(*us))
+    }
+
+    /// As [`latency`](Self::latency), over the requests that arrived from
+    /// `from` to `to` (warm-up or not).
+    pub fn latency_between(&self, q: f64, from: Duration, to: Duration) -> Option<Duration> {
+        let (from, to) = (from.as_millis(), to.as_millis());
+        let mut took: Vec<u32> = self
+            .record
+            .timed
+            .iter()
+            .filter(|(at, _)| (from..to).contains(&u128::from(*at)))
+            .map(|&(_, us)| us)
+            .collect();
+        if took.is_empty() {
+            return None;
+        }
+        took.sort_unstable();
+        let n = took.len();
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
+        let us = took[rank];
+        (us != FAILED).then(|| Duration::from_micros(u64::from(us)))
     }
 
     /// The mean latency of the successful requests.
@@ -276,7 +316,7 @@ impl Run {
     }
 }
 
-fn ratio(a: u64, b: u64) -> f64 {
+pub(super) fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
@@ -355,7 +395,60 @@ impl Report {
                 r.simulated_in.as_secs_f64(),
             );
         }
+        self.extra_tables(&mut out, width);
         out
+    }
+
+    /// The subset and concurrency-limit blocks of the table, for the runs
+    /// that have them.
+    fn extra_tables(&self, out: &mut String, width: usize) {
+        let subsets: Vec<_> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.subset_summary().map(|s| (r, s)))
+            .collect();
+        // Shown when a configuration narrows its clients (with full-mesh
+        // configurations beside them, for contrast).
+        if self.runs.iter().any(|r| r.subsetted) {
+            let _ = writeln!(
+                out,
+                "\n{:<width$} {:>11} {:>14} {:>9}",
+                "subsets", "conn/client", "clients/server", "load CoV"
+            );
+            for (r, (conn, lo, hi, cov)) in subsets {
+                let _ = writeln!(
+                    out,
+                    "{:<width$} {conn:>11} {:>14} {:>8.1}%",
+                    r.config,
+                    format!("{lo}-{hi}"),
+                    100.0 * cov
+                );
+            }
+        }
+        let limited: Vec<&Run> = self
+            .runs
+            .iter()
+            .filter(|r| r.refused_by_limit() > 0)
+            .collect();
+        if !limited.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{:<width$} {:>9} {:>8} {:>8}",
+                "limits", "refused", "sent p50", "sent p99"
+            );
+            for r in limited {
+                let all = |q| r.sent_latency_between(q, r.warmup, Duration::MAX);
+                let ms = |d: Option<Duration>| d.map_or("-".into(), format_ms);
+                let _ = writeln!(
+                    out,
+                    "{:<width$} {:>8.3}% {:>8} {:>8}",
+                    r.config,
+                    100.0 * ratio(r.refused_by_limit(), r.requests().max(1)),
+                    ms(all(0.5)),
+                    ms(all(0.99)),
+                );
+            }
+        }
     }
 }
 

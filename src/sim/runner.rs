@@ -1,7 +1,6 @@
 //! One run: a configuration at one load, on its own current-thread runtime
 //! with the clock paused, from the scenario's seed.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,15 +8,16 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::backend::{Backend, BackendSpec, Call, Reply};
-use super::client::{Caller, Client, TowerService};
+use super::client::{Caller, Client, KeyDraw, TowerService};
 use super::record::Recorder;
 use super::report::Run;
+use super::subset::{Listing, SubsetSpec, Updates, addr, index};
 use super::{Scenario, ScenarioError, mix};
-use crate::balance::{P2c, Random, RoundRobin, Weighted};
+use crate::balance::{ConsistentHash, P2c, Random, RoundRobin, Weighted};
 use crate::channel::ChannelPolicy;
-use crate::discover::Static;
 use crate::policy::replay::CloneReplay;
 use crate::policy::throttle::ThrottleSettings;
+use crate::subset::{ApertureSettings, Coordinate};
 use crate::{BuildError, Channel, Endpoint};
 
 /// A towline balancer, as a scenario names it.
@@ -41,12 +41,38 @@ pub(crate) enum TowerLoad {
     Pending,
 }
 
+/// A keyed balancer, as a scenario names it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct HashSpec {
+    pub(crate) maglev: bool,
+    pub(crate) bounded_load: Option<f64>,
+}
+
+impl HashSpec {
+    /// The consistent-hash settings (the factor was checked when read).
+    pub(crate) fn build(&self) -> Result<ConsistentHash, BuildError> {
+        let hash = if self.maglev {
+            ConsistentHash::maglev()
+        } else {
+            ConsistentHash::ring()
+        };
+        match self.bounded_load {
+            Some(c) => hash.bounded_load(c),
+            None => Ok(hash),
+        }
+    }
+}
+
 /// What a configuration sends its calls through.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Stack {
     Towline {
         balancer: BalancerSpec,
         policy: Box<ChannelPolicy>,
+        /// Picking by the requests' keys, when they have them.
+        hash: Option<HashSpec>,
+        /// Which backends each client uses (all when `None`).
+        subset: Option<SubsetSpec>,
     },
     Tower(TowerLoad),
 }
@@ -68,41 +94,34 @@ const ARRIVALS: u64 = 0x20;
 const BACKENDS: u64 = 0x30;
 const TOWER: u64 = 0x40;
 const THROTTLE: u64 = 0x50;
+const KEYS: u64 = 0x60;
+const SUBSET: u64 = 0x70;
 
-/// The address of backend `i` (10.0.x.y:80, in index order).
-fn addr(i: usize) -> SocketAddr {
-    SocketAddr::from(([10, 0, (i >> 8) as u8, (i & 0xff) as u8], 80))
-}
-
-fn index(addr: SocketAddr) -> usize {
-    match addr {
-        SocketAddr::V4(a) => {
-            let o = a.ip().octets();
-            (usize::from(o[2]) << 8) | usize::from(o[3])
-        }
-        SocketAddr::V6(_) => 0,
-    }
-}
-
-/// Builds one towline channel over `backends`.
+/// Builds one towline channel over `backends`, discovered through
+/// `source`, narrowed to the aperture of `aperture` when given.
 pub(crate) fn towline_channel(
     balancer: BalancerSpec,
     policy: &ChannelPolicy,
+    hash: Option<HashSpec>,
     backends: &[Backend],
-    weights: &[u32],
+    source: Updates,
+    aperture: Option<(ApertureSettings, Coordinate)>,
 ) -> Result<Channel<Call, Reply>, BuildError> {
     let services = backends.to_vec();
     let connect = move |ep: &Endpoint| services[index(ep.addr).min(services.len() - 1)].clone();
-    let endpoints: Vec<Endpoint> = weights
-        .iter()
-        .enumerate()
-        .map(|(i, w)| Endpoint::new(addr(i)).with_weight(*w))
-        .collect();
     let builder = Channel::builder(connect)
-        .discover(Static::new(endpoints))
+        .discover(source)
         .policy(policy.clone())
         .replayer(CloneReplay)
         .initial_wait(Duration::from_secs(3600));
+    let builder = match hash {
+        Some(h) => builder.keyed(h.build()?, |call| call.key),
+        None => builder,
+    };
+    let builder = match aperture {
+        Some((settings, coordinate)) => builder.aperture(settings, coordinate),
+        None => builder,
+    };
     let builder = match balancer {
         BalancerSpec::P2cPeakEwma { default_rtt, decay } => {
             builder.balancer(P2c::peak_ewma().default_rtt(default_rtt).decay(decay))
@@ -125,14 +144,52 @@ impl tower::util::rng::Rng for TowerRng {
     }
 }
 
+/// tower's discovery of `backends`: each inserted at its join time.
+type TowerDiscover = std::pin::Pin<
+    Box<
+        dyn futures_core::Stream<
+                Item = Result<tower::discover::Change<usize, Backend>, std::convert::Infallible>,
+            > + Send,
+    >,
+>;
+
+fn tower_discover(backends: &[Backend], joins: &[Duration]) -> TowerDiscover {
+    use futures_util::StreamExt;
+    use tower::discover::{Change, ServiceList};
+
+    if joins.iter().all(|j| j.is_zero()) {
+        return Box::pin(ServiceList::new::<Call>(backends.to_vec()));
+    }
+    let mut events: Vec<(Duration, usize, Backend)> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (joins[i], i, b.clone()))
+        .collect();
+    events.sort_by_key(|(at, i, _)| (*at, *i));
+    let epoch = Instant::now();
+    let stream = futures_util::stream::iter(events)
+        .then(move |(at, i, backend)| async move {
+            if !at.is_zero() {
+                tokio::time::sleep_until(epoch + at).await;
+            }
+            Ok(Change::Insert(i, backend))
+        })
+        .chain(futures_util::stream::pending());
+    Box::pin(stream)
+}
+
 /// tower's `Buffer<Balance<…>>` over `backends`, its balancer seeded.
-fn tower_service(load: TowerLoad, backends: &[Backend], seed: u64) -> TowerService {
+fn tower_service(
+    load: TowerLoad,
+    backends: &[Backend],
+    joins: &[Duration],
+    seed: u64,
+) -> TowerService {
     use tower::balance::p2c::Balance;
-    use tower::discover::ServiceList;
     use tower::load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover};
     use tower::util::BoxService;
 
-    let list = ServiceList::new::<Call>(backends.to_vec());
+    let list = tower_discover(backends, joins);
     let rng = TowerRng(crate::rng::Rng::seeded(seed));
     let service = match load {
         TowerLoad::PeakEwma => BoxService::new(Balance::from_rng(
@@ -204,6 +261,7 @@ async fn drive(
     let epoch = Instant::now();
     let mut backends = Vec::new();
     let mut weights = Vec::new();
+    let mut joins = Vec::new();
     for spec in &scenario.backends {
         let spec: Arc<BackendSpec> = Arc::new(spec.clone());
         for _ in 0..spec.count {
@@ -211,27 +269,67 @@ async fn drive(
             let seed = mix(scenario.seed, BACKENDS + ((i as u64) << 8));
             backends.push(Backend::start(i, spec.clone(), seed, epoch, record.clone()));
             weights.push(spec.weight);
+            joins.push(spec.join);
         }
     }
+    let listing = Listing::new(&scenario.backends);
+    listing.follow(epoch);
+    // Each key's home, for a configuration that picks by key: the table
+    // over every backend, by backend index.
+    let homes = match &config.stack {
+        Stack::Towline { hash: Some(h), .. } => {
+            let hash = h
+                .build()
+                .map_err(|e| ScenarioError::config(&config.name, e))?;
+            let members = weights.iter().enumerate().map(|(i, &w)| (addr(i), w));
+            Some(Arc::new(hash.rebuild(members)))
+        }
+        _ => None,
+    };
+    let client_count: usize = scenario.clients.iter().map(|c| c.count as usize).sum();
     let mut clients = Vec::new();
     let mut channels = Vec::new();
     for spec in &scenario.clients {
         for _ in 0..spec.count {
             let i = clients.len() as u64;
             let caller = match &config.stack {
-                Stack::Towline { balancer, policy } => {
-                    let channel = towline_channel(*balancer, policy, &backends, &weights)
-                        .map_err(|e| ScenarioError::config(&config.name, e))?;
+                Stack::Towline {
+                    balancer,
+                    policy,
+                    hash,
+                    subset,
+                } => {
+                    let (source, aperture) = match subset {
+                        None => (listing.source(), None),
+                        Some(SubsetSpec::Aperture(settings)) => {
+                            let me = Coordinate::new(i as usize, client_count)
+                                .map_err(|e| ScenarioError::config(&config.name, e))?;
+                            (listing.source(), Some((*settings, me)))
+                        }
+                        Some(SubsetSpec::Random(size)) => {
+                            let mut rng =
+                                crate::rng::Rng::seeded(mix(scenario.seed, SUBSET + (i << 8)));
+                            (listing.random_source(*size, &mut rng), None)
+                        }
+                    };
+                    let channel =
+                        towline_channel(*balancer, policy, *hash, &backends, source, aperture)
+                            .map_err(|e| ScenarioError::config(&config.name, e))?;
                     channels.push(channel.clone());
                     Caller::Towline(channel)
                 }
                 Stack::Tower(load) => Caller::Tower(tower_service(
                     *load,
                     &backends,
+                    &joins,
                     mix(scenario.seed, TOWER + (i << 8)),
                 )),
             };
             let seed = mix(scenario.seed, THROTTLE + (i << 8));
+            let keys = spec.keys.map(|keys| {
+                let rng = crate::rng::Rng::seeded(mix(scenario.seed, KEYS + (i << 8)));
+                KeyDraw::new(keys, mix(scenario.seed, KEYS), rng, homes.clone())
+            });
             let client = Client::new(
                 caller,
                 spec,
@@ -239,6 +337,7 @@ async fn drive(
                 record.clone(),
                 config.caller_throttle,
                 seed,
+                keys,
             );
             clients.push((
                 client,
@@ -249,7 +348,7 @@ async fn drive(
     }
     let end = scenario.duration;
     if !channels.is_empty() {
-        tokio::spawn(watch_ejections(
+        tokio::spawn(watch_channels(
             channels,
             scenario.bucket,
             end,
@@ -276,8 +375,9 @@ async fn drive(
     Ok(())
 }
 
-/// Samples which endpoints each channel has ejected, once per bucket.
-async fn watch_ejections(
+/// Samples which endpoints each channel uses and has ejected, once per
+/// bucket.
+async fn watch_channels(
     channels: Vec<Channel<Call, Reply>>,
     every: Duration,
     end: Duration,
@@ -293,8 +393,14 @@ async fn watch_ejections(
             return;
         }
         for (client, channel) in channels.iter().enumerate() {
-            let ejected: Vec<bool> = channel.endpoints().iter().map(|e| e.ejected).collect();
-            record.lock().ejected(t, client, &ejected);
+            let seen: Vec<(usize, bool)> = channel
+                .endpoints()
+                .iter()
+                .map(|e| (index(e.endpoint.addr), e.ejected))
+                .collect();
+            let mut record = record.lock();
+            record.ejected(t, client, &seen);
+            record.subset(t, client, seen.iter().map(|&(b, _)| b).collect());
         }
     }
 }

@@ -252,36 +252,53 @@ fn weights_reach_a_weighted_balancer_and_shares_are_reported() {
     assert_eq!(c.backends(), ["light", "heavy"]);
 }
 
+/// A backend that is always down, 100 calls/s for 20 s.
+const DOWN: &str = r#"
+    duration = "20s"
+    [[backends]]
+    name = "down"
+    latency = { constant = "5ms" }
+    phases = [{ from = "0s", down = true }]
+    [[clients]]
+    arrivals = "fixed"
+    rate = 100.0
+    budget = "1s"
+    "#;
+
+/// Refusals expected of a throttle at its cap (0.8) over `n` calls: the
+/// binomial mean, give or take 3.5 standard deviations, less the few first
+/// calls sent before the probability reached the cap.
+fn at_cap(n: u64) -> std::ops::RangeInclusive<f64> {
+    let (n, p) = (n as f64, 0.8);
+    let sd = (n * p * (1.0 - p)).sqrt();
+    (n * p - 3.5 * sd - 5.0)..=(n * p + 3.5 * sd)
+}
+
 #[test]
 fn the_caller_throttle_counts_its_refusals() {
-    // A backend that is always down: after the first calls fail, the
-    // throttle refuses most of the rest without sending them.
-    let r = run(
-        r#"
-        duration = "20s"
-        [[backends]]
-        name = "down"
-        latency = { constant = "5ms" }
-        phases = [{ from = "0s", down = true }]
-        [[clients]]
-        arrivals = "fixed"
-        rate = 100.0
-        budget = "1s"
-        "#,
-        "caller_throttle = {}",
-    );
+    // After the first calls fail, the throttle refuses all it may (80%)
+    // without sending them.
+    let r = run(DOWN, "caller_throttle = {}");
     let c = only(&r);
     assert_eq!(c.successes(), 0);
+    let refused = c.refused_by_throttle() as f64;
+    assert!(at_cap(c.requests()).contains(&refused), "{refused}");
+    let sent = c.attempts_per_request() * c.requests() as f64;
     assert!(
-        c.refused_by_throttle() > c.requests() * 9 / 10,
-        "{}",
-        c.refused_by_throttle()
+        (sent + refused - c.requests() as f64).abs() < 1.0,
+        "{sent} + {refused}"
     );
-    assert!(
-        c.attempts_per_request() < 0.1,
-        "{}",
-        c.attempts_per_request()
-    );
+}
+
+#[test]
+fn the_channel_throttle_refuses_attempts_before_they_are_sent() {
+    let r = run(DOWN, "throttle = {}");
+    let c = only(&r);
+    assert_eq!(c.successes(), 0);
+    // Refused by the channel, not the caller: they are simply not sent.
+    assert_eq!(c.refused_by_throttle(), 0);
+    let refused = c.requests() as f64 * (1.0 - c.attempts_per_request());
+    assert!(at_cap(c.requests()).contains(&refused), "{refused}");
 }
 
 #[test]

@@ -32,17 +32,37 @@ pub struct Aperture {
     inner: Pin<Box<dyn Stream<Item = Result<Update, DiscoverError>> + Send>>,
 }
 
+/// Where a client's coordinate comes from: a fixed [`Coordinate`], or a
+/// `watch` receiver that follows it (`discover::Peers::watch`, or your
+/// own). Made with `From`, so either can be passed where this is asked.
+#[derive(Debug, Clone)]
+pub struct Coordinates(watch::Receiver<Option<Coordinate>>);
+
+impl From<Coordinate> for Coordinates {
+    fn from(coordinate: Coordinate) -> Self {
+        let (_, rx) = watch::channel(Some(coordinate));
+        Coordinates(rx)
+    }
+}
+
+impl From<watch::Receiver<Option<Coordinate>>> for Coordinates {
+    fn from(rx: watch::Receiver<Option<Coordinate>>) -> Self {
+        Coordinates(rx)
+    }
+}
+
 impl Aperture {
     /// Narrows `source` to the aperture of the coordinate `coordinates`
     /// holds, following it as it changes (for example
-    /// `discover::Peers::watch`). While it holds `None`, a random position
-    /// is used.
+    /// `discover::Peers::watch`, or a fixed [`Coordinate`]). While it holds
+    /// `None`, a random position is used.
     pub fn new<D: Discover>(
         source: D,
         settings: ApertureSettings,
-        coordinates: watch::Receiver<Option<Coordinate>>,
+        coordinates: impl Into<Coordinates>,
     ) -> Result<Self, BuildError> {
         settings.validate()?;
+        let Coordinates(coordinates) = coordinates.into();
         let fallback = crate::rng::with_thread_rng(|rng| rng.below(FALLBACK_GRID));
         let state = Narrow {
             source: Some(Box::pin(source)),
@@ -69,8 +89,7 @@ impl Aperture {
         settings: ApertureSettings,
         coordinate: Coordinate,
     ) -> Result<Self, BuildError> {
-        let (_, coordinates) = watch::channel(Some(coordinate));
-        Self::new(source, settings, coordinates)
+        Self::new(source, settings, coordinate)
     }
 }
 

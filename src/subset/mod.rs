@@ -8,18 +8,20 @@
 //! and keeps load even:
 //!
 //! - clients and servers are laid out on one unit ring: client `i` of `K`
-//!   at `i / K`, server `j` of `N` (in a stable order, here by address) on
-//!   `[j / N, (j + 1) / N)`;
-//! - each client takes the arc of width `d / N` that starts at its own
-//!   position (`d` is the **aperture size**): the servers the arc covers
-//!   are its subset, and a server the arc covers partly gets a weight in
+//!   owns `[i / K, (i + 1) / K)` and stands in its middle, at
+//!   `(i + ½) / K`; server `j` of `N` (in a stable order, here by address)
+//!   occupies `[j / N, (j + 1) / N)`;
+//! - each client takes the arc of width `d / N` that starts where it
+//!   stands (`d` is the **aperture size**): the servers the arc covers are
+//!   its subset, and a server the arc covers partly gets a weight in
 //!   proportion (a server is "fully covered" at weight 1);
 //! - when `d × K < N` the arcs would leave servers uncovered, so the width
 //!   is raised to `1 / K`: the arcs then tile the ring and every server has
 //!   a client;
-//! - when a server comes or goes, the others shift along the ring by less
-//!   than one server width, so each client's subset changes at the edges
-//!   only; when a peer comes or goes, client positions shift the same way.
+//! - when a server comes or goes, the others are spaced evenly again and
+//!   move by less than one server width each, so each subset changes at
+//!   the ends of its arc only; when a peer comes or goes, client positions
+//!   shift the same way.
 //!
 //! Each point of the ring is covered by `⌊w·K⌋` or `⌈w·K⌉` arcs (`w` the
 //! width), so when each client spreads its calls by the weights, every
@@ -35,6 +37,33 @@
 //! floor under it (default 3); the size used is `max(size, min_size)`,
 //! capped at `N` (then every client uses every server).
 //!
+//! # When a server leaves
+//!
+//! With `K = 100`, `N = 300`, `d = 12`, removing any one server changes
+//! each client's subset by at most 2 servers, the removed one counted: a
+//! client that held it gains one other, a client that did not swaps at
+//! most one server at each end (checked for every server removed, in this
+//! module's tests). Clients stand in the middle of their share rather than
+//! at its start for this: at `i / K`, every arc of that layout starts and
+//! ends on a server boundary, and three servers change for the clients
+//! that held the removed one (see below).
+//!
+//! No layout of evenly spaced servers keeps that bound for every `K`, `N`
+//! and `d`. An arc that starts and ends on server boundaries covers
+//! exactly `d` servers; any other arc of the same width covers `d + 1`. If
+//! removing server `r` turns a client's aligned arc that contains `r` into
+//! an unaligned one, the new subset has `d + 1` servers of which at most
+//! `d − 1` were in the old one: at least two are new, three changes with
+//! `r`. Arcs starting at `(i + o) / K` are aligned when `(i + o) · N / K`
+//! is a whole number, so for any fixed offset `o` there are sizes where a
+//! ring aligns every arc and the ring one server smaller aligns none (for
+//! `o = ½`: `N = 2K`, then `2K − 1`; for `o = 0`: any `N` that `K`
+//! divides, then `N − 1`). Apart from alignment, removing a server near
+//! the ring's origin moves the servers next to it by almost a whole width,
+//! which can also flip a sliver at each end of an arc; over assorted sizes
+//! (K and N up to a few hundred) up to 4 servers change. What does hold
+//! everywhere: only the arc's two ends and the removed server change.
+//!
 //! # Where the coordinate comes from
 //!
 //! A client must know its index among its peers and their number
@@ -47,24 +76,25 @@
 //! # How it plugs into a channel
 //!
 //! Aperture is a wrapper over the endpoint set, not over the balancer:
-//! [`Aperture`] is itself a discovery source that wraps another one. It
-//! keeps the full set (from the inner source's updates) in address order,
-//! and whenever the set or the coordinate changes it yields an
-//! [`Update::Reset`](crate::discover::Update::Reset) holding only the
-//! subset, each endpoint's weight multiplied by its covered share (times
-//! [`WEIGHT_SCALE`], so a fully covered endpoint of weight 1 has weight
-//! 1000). The channel's table applies it like any reset: endpoints that stay
-//! keep their slot (service, load, breaker), endpoints that leave the subset
-//! are dropped (their connections close), and the balancer is rebuilt with
-//! the new weights. Nothing is added to the pick path.
+//! [`Aperture`] is itself a discovery source that wraps another one, and
+//! the channel builder's `aperture(settings, coordinates)` applies it to
+//! the channel's source. It keeps the full set (from the inner source's
+//! updates) in address order, and whenever the set or the coordinate
+//! changes it yields an [`Update::Reset`](crate::discover::Update::Reset)
+//! holding only the subset, each endpoint's weight multiplied by its
+//! covered share (times [`WEIGHT_SCALE`], so a fully covered endpoint of
+//! weight 1 has weight 1000). The channel's table applies it like any
+//! reset: endpoints that stay keep their slot (service, load, breaker),
+//! endpoints that leave the subset are dropped (their connections close),
+//! and the balancer is rebuilt with the new weights. Nothing is added to
+//! the pick path.
 //!
-//! The channel needs no change to use it (pass an [`Aperture`] to
-//! `discover`). Balancers honour the partial weights to different degrees:
-//! [`Weighted`](crate::balance::Weighted) exactly; P2C divides its cost by
-//! the weight, which steers away from a partly covered endpoint but does not
-//! give it exactly its share (drawing P2C's two candidates in proportion to
-//! weight, with an alias table built at rebuild, would); round-robin and
-//! random ignore weights and treat a partial endpoint as a whole one.
+//! Balancers honour the partial weights:
+//! [`Weighted`](crate::balance::Weighted) exactly, and
+//! [`P2c`](crate::balance::P2c) (the default) by drawing its two candidates
+//! in proportion to weight (an alias table built when the set changes)
+//! before it compares their loads. Round-robin and random ignore weights
+//! and treat a partial endpoint as a whole one.
 //!
 //! ```
 //! use futures_util::StreamExt;
@@ -73,13 +103,14 @@
 //! use towline::subset::{Aperture, ApertureSettings, Coordinate};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let servers: Vec<SocketAddr> = (1..=30).map(|p| SocketAddr::from(([10, 0, 0, 1], p))).collect();
-//! // Client 4 of 10, 6 servers each: servers 12..18 of the 30.
+//! let servers: Vec<SocketAddr> = (1..=20).map(|p| SocketAddr::from(([10, 0, 0, 1], p))).collect();
+//! // Client 4 of 10, 4 servers each: it stands at 4.5/10 of the ring,
+//! // server 9 of the 20, and takes servers 9 to 12 (ports 10 to 13).
 //! let me = Coordinate::new(4, 10).unwrap();
-//! let mut subset = Aperture::fixed(Static::new(servers.clone()), ApertureSettings::new(6), me).unwrap();
+//! let mut subset = Aperture::fixed(Static::new(servers.clone()), ApertureSettings::new(4), me).unwrap();
 //! let Some(Ok(Update::Reset(chosen))) = subset.next().await else { panic!() };
 //! let ports: Vec<u16> = chosen.iter().map(|e| e.addr.port()).collect();
-//! assert_eq!(ports, [13, 14, 15, 16, 17, 18]);
+//! assert_eq!(ports, [10, 11, 12, 13]);
 //! # });
 //! ```
 
@@ -88,7 +119,7 @@ mod ring;
 #[cfg(test)]
 mod tests;
 
-pub use aperture::Aperture;
+pub use aperture::{Aperture, Coordinates};
 pub use ring::{Coordinate, Member, WEIGHT_SCALE, slice};
 
 use crate::Endpoint;

@@ -1,10 +1,11 @@
 //! The ring arithmetic of deterministic aperture, in exact integers.
 //!
-//! With `K` clients and `N` servers the ring is `K × N` units long: client
-//! `i` starts at `i × N`, server `j` occupies `[j × K, (j + 1) × K)`. Every
-//! boundary is then an integer, so coverage is exact: no floating-point
-//! sliver of a server ever turns into a spurious connection, and two clients
-//! that compute the same thing get the same answer bit for bit.
+//! With `K` clients and `N` servers the ring is `2 × K × N` units long:
+//! client `i` starts at `(2i + 1) × N` (the middle of its `1/K` of the
+//! ring), server `j` occupies `[2jK, 2(j + 1)K)`. Every boundary is then an
+//! integer, so coverage is exact: no floating-point sliver of a server ever
+//! turns into a spurious connection, and two clients that compute the same
+//! thing get the same answer bit for bit.
 
 use crate::error::BuildError;
 
@@ -51,8 +52,8 @@ pub struct Member {
     pub index: usize,
     /// Ring units of this server the slice covers, `1..=unit`.
     pub covered: u64,
-    /// Ring units one server occupies (the peer count): `covered == unit`
-    /// means the server is fully inside the slice.
+    /// Ring units one server occupies (twice the peer count):
+    /// `covered == unit` means the server is fully inside the slice.
     pub unit: u64,
 }
 
@@ -84,10 +85,11 @@ impl Member {
 /// stable order) with an aperture of `size` servers, in ring order from the
 /// start of its slice.
 ///
-/// The slice is `size / servers` of the ring, widened to `1 / count` when
-/// that is larger so that the peers' slices together cover every server,
-/// and the whole ring (every server, fully) when `size >= servers`. A `size`
-/// of 0 counts as 1. No servers, no members.
+/// The slice starts at `(index + ½) / count` of the ring and is
+/// `size / servers` of it, widened to `1 / count` when that is larger so
+/// that the peers' slices together cover every server, and the whole ring
+/// (every server, fully) when `size >= servers`. A `size` of 0 counts as 1.
+/// No servers, no members.
 pub fn slice(coordinate: Coordinate, size: usize, servers: usize) -> Vec<Member> {
     if servers == 0 {
         return Vec::new();
@@ -95,17 +97,19 @@ pub fn slice(coordinate: Coordinate, size: usize, servers: usize) -> Vec<Member>
     let k = coordinate.count as u128;
     let n = servers as u128;
     let d = (size as u128).clamp(1, n);
-    let ring = k * n;
-    let width = (d * k).max(n).min(ring);
-    let start = coordinate.index as u128 * n;
+    // Units: a server is 2K wide, a client's share of the ring 2N.
+    let cell_width = 2 * k;
+    let ring = cell_width * n;
+    let width = (d * cell_width).max(2 * n).min(ring);
+    let start = (2 * coordinate.index as u128 + 1) * n;
     let end = start + width;
-    let mut members: Vec<Member> = Vec::with_capacity((width / k) as usize + 2);
+    let mut members: Vec<Member> = Vec::with_capacity((width / cell_width) as usize + 2);
     let mut at = start;
     while at < end {
-        let cell = at / k;
-        let next = ((cell + 1) * k).min(end);
+        let cell = at / cell_width;
+        let next = ((cell + 1) * cell_width).min(end);
         let index = (cell % n) as usize;
-        // Both fit: a piece is at most one server wide, `k` units.
+        // Both fit: a piece is at most one server wide, `2K` units.
         let covered = (next - at) as u64;
         match members.first_mut() {
             // A slice as wide as the ring comes back to the server it started
@@ -114,7 +118,7 @@ pub fn slice(coordinate: Coordinate, size: usize, servers: usize) -> Vec<Member>
             _ => members.push(Member {
                 index,
                 covered,
-                unit: k as u64,
+                unit: cell_width as u64,
             }),
         }
         at = next;
@@ -143,27 +147,33 @@ mod tests {
 
     #[test]
     fn aligned_slice_takes_whole_servers() {
-        // 3 clients, 6 servers, aperture 2: client 1 gets servers 2 and 3.
-        assert_eq!(fractions(&slice(c(1, 3), 2, 6)), [(2, 1.0), (3, 1.0)]);
+        // 3 clients, 6 servers, aperture 2: client 1 starts at 1.5/3 of
+        // the ring, server 3, and gets servers 3 and 4.
+        assert_eq!(fractions(&slice(c(1, 3), 2, 6)), [(3, 1.0), (4, 1.0)]);
     }
 
     #[test]
     fn unaligned_slice_weighs_partial_servers() {
         // 2 clients, 3 servers, aperture 1: width max(1/3, 1/2) = 1/2 of the
-        // ring; client 1 covers [1/2, 1): half of server 1 and all of 2.
-        assert_eq!(fractions(&slice(c(1, 2), 1, 3)), [(1, 0.5), (2, 1.0)]);
-        // Client 0 covers [0, 1/2): all of server 0, half of server 1.
-        assert_eq!(fractions(&slice(c(0, 2), 1, 3)), [(0, 1.0), (1, 0.5)]);
+        // ring; client 0 covers [1/4, 3/4): the last quarter of server 0
+        // (3/4 of its width), all of 1, the first quarter of 2 (3/4).
+        assert_eq!(
+            fractions(&slice(c(0, 2), 1, 3)),
+            [(0, 0.25), (1, 1.0), (2, 0.25)]
+        );
+        // Client 1 covers [3/4, 5/4): the rest of server 2, all of 0 up to
+        // a quarter of the ring.
+        assert_eq!(fractions(&slice(c(1, 2), 1, 3)), [(2, 0.75), (0, 0.75)]);
     }
 
     #[test]
     fn slices_wrap_around_the_ring() {
-        // 4 clients, 5 servers, aperture 3: client 3 starts at 3/4.
+        // 4 clients, 5 servers, aperture 3: client 3 starts at 3.5/4.
         let m = slice(c(3, 4), 3, 5);
         let idx: Vec<usize> = m.iter().map(|m| m.index).collect();
-        assert_eq!(idx, [3, 4, 0, 1]);
+        assert_eq!(idx, [4, 0, 1, 2]);
         let total: u64 = m.iter().map(|m| m.covered).sum();
-        assert_eq!(total, 3 * 4, "the slice is 3 servers wide");
+        assert_eq!(total, 3 * 2 * 4, "the slice is 3 servers wide");
     }
 
     #[test]
@@ -181,8 +191,9 @@ mod tests {
         let m = slice(c(0, 1), 2, 8);
         assert_eq!(m.len(), 8);
         assert!(m.iter().all(|m| m.covered == m.unit));
-        // Size 0 behaves as size 1.
-        assert_eq!(fractions(&slice(c(5, 8), 0, 8)), [(5, 1.0)]);
+        // Size 0 behaves as size 1: client 5 of 8 over 8 servers starts in
+        // the middle of server 5.
+        assert_eq!(fractions(&slice(c(5, 8), 0, 8)), [(5, 0.5), (6, 0.5)]);
     }
 
     #[test]

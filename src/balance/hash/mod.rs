@@ -114,23 +114,26 @@
 //! # Ok::<(), towline::BuildError>(())
 //! ```
 
+mod balancer;
 mod bounded;
 mod maglev;
 mod mix;
 mod pick;
+mod remap;
 mod ring;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::error::BuildError;
 use bounded::Bound;
+pub(crate) use remap::{Remap, Tracker};
 
 /// A consistent-hash balancer: a ring or a Maglev table over the endpoint
-/// set, picking by a 64-bit request key. See the [module docs](self) for
-/// the formulas.
+/// set, picking by a 64-bit request key (formulas in the [module docs](self)).
 ///
 /// Built empty by [`ring`](Self::ring) or [`maglev`](Self::maglev) (these
 /// carry only the settings), then [`rebuild`](Self::rebuild) for each
@@ -155,15 +158,23 @@ use bounded::Bound;
 pub struct ConsistentHash {
     kind: Kind,
     bound: Option<Bound>,
+    /// The table and what it was built from, shared by clones.
+    built: Arc<Built>,
+    /// For a table used with a later set than the one it was built for
+    /// (while the channel rebuilds it): built index → current index.
+    remap: Option<Arc<Remap>>,
+}
+
+/// A built table and the set it was built for, by index.
+struct Built {
     table: Table,
-    /// By index: identity hash and weight (all 1 if every weight was 0).
+    /// Identity hash and weight (all 1 if every weight was 0).
     ids: Vec<u64>,
     weights: Vec<u32>,
     total_weight: u64,
 }
 
 /// The built table; both hold indices into the set given to `rebuild`.
-#[derive(Clone)]
 enum Table {
     Ring(ring::RingIndex),
     Maglev(Vec<u32>),
@@ -200,6 +211,7 @@ impl Table {
 enum Kind {
     Ring {
         points_per_weight: u32,
+        min_points: usize,
         max_points: usize,
     },
     Maglev {
@@ -213,6 +225,10 @@ impl ConsistentHash {
     pub const DEFAULT_POINTS_PER_WEIGHT: u32 = 512;
     /// The default cap on ring points: 65,536.
     pub const DEFAULT_MAX_RING_POINTS: usize = 1 << 16;
+    /// The default minimum ring size: 1,024 points (as Envoy's
+    /// `minimum_ring_size`). With 512 points per unit of weight it applies
+    /// only to a set whose total weight is 1.
+    pub const DEFAULT_MIN_RING_POINTS: usize = 1 << 10;
     /// The largest cap on ring points accepted: 8,388,608 (about 72 MiB).
     pub const MAX_RING_POINTS: usize = 1 << 23;
     /// The default Maglev table size: 65,537 entries (a prime).
@@ -228,10 +244,11 @@ impl ConsistentHash {
     pub const WALK_LIMIT: usize = 64;
 
     /// A hash ring with the default sizes (512 points per unit of weight, at
-    /// most 65,536 points), without bounded loads.
+    /// least 1,024 and at most 65,536 points), without bounded loads.
     pub fn ring() -> Self {
         Self::empty(Kind::Ring {
             points_per_weight: Self::DEFAULT_POINTS_PER_WEIGHT,
+            min_points: Self::DEFAULT_MIN_RING_POINTS,
             max_points: Self::DEFAULT_MAX_RING_POINTS,
         })
     }
@@ -257,8 +274,37 @@ impl ConsistentHash {
         }
         Ok(Self::empty(Kind::Ring {
             points_per_weight,
+            min_points: Self::DEFAULT_MIN_RING_POINTS.min(max_points),
             max_points,
         }))
+    }
+
+    /// Sets the ring's minimum size (default
+    /// [`DEFAULT_MIN_RING_POINTS`](Self::DEFAULT_MIN_RING_POINTS), never
+    /// above the cap): when a set's points per unit of weight would make a
+    /// smaller ring, every endpoint gets its weighted share of `min_points`
+    /// instead. See the module docs for the trade-off. An error for a
+    /// Maglev table, or a size of 0 or above the ring's cap.
+    pub fn min_ring_points(mut self, min_points: usize) -> Result<Self, BuildError> {
+        let Kind::Ring {
+            min_points: min,
+            max_points,
+            ..
+        } = &mut self.kind
+        else {
+            return Err(BuildError::new(
+                "hash.min_ring_points",
+                "applies to a ring (ConsistentHash::ring), not a Maglev table",
+            ));
+        };
+        if !(1..=*max_points).contains(&min_points) {
+            return Err(BuildError::new(
+                "hash.min_ring_points",
+                format!("must be between 1 and the cap of {max_points}, got {min_points}"),
+            ));
+        }
+        *min = min_points;
+        Ok(self)
     }
 
     /// A Maglev table of the default size, without bounded loads.
@@ -302,10 +348,13 @@ impl ConsistentHash {
         ConsistentHash {
             kind,
             bound: None,
-            table: Table::Maglev(Vec::new()),
-            ids: Vec::new(),
-            weights: Vec::new(),
-            total_weight: 0,
+            built: Arc::new(Built {
+                table: Table::Maglev(Vec::new()),
+                ids: Vec::new(),
+                weights: Vec::new(),
+                total_weight: 0,
+            }),
+            remap: None,
         }
     }
 
@@ -345,8 +394,16 @@ impl ConsistentHash {
         let table = match self.kind {
             Kind::Ring {
                 points_per_weight,
+                min_points,
                 max_points,
-            } => Table::Ring(ring::build(&members, &order, points_per_weight, max_points)),
+            } => {
+                let sizes = ring::Sizes {
+                    points_per_weight,
+                    min_points,
+                    max_points,
+                };
+                Table::Ring(ring::build(&members, &order, sizes))
+            }
             Kind::Maglev { size } => {
                 let entries = maglev::populate(&members, size);
                 Table::Maglev(entries.into_iter().map(|r| order[r as usize]).collect())
@@ -355,41 +412,44 @@ impl ConsistentHash {
         ConsistentHash {
             kind: self.kind,
             bound: self.bound,
-            table,
-            ids,
-            total_weight: weights.iter().map(|&w| u64::from(w)).sum(),
-            weights,
+            built: Arc::new(Built {
+                table,
+                ids,
+                total_weight: weights.iter().map(|&w| u64::from(w)).sum(),
+                weights,
+            }),
+            remap: None,
         }
     }
 
     /// How many endpoints the table was built for.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.built.ids.len()
     }
 
     /// True when the table was built for no endpoint (or not built yet).
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.built.ids.is_empty()
     }
 
     /// Entries in the table: ring points or Maglev slots (0 before
     /// [`rebuild`](Self::rebuild)).
     pub fn table_len(&self) -> usize {
-        self.table.len()
+        self.built.table.len()
     }
 
     /// The endpoint that owns `key`, ignoring loads and exclusions; `None`
-    /// for an empty table.
+    /// for an empty table. (An index of the set the table was built for.)
     pub fn home(&self, key: u64) -> Option<usize> {
         let p = mix::key_position(key);
-        self.start(p).map(|s| self.table.owner(s))
+        self.start(p).map(|s| self.built.table.owner(s))
     }
 
     /// Each endpoint's share of the key space, by index (they sum to 1 when
     /// the table is not empty).
     pub fn shares(&self) -> Vec<f64> {
         let mut shares = vec![0.0; self.len()];
-        match &self.table {
+        match &self.built.table {
             Table::Ring(r) => r.arcs().for_each(|(o, arc)| shares[o as usize] += arc),
             Table::Maglev(t) => t
                 .iter()
@@ -403,14 +463,27 @@ impl ConsistentHash {
     /// `⌈c · (in_flight + 1) · w / W⌉`. `None` without bounded loads or for
     /// an index out of range.
     pub fn load_limit(&self, index: usize, in_flight: u64) -> Option<u64> {
-        let w = *self.weights.get(index)?;
-        Some(self.bound?.limit(w, in_flight, self.total_weight))
+        let w = *self.built.weights.get(index)?;
+        Some(self.bound?.limit(w, in_flight, self.built.total_weight))
     }
 
     /// The first entry to look at for a key position.
     #[inline]
     fn start(&self, position: u64) -> Option<usize> {
-        (self.table.len() > 0).then(|| self.table.start(position))
+        let table = &self.built.table;
+        (table.len() > 0).then(|| table.start(position))
+    }
+
+    /// This table, used with a later endpoint set than the one it was built
+    /// for: `remap` says where each of its endpoints is now. Picks stay
+    /// eligible and consistent while the channel builds the new set's table
+    /// off the discovery task; endpoints the table does not know get keys
+    /// only when no other is eligible.
+    pub(crate) fn remapped(&self, remap: Arc<Remap>) -> Self {
+        ConsistentHash {
+            remap: Some(remap),
+            ..self.clone()
+        }
     }
 }
 
@@ -420,7 +493,8 @@ impl fmt::Debug for ConsistentHash {
             .field("kind", &self.kind)
             .field("bounded_load", &self.bounded_factor())
             .field("endpoints", &self.len())
-            .field("entries", &self.table.len())
+            .field("entries", &self.table_len())
+            .field("remapped", &self.remap.is_some())
             .finish()
     }
 }

@@ -1,4 +1,9 @@
 //! Picking by key: the home entry, the bounded walk, the exact fallback.
+//!
+//! Entries of the table hold indices of the set it was built for ("built"
+//! indices, `b`); a pick answers with indices of the set it is given
+//! ("current" indices, `i`). They are the same unless the table is used
+//! through a [`Remap`](super::Remap) while its successor is being built.
 
 use super::{ConsistentHash, mix};
 use crate::balance::LoadSet;
@@ -9,11 +14,11 @@ impl ConsistentHash {
     /// endpoints when loads are bounded (see the [module docs](super)).
     /// `None` exactly when no index is eligible.
     ///
-    /// With bounded loads this sums the in-flight counts of the whole set
-    /// (O(n)); a caller that keeps that total calls
-    /// [`pick_with_in_flight`](Self::pick_with_in_flight) instead. A table
-    /// not rebuilt for a set of this length still returns an eligible index
-    /// when one exists, though not a consistent one.
+    /// With bounded loads this takes the in-flight total from
+    /// [`LoadSet::in_flight`], or sums it over the set (O(n)) when the set
+    /// does not keep it. A table not built for a set of this length still
+    /// returns an eligible index when one exists, though not a consistent
+    /// one.
     pub fn pick(
         &self,
         key: u64,
@@ -21,9 +26,11 @@ impl ConsistentHash {
         eligible: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
         let in_flight = match self.bound {
-            Some(_) => (0..set.len())
-                .map(|i| u64::from(set.load(i).pending()))
-                .sum(),
+            Some(_) => set.in_flight().unwrap_or_else(|| {
+                (0..set.len())
+                    .map(|i| u64::from(set.load(i).pending()))
+                    .sum()
+            }),
             None => 0,
         };
         self.pick_with_in_flight(key, set, eligible, in_flight)
@@ -42,33 +49,47 @@ impl ConsistentHash {
         in_flight: u64,
     ) -> Option<usize> {
         let n = set.len();
-        if n != self.len() {
+        let expected = self.remap.as_ref().map_or(self.len(), |r| r.current_len());
+        if n != expected {
             return mismatched(key, n, eligible);
         }
         let p = mix::key_position(key);
-        if n == 0 || self.table.len() == 0 {
+        let table = &self.built.table;
+        if n == 0 || table.len() == 0 {
             return self.rendezvous(p, eligible);
         }
         // The common case, kept small: the key's home takes it.
-        let home = self.table.start(p);
-        let i = self.table.owner(home);
-        if eligible(i) && self.admits(set, i, in_flight) {
+        let home = table.start(p);
+        let b = table.owner(home);
+        if let Some(i) = self.current(b)
+            && eligible(i)
+            && self.admits(set, b, i, in_flight)
+        {
             return Some(i);
         }
-        self.walk_on(p, home, set, eligible, in_flight)
+        self.walk_on(key, home, set, eligible, in_flight)
     }
 
-    /// True when endpoint `i` may take one more request (always, without
-    /// bounded loads).
+    /// The current index of built index `b`, if it is in the set.
     #[inline]
-    fn admits(&self, set: &dyn LoadSet, i: usize, in_flight: u64) -> bool {
+    fn current(&self, b: usize) -> Option<usize> {
+        match &self.remap {
+            None => Some(b),
+            Some(r) => r.get(b),
+        }
+    }
+
+    /// True when endpoint `b` (built index), at current index `i`, may take
+    /// one more request (always, without bounded loads).
+    #[inline]
+    fn admits(&self, set: &dyn LoadSet, b: usize, i: usize, in_flight: u64) -> bool {
         match self.bound {
             None => true,
-            Some(b) => b.admits(
+            Some(bound) => bound.admits(
                 set.load(i).pending(),
-                self.weights[i],
+                self.built.weights[b],
                 in_flight,
-                self.total_weight,
+                self.built.total_weight,
             ),
         }
     }
@@ -77,14 +98,15 @@ impl ConsistentHash {
     /// on from `home`, then the exact rendezvous fallback.
     fn walk_on(
         &self,
-        p: u64,
+        key: u64,
         home: usize,
         set: &dyn LoadSet,
         eligible: &dyn Fn(usize) -> bool,
         in_flight: u64,
     ) -> Option<usize> {
-        let under = |i: usize| self.admits(set, i, in_flight);
-        let len = self.table.len();
+        let p = mix::key_position(key);
+        let table = &self.built.table;
+        let len = table.len();
         let mut first = None;
         for k in 0..len.min(Self::WALK_LIMIT) {
             let s = if home + k >= len {
@@ -92,9 +114,10 @@ impl ConsistentHash {
             } else {
                 home + k
             };
-            let i = self.table.owner(s);
+            let b = table.owner(s);
+            let Some(i) = self.current(b) else { continue };
             if eligible(i) {
-                if under(i) {
+                if self.admits(set, b, i, in_flight) {
                     return Some(i);
                 }
                 first.get_or_insert(i);
@@ -102,20 +125,41 @@ impl ConsistentHash {
         }
         // Heavy exclusion or load: exact, by rendezvous rank.
         if self.bound.is_some()
-            && let Some(i) = self.rendezvous(p, |i| eligible(i) && under(i))
+            && let Some(i) =
+                self.rendezvous_by(p, |b, i| eligible(i) && self.admits(set, b, i, in_flight))
         {
             return Some(i);
         }
-        first.or_else(|| self.rendezvous(p, eligible))
+        first
+            .or_else(|| self.rendezvous(p, eligible))
+            // Through a remap, endpoints the table does not know yet.
+            .or_else(|| {
+                self.remap
+                    .as_ref()
+                    .and_then(|_| mismatched(key, set.len(), eligible))
+            })
     }
 
-    /// The accepted index with the highest rendezvous score for `position`
-    /// (ties to the lower identity hash, then the lower index).
+    /// The accepted current index with the highest rendezvous score for
+    /// `position`.
     fn rendezvous(&self, position: u64, accept: impl Fn(usize) -> bool) -> Option<usize> {
-        (0..self.len()).filter(|&i| accept(i)).max_by_key(|&i| {
-            let id = self.ids[i];
-            (mix::rendezvous(position, id), std::cmp::Reverse((id, i)))
-        })
+        self.rendezvous_by(position, |_, i| accept(i))
+    }
+
+    /// The current index, among those `accept(built, current)` takes, with
+    /// the highest rendezvous score for `position` (ties to the lower
+    /// identity hash, then the lower built index).
+    fn rendezvous_by(&self, position: u64, accept: impl Fn(usize, usize) -> bool) -> Option<usize> {
+        let ids = &self.built.ids;
+        (0..ids.len())
+            .filter_map(|b| self.current(b).filter(|&i| accept(b, i)).map(|i| (b, i)))
+            .max_by_key(|&(b, _)| {
+                (
+                    mix::rendezvous(position, ids[b]),
+                    std::cmp::Reverse((ids[b], b)),
+                )
+            })
+            .map(|(_, i)| i)
     }
 }
 

@@ -89,26 +89,39 @@ impl RingIndex {
     }
 }
 
+/// The sizes that set a ring's point counts.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sizes {
+    /// `k`: points per unit of weight.
+    pub points_per_weight: u32,
+    /// The smallest ring, for small sets.
+    pub min_points: usize,
+    /// The largest ring.
+    pub max_points: usize,
+}
+
 /// How many points each member gets: `w · k` for weight `w` and
-/// `points_per_weight = k`, unless the ring would exceed `max_points`; then
-/// `max(1, round(w · max_points / W))` (W the total weight), so every member
-/// of positive weight is on the ring. Members of weight 0 get none.
-pub(super) fn replicas(
-    weights: impl Iterator<Item = u32> + Clone,
-    points_per_weight: u32,
-    max_points: usize,
-) -> Vec<u64> {
+/// `points_per_weight = k` while the ring stays between `min_points` and
+/// `max_points`; else `max(1, round(w · R / W))` for `R` the bound crossed
+/// (W the total weight), so every member of positive weight is on the
+/// ring. Members of weight 0 get none.
+pub(super) fn replicas(weights: impl Iterator<Item = u32> + Clone, sizes: Sizes) -> Vec<u64> {
     let total: u128 = weights.clone().map(u128::from).sum();
-    let fits = total * u128::from(points_per_weight) <= max_points as u128;
+    let natural = total * u128::from(sizes.points_per_weight);
+    let scale_to = if natural > sizes.max_points as u128 {
+        Some(sizes.max_points as u128)
+    } else if natural < sizes.min_points as u128 {
+        Some(sizes.min_points as u128)
+    } else {
+        None
+    };
     weights
         .map(|w| {
             let w = u128::from(w);
-            if w == 0 {
-                0
-            } else if fits {
-                (w * u128::from(points_per_weight)) as u64
-            } else {
-                ((2 * max_points as u128 * w + total) / (2 * total)).max(1) as u64
+            match scale_to {
+                _ if w == 0 => 0,
+                None => (w * u128::from(sizes.points_per_weight)) as u64,
+                Some(r) => ((2 * r * w + total) / (2 * total)).max(1) as u64,
             }
         })
         .collect()
@@ -119,19 +132,10 @@ pub(super) fn replicas(
 /// index of the member of that rank. Member `i`'s `r`-th point is the top
 /// half of the `r`-th value of the stream seeded by its identity, so its
 /// points depend only on its identity and its point count: while the ring
-/// is under `max_points`, adding or removing a member moves only the keys of
-/// the arcs it gains or loses.
-pub(super) fn build(
-    members: &[(u64, u32)],
-    index: &[u32],
-    points_per_weight: u32,
-    max_points: usize,
-) -> RingIndex {
-    let counts = replicas(
-        members.iter().map(|&(_, w)| w),
-        points_per_weight,
-        max_points,
-    );
+/// is between its minimum and maximum sizes, adding or removing a member
+/// moves only the keys of the arcs it gains or loses.
+pub(super) fn build(members: &[(u64, u32)], index: &[u32], sizes: Sizes) -> RingIndex {
+    let counts = replicas(members.iter().map(|&(_, w)| w), sizes);
     let total: u64 = counts.iter().sum();
     // Point and rank packed in one integer, so the sort compares once.
     let mut all: Vec<u64> = Vec::with_capacity(total as usize);
@@ -154,23 +158,43 @@ pub(super) fn build(
 mod tests {
     use super::*;
 
+    fn sizes(points_per_weight: u32, min_points: usize, max_points: usize) -> Sizes {
+        Sizes {
+            points_per_weight,
+            min_points,
+            max_points,
+        }
+    }
+
     #[test]
     fn replicas_scale_with_weight_and_keep_every_positive_member() {
-        // Under the cap: k points per unit of weight, whatever the others.
+        // Between the bounds: k points per unit of weight, whatever the
+        // others.
         assert_eq!(
-            replicas([1u32, 2, 0, 1].into_iter(), 10, 1_000),
+            replicas([1u32, 2, 0, 1].into_iter(), sizes(10, 1, 1_000)),
             [10, 20, 0, 10]
         );
-        // Over it: shares of the cap, at least one point each.
-        let r = replicas([1u32, 2, 0, 1].into_iter(), 1_000, 1_000);
+        // Over the cap: shares of the cap, at least one point each.
+        let r = replicas([1u32, 2, 0, 1].into_iter(), sizes(1_000, 1, 1_000));
         assert_eq!(r, [250, 500, 0, 250]);
-        let r = replicas([u32::MAX, 1].into_iter(), 512, 100);
+        let r = replicas([u32::MAX, 1].into_iter(), sizes(512, 1, 100));
         assert_eq!(r, [100, 1]);
+        // Under the minimum: shares of the minimum.
+        let r = replicas([1u32, 3].into_iter(), sizes(10, 1_000, 2_000));
+        assert_eq!(r, [250, 750]);
+        // The defaults: the minimum binds for a total weight of 1 only.
+        let d = sizes(512, 1_024, 1 << 16);
+        assert_eq!(replicas([1u32].into_iter(), d), [1_024]);
+        assert_eq!(replicas([1u32, 1].into_iter(), d), [512, 512]);
     }
 
     #[test]
     fn arcs_cover_the_key_space_once() {
-        let ring = build(&[(1, 1), (2, 3), (3, 2)], &[7, 8, 9], 100, 1 << 20);
+        let ring = build(
+            &[(1, 1), (2, 3), (3, 2)],
+            &[7, 8, 9],
+            sizes(100, 1, 1 << 20),
+        );
         assert_eq!(ring.len(), 600);
         assert!(ring.entries.windows(2).all(|w| w[0].point <= w[1].point));
         let mut shares = [0.0; 3];
@@ -178,7 +202,7 @@ mod tests {
             .for_each(|(o, arc)| shares[o as usize - 7] += arc);
         let sum: f64 = shares.iter().sum();
         assert!((sum - 1.0).abs() < 1e-9, "{sum}");
-        let one = build(&[(5, 1)], &[0], 1, 1);
+        let one = build(&[(5, 1)], &[0], sizes(1, 1, 1));
         assert_eq!(one.arcs().collect::<Vec<_>>(), [(0, 1.0)]);
     }
 

@@ -168,7 +168,7 @@ fn ring_weighted_shares_within_the_spread_of_their_points() {
         let hash = proto.rebuild(eps.iter().copied());
         let total: u32 = eps.iter().map(|e| e.1).sum();
         let mut points = vec![0.0f64; n];
-        (0..hash.table_len()).for_each(|s| points[hash.table.owner(s)] += 1.0);
+        (0..hash.table_len()).for_each(|s| points[hash.built.table.owner(s)] += 1.0);
         let table = hash.table_len() as f64;
         for (i, s) in hash.shares().iter().enumerate() {
             let w = f64::from(eps[i].1);
@@ -220,12 +220,12 @@ fn reference_order(hash: &ConsistentHash, key: u64) -> (Vec<usize>, usize) {
     if let Some(s) = hash.start(p) {
         let len = hash.table_len();
         for k in 0..len.min(ConsistentHash::WALK_LIMIT) {
-            push(&mut order, hash.table.owner((s + k) % len));
+            push(&mut order, hash.built.table.owner((s + k) % len));
         }
     }
     let walked = order.len();
     let mut rest: Vec<usize> = (0..hash.len()).collect();
-    rest.sort_by_key(|&i| std::cmp::Reverse(mix::rendezvous(p, hash.ids[i])));
+    rest.sort_by_key(|&i| std::cmp::Reverse(mix::rendezvous(p, hash.built.ids[i])));
     rest.into_iter().for_each(|i| push(&mut order, i));
     (order, walked)
 }
@@ -401,4 +401,70 @@ fn settings_are_validated() {
     let h = ConsistentHash::maglev().bounded_load(1.25).unwrap();
     assert_eq!(h.bounded_factor(), Some(1.25));
     assert_eq!(h.rebuild(equal(&addrs(2))).table_len(), 65_537);
+}
+
+/// A table seen through a remap while its successor is built: keys stay
+/// on endpoints that stay; on a ring, a removed endpoint's keys go exactly
+/// where the new table sends them; picks are always eligible, and new
+/// endpoints are reached when nothing else is eligible.
+#[test]
+fn a_remapped_table_keeps_keys_and_picks_eligibly() {
+    let n = 40;
+    let full = addrs(n + 3);
+    let mut current: Vec<SocketAddr> = full[..n].to_vec();
+    let mut tracker = Tracker::new(n);
+    // Remove three (swap-removal, as the channel does), insert two new.
+    for i in [5, 17, 0] {
+        current.swap_remove(i);
+        tracker.removed(i);
+    }
+    for a in &full[n..n + 2] {
+        current.push(*a);
+        tracker.inserted();
+    }
+    let remap = Arc::new(tracker.remap());
+    let set = loads(current.len());
+    for proto in [ConsistentHash::ring(), ConsistentHash::maglev()] {
+        let old = proto.rebuild(equal(&full[..n]));
+        let stale = old.remapped(remap.clone());
+        let fresh_without_new = proto.rebuild(equal(&current[..current.len() - 2]));
+        for key in keys(11).take(20_000) {
+            let got = current[stale.pick(key, &set, &all).unwrap()];
+            let home = full[old.home(key).unwrap()];
+            if current.contains(&home) {
+                assert_eq!(got, home, "{} kept key {key}", proto.name());
+            } else if proto.name() == "ring_hash" {
+                let fresh = current[fresh_without_new.home(key).unwrap()];
+                assert_eq!(got, fresh, "ring moved key {key}");
+            }
+            // Only the new endpoints are eligible: one of them.
+            let new = |i: usize| i >= current.len() - 2;
+            let i = stale.pick(key, &set, &new).unwrap();
+            assert!(new(i));
+            assert_eq!(stale.pick(key, &set, &|_| false), None);
+        }
+    }
+}
+
+#[test]
+fn the_minimum_ring_size_applies_to_small_sets_only() {
+    let a = addrs(3);
+    assert_eq!(
+        ConsistentHash::ring().rebuild(equal(&a[..1])).table_len(),
+        1_024
+    );
+    assert_eq!(
+        ConsistentHash::ring().rebuild(equal(&a[..2])).table_len(),
+        1_024
+    );
+    assert_eq!(ConsistentHash::ring().rebuild(equal(&a)).table_len(), 1_536);
+    let big = ConsistentHash::ring().min_ring_points(4_096).unwrap();
+    let ring = big.rebuild(equal(&a));
+    assert_eq!(ring.table_len(), 4_095);
+    assert!(ring.shares().iter().all(|s| (s - 1.0 / 3.0).abs() < 0.05));
+    for bad in [0, ConsistentHash::DEFAULT_MAX_RING_POINTS + 1] {
+        let e = ConsistentHash::ring().min_ring_points(bad).unwrap_err();
+        assert_eq!(e.setting(), "hash.min_ring_points");
+    }
+    assert!(ConsistentHash::maglev().min_ring_points(10).is_err());
 }

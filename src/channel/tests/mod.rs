@@ -4,9 +4,12 @@
 mod basics;
 mod ejection;
 mod hedging;
+mod keyed;
+mod limits;
 mod policy;
 mod report;
 mod spans;
+mod throttle;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

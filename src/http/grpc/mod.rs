@@ -4,8 +4,10 @@
 //! which arrives either in the response headers (a "Trailers-Only" response,
 //! which is how servers answer most errors, tonic's included) or in the
 //! trailers after the body. [`GrpcClassify`] reads it from the headers at
-//! once; for a status in the trailers, [`GrpcStatusBody`] reads it when the
-//! body ends and reports the outcome to a callback.
+//! once. For a status in the trailers, a channel built with [`connect`]
+//! (the gRPC connector) and `GrpcClassify` records the outcome on the
+//! endpoint when the body ends ([`GrpcStatusBody`]): its breaker, load and
+//! metrics see it, but the call, already answered, is not retried.
 //!
 //! | code | outcome (default) |
 //! |---|---|
@@ -21,8 +23,10 @@
 //! status other than 200 without a `grpc-status` is mapped to a code as the
 //! gRPC HTTP mapping says (502, 503, 504 and 429 are `UNAVAILABLE`).
 //!
-//! Deadlines: [`set_grpc_timeout`] writes the time left as a `grpc-timeout`
-//! header (at most 8 digits and a unit, rounded up) and
+//! Deadlines: [`propagate_deadline`] is the attempt hook that gives each
+//! attempt's server the time the attempt has left
+//! (`.on_attempt(grpc::propagate_deadline)`); [`set_grpc_timeout`] writes
+//! a `grpc-timeout` header (at most 8 digits and a unit, rounded up) and
 //! [`parse_grpc_timeout`] reads one, as a server does.
 //!
 //! ```
@@ -41,6 +45,7 @@
 //! ```
 
 mod body;
+mod connect;
 mod timeout;
 
 use std::sync::Arc;
@@ -49,9 +54,14 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, Response, StatusCode};
 
 pub use body::GrpcStatusBody;
-pub use timeout::{GRPC_TIMEOUT, encode_grpc_timeout, parse_grpc_timeout, set_grpc_timeout};
+pub use connect::{GrpcEndpointService, ResponseFuture, connect};
+pub use timeout::{
+    GRPC_TIMEOUT, encode_grpc_timeout, parse_grpc_timeout, propagate_deadline, set_grpc_timeout,
+};
 
-use crate::classify::{Classify, Outcome};
+use body::StatusSlot;
+
+use crate::classify::{Classify, Outcome, OutcomeReport};
 
 /// The `grpc-status` header.
 pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -216,8 +226,8 @@ impl GrpcClassify {
     }
 
     /// Whether the status of `response` is still to come, in its trailers
-    /// (HTTP 200 without `grpc-status` in the headers). Wrap the body of
-    /// such a response in a [`GrpcStatusBody`] to learn it.
+    /// (HTTP 200 without `grpc-status` in the headers): then its
+    /// [`GrpcStatusBody`] reports it.
     pub fn status_in_trailers<B>(response: &Response<B>) -> bool {
         response.status() == StatusCode::OK && !response.headers().contains_key(GRPC_STATUS)
     }
@@ -240,6 +250,22 @@ impl<B, E: 'static> Classify<Response<B>, E> for GrpcClassify {
         match result {
             Ok(response) => self.classify_response(response),
             Err(e) => super::error_outcome(e),
+        }
+    }
+
+    /// True: a response whose status is in its trailers gets its final
+    /// outcome when its body ends.
+    fn defers(&self) -> bool {
+        true
+    }
+
+    /// Leaves the report with the response's [`GrpcStatusBody`] when the
+    /// status is still to come; otherwise (the status was in the headers,
+    /// or the body is not a `GrpcStatusBody`) the report is dropped here,
+    /// which records the headers' outcome at once.
+    fn defer(&self, response: &mut Response<B>, report: OutcomeReport) {
+        if let Some(StatusSlot(pending)) = response.extensions_mut().remove::<StatusSlot>() {
+            pending.wait(report, self.clone());
         }
     }
 }

@@ -1,10 +1,13 @@
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 
+use super::body::PendingStatus;
 use super::*;
 use crate::BoxError;
+use crate::classify::{Answered, OutcomeSink};
 use crate::http::{NotReplayable, ReplayError};
 
 fn response(status: u16, headers: &[(&'static str, &'static str)]) -> Response<()> {
@@ -128,63 +131,135 @@ fn transport_errors_are_retryable_unless_unreplayable() {
     assert_eq!(c.classify(&spent), FINAL);
 }
 
-fn recorder() -> (Arc<Mutex<Vec<Outcome>>>, impl FnOnce(Outcome)) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let report = seen.clone();
-    (seen, move |o| report.lock().unwrap().push(o))
+/// Where the reports of these tests go.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Outcome>>);
+
+impl OutcomeSink for Recorder {
+    fn record(&self, _: &Answered, outcome: Outcome) {
+        self.0.lock().unwrap().push(outcome);
+    }
+}
+
+impl Recorder {
+    fn seen(&self) -> Vec<Outcome> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// `body` as a channel leaves it after [`GrpcClassify::defer`]: waiting
+/// with a report whose headers said success.
+fn waiting<B>(body: B) -> (GrpcStatusBody<B>, Arc<Recorder>) {
+    let sink = Arc::new(Recorder::default());
+    let attempt = Answered {
+        elapsed: Duration::from_millis(1),
+        at: std::time::Instant::now(),
+        admission: None,
+    };
+    let pending = Arc::new(PendingStatus::default());
+    let report = OutcomeReport::new(sink.clone(), attempt, Outcome::Success);
+    pending.wait(report, GrpcClassify::new());
+    (GrpcStatusBody::new(body, Some(pending)), sink)
 }
 
 #[tokio::test]
 async fn the_status_body_reports_the_trailers_once() {
-    let (seen, report) = recorder();
     let t = trailers(&[("grpc-status", "0")]);
     let body = Full::new(Bytes::from_static(b"reply")).with_trailers(async move { Some(Ok(t)) });
-    let body = GrpcStatusBody::new(body, GrpcClassify::new(), report);
+    let (body, seen) = waiting(body);
     let collected = body.collect().await.unwrap();
     assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
-    assert_eq!(*seen.lock().unwrap(), [Outcome::Success]);
+    assert_eq!(seen.seen(), [Outcome::Success]);
 
-    let (seen, report) = recorder();
     let t = trailers(&[("grpc-status", "14"), ("grpc-retry-pushback-ms", "5")]);
     let body = Full::new(Bytes::new()).with_trailers(async move { Some(Ok(t)) });
-    GrpcStatusBody::new(body, GrpcClassify::new(), report)
-        .collect()
-        .await
-        .unwrap();
+    let (body, seen) = waiting(body);
+    body.collect().await.unwrap();
     let pushed = Outcome::Overloaded {
         retry_after: Some(Duration::from_millis(5)),
     };
-    assert_eq!(*seen.lock().unwrap(), [pushed]);
+    assert_eq!(seen.seen(), [pushed]);
 }
 
 #[tokio::test]
-async fn the_status_body_reports_a_missing_status_and_errors_but_not_a_drop() {
-    let (seen, report) = recorder();
-    let body = GrpcStatusBody::new(
-        Full::new(Bytes::from_static(b"x")),
-        GrpcClassify::new(),
-        report,
-    );
+async fn the_status_body_reports_a_missing_status_an_error_and_a_drop() {
+    let (body, seen) = waiting(Full::new(Bytes::from_static(b"x")));
     body.collect().await.unwrap();
-    assert_eq!(*seen.lock().unwrap(), [FINAL]);
+    assert_eq!(seen.seen(), [FINAL]);
 
-    let (seen, report) = recorder();
     let frames: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> = vec![
         Ok(http_body::Frame::data(Bytes::from_static(b"part"))),
         Err(std::io::Error::other("reset")),
     ];
-    let body = StreamBody::new(futures_util::stream::iter(frames));
-    let body = GrpcStatusBody::new(body, GrpcClassify::new(), report);
+    let (body, seen) = waiting(StreamBody::new(futures_util::stream::iter(frames)));
     assert!(body.collect().await.is_err());
-    assert_eq!(*seen.lock().unwrap(), [RETRY]);
+    assert_eq!(seen.seen(), [RETRY]);
 
-    let (seen, report) = recorder();
-    let mut body = Box::pin(GrpcStatusBody::new(
-        Full::new(Bytes::from_static(b"unread")).with_trailers(async { None }),
-        GrpcClassify::new(),
-        report,
-    ));
+    // Dropped before its end: the headers' outcome, once.
+    let (body, seen) =
+        waiting(Full::new(Bytes::from_static(b"unread")).with_trailers(async { None }));
+    let mut body = Box::pin(body);
     assert!(body.frame().await.is_some());
+    assert!(seen.seen().is_empty(), "nothing is known yet");
     drop(body);
-    assert!(seen.lock().unwrap().is_empty());
+    assert_eq!(seen.seen(), [Outcome::Success]);
+}
+
+#[tokio::test]
+async fn a_body_nothing_waits_for_reports_nothing() {
+    let t = trailers(&[("grpc-status", "14")]);
+    let body = GrpcStatusBody::new(
+        Full::new(Bytes::new()).with_trailers(async move { Some(Ok(t)) }),
+        None,
+    );
+    let collected = body.collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["grpc-status"], "14");
+}
+
+/// Through a channel: a Trailers-Only error counts on the endpoint when it
+/// is answered; a status in the trailers when the body ends.
+#[tokio::test]
+async fn the_channel_records_trailers_only_at_once_and_trailers_at_the_end() {
+    use std::convert::Infallible;
+    use tower::{Service, ServiceExt, service_fn};
+
+    use crate::Channel;
+    use crate::discover::Static;
+
+    let server = service_fn(|req: http::Request<String>| async move {
+        let trailers_only = req.uri().path() == "/only";
+        let mut t = HeaderMap::new();
+        t.insert(GRPC_STATUS, http::HeaderValue::from_static("14"));
+        let in_trailers = (!trailers_only).then(|| t.clone());
+        let body = Full::new(Bytes::from_static(b"\0\0\0\0\0"))
+            .with_trailers(async move { in_trailers.map(Ok) });
+        let mut response = Response::new(body);
+        if trailers_only {
+            *response.headers_mut() = t;
+        }
+        Ok::<_, Infallible>(response)
+    });
+    let addr: std::net::SocketAddr = "127.0.0.1:50051".parse().unwrap();
+    let mut channel = Channel::builder(connect(server))
+        .discover(Static::new([addr]))
+        .classifier(GrpcClassify::new())
+        .build()
+        .unwrap();
+    let failures = |c: &Channel<_, _>| c.endpoints()[0].failures;
+    let only = http::Request::get("/only").body(String::new()).unwrap();
+    let response = channel.ready().await.unwrap().call(only).await.unwrap();
+    assert_eq!(failures(&channel), 1, "counted when answered");
+    assert!(response.extensions().get::<StatusSlot>().is_none());
+    drop(response);
+    assert_eq!(failures(&channel), 1);
+
+    let streamed = http::Request::get("/stream").body(String::new()).unwrap();
+    let response = channel.ready().await.unwrap().call(streamed).await.unwrap();
+    assert_eq!(failures(&channel), 1, "not known before the trailers");
+    assert!(
+        response.extensions().get::<StatusSlot>().is_none(),
+        "the classifier took the slot"
+    );
+    response.into_body().collect().await.unwrap();
+    assert_eq!(failures(&channel), 2);
 }

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
+
+use crate::channel::AttemptInfo;
 
 /// The `grpc-timeout` header name.
 pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
@@ -56,6 +58,60 @@ pub fn encode_grpc_timeout(remaining: Duration) -> HeaderValue {
 /// left.
 pub fn set_grpc_timeout(headers: &mut HeaderMap, remaining: Duration) {
     headers.insert(GRPC_TIMEOUT, encode_grpc_timeout(remaining));
+}
+
+/// The attempt hook that propagates deadlines: give it to
+/// [`Builder::on_attempt`](crate::channel::Builder::on_attempt) and each
+/// attempt tells its server how long it has.
+///
+/// It sets `grpc-timeout` to the time left before the attempt is cut: the
+/// smaller of what is left of the call's deadline and the attempt's own
+/// timeout ([`AttemptInfo::remaining`]). So the first attempt carries about
+/// the whole budget, and a retry what is left of it. Without a deadline or
+/// a timeout the request is left as it is, and a `grpc-timeout` the caller
+/// set (tonic's `Request::set_timeout`) is kept when it is shorter.
+///
+/// ```
+/// # use std::convert::Infallible;
+/// # use std::time::Duration;
+/// # use http::{Request, Response};
+/// # use tower::{Service, ServiceExt, service_fn};
+/// use towline::Channel;
+/// use towline::discover::Static;
+/// use towline::http::grpc::{self, GrpcClassify, parse_grpc_timeout};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A server that answers with the time it was given, in milliseconds.
+/// let server = service_fn(|req: Request<String>| async move {
+///     let timeout = req.headers().get("grpc-timeout").and_then(parse_grpc_timeout);
+///     Ok::<_, Infallible>(Response::new(timeout.map_or(0, |t| t.as_millis())))
+/// });
+/// let addr: std::net::SocketAddr = "127.0.0.1:50051".parse()?;
+/// let mut channel = Channel::builder(grpc::connect(server))
+///     .discover(Static::new([addr]))
+///     .classifier(GrpcClassify::new())
+///     .deadline(Duration::from_secs(2))
+///     .on_attempt(grpc::propagate_deadline)
+///     .build()?;
+/// let response = channel.ready().await?.call(Request::new(String::new())).await?;
+/// // The whole deadline, less the moment it took to send the request.
+/// assert!((1_000..=2_000).contains(response.into_body().get_ref()));
+/// # Ok(())
+/// # }
+/// ```
+pub fn propagate_deadline<B>(request: &mut Request<B>, attempt: &AttemptInfo) {
+    let Some(left) = attempt.remaining() else {
+        return;
+    };
+    let headers = request.headers_mut();
+    let shorter = headers
+        .get(GRPC_TIMEOUT)
+        .and_then(parse_grpc_timeout)
+        .is_some_and(|own| own <= left);
+    if !shorter {
+        set_grpc_timeout(headers, left);
+    }
 }
 
 /// Reads a `grpc-timeout` value, as a server does; `None` when it is

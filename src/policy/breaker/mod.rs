@@ -32,8 +32,10 @@
 //! over the last 100 calls with at least 20; slow calls off; open 5 s × 2 up
 //! to 60 s, jitter 20%; 3 probes.
 //!
-//! The state is a gauge (`towline_breaker_state`, label `breaker`: 0 closed,
-//! 1 half-open, 2 open; a forced state shows as the state it forces), set
+//! The state is a gauge (`towline_breaker_state`, labelled `breaker` with
+//! the breaker's name, or `channel` and `endpoint` for a channel's
+//! endpoint: 0 closed, 1 half-open, 2 open; a forced state shows as the
+//! state it forces), set
 //! when the breaker is made and on every transition. Every transition is
 //! also logged as a tracing event (target `towline::breaker`, level INFO)
 //! and published to [`CircuitBreaker::subscribe`] receivers (a
@@ -70,6 +72,7 @@ mod tests;
 mod window;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -140,14 +143,38 @@ impl CircuitBreaker {
         Self::named(settings, "default")
     }
 
-    /// A closed breaker; `name` labels its metrics and log events (an
-    /// endpoint address, a service name; a channel names each endpoint's
-    /// breaker `channel/address`).
+    /// A closed breaker; `name` labels its metrics (`breaker`) and log
+    /// events (an endpoint address, a service name). A channel makes its
+    /// endpoints' breakers with [`for_endpoint`](Self::for_endpoint).
     pub fn named(settings: BreakerSettings, name: impl Into<String>) -> Result<Self, BuildError> {
-        settings.validate()?;
         let name = name.into();
+        let labels = [("breaker", name.clone())];
+        Self::labelled(settings, name, &labels)
+    }
+
+    /// The breaker of one endpoint of a channel: named
+    /// `channel/endpoint` in log events, its gauge labelled `channel` and
+    /// `endpoint` (as the channel's per-endpoint series are).
+    pub fn for_endpoint(
+        settings: BreakerSettings,
+        channel: &str,
+        endpoint: SocketAddr,
+    ) -> Result<Self, BuildError> {
+        let labels = [
+            ("channel", channel.to_string()),
+            ("endpoint", endpoint.to_string()),
+        ];
+        Self::labelled(settings, format!("{channel}/{endpoint}"), &labels)
+    }
+
+    fn labelled(
+        settings: BreakerSettings,
+        name: String,
+        labels: &[(&'static str, String)],
+    ) -> Result<Self, BuildError> {
+        settings.validate()?;
         crate::metrics::describe();
-        let gauge = metrics::gauge!(BREAKER_STATE, "breaker" => name.clone());
+        let gauge = metrics::gauge!(BREAKER_STATE, labels);
         gauge.set(BreakerState::Closed.gauge_value());
         Ok(CircuitBreaker {
             slow_ns: AtomicU64::new(slow_ns(&settings)),

@@ -272,6 +272,35 @@ async fn transitions_are_published_gauged_and_forcing_holds() {
 }
 
 #[test]
+fn an_endpoint_breaker_is_gauged_by_channel_and_endpoint() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let endpoint: std::net::SocketAddr = "10.0.0.7:8080".parse().unwrap();
+    let breaker = metrics::with_local_recorder(&recorder, || {
+        CircuitBreaker::for_endpoint(base().with_consecutive_failures(Some(1)), "api", endpoint)
+            .unwrap()
+    });
+    assert_eq!(breaker.name(), "api/10.0.0.7:8080");
+    let labels: Vec<Vec<(String, String)>> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(k, ..)| k.key().name() == crate::policy::metrics::BREAKER_STATE)
+        .map(|(k, ..)| {
+            k.key()
+                .labels()
+                .map(|l| (l.key().to_string(), l.value().to_string()))
+                .collect()
+        })
+        .collect();
+    let want = [
+        ("channel".to_string(), "api".to_string()),
+        ("endpoint".to_string(), "10.0.0.7:8080".to_string()),
+    ];
+    assert_eq!(labels, [want.to_vec()]);
+}
+
+#[test]
 fn retuning_keeps_the_state() {
     let breaker = CircuitBreaker::new(base().with_consecutive_failures(Some(1))).unwrap();
     let now = Instant::now();

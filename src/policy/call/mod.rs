@@ -68,6 +68,7 @@
 //! [`Error::DeadlineExceeded`]: crate::Error::DeadlineExceeded
 
 mod outcome;
+mod pending;
 #[cfg(test)]
 mod tests;
 mod vocabulary;
@@ -75,6 +76,7 @@ mod vocabulary;
 use std::time::{Duration, Instant};
 
 pub use outcome::{Finish, Tried};
+use pending::{Pending, cut};
 pub use vocabulary::{
     Action, AttemptKind, Ended, Hedging, NotSent, Refused, Retrying, Rules, SendAttempt,
 };
@@ -82,7 +84,6 @@ pub use vocabulary::{
 use super::budget::Budget;
 use super::hedge::{HedgeDelay, HedgeState, HedgeStep};
 use super::later;
-use crate::clock::FAR;
 use super::retry::{RetryDecision, RetryState, Stop};
 use super::timeout::Deadline;
 use crate::classify::Outcome;
@@ -100,16 +101,6 @@ enum Last {
     Timeout(Duration),
 }
 
-/// An attempt in flight.
-#[derive(Debug, Clone, Copy)]
-struct Pending {
-    number: u32,
-    kind: AttemptKind,
-    started: Instant,
-    /// When it is cut, and by which limit (`None`: the deadline).
-    cut: Option<(Instant, Option<Duration>)>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// The next round starts at `at`.
@@ -118,40 +109,6 @@ enum Phase {
     Round,
     /// The call is over.
     Done(Finish),
-}
-
-/// The cut of an attempt sent at `now`: the attempt timeout, capped by the
-/// deadline when that is strictly earlier (as
-/// [`attempt_limit`](super::timeout::attempt_limit) says), as an instant and
-/// the timeout that set it (`None`: the deadline).
-#[inline]
-fn cut(
-    now: Instant,
-    timeout: Option<Duration>,
-    deadline: Option<&Deadline>,
-) -> Option<(Instant, Option<Duration>)> {
-    match (timeout, deadline) {
-        (None, None) => None,
-        (Some(t), None) => Some((later(now, t), Some(t))),
-        (None, Some(d)) => Some((d.at(), None)),
-        // From the deadline's start (a first attempt) the lengths compare
-        // as the instants would: one addition.
-        (Some(t), Some(d)) if d.start() == now && t.max(d.length()) <= FAR => {
-            Some(if d.length() < t {
-                (later(now, d.length()), None)
-            } else {
-                (later(now, t), Some(t))
-            })
-        }
-        (Some(t), Some(d)) => {
-            let (by_timeout, by_deadline) = (later(now, t), d.at());
-            Some(if by_deadline < by_timeout {
-                (by_deadline, None)
-            } else {
-                (by_timeout, Some(t))
-            })
-        }
-    }
 }
 
 /// The state of one call (see the [module docs](self)).

@@ -10,11 +10,11 @@ use crate::error::BuildError;
 /// [`AimdSettings::default`] has them all.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AimdSettings {
-    pub(super) initial_limit: usize,
-    pub(super) min_limit: usize,
-    pub(super) max_limit: usize,
-    pub(super) backoff: f64,
-    pub(super) rtt_threshold: Duration,
+    pub(crate) initial_limit: usize,
+    pub(crate) min_limit: usize,
+    pub(crate) max_limit: usize,
+    pub(crate) backoff: f64,
+    pub(crate) rtt_threshold: Duration,
 }
 
 impl Default for AimdSettings {
@@ -97,6 +97,22 @@ impl Aimd {
     /// The limit in force.
     pub fn limit(&self) -> usize {
         self.limit.round() as usize
+    }
+
+    /// Takes new settings, keeping the limit (within the new bounds). The
+    /// settings must be valid.
+    pub fn retune(&mut self, settings: AimdSettings) {
+        self.limit = self
+            .limit
+            .clamp(settings.min_limit as f64, settings.max_limit as f64);
+        self.settings = settings;
+    }
+
+    /// Sets the limit (within the bounds): for a limiter that switches to
+    /// this algorithm.
+    pub fn resume_at(&mut self, limit: usize) {
+        let s = &self.settings;
+        self.limit = (limit as f64).clamp(s.min_limit as f64, s.max_limit as f64);
     }
 
     /// Records one finished call at `now`. Returns whether the limit

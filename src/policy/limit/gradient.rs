@@ -20,17 +20,17 @@ const STALE_WINDOWS: u32 = 5;
 /// setter; [`GradientSettings::default`] has them all.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GradientSettings {
-    pub(super) initial_limit: usize,
-    pub(super) min_limit: usize,
-    pub(super) max_limit: usize,
-    pub(super) tolerance: f64,
-    pub(super) smoothing: f64,
-    pub(super) window: Duration,
-    pub(super) window_samples: u32,
-    pub(super) probe_interval: Duration,
-    pub(super) probe_jitter: f64,
-    pub(super) probe_limit: usize,
-    pub(super) probe_samples: u32,
+    pub(crate) initial_limit: usize,
+    pub(crate) min_limit: usize,
+    pub(crate) max_limit: usize,
+    pub(crate) tolerance: f64,
+    pub(crate) smoothing: f64,
+    pub(crate) window: Duration,
+    pub(crate) window_samples: u32,
+    pub(crate) probe_interval: Duration,
+    pub(crate) probe_jitter: f64,
+    pub(crate) probe_limit: usize,
+    pub(crate) probe_samples: u32,
 }
 
 impl Default for GradientSettings {
@@ -221,6 +221,23 @@ impl Gradient {
     /// When the next periodic probe is due (meaningless while probing).
     pub fn next_probe(&self) -> Instant {
         self.next_probe
+    }
+
+    /// Takes new settings, keeping the state: the limit (within the new
+    /// bounds), the baseline, the window in progress and the next probe.
+    /// The settings must be valid.
+    pub fn retune(&mut self, settings: GradientSettings) {
+        self.limit = self
+            .limit
+            .clamp(settings.min_limit as f64, settings.max_limit as f64);
+        self.settings = settings;
+    }
+
+    /// Sets the limit to hold once the probe in progress ends (within the
+    /// bounds): for a limiter that switches to this algorithm.
+    pub fn resume_at(&mut self, limit: usize) {
+        let s = &self.settings;
+        self.limit = (limit as f64).clamp(s.min_limit as f64, s.max_limit as f64);
     }
 
     /// Records one finished call at `now`. Returns whether the limit in

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge};
@@ -14,10 +14,11 @@ use tokio::sync::Notify;
 use super::{
     Core, LIMIT_METRIC, LimitSettings, MIN_RTT_METRIC, QUEUED_METRIC, REJECTED_METRIC, Sample,
 };
-use crate::clock::{later, now};
+use crate::clock::{later, nanos, now};
 use crate::error::BuildError;
 
-/// One limit shared by every service of a layer (and, later, a channel).
+/// One limit shared by every service of a layer, or by every call of a
+/// channel (or of one of its endpoints).
 pub(crate) struct Limiter {
     /// The limit in force, published by the core after each change.
     limit: AtomicUsize,
@@ -30,9 +31,11 @@ pub(crate) struct Limiter {
     queued: AtomicU64,
     core: Mutex<Core>,
     /// Whether the algorithm learns from samples (a fixed limit does not).
-    learns: bool,
-    queue: usize,
-    max_wait: Duration,
+    learns: AtomicBool,
+    /// Queue length and longest wait (in nanoseconds): atomics, so that a
+    /// retune changes them under calls in flight.
+    queue: AtomicUsize,
+    max_wait_ns: AtomicU64,
     room: Notify,
     metrics: Metrics,
 }
@@ -55,16 +58,26 @@ pub(crate) enum Admission {
 }
 
 impl Limiter {
+    /// A limiter whose metrics carry the label `limiter` (the settings'
+    /// name), for the standalone layer.
     pub(crate) fn new(settings: &LimitSettings) -> Result<Self, BuildError> {
+        Self::labelled(settings, &[("limiter", settings.name.clone())])
+    }
+
+    /// A limiter whose metrics carry `labels` (a channel's: `channel`, and
+    /// `endpoint` for a per-endpoint limit).
+    pub(crate) fn labelled(
+        settings: &LimitSettings,
+        labels: &[(&'static str, String)],
+    ) -> Result<Self, BuildError> {
         settings.validate()?;
         let core = Core::new(settings, now());
         crate::metrics::describe();
-        let labels = [("limiter", settings.name.clone())];
         let metrics = Metrics {
-            limit: metrics::gauge!(LIMIT_METRIC, &labels),
-            min_rtt: metrics::gauge!(MIN_RTT_METRIC, &labels),
-            rejected: metrics::counter!(REJECTED_METRIC, &labels),
-            queued: metrics::counter!(QUEUED_METRIC, &labels),
+            limit: metrics::gauge!(LIMIT_METRIC, labels),
+            min_rtt: metrics::gauge!(MIN_RTT_METRIC, labels),
+            rejected: metrics::counter!(REJECTED_METRIC, labels),
+            queued: metrics::counter!(QUEUED_METRIC, labels),
         };
         metrics.limit.set(core.limit() as f64);
         Ok(Limiter {
@@ -74,37 +87,81 @@ impl Limiter {
             min_rtt_ns: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             queued: AtomicU64::new(0),
-            learns: !matches!(core, Core::Fixed(_)),
+            learns: AtomicBool::new(!matches!(core, Core::Fixed(_))),
             core: Mutex::new(core),
-            queue: settings.queue,
-            max_wait: settings.max_wait,
+            queue: AtomicUsize::new(settings.queue),
+            max_wait_ns: AtomicU64::new(nanos(settings.max_wait)),
             room: Notify::new(),
             metrics,
         })
     }
 
-    /// Takes a place if the limit allows.
-    pub(crate) fn try_acquire<B: Deref<Target = Limiter> + Clone>(this: &B) -> Option<Permit<B>> {
-        let limit = this.limit.load(Ordering::Relaxed);
-        this.in_flight
+    /// Applies new settings to calls from now on, keeping the state: the
+    /// limit in force (within the new bounds) and, when the algorithm stays
+    /// the gradient, its baseline. Another algorithm starts from the limit
+    /// in force (the gradient then probes for a baseline first). The
+    /// metrics' labels stay as they were.
+    pub(crate) fn retune(&self, settings: &LimitSettings) -> Result<(), BuildError> {
+        settings.validate()?;
+        let mut core = self.core.lock();
+        core.retune(settings, now());
+        self.learns
+            .store(!matches!(*core, Core::Fixed(_)), Ordering::Relaxed);
+        self.queue.store(settings.queue, Ordering::Relaxed);
+        self.max_wait_ns
+            .store(nanos(settings.max_wait), Ordering::Relaxed);
+        self.publish(&core);
+        Ok(())
+    }
+
+    /// The queue's length (0: no queue).
+    #[inline]
+    pub(crate) fn queue_length(&self) -> usize {
+        self.queue.load(Ordering::Relaxed)
+    }
+
+    /// Whether calls wait in the queue now.
+    #[inline]
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether a call would be admitted now (two loads, no write).
+    #[inline]
+    pub(crate) fn has_room(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) < self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Takes a place if the limit allows, as a bare token: the caller must
+    /// give it back with [`leave`](Self::leave) or
+    /// [`leave_after`](Self::leave_after).
+    #[inline]
+    pub(crate) fn try_enter(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        self.in_flight
             .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
                 (n < limit).then_some(n + 1)
             })
-            .ok()
-            .map(|_| Permit {
-                limiter: Some(this.clone()),
-            })
+            .is_ok()
+    }
+
+    /// Takes a place if the limit allows.
+    pub(crate) fn try_acquire<B: Deref<Target = Limiter> + Clone>(this: &B) -> Option<Permit<B>> {
+        this.try_enter().then(|| Permit {
+            limiter: Some(this.clone()),
+        })
     }
 
     /// Decides for a new call: start, wait, or be refused. With a queue,
     /// a new call does not pass calls already waiting.
     pub(crate) fn admit(this: &Arc<Limiter>) -> Admission {
-        if (this.queue == 0 || this.waiting.load(Ordering::Relaxed) == 0)
+        let queue = this.queue_length();
+        if (queue == 0 || !this.has_waiters())
             && let Some(permit) = Limiter::try_acquire(this)
         {
             return Admission::Now(permit);
         }
-        if this.queue > 0 {
+        if queue > 0 {
             Admission::Wait
         } else {
             this.refuse();
@@ -115,35 +172,48 @@ impl Limiter {
     /// Waits in the queue for a place, at most `max_wait`; `None` (counted
     /// as refused) when the queue is full or the wait runs out.
     pub(crate) async fn wait(self: Arc<Self>) -> Option<Permit<Arc<Limiter>>> {
+        let entered = self.wait_for_room().await;
+        entered.then(|| Permit {
+            limiter: Some(self),
+        })
+    }
+
+    /// Waits in the queue for a place, at most `max_wait`: `true` when it
+    /// took one (give it back with [`leave`](Self::leave) or
+    /// [`leave_after`](Self::leave_after)), `false` (counted as refused)
+    /// when the queue is full or the wait runs out.
+    pub(crate) async fn wait_for_room(&self) -> bool {
+        let queue = self.queue.load(Ordering::Relaxed);
         let reserved = self
             .waiting
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < self.queue).then_some(n + 1)
+                (n < queue).then_some(n + 1)
             });
         if reserved.is_err() {
             // Full, but the waiters may just have been woken into room
             // that is still free: take it rather than refuse.
-            let room = Limiter::try_acquire(&self);
-            if room.is_none() {
+            let room = self.try_enter();
+            if !room {
                 self.refuse();
             }
             return room;
         }
-        let _place = Place(&self);
+        let _place = Place(self);
         self.queued.fetch_add(1, Ordering::Relaxed);
         self.metrics.queued.increment(1);
-        let deadline = tokio::time::Instant::from_std(later(now(), self.max_wait));
+        let max_wait = Duration::from_nanos(self.max_wait_ns.load(Ordering::Relaxed));
+        let deadline = tokio::time::Instant::from_std(later(now(), max_wait));
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);
             // Registered before trying, so a place freed in between wakes us.
             notified.as_mut().enable();
-            if let Some(permit) = Limiter::try_acquire(&self) {
-                return Some(permit);
+            if self.try_enter() {
+                return true;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let last_chance = Limiter::try_acquire(&self);
-                if last_chance.is_none() {
+                let last_chance = self.try_enter();
+                if !last_chance {
                     self.refuse();
                 }
                 return last_chance;
@@ -151,14 +221,15 @@ impl Limiter {
         }
     }
 
-    fn refuse(&self) {
+    /// Counts a call refused (at once, queue full, or waited too long).
+    pub(crate) fn refuse(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         self.metrics.rejected.increment(1);
     }
 
     /// Whether finished calls should be reported (else skip the clock).
     pub(crate) fn learns(&self) -> bool {
-        self.learns
+        self.learns.load(Ordering::Relaxed)
     }
 
     /// Feeds a finished call to the algorithm and publishes a new limit.
@@ -169,11 +240,15 @@ impl Limiter {
         let Some(mut core) = self.core.try_lock() else {
             return;
         };
-        if !core.on_sample(sample, now) {
-            return;
+        if core.on_sample(sample, now) {
+            self.publish(&core);
         }
+    }
+
+    /// Publishes the core's limit and baseline (under the core's lock, so
+    /// that two publishers cannot interleave).
+    fn publish(&self, core: &Core) {
         let (limit, min_rtt) = (core.limit(), core.min_rtt());
-        drop(core);
         let before = self.limit.load(Ordering::Relaxed);
         if before != limit {
             self.limit.store(limit, Ordering::Relaxed);
@@ -190,10 +265,36 @@ impl Limiter {
         }
     }
 
-    fn release(&self) {
+    /// Gives a place back without a sample (a call that teaches nothing:
+    /// cancelled, or failed in a way that says nothing about overload).
+    #[inline]
+    pub(crate) fn leave(&self) {
         self.in_flight.fetch_sub(1, Ordering::Release);
         if self.waiting.load(Ordering::Acquire) > 0 {
             self.room.notify_one();
+        }
+    }
+
+    /// Gives a place back after a call that ended in a response
+    /// (`dropped: false`) or a sign of overload (`true`) after `rtt`, at
+    /// `now`.
+    #[inline]
+    pub(crate) fn leave_after(&self, dropped: bool, rtt: Duration, now: Instant) {
+        if self.learns() {
+            let sample = Sample {
+                rtt,
+                in_flight: 0,
+                dropped,
+            };
+            self.record(sample, now);
+        }
+        self.leave();
+    }
+
+    /// A view of this limiter's state.
+    pub(crate) fn handle(self: &Arc<Self>) -> LimitHandle {
+        LimitHandle {
+            limiter: self.clone(),
         }
     }
 }
@@ -219,13 +320,7 @@ impl<B: Deref<Target = Limiter>> Permit<B> {
     /// teaches nothing (another failure) just drops its permit.
     pub(crate) fn finish(mut self, dropped: bool, rtt: Duration, now: Instant) {
         if let Some(limiter) = self.limiter.take() {
-            let sample = Sample {
-                rtt,
-                in_flight: 0,
-                dropped,
-            };
-            limiter.record(sample, now);
-            limiter.release();
+            limiter.leave_after(dropped, rtt, now);
         }
     }
 }
@@ -233,7 +328,7 @@ impl<B: Deref<Target = Limiter>> Permit<B> {
 impl<B: Deref<Target = Limiter>> Drop for Permit<B> {
     fn drop(&mut self) {
         if let Some(limiter) = self.limiter.take() {
-            limiter.release();
+            limiter.leave();
         }
     }
 }

@@ -13,6 +13,15 @@
 //!   smoothed (after Netflix's concurrency-limits Gradient2 and Envoy's
 //!   adaptive concurrency filter). Against a service that serves `k` calls
 //!   at a time it settles near `1.25 k + √limit`.
+//!
+//!   The baseline is the *mean* RTT of the probe's calls, not their
+//!   minimum. Where service times vary (exponential ones, say), the
+//!   minimum of 20 calls is a small fraction of the typical latency, every
+//!   window then looks overloaded, and the limit sinks to its floor: in the
+//!   simulator's overload scenario (`scenarios/s10-overload.toml`) a
+//!   minimum baseline kept goodput at 36% of capacity at twice the
+//!   capacity offered, and refused most calls even at half of it; the mean
+//!   keeps it at 101%.
 //! - [`Aimd`]: additive increase, multiplicative decrease on dropped or
 //!   too-slow calls. Simpler; keeps queues as long as its threshold allows.
 //! - a fixed limit, for comparison (tower's `ConcurrencyLimit`, failing
@@ -54,7 +63,9 @@
 //!
 //! # Metrics
 //!
-//! Label `limiter` is the settings' name (default `"default"`).
+//! The standalone layer's label `limiter` is the settings' name (default
+//! `"default"`); a channel's limits are labelled `channel` (and `endpoint`
+//! for per-endpoint ones).
 //!
 //! | name | kind | meaning |
 //! |---|---|---|
@@ -63,26 +74,39 @@
 //! | `towline_concurrency_rejected_total` | counter | calls refused (at once, queue full, or waited too long) |
 //! | `towline_concurrency_queued_total` | counter | calls that waited in the queue |
 //!
-//! # In the channel (design; the call path will wire it)
+//! # In the channel
 //!
-//! - **Per channel**: the builder takes [`LimitSettings`]; the channel owns
-//!   one limiter. A call takes a permit first, before waiting for
-//!   endpoints or picking: refused, it fails with [`Error::Overloaded`]
-//!   without any allocation; with a queue, the call's future waits for a
-//!   place. The permit lives for the whole call (retries and hedges
-//!   included: the limit counts what callers wait on), and the sample is
-//!   the duration of the attempt that answered (backoff sleeps are not
-//!   latency), its outcome as the channel's classifier says.
-//! - **Per endpoint** (optional): each slot gets its own limiter when the
-//!   endpoint is inserted, as it gets its breaker. The pick's eligibility
-//!   filter skips endpoints with no room (two atomic loads), so the
-//!   balancer sends the call where there is room; with none anywhere the
-//!   call fails with [`Error::Overloaded`]. Each attempt holds that slot's
-//!   permit and reports its RTT there, next to the balancer's load.
-//! - State is kept across a runtime retune (the policy handle swaps
-//!   settings; limit and baseline stay), and metrics carry the `channel`
-//!   (and `endpoint`) labels.
+//! The channel builder's `concurrency_limit` and
+//! `endpoint_concurrency_limit` (or [`ChannelPolicy`]'s fields) put the
+//! same limiter in the channel:
 //!
+//! - **Per channel**: a call takes a place first, before it waits for
+//!   endpoints or picks one. Refused, it fails with [`Error::Overloaded`]
+//!   without being started: no allocation, no attempt, no retry; with a
+//!   queue, its future waits for a place. The place lives for the whole
+//!   call (retries and hedges included: the limit counts what callers wait
+//!   on), and the sample is the duration of the attempt that answered, from
+//!   the attempt's own clock readings (backoff pauses are not latency),
+//!   with its outcome as the channel's classifier says. An admitted call
+//!   costs the limiter two atomic updates and, for the learning algorithms,
+//!   one short lock when it ends.
+//! - **Per endpoint**: each endpoint gets its own limiter when it is
+//!   inserted, as it gets its breaker. A pick only considers endpoints
+//!   with room (two atomic loads each), so the balancer sends the call
+//!   where there is room; with none anywhere the call fails with
+//!   [`Error::Overloaded`] (counted in `towline_concurrency_rejected_total`
+//!   with the channel's label). Each attempt holds its endpoint's place
+//!   and reports its RTT there, next to the balancer's load.
+//! - **Runtime tuning** (`PolicyHandle::set`): new settings apply to new
+//!   calls while the limit and the baseline stay (another algorithm starts
+//!   from the limit in force). The channel's limit can be turned on and
+//!   off at any time and keeps its state meanwhile; per-endpoint limits,
+//!   like breakers, must exist at build to be retuned. The state shows in
+//!   `PolicyHandle::concurrency_limit` and
+//!   `PolicyHandle::endpoint_concurrency_limits` ([`LimitHandle`]), and as
+//!   the metrics above.
+//!
+//! [`ChannelPolicy`]: crate::channel::ChannelPolicy
 //! [`Error::Overloaded`]: crate::Error::Overloaded
 //! [`Error::is_timeout`]: crate::Error::is_timeout
 //! [`Outcome::Overloaded`]: crate::classify::Outcome::Overloaded
@@ -100,6 +124,7 @@ pub use aimd::{Aimd, AimdSettings};
 pub use gradient::{Gradient, GradientSettings};
 pub use layer::{AdaptiveLimit, AdaptiveLimitFuture, AdaptiveLimitLayer};
 pub use limiter::LimitHandle;
+pub(crate) use limiter::Limiter;
 
 use crate::error::BuildError;
 use crate::rng::Rng;
@@ -250,6 +275,24 @@ impl Core {
         match self {
             Core::Gradient(g) => g.min_rtt(),
             _ => None,
+        }
+    }
+
+    /// Takes new settings, keeping the limit in force and the baseline
+    /// where the algorithm allows (see `Limiter::retune`).
+    pub(crate) fn retune(&mut self, settings: &LimitSettings, now: Instant) {
+        match (&mut *self, &settings.algorithm) {
+            (Core::Gradient(g), LimitAlgorithm::Gradient(s)) => g.retune(s.clone()),
+            (Core::Aimd(a), LimitAlgorithm::Aimd(s)) => a.retune(s.clone()),
+            (core, _) => {
+                let limit = core.limit();
+                *core = Core::new(settings, now);
+                match core {
+                    Core::Gradient(g) => g.resume_at(limit),
+                    Core::Aimd(a) => a.resume_at(limit),
+                    Core::Fixed(_) => {}
+                }
+            }
         }
     }
 

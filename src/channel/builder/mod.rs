@@ -9,20 +9,21 @@ use tower::Service;
 
 use super::engine::Engine;
 use super::info::AttemptInfo;
-use super::inner::{Handle, Hook, Inner};
+use super::inner::{Handle, HashKey, Hook, Inner};
+use super::keyed::{Built, Keyed};
 use super::service::Channel;
 use super::settings::ChannelPolicy;
 use super::state::{ChannelState, Classifier, Endpoints};
-use super::table::Table;
+use super::table::{SetShared, Table};
 use super::writer::{Connect, TableWriter};
-use crate::balance::{Balancer, P2c};
+use crate::balance::{Balancer, ConsistentHash, P2c};
 use crate::classify::{Classify, DefaultClassify, Outcome};
 use crate::discover::{Discover, DiscoverError, RefreshHint, Update};
-use crate::policy::breaker::BreakerSettings;
-use crate::policy::hedge::HedgeSettings;
 use crate::policy::replay::Replay;
-use crate::policy::retry::RetrySettings;
+use crate::subset::{Aperture, ApertureSettings, Coordinates};
 use crate::{BoxError, BuildError, Endpoint};
+
+mod policy;
 
 type Updates = Pin<Box<dyn Stream<Item = Result<Update, DiscoverError>> + Send>>;
 
@@ -75,9 +76,10 @@ impl<Req, Resp> Channel<Req, Resp> {
 
 /// Builds a [`Channel`]. Made by [`Channel::builder`].
 ///
-/// Defaults: balancer [`P2c::peak_ewma`], name `"default"`, initial wait 5 s,
-/// classifier [`DefaultClassify`], no refresh hint, no policy, no replay,
-/// no attempt hook. A discovery source is required.
+/// Defaults: balancer [`P2c::peak_ewma`], no keyed balancer, name
+/// `"default"`, initial wait 5 s, classifier [`DefaultClassify`], no
+/// refresh hint, no policy (no slow start), no replay, no attempt hook. A
+/// discovery source is required.
 ///
 /// Every bound the channel needs is checked by [`build`](Self::build): the
 /// request and the service's response, error and future must be `Send` and
@@ -93,6 +95,8 @@ pub struct Builder<Req, S: Service<Req>> {
     policy: ChannelPolicy,
     replay: Option<Box<dyn Replay<Req>>>,
     on_attempt: Option<Hook<Req>>,
+    keyed: Option<(ConsistentHash, HashKey<Req>)>,
+    aperture: Option<(ApertureSettings, Coordinates)>,
 }
 
 impl<Req, S: Service<Req>> Builder<Req, S> {
@@ -115,6 +119,8 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
             policy: ChannelPolicy::default(),
             replay: None,
             on_attempt: None,
+            keyed: None,
+            aperture: None,
         }
     }
 
@@ -126,9 +132,114 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
         self
     }
 
+    /// Narrows the discovery source to this client's deterministic
+    /// aperture (default: every endpoint): see [`crate::subset`]. The
+    /// channel then connects to about `settings.size()` endpoints, a share
+    /// of the ring fixed by its coordinate among its peers, each weighted
+    /// by how much of it the share covers; [`P2c`] (the default balancer)
+    /// and [`Weighted`](crate::balance::Weighted) honour those weights.
+    /// `coordinates` is a fixed [`Coordinate`](crate::subset::Coordinate)
+    /// or a receiver that follows it, such as `discover::Peers::watch`
+    /// (feature `etcd`). Same as passing
+    /// [`Aperture::new`](crate::subset::Aperture::new)`(source, settings,
+    /// coordinates)` to [`discover`](Self::discover); nothing is added to a
+    /// pick.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use tower::Service;
+    /// use towline::discover::Static;
+    /// use towline::subset::{ApertureSettings, Coordinate};
+    /// use towline::{Channel, Endpoint};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let servers: Vec<std::net::SocketAddr> =
+    ///     (1..=30).map(|p| std::net::SocketAddr::from(([10, 0, 0, 1], p))).collect();
+    /// let connect = |_: &Endpoint| tower::service_fn(|x: u32| async move { Ok::<_, Infallible>(x) });
+    /// // Client 4 of 10, 6 servers each: the middle of its tenth of the
+    /// // ring is server 13.5, so half of server 13, all of 14 to 18, half
+    /// // of 19 (ports are one above the index).
+    /// let mut channel: Channel<u32, u32> = Channel::builder(connect)
+    ///     .discover(Static::new(servers))
+    ///     .aperture(ApertureSettings::new(6), Coordinate::new(4, 10)?)
+    ///     .build()?;
+    /// channel.call(1).await?;
+    /// let held: Vec<(u16, u32)> = channel
+    ///     .endpoints()
+    ///     .iter()
+    ///     .map(|e| (e.endpoint.addr.port(), e.endpoint.weight))
+    ///     .collect();
+    /// assert_eq!(
+    ///     held,
+    ///     [(14, 500), (15, 1000), (16, 1000), (17, 1000), (18, 1000), (19, 1000), (20, 500)]
+    /// );
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn aperture(
+        mut self,
+        settings: ApertureSettings,
+        coordinates: impl Into<Coordinates>,
+    ) -> Self {
+        self.aperture = Some((settings, coordinates.into()));
+        self
+    }
+
     /// The load balancer (default [`P2c::peak_ewma`]).
     pub fn balancer(mut self, balancer: impl Balancer) -> Self {
         self.balancer = Box::new(balancer);
+        self
+    }
+
+    /// Request-keyed picking (default: none): `key` extracts a 64-bit hash
+    /// key from each request, and a request with a key goes to the endpoint
+    /// `hash` gives it ([`ConsistentHash::ring`] or
+    /// [`ConsistentHash::maglev`], with [bounded
+    /// loads](ConsistentHash::bounded_load) if set): the same endpoint for
+    /// the same key while the set does not change, and for a retry or a
+    /// hedge the next distinct endpoint in the table's order. A request
+    /// whose key is `None` goes to the ordinary [`balancer`](Self::balancer).
+    ///
+    /// The table is rebuilt when the set changes, off the discovery task
+    /// (a Maglev build takes milliseconds); until it is ready, the old table
+    /// is used for the endpoints it knows. With bounded loads the channel
+    /// keeps its in-flight total, so a pick does not sum it.
+    ///
+    /// The key's type is known, so a closure needs no annotation:
+    ///
+    /// ```
+    /// # use std::convert::Infallible;
+    /// use towline::balance::ConsistentHash;
+    /// use towline::discover::Static;
+    /// use towline::{Channel, Endpoint};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let connect = |ep: &Endpoint| {
+    /// #     let port = ep.addr.port();
+    /// #     tower::service_fn(move |_: (u64, &'static str)| async move { Ok::<_, Infallible>(port) })
+    /// # };
+    /// # let addrs: Vec<std::net::SocketAddr> =
+    /// #     (1..=5).map(|i| format!("127.0.0.1:{i}").parse().unwrap()).collect();
+    /// // Requests are (user id, body): all of a user's requests go to one
+    /// // endpoint, and no endpoint takes more than 1.25 × the average load.
+    /// let mut channel: Channel<(u64, &'static str), u16> = Channel::builder(connect)
+    ///     .discover(Static::new(addrs))
+    ///     .keyed(ConsistentHash::maglev().bounded_load(1.25)?, |req| Some(req.0))
+    ///     .build()?;
+    /// use tower::{Service, ServiceExt};
+    /// let first = channel.ready().await?.call((42, "GET /cart")).await?;
+    /// let again = channel.ready().await?.call((42, "GET /cart")).await?;
+    /// assert_eq!(first, again);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn keyed<F>(mut self, hash: ConsistentHash, key: F) -> Self
+    where
+        F: Fn(&Req) -> Option<u64> + Send + Sync + 'static,
+    {
+        self.keyed = Some((hash, Box::new(key)));
         self
     }
 
@@ -184,63 +295,6 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
         self
     }
 
-    /// A timeout on each attempt (default none): an attempt that takes
-    /// longer fails with [`Error::AttemptTimeout`](crate::Error::AttemptTimeout),
-    /// which is retryable.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.policy = self.policy.with_timeout(Some(timeout));
-        self
-    }
-
-    /// An overall deadline per call, covering every attempt and pause
-    /// (default none): [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded).
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.policy = self.policy.with_deadline(Some(deadline));
-        self
-    }
-
-    /// Retries (default none): see [`crate::policy::retry`]. Each retry
-    /// goes to an endpoint the call has not tried, while one is left. Needs
-    /// [`replay`](Self::replay).
-    pub fn retry(mut self, retry: RetrySettings) -> Self {
-        self.policy = self.policy.with_retry(Some(retry));
-        self
-    }
-
-    /// Hedging (default none): see [`crate::policy::hedge`]. Each hedge goes
-    /// to an endpoint the call has not tried. Needs [`replay`](Self::replay).
-    pub fn hedge(mut self, hedge: HedgeSettings) -> Self {
-        self.policy = self.policy.with_hedge(Some(hedge));
-        self
-    }
-
-    /// A circuit breaker per endpoint (default none): an endpoint whose
-    /// breaker opens is ejected from picks and gets only probes until it
-    /// closes. See [`crate::policy::breaker`] and [`ChannelPolicy`].
-    pub fn circuit_breaker(mut self, breaker: BreakerSettings) -> Self {
-        self.policy = self.policy.with_breaker(Some(breaker));
-        self
-    }
-
-    /// The largest share of endpoints ejected at once (default 0.5).
-    pub fn max_ejected_share(mut self, share: f64) -> Self {
-        self.policy = self.policy.with_max_ejected_share(share);
-        self
-    }
-
-    /// Panic mode (spread over all endpoints) engages when fewer than this
-    /// share have a closed breaker (default 0.5).
-    pub fn panic_threshold(mut self, share: f64) -> Self {
-        self.policy = self.policy.with_panic_threshold(share);
-        self
-    }
-
-    /// Every policy setting at once (replaces the ones set before).
-    pub fn policy(mut self, policy: ChannelPolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
     /// How to copy a request for a retry or hedge, as a function (default:
     /// none, and then retries and hedging are refused at build). A request
     /// it returns `None` for is sent once. A closure needs no annotation:
@@ -291,6 +345,9 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
                 "a discovery source is required (e.g. Static or Manual)",
             ));
         };
+        if let Some((settings, coordinates)) = self.aperture {
+            updates = Box::pin(Aperture::new(updates, settings, coordinates)?);
+        }
         if self.name.is_empty() {
             return Err(BuildError::new("name", "must not be empty"));
         }
@@ -300,10 +357,17 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
         ChannelState::check(
             &self.policy,
             self.policy.breaker().is_some(),
+            self.policy.endpoint_concurrency_limit().is_some(),
             self.replay.is_some(),
         )?;
         let balancer: Arc<dyn Balancer> = Arc::from(self.balancer);
-        let table = Arc::new(Table::<S>::new(&*balancer));
+        let (hash, hash_key) = match self.keyed {
+            Some((hash, key)) => (Some(hash), Some(key)),
+            None => (None, None),
+        };
+        let bounded = hash.as_ref().is_some_and(|h| h.bounded_factor().is_some());
+        let shared = Arc::new(SetShared::new(crate::clock::now(), bounded));
+        let table = Arc::new(Table::<S>::new(&*balancer, shared.clone()));
         let weak = Arc::downgrade(&table);
         let mut state = ChannelState::new(
             &self.name,
@@ -311,11 +375,14 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
             self.replay.is_some(),
             self.refresh,
             balancer,
+            shared,
             weak as std::sync::Weak<dyn Endpoints>,
         );
         state.classifier = Classifier::new(self.classify);
         let state = Arc::new(state);
-        let mut writer = TableWriter::new(table.clone(), self.connect, state.clone());
+        let (built_tx, mut built_rx) = tokio::sync::mpsc::unbounded_channel::<Built>();
+        let keyed = hash.map(|h| Keyed::new(h, built_tx));
+        let mut writer = TableWriter::new(table.clone(), self.connect, state.clone(), keyed);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let name = state.name.clone();
         runtime.spawn(async move {
@@ -324,6 +391,11 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
             loop {
                 let item = tokio::select! {
                     _ = &mut stopped => break,
+                    // A keyed table built off this task (never, without one).
+                    Some(built) = built_rx.recv() => {
+                        writer.keyed_built(built);
+                        continue;
+                    }
                     item = updates.next() => item,
                 };
                 let Some(mut item) = item else {
@@ -366,6 +438,7 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
             table,
             replay: self.replay,
             on_attempt: self.on_attempt,
+            hash_key,
             initial_wait: self.initial_wait,
             _stop: stop,
         });

@@ -1,0 +1,126 @@
+//! The channel's concurrency limit on the call path: the place a call
+//! takes before anything else, and what its end teaches the limiter.
+//!
+//! A call asks the channel's limiter first, before it waits for endpoints
+//! or picks one ([`Entry`]): admitted, it holds a place for its whole life
+//! (retries and hedges included: the limit counts what callers wait on);
+//! refused, it fails with [`Error::Overloaded`] without being started (no
+//! allocation, no attempt, no retry); with a queue configured, it waits
+//! there first. When it ends, [`Held::settle`] feeds the limiter the time
+//! the answering attempt took, from the attempt's own timestamps: a
+//! success is a latency sample, an overloaded answer or a timeout a drop,
+//! any other failure nothing. A call dropped by its caller gives its place
+//! back without a sample.
+//!
+//! The place owns a reference to the limiter, so that a call's future can
+//! keep it without borrowing the handle it was made on (the bare call's
+//! future holds no handle at all): an admitted call costs the limiter's two
+//! atomic updates (take, give back) and that reference count's two.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::classify::Outcome;
+use crate::error::Error;
+use crate::policy::limit::Limiter;
+
+/// Where a new call stands with the channel's limiter when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// No limit.
+    Free,
+    /// Admitted: it holds a place.
+    Admitted,
+    /// Over the limit, with a queue to wait in.
+    Queued,
+}
+
+impl Entry {
+    /// Asks `limiter` for a place; `None` when the call is refused (the
+    /// refusal is counted).
+    #[inline]
+    pub(crate) fn ask(limiter: Option<&Limiter>) -> Option<Entry> {
+        let Some(limiter) = limiter else {
+            return Some(Entry::Free);
+        };
+        let queue = limiter.queue_length();
+        // With a queue, a new call does not pass calls already waiting.
+        if (queue == 0 || !limiter.has_waiters()) && limiter.try_enter() {
+            return Some(Entry::Admitted);
+        }
+        if queue > 0 {
+            return Some(Entry::Queued);
+        }
+        limiter.refuse();
+        None
+    }
+
+    /// The call's place under `limiter` (the one it asked) when it has one
+    /// at once; `None` when it must wait in the queue first
+    /// ([`enter`](Self::enter)).
+    #[inline]
+    pub(crate) fn at_once(self, limiter: Option<&Arc<Limiter>>) -> Option<Held> {
+        match (self, limiter) {
+            (Entry::Admitted, Some(l)) => Some(Held(Some(l.clone()))),
+            (Entry::Queued, Some(_)) => None,
+            _ => Some(Held::none()),
+        }
+    }
+
+    /// The call's place under `limiter` (the one it asked), once it has
+    /// one: at once, or after waiting in the queue; [`Error::Overloaded`]
+    /// when the wait fails.
+    pub(crate) async fn enter(self, limiter: Option<Arc<Limiter>>) -> Result<Held, Error> {
+        match (self, limiter) {
+            (Entry::Admitted, Some(l)) => Ok(Held(Some(l))),
+            (Entry::Queued, Some(l)) if l.wait_for_room().await => Ok(Held(Some(l))),
+            (Entry::Queued, Some(_)) => Err(Error::Overloaded),
+            _ => Ok(Held::none()),
+        }
+    }
+}
+
+/// A call's place under the channel's limit (or none, without a limit):
+/// given back when dropped.
+pub(crate) struct Held(Option<Arc<Limiter>>);
+
+impl Held {
+    /// No place (a call under no limit, or one whose place is settled).
+    #[inline]
+    pub(crate) const fn none() -> Held {
+        Held(None)
+    }
+
+    /// Whether the call holds a place.
+    #[inline]
+    pub(crate) fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Ends the place: `outcome` is the classifier's for the attempt that
+    /// ended the call, `timed_out` whether the call ended in a timeout (the
+    /// attempt's or the deadline), `rtt` how long the answering attempt
+    /// ran and `now` when it ended.
+    #[inline]
+    pub(crate) fn settle(mut self, outcome: Outcome, timed_out: bool, rtt: Duration, now: Instant) {
+        let Some(limiter) = self.0.take() else {
+            return;
+        };
+        if timed_out || outcome.is_overloaded() {
+            limiter.leave_after(true, rtt, now);
+        } else if outcome.is_success() {
+            limiter.leave_after(false, rtt, now);
+        } else {
+            // Any other failure says nothing about overload.
+            limiter.leave();
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(limiter) = self.0.take() {
+            limiter.leave();
+        }
+    }
+}
