@@ -29,13 +29,18 @@
 //! endpoints, all of weight 1000, or weighted as a deterministic aperture
 //! weighs them: 11 whole and two halves, so P2C draws by weight), and
 //! `aperture` (a call on a channel with that aperture: `towline/13`'s
-//! counterpart).
+//! counterpart); `timeout`, `deadline`, `retry`, `breaker`, `hedge` (each
+//! policy alone, as in benches/policy.rs); `towline64/N` and `buffer64/N`
+//! split the calls over 64 tasks on a 2-worker runtime (a channel clone per
+//! task, and tower's `Buffer<Balance<PeakEwma>>`), for CPU time
+//! (`scripts/cputime`; under callgrind the threads run one at a time).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tower::balance::p2c::Balance;
+use tower::buffer::Buffer;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwma};
 use tower::{Service, ServiceExt};
@@ -125,6 +130,38 @@ fn picks(name: &str, size: usize, picks: u64) {
     }
 }
 
+/// `n` calls split over 64 tasks, each with its own clone of `svc`.
+async fn spread<S>(svc: S, n: u64)
+where
+    S: Service<u64, Response = u64> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug,
+    S::Future: Send,
+{
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let mut svc = svc.clone();
+            tokio::spawn(async move { calls(&mut svc, n.div_ceil(64)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+fn tower_balance(size: usize) -> Balance<ServiceList<Vec<PeakEwma<Echo>>>, u64> {
+    let services = (0..size)
+        .map(|_| {
+            PeakEwma::new(
+                Echo,
+                Duration::from_millis(30),
+                Duration::from_secs(10).as_nanos() as f64,
+                CompleteOnResponse::default(),
+            )
+        })
+        .collect::<Vec<_>>();
+    Balance::new(ServiceList::new(services))
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let config = args.next().expect("usage: instructions CONFIG CALLS");
@@ -139,13 +176,21 @@ fn main() {
         let (name, size) = rest.split_once('/').expect("pick/BALANCER/N");
         return picks(name, size.parse().expect("endpoint count"), n);
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let (kind, size) = match config.split_once('/') {
         Some((k, s)) => (k, s.parse::<usize>().expect("endpoint count")),
         None => (config.as_str(), 8),
+    };
+    let rt = if kind.ends_with("64") {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
     };
     rt.block_on(async move {
         match kind {
@@ -163,41 +208,36 @@ fn main() {
                 }
                 calls(&mut channel, n).await
             }
-            "tower" => {
-                let services = (0..size)
-                    .map(|_| {
-                        PeakEwma::new(
-                            Echo,
-                            Duration::from_millis(30),
-                            Duration::from_secs(10).as_nanos() as f64,
-                            CompleteOnResponse::default(),
-                        )
-                    })
-                    .collect::<Vec<_>>();
-                let mut balance = Balance::new(ServiceList::new(services));
-                calls(&mut balance, n).await
-            }
-            "towline" | "bare" | "full" | "throttle" | "limit" | "limit_fixed" => {
+            "tower" => calls(&mut tower_balance(size), n).await,
+            "buffer64" => spread(Buffer::new(tower_balance(size), 1024), n).await,
+            "towline" | "towline64" | "bare" | "full" | "timeout" | "deadline" | "retry"
+            | "breaker" | "hedge" | "throttle" | "limit" | "limit_fixed" => {
                 let builder = Channel::builder(|_: &Endpoint| Echo)
                     .discover(Static::new(addrs(size)))
-                    .balancer(P2c::peak_ewma());
-                let builder = if kind == "limit" {
-                    builder.concurrency_limit(LimitSettings::default())
-                } else if kind == "limit_fixed" {
-                    builder.concurrency_limit(LimitSettings::new(LimitAlgorithm::Fixed(1000)))
-                } else if kind == "full" || kind == "throttle" {
-                    builder
-                        .replayer(CloneReplay)
+                    .balancer(P2c::peak_ewma())
+                    .replayer(CloneReplay);
+                let hedge = || {
+                    HedgeSettings::default().with_delay(HedgeDelay::Fixed(Duration::from_secs(1)))
+                };
+                // As benches/policy.rs: each policy alone, and all of them
+                // (`throttle`: all of them and adaptive throttling).
+                let builder = match kind {
+                    "full" | "throttle" => builder
                         .timeout(Duration::from_secs(1))
                         .deadline(Duration::from_secs(5))
                         .retry(RetrySettings::default())
                         .circuit_breaker(BreakerSettings::default())
-                        .hedge(
-                            HedgeSettings::default()
-                                .with_delay(HedgeDelay::Fixed(Duration::from_secs(1))),
-                        )
-                } else {
-                    builder
+                        .hedge(hedge()),
+                    "timeout" => builder.timeout(Duration::from_secs(1)),
+                    "deadline" => builder.deadline(Duration::from_secs(5)),
+                    "retry" => builder.retry(RetrySettings::default()),
+                    "breaker" => builder.circuit_breaker(BreakerSettings::default()),
+                    "hedge" => builder.hedge(hedge()),
+                    "limit" => builder.concurrency_limit(LimitSettings::default()),
+                    "limit_fixed" => {
+                        builder.concurrency_limit(LimitSettings::new(LimitAlgorithm::Fixed(1000)))
+                    }
+                    _ => builder,
                 };
                 let builder = if kind == "throttle" {
                     builder.throttle(ThrottleSettings::default())
@@ -208,7 +248,11 @@ fn main() {
                 while channel.endpoints().len() < size {
                     tokio::task::yield_now().await;
                 }
-                calls(&mut channel, n).await
+                if kind == "towline64" {
+                    spread(channel, n).await
+                } else {
+                    calls(&mut channel, n).await
+                }
             }
             other => panic!("unknown configuration {other}"),
         }

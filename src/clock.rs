@@ -13,11 +13,13 @@ pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// About 30 years: what [`later`] gives for a length too long for `Instant`.
+pub(crate) const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
 /// `start + length` for a limit or a due time, saturating: a length too
 /// long for `Instant` (settings accept up to `Duration::MAX`) gives an
 /// instant about 30 years on, which never comes, instead of a panic.
 pub(crate) fn later(start: Instant, length: Duration) -> Instant {
-    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
     start
         .checked_add(length)
         .unwrap_or_else(|| start.checked_add(FAR).unwrap_or(start))

@@ -17,7 +17,7 @@ use tower::Service;
 use tracing::Span;
 
 use super::info::AttemptInfo;
-use super::inner::Inner;
+use super::inner::Hook;
 use super::slot::Slot;
 use crate::BoxError;
 use crate::balance::{AttemptEnd, End};
@@ -28,9 +28,12 @@ use crate::policy::drive::{self, Finished, Step};
 use crate::policy::into_error;
 
 /// One attempt in flight (see the [module docs](self)).
+///
+/// It holds a reference on its endpoint's slot and nothing else of the
+/// channel: the classifier is reached through the slot's shared state, so
+/// a bare call touches no reference count but the slot's.
 #[pin_project(PinnedDrop)]
-pub(crate) struct Attempt<'a, Req, S: Service<Req>> {
-    inner: &'a Inner<Req, S>,
+pub(crate) struct Attempt<Req, S: Service<Req>> {
     slot: Arc<Slot<S>>,
     number: u32,
     #[pin]
@@ -44,7 +47,7 @@ pub(crate) struct Attempt<'a, Req, S: Service<Req>> {
     span: Span,
 }
 
-impl<'a, Req, S> Attempt<'a, Req, S>
+impl<Req, S> Attempt<Req, S>
 where
     S: Service<Req> + Clone,
 {
@@ -53,8 +56,9 @@ where
     /// `placed`: it holds a place under the endpoint's concurrency limit,
     /// given back when it ends.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(crate) fn new(
-        inner: &'a Inner<Req, S>,
+        hook: Option<&Hook<Req>>,
         slot: Arc<Slot<S>>,
         mut req: Req,
         number: u32,
@@ -65,7 +69,7 @@ where
         placed: bool,
         call: &Span,
     ) -> Self {
-        if let Some(hook) = &inner.on_attempt {
+        if let Some(hook) = hook {
             let info = AttemptInfo::new(slot.endpoint.addr, number, kind, started, cut);
             hook(&mut req, &info);
         }
@@ -84,7 +88,6 @@ where
         };
         slot.begin();
         Attempt {
-            inner,
             step: Step::new(slot.service.clone(), req),
             slot,
             number,
@@ -97,7 +100,14 @@ where
     }
 }
 
-impl<Req, S> drive::Attempt for Attempt<'_, Req, S>
+impl<Req, S: Service<Req>> Attempt<Req, S> {
+    /// The endpoint's slot.
+    pub(crate) fn slot(&self) -> &Arc<Slot<S>> {
+        &self.slot
+    }
+}
+
+impl<Req, S> drive::Attempt for Attempt<Req, S>
 where
     S: Service<Req> + Send + Sync + 'static,
     S::Response: 'static,
@@ -132,7 +142,7 @@ where
     }
 }
 
-impl<Req, S> Future for Attempt<'_, Req, S>
+impl<Req, S> Future for Attempt<Req, S>
 where
     S: Service<Req> + Send + Sync + 'static,
     S::Response: 'static,
@@ -140,6 +150,7 @@ where
 {
     type Output = Finished<S::Response>;
 
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let answer = {
@@ -152,7 +163,9 @@ where
         };
         let at = crate::clock::now();
         let elapsed = at.saturating_duration_since(*this.started);
-        let outcome = this.inner.classify.classify(&result);
+        let classifier = &slot.state.classifier;
+        let classify = classifier.get::<S::Response, S::Error>();
+        let outcome = classify.classify(&result);
         slot.leave();
         let admission = this.admission.take();
         let end = AttemptEnd::new(End::Response(outcome), elapsed, at);
@@ -160,7 +173,7 @@ where
             slot.leave_limit(&end);
         }
         match &mut result {
-            Ok(response) if this.inner.defers => {
+            Ok(response) if classifier.defers() => {
                 let answered = Answered {
                     elapsed,
                     at,
@@ -168,11 +181,11 @@ where
                 };
                 let sink: Arc<dyn OutcomeSink> = this.slot.clone();
                 let report = OutcomeReport::new(sink, answered, outcome);
-                this.inner.classify.defer(response, report);
+                classify.defer(response, report);
             }
             _ => slot.record(&end, admission),
         }
-        this.inner.note_service_error(slot, result.is_err());
+        slot.note_service_error(result.is_err());
         this.span.record("outcome", outcome_name(outcome));
         Poll::Ready(Finished {
             number: *this.number,
@@ -185,7 +198,7 @@ where
 }
 
 #[pinned_drop]
-impl<Req, S: Service<Req>> PinnedDrop for Attempt<'_, Req, S> {
+impl<Req, S: Service<Req>> PinnedDrop for Attempt<Req, S> {
     fn drop(self: Pin<&mut Self>) {
         let this = self.project();
         if this.step.is_done() {

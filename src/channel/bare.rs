@@ -1,21 +1,41 @@
 //! The bare call path: no policy, one attempt on one picked endpoint.
+//!
+//! The endpoint is picked when the call is made ([`start`]), under a
+//! short-lived guard of the current snapshot, and the call's future holds
+//! only that endpoint's slot: no reference on the snapshot (which every
+//! core would contend on) and none on the channel. The clock is read twice:
+//! when the call is made and when the answer comes.
+//!
+//! While the endpoint set is empty the call waits for discovery instead
+//! ([`wait_then_call`]), holding the channel until an endpoint is known.
+//!
+//! Under the channel's concurrency limit, a call admitted at once takes the
+//! same path with its place ([`Held`]) in its future, settled when the
+//! answer comes; a call that must queue waits for its place first
+//! ([`queued`]), then picks.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use pin_project::pin_project;
 use tower::Service;
 use tracing::Span;
 
 use super::attempt::{Attempt, outcome_name};
-use super::inner::Handle;
-use super::limits::Entry;
+use super::engine::{Boxed, CallFuture, Plain, boxed, boxed_in_place};
+use super::inner::Inner;
+use super::limits::{Entry, Held};
 use super::slot::Slot;
 use super::state::ChannelState;
 use super::table::Snapshot;
 use crate::balance::PickContext;
 use crate::classify::Outcome;
 use crate::policy::call::{AttemptKind, Ended};
+use crate::policy::limit::Limiter;
 use crate::rng::with_thread_rng;
 use crate::{BoxError, Error};
 
@@ -29,11 +49,9 @@ fn pick<S>(
     state: &ChannelState,
 ) -> Option<Arc<Slot<S>>> {
     let balancer = snapshot.balancer_for(key);
-    let at = PickContext {
-        now: at,
-        key,
-        ramps: Some(&snapshot.shared.ramps),
-    };
+    let at = PickContext::new(at)
+        .with_key(key)
+        .with_ramps(&snapshot.shared.ramps);
     let picked = if state.ejected() == 0 {
         // Nothing ejected: no endpoint needs a look before it is picked.
         with_thread_rng(|rng| balancer.pick(&at, snapshot, &|_| true, rng))
@@ -44,64 +62,279 @@ fn pick<S>(
     picked.map(|i| snapshot.slot(i).clone())
 }
 
-/// A call with no policy but, perhaps, the channel's concurrency limit: one
-/// attempt on one picked endpoint.
-///
-/// The pick happens under a short-lived guard of the current snapshot and
-/// only the picked slot is kept for the call, so a call never touches the
-/// snapshot's reference count, which every core would contend on. The
-/// clock is read twice: at the start and when the answer comes; the
-/// limiter's sample is made of those two readings.
-pub(crate) async fn bare<Req, S>(
-    handle: Arc<Handle<Req, S>>,
+/// A call with no policy, made now in `span` (the call span) holding
+/// `place` (`()` without a limit, or its place under the channel's limit):
+/// picks its endpoint and sends its attempt now, or waits for discovery
+/// while the set is empty.
+pub(crate) fn start<Req, S, P>(
+    inner: &Arc<Inner<Req, S>>,
     req: Req,
     span: Span,
-    entry: Entry,
-) -> Result<S::Response, Error>
+    place: P,
+) -> Boxed<S::Response>
 where
+    Req: Send + 'static,
     S: Service<Req> + Clone + Send + Sync + 'static,
-    S::Response: 'static,
-    S::Error: Into<BoxError> + 'static,
+    S::Response: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    S::Future: Send + 'static,
+    P: CallEnd + Send + 'static,
 {
-    let place = entry.enter(handle.limiter.as_deref()).await?;
-    let inner = &*handle.inner;
     let start = crate::clock::now();
     let key = inner.key(&req);
     let picked = {
         let current = inner.table.current();
         (!current.is_empty()).then(|| pick(&current, start, key, &inner.state))
     };
-    let picked = match picked {
-        Some(picked) => picked,
-        // Empty table: wait for discovery (the slow path).
-        None => pick(&*inner.populated().await?, start, key, &inner.state),
-    };
-    let Some(slot) = picked else {
+    match picked {
+        Some(Some(slot)) => {
+            let make = |at: *mut Bare<Req, S, P>, span: &Span| {
+                let bare = Bare::new(inner, slot, req, start, place, span);
+                // SAFETY: `at` is the box's place for the call.
+                unsafe { at.write(bare) }
+            };
+            // SAFETY: `make` writes the call.
+            unsafe { boxed_in_place(span, make) }
+        }
+        Some(None) => {
+            // The place, if any, is given back here, without a sample.
+            drop(place);
+            let error = inner.no_endpoint();
+            boxed(span, Plain(async move { Err(error) }))
+        }
+        None => {
+            let wait = wait_then_call(inner.clone(), req, start, span.clone(), place);
+            boxed(span, Plain(wait))
+        }
+    }
+}
+
+/// A call with no policy that waits in the channel's queue (`entry` is
+/// [`Entry::Queued`] under `limiter`) for its place, then picks and sends;
+/// [`Error::Overloaded`] when the wait fails. The call's duration runs
+/// from when it has its place.
+pub(crate) async fn queued<Req, S>(
+    inner: Arc<Inner<Req, S>>,
+    limiter: Arc<Limiter>,
+    entry: Entry,
+    req: Req,
+    span: Span,
+) -> Result<S::Response, Error>
+where
+    Req: Send,
+    S: Service<Req> + Clone + Send + Sync + 'static,
+    S::Response: 'static,
+    S::Error: Into<BoxError> + 'static,
+    S::Future: Send,
+{
+    let place = entry.enter(Some(limiter)).await?;
+    wait_then_call(inner, req, crate::clock::now(), span, place).await
+}
+
+/// A call made while the endpoint set was empty (or after a wait for its
+/// place): waits for discovery (up to the initial wait), then sends its
+/// attempt. The call's duration runs from `start`; its attempt's, from
+/// when it is sent.
+async fn wait_then_call<Req, S, P>(
+    inner: Arc<Inner<Req, S>>,
+    req: Req,
+    start: Instant,
+    span: Span,
+    place: P,
+) -> Result<S::Response, Error>
+where
+    Req: Send,
+    S: Service<Req> + Clone + Send + Sync + 'static,
+    S::Response: 'static,
+    S::Error: Into<BoxError> + 'static,
+    S::Future: Send,
+    P: CallEnd + Send,
+{
+    let key = inner.key(&req);
+    let snapshot = inner.populated().await?;
+    let now = crate::clock::now();
+    let Some(slot) = pick(&snapshot, now, key, &inner.state) else {
         return Err(inner.no_endpoint());
     };
-    let attempt = Attempt::new(
-        inner,
-        slot,
-        req,
-        1,
-        AttemptKind::First,
-        start,
-        None,
-        None,
-        false,
-        &span,
-    );
-    let finished = attempt.await;
-    let (outcome, timed_out) = match finished.ended {
-        Ended::Answered(outcome) => (outcome, false),
-        Ended::TimedOut => (Outcome::Failure { retryable: true }, true),
-    };
-    place.settle(outcome, timed_out, finished.elapsed, finished.at);
-    inner.state.metrics.record_call(outcome, finished.elapsed);
-    span.record("outcome", outcome_name(outcome));
-    // A response the classifier called a failure is still the caller's
-    // answer when nothing else will be tried.
-    finished
-        .result
-        .unwrap_or_else(|| Err(Error::inner("an attempt without a time limit timed out")))
+    drop(snapshot);
+    let end = (start, place);
+    let mut bare = std::pin::pin!(Bare::new(&inner, slot, req, now, end, &span));
+    std::future::poll_fn(|cx| bare.as_mut().poll_in(cx, &span)).await
+}
+
+/// What a bare call does when its attempt ends, besides returning: where
+/// its duration starts, and the place it gives back.
+pub(crate) trait CallEnd {
+    /// Ends the call whose attempt ran `elapsed` until `at` and ended with
+    /// `outcome` (`timed_out`: it was cut); returns the call's duration.
+    fn end(
+        &mut self,
+        outcome: Outcome,
+        timed_out: bool,
+        elapsed: Duration,
+        at: Instant,
+    ) -> Duration;
+}
+
+/// The call started with its attempt and holds no place (the usual case:
+/// nothing to keep).
+impl CallEnd for () {
+    #[inline]
+    fn end(&mut self, _: Outcome, _: bool, elapsed: Duration, _: Instant) -> Duration {
+        elapsed
+    }
+}
+
+/// The call started at this instant, before its attempt: it waited for
+/// discovery, or for its place.
+impl CallEnd for Instant {
+    fn end(&mut self, _: Outcome, _: bool, _: Duration, at: Instant) -> Duration {
+        at.saturating_duration_since(*self)
+    }
+}
+
+/// The call's place under the channel's limit, settled with the attempt's
+/// outcome and time (the call started with its attempt).
+impl CallEnd for Held {
+    #[inline]
+    fn end(
+        &mut self,
+        outcome: Outcome,
+        timed_out: bool,
+        elapsed: Duration,
+        at: Instant,
+    ) -> Duration {
+        std::mem::replace(self, Held::none()).settle(outcome, timed_out, elapsed, at);
+        elapsed
+    }
+}
+
+/// Both: the first says where the call started.
+impl<A: CallEnd, B: CallEnd> CallEnd for (A, B) {
+    fn end(
+        &mut self,
+        outcome: Outcome,
+        timed_out: bool,
+        elapsed: Duration,
+        at: Instant,
+    ) -> Duration {
+        self.1.end(outcome, timed_out, elapsed, at);
+        self.0.end(outcome, timed_out, elapsed, at)
+    }
+}
+
+/// A bare call's one attempt.
+#[pin_project]
+pub(crate) struct Bare<Req, S: Service<Req>, C> {
+    #[pin]
+    attempt: Attempt<Req, S>,
+    end: C,
+}
+
+impl<Req, S, C> Bare<Req, S, C>
+where
+    S: Service<Req> + Clone,
+{
+    /// The call's attempt on `slot`, sent at `sent`; `end` ends the call
+    /// (see [`CallEnd`]).
+    #[inline(always)]
+    fn new(
+        inner: &Inner<Req, S>,
+        slot: Arc<Slot<S>>,
+        req: Req,
+        sent: Instant,
+        end: C,
+        span: &Span,
+    ) -> Self {
+        let _entered = (!span.is_disabled()).then(|| span.enter());
+        let attempt = Attempt::new(
+            inner.on_attempt.as_ref(),
+            slot,
+            req,
+            1,
+            AttemptKind::First,
+            sent,
+            None,
+            None,
+            false,
+            span,
+        );
+        drop(_entered);
+        Bare { attempt, end }
+    }
+}
+
+impl<Req, S, C> CallFuture for Bare<Req, S, C>
+where
+    Req: Send,
+    S: Service<Req> + Send + Sync + 'static,
+    S::Response: 'static,
+    S::Error: Into<BoxError> + 'static,
+    S::Future: Send,
+    C: CallEnd + Send,
+{
+    type Response = S::Response;
+
+    fn poll_in(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        span: &Span,
+    ) -> Poll<Result<S::Response, Error>> {
+        let mut this = self.project();
+        let finished = std::task::ready!(this.attempt.as_mut().poll(cx));
+        let (outcome, timed_out) = match finished.ended {
+            Ended::Answered(outcome) => (outcome, false),
+            Ended::TimedOut => (Outcome::Failure { retryable: true }, true),
+        };
+        let took = this
+            .end
+            .end(outcome, timed_out, finished.elapsed, finished.at);
+        let state = &this.attempt.as_ref().get_ref().slot().state;
+        state.metrics.record_call(outcome, took);
+        if !span.is_disabled() {
+            span.record("outcome", outcome_name(outcome));
+        }
+        // A response the classifier called a failure is still the caller's
+        // answer when nothing else will be tried.
+        Poll::Ready(
+            finished
+                .result
+                .unwrap_or_else(|| Err(Error::inner("an attempt without a time limit timed out"))),
+        )
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[derive(Clone)]
+    struct E;
+    impl tower::Service<u64> for E {
+        type Response = u64;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<u64, std::convert::Infallible>>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, r: u64) -> Self::Future {
+            std::future::ready(Ok(r))
+        }
+    }
+    #[test]
+    fn sizes() {
+        use std::mem::size_of;
+        eprintln!(
+            "Bare {} Attempt {} Step {} Span {} Admission {} Finished {} Error {} Outcome {}",
+            size_of::<super::Bare<u64, E, ()>>(),
+            size_of::<super::Attempt<u64, E>>(),
+            size_of::<crate::policy::drive::Step<E, u64>>(),
+            size_of::<tracing::Span>(),
+            size_of::<Option<crate::policy::breaker::Admission>>(),
+            size_of::<crate::policy::drive::Finished<u64>>(),
+            size_of::<crate::Error>(),
+            size_of::<crate::classify::Outcome>(),
+        );
+    }
 }

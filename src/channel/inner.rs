@@ -8,11 +8,9 @@ use tower::Service;
 
 use super::info::AttemptInfo;
 use super::settings::ChannelPolicy;
-use super::slot::Slot;
 use super::state::ChannelState;
 use super::table::{Snapshot, Table};
 use crate::Error;
-use crate::classify::Classify;
 use crate::policy::limit::Limiter;
 use crate::policy::replay::Replay;
 
@@ -22,13 +20,11 @@ pub(crate) type Hook<Req> = Box<dyn Fn(&mut Req, &AttemptInfo) + Send + Sync>;
 /// Extracts a request's hash key, for the keyed balancer.
 pub(crate) type HashKey<Req> = Box<dyn Fn(&Req) -> Option<u64> + Send + Sync>;
 
-/// State shared by all clones of a channel.
+/// State shared by all clones of a channel (the classifier is in the
+/// untyped [`ChannelState`], where attempts reach it through their slot).
 pub(crate) struct Inner<Req, S: Service<Req>> {
     pub(crate) state: Arc<ChannelState>,
     pub(crate) table: Arc<Table<S>>,
-    pub(crate) classify: Box<dyn Classify<S::Response, S::Error>>,
-    /// The classifier defers outcomes (asked once, at build).
-    pub(crate) defers: bool,
     pub(crate) replay: Option<Box<dyn Replay<Req>>>,
     pub(crate) on_attempt: Option<Hook<Req>>,
     /// The key extractor, when the channel has a keyed balancer.
@@ -61,26 +57,6 @@ impl<Req, S: Service<Req>> Inner<Req, S> {
             .populated(self.initial_wait, &state.name, || state.request_refresh())
             .await
     }
-
-    /// Notes whether `slot`'s service failed outright (not a response
-    /// classified as failure), and asks discovery to look again when every
-    /// endpoint's last attempt did: the set may be stale. The scan runs only
-    /// on an error, and only when the channel has a refresh hint.
-    pub(crate) fn note_service_error(&self, slot: &Slot<S>, error: bool) {
-        if slot.erroring.load(Ordering::Relaxed) != error {
-            slot.erroring.store(error, Ordering::Relaxed);
-        }
-        if error
-            && self.state.has_refresh_hint()
-            && self
-                .table
-                .current()
-                .slots()
-                .all(|s| s.erroring.load(Ordering::Relaxed))
-        {
-            self.state.request_refresh();
-        }
-    }
 }
 
 /// One clone's own reference to the shared state, with its own copy of the
@@ -91,9 +67,10 @@ impl<Req, S: Service<Req>> Inner<Req, S> {
 /// settings change, the clone's next call makes a new handle.
 pub(crate) struct Handle<Req, S: Service<Req>> {
     pub(crate) inner: Arc<Inner<Req, S>>,
-    /// The settings of calls made through this handle; `None` when no
-    /// policy is on (the bare path).
-    pub(crate) settings: Option<ChannelPolicy>,
+    /// The settings of calls made through this handle.
+    pub(crate) settings: ChannelPolicy,
+    /// No policy is on: calls take the bare path.
+    pub(crate) bare: bool,
     /// The version of `settings`.
     pub(crate) version: u64,
     /// The channel's concurrency limiter, when these settings set a limit.
@@ -105,11 +82,11 @@ impl<Req, S: Service<Req>> Handle<Req, S> {
     pub(crate) fn new(inner: Arc<Inner<Req, S>>) -> Self {
         let state = &inner.state;
         let version = state.version.load(Ordering::Acquire);
-        let settings = state.settings.load();
+        let settings = (**state.settings.load()).clone();
         let limiter = state.limiter(&settings);
-        let settings = (!settings.is_bare()).then(|| (**settings).clone());
         Handle {
             inner,
+            bare: settings.is_bare(),
             settings,
             version,
             limiter,

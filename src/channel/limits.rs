@@ -12,10 +12,12 @@
 //! any other failure nothing. A call dropped by its caller gives its place
 //! back without a sample.
 //!
-//! The place is a borrow of the limiter the call's handle holds, not a
-//! reference count of its own: an admitted call costs the limiter's two
-//! atomic updates (take, give back) and nothing more.
+//! The place owns a reference to the limiter, so that a call's future can
+//! keep it without borrowing the handle it was made on (the bare call's
+//! future holds no handle at all): an admitted call costs the limiter's two
+//! atomic updates (take, give back) and that reference count's two.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::classify::Outcome;
@@ -53,26 +55,42 @@ impl Entry {
         None
     }
 
+    /// The call's place under `limiter` (the one it asked) when it has one
+    /// at once; `None` when it must wait in the queue first
+    /// ([`enter`](Self::enter)).
+    #[inline]
+    pub(crate) fn at_once(self, limiter: Option<&Arc<Limiter>>) -> Option<Held> {
+        match (self, limiter) {
+            (Entry::Admitted, Some(l)) => Some(Held(Some(l.clone()))),
+            (Entry::Queued, Some(_)) => None,
+            _ => Some(Held::none()),
+        }
+    }
+
     /// The call's place under `limiter` (the one it asked), once it has
     /// one: at once, or after waiting in the queue; [`Error::Overloaded`]
     /// when the wait fails.
-    #[inline]
-    pub(crate) async fn enter(self, limiter: Option<&Limiter>) -> Result<Held<'_>, Error> {
-        let limiter = match (self, limiter) {
-            (Entry::Admitted, Some(l)) => l,
-            (Entry::Queued, Some(l)) if l.wait_for_room().await => l,
-            (Entry::Queued, Some(_)) => return Err(Error::Overloaded),
-            _ => return Ok(Held(None)),
-        };
-        Ok(Held(Some(limiter)))
+    pub(crate) async fn enter(self, limiter: Option<Arc<Limiter>>) -> Result<Held, Error> {
+        match (self, limiter) {
+            (Entry::Admitted, Some(l)) => Ok(Held(Some(l))),
+            (Entry::Queued, Some(l)) if l.wait_for_room().await => Ok(Held(Some(l))),
+            (Entry::Queued, Some(_)) => Err(Error::Overloaded),
+            _ => Ok(Held::none()),
+        }
     }
 }
 
 /// A call's place under the channel's limit (or none, without a limit):
 /// given back when dropped.
-pub(crate) struct Held<'a>(Option<&'a Limiter>);
+pub(crate) struct Held(Option<Arc<Limiter>>);
 
-impl Held<'_> {
+impl Held {
+    /// No place (a call under no limit, or one whose place is settled).
+    #[inline]
+    pub(crate) const fn none() -> Held {
+        Held(None)
+    }
+
     /// Whether the call holds a place.
     #[inline]
     pub(crate) fn is_held(&self) -> bool {
@@ -99,7 +117,7 @@ impl Held<'_> {
     }
 }
 
-impl Drop for Held<'_> {
+impl Drop for Held {
     fn drop(&mut self) {
         if let Some(limiter) = self.0.take() {
             limiter.leave();

@@ -1,6 +1,6 @@
 //! A call under the channel's policies: the call machine
 //! ([`crate::policy::call`]) driven by [`Drive`], with attempts on
-//! endpoints of the table chosen by [`choose`].
+//! endpoints of the table chosen by [`choose()`].
 //!
 //! Each attempt picks from the current endpoint set; the call remembers
 //! the endpoints it tried by identity, so a retry avoids them even if the
@@ -16,9 +16,9 @@ use tracing::Span;
 
 use super::attempt::{Attempt, outcome_name};
 use super::choose::{self, Candidates, choose};
-use super::inner::{Handle, Inner};
+use super::engine::{Boxed, Plain, boxed, boxed_in_place};
+use super::inner::Handle;
 use super::limits::{Entry, Held};
-use super::settings::ChannelPolicy;
 use super::table::Snapshot;
 use crate::balance::PickContext;
 use crate::error::{BoxError, Error};
@@ -53,35 +53,59 @@ impl<S> Candidates for Snapshot<S> {
     }
 }
 
-/// Where a channel call's attempts go.
-struct Endpoints<'a, Req, S: Service<Req>> {
-    inner: &'a Inner<Req, S>,
-    settings: &'a ChannelPolicy,
+/// Where a channel call's attempts go: the channel (through this clone's
+/// handle, whose settings the call follows), and the call's start, span,
+/// key and place.
+struct Endpoints<Req, S: Service<Req>> {
+    handle: Arc<Handle<Req, S>>,
     start: Instant,
-    span: &'a Span,
+    span: Span,
     /// Adaptive throttling refused an attempt of this call.
     throttled: Cell<bool>,
     /// The request's hash key: every attempt of the call picks by it.
     key: Option<u64>,
     /// The call's place under the channel's limit, settled with its result.
-    place: Cell<Option<Held<'a>>>,
+    place: Cell<Option<Held>>,
     /// The last attempt found endpoints but none with room under its
     /// limit.
     full: Cell<bool>,
 }
 
-impl<'a, Req: 'static, S> Dispatch<Req> for Endpoints<'a, Req, S>
+impl<Req, S: Service<Req>> Endpoints<Req, S> {
+    /// The endpoints of a call of `req` started at `start`, holding
+    /// `place` under the channel's limit (if any).
+    #[inline(always)]
+    fn new(
+        handle: Arc<Handle<Req, S>>,
+        req: &Req,
+        start: Instant,
+        span: Span,
+        place: Option<Held>,
+    ) -> Self {
+        Endpoints {
+            key: handle.inner.key(req),
+            handle,
+            start,
+            span,
+            throttled: Cell::new(false),
+            place: Cell::new(place.filter(Held::is_held)),
+            full: Cell::new(false),
+        }
+    }
+}
+
+impl<Req: 'static, S> Dispatch<Req> for Endpoints<Req, S>
 where
     S: Service<Req> + Clone + Send + Sync + 'static,
     S::Response: 'static,
     S::Error: Into<BoxError> + 'static,
 {
     type Response = S::Response;
-    type Attempt = Attempt<'a, Req, S>;
+    type Attempt = Attempt<Req, S>;
 
     fn rules(&self) -> Rules<'_> {
-        let settings = self.settings;
-        let state = &*self.inner.state;
+        let settings = &self.handle.settings;
+        let state = &*self.handle.inner.state;
         Rules {
             timeout: settings.timeout(),
             deadline: settings.deadline(),
@@ -100,6 +124,7 @@ where
         }
     }
 
+    #[inline]
     fn send(
         &self,
         call: &Call,
@@ -107,8 +132,10 @@ where
         req: Req,
         now: Instant,
     ) -> Result<(Self::Attempt, Option<usize>), NotSent> {
-        let state = &self.inner.state;
-        if self.settings.throttle().is_some()
+        let inner = &*self.handle.inner;
+        let settings = &self.handle.settings;
+        let state = &inner.state;
+        if settings.throttle().is_some()
             && state
                 .throttle
                 .admit(now, || with_thread_rng(|rng| rng.unit()))
@@ -120,14 +147,14 @@ where
             return Err(NotSent::NoEndpoint);
         }
         let rules = choose::Rules {
-            breakers: self.settings.breaker().is_some(),
+            breakers: settings.breaker().is_some(),
             panic: state.panicking(),
             none_ejected: state.ejected() == 0,
-            limits: self.settings.endpoint_concurrency_limit().is_some(),
+            limits: settings.endpoint_concurrency_limit().is_some(),
         };
         // The current set, under a short-lived guard: the call holds only
         // the slots it sends to, and its tried set survives a new set.
-        let snapshot = self.inner.table.current();
+        let snapshot = inner.table.current();
         let at = PickContext::new(now)
             .with_key(self.key)
             .with_ramps(&snapshot.shared.ramps);
@@ -152,7 +179,7 @@ where
         drop(snapshot);
         let id = Arc::as_ptr(&slot) as usize;
         let attempt = Attempt::new(
-            self.inner,
+            inner.on_attempt.as_ref(),
             slot,
             req,
             send.number,
@@ -161,13 +188,13 @@ where
             send.cut,
             chosen.admission,
             chosen.placed,
-            self.span,
+            &self.span,
         );
         Ok((attempt, Some(id)))
     }
 
     fn replay(&self, req: &Req) -> Option<Req> {
-        self.inner.replay.as_ref()?.replay(req)
+        self.handle.inner.replay.as_ref()?.replay(req)
     }
 
     fn no_endpoint(&self) -> Error {
@@ -177,14 +204,14 @@ where
             return Error::Throttled;
         }
         if self.full.get() {
-            self.inner.state.endpoints_full();
+            self.handle.inner.state.endpoints_full();
             return Error::Overloaded;
         }
-        self.inner.no_endpoint()
+        self.handle.inner.no_endpoint()
     }
 
     fn on_sent(&self, kind: AttemptKind) {
-        let state = &self.inner.state;
+        let state = &self.handle.inner.state;
         state.retry_metrics.attempts.increment(1);
         match kind {
             AttemptKind::Retry => state.retry_metrics.retries.increment(1),
@@ -194,7 +221,7 @@ where
     }
 
     fn on_refused(&self, which: Refused) {
-        let state = &self.inner.state;
+        let state = &self.handle.inner.state;
         match which {
             Refused::Retry => state.retry_metrics.budget_exhausted.increment(1),
             Refused::Hedge => state.hedge_metrics.budget_exhausted.increment(1),
@@ -202,7 +229,7 @@ where
     }
 
     fn on_finish(&self, call: &Call, now: Instant, took: Option<Duration>) {
-        let state = &self.inner.state;
+        let state = &self.handle.inner.state;
         if call.answered_by() == Some(AttemptKind::Hedge) {
             state.hedge_metrics.won.increment(1);
         }
@@ -227,40 +254,85 @@ where
     }
 }
 
-/// A call under the channel's policies.
-pub(crate) async fn call<Req: 'static, S>(
+/// A call under the channel's policies, made now in `span` (the call
+/// span), holding `place` under the channel's limit (if any). The deadline
+/// runs from now, also while the call waits for a first endpoint.
+pub(crate) fn start<Req, S>(
     handle: Arc<Handle<Req, S>>,
     req: Req,
     span: Span,
+    place: Option<Held>,
+) -> Boxed<S::Response>
+where
+    Req: Send + 'static,
+    S: Service<Req> + Clone + Send + Sync + 'static,
+    S::Response: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let start = crate::clock::now();
+    if !handle.inner.table.is_populated() {
+        let wait = wait_then_call(handle, req, start, span.clone(), place);
+        return boxed(span, Plain(wait));
+    }
+    let make = |at: *mut Plain<Drive<Endpoints<Req, S>, Req>>, span: &Span| {
+        let endpoints = Endpoints::new(handle, &req, start, span.clone(), place);
+        // SAFETY: `Drive::init` fully initializes the only field of the
+        // `Plain` at `at`, the box's place for the call.
+        unsafe {
+            Drive::init(
+                std::ptr::addr_of_mut!((*at).0),
+                endpoints,
+                req,
+                start,
+                start,
+            )
+        }
+    };
+    // SAFETY: `make` writes the call.
+    unsafe { boxed_in_place(span, make) }
+}
+
+/// A call under the channel's policies that waits in the channel's queue
+/// (`entry` is [`Entry::Queued`] under `limiter`) for its place first;
+/// [`Error::Overloaded`] when the wait fails. The deadline runs from when
+/// it has its place.
+pub(crate) async fn queued<Req: 'static, S>(
+    handle: Arc<Handle<Req, S>>,
+    limiter: Arc<Limiter>,
     entry: Entry,
+    req: Req,
+    span: Span,
 ) -> Result<S::Response, Error>
 where
     S: Service<Req> + Clone + Send + Sync + 'static,
     S::Response: 'static,
     S::Error: Into<BoxError> + 'static,
 {
-    let place = entry.enter(handle.limiter.as_deref()).await?;
-    let inner = &*handle.inner;
-    let start = crate::clock::now();
-    let now = if inner.table.is_populated() {
+    let place = entry.enter(Some(limiter)).await?;
+    wait_then_call(handle, req, crate::clock::now(), span, Some(place)).await
+}
+
+/// A call made while the endpoint set was empty (or after a wait for its
+/// place): waits for discovery if it must, then runs.
+async fn wait_then_call<Req: 'static, S>(
+    handle: Arc<Handle<Req, S>>,
+    req: Req,
+    start: Instant,
+    span: Span,
+    place: Option<Held>,
+) -> Result<S::Response, Error>
+where
+    S: Service<Req> + Clone + Send + Sync + 'static,
+    S::Response: 'static,
+    S::Error: Into<BoxError> + 'static,
+{
+    let now = if handle.inner.table.is_populated() {
         start
     } else {
-        // Empty table: wait for discovery; the deadline runs from the start.
-        inner.populated().await?;
+        handle.inner.populated().await?;
         crate::clock::now()
     };
-    let Some(settings) = &handle.settings else {
-        return Err(Error::inner("a resilient call without settings"));
-    };
-    let endpoints = Endpoints {
-        inner,
-        settings,
-        start,
-        span: &span,
-        throttled: Cell::new(false),
-        key: inner.key(&req),
-        place: Cell::new(place.is_held().then_some(place)),
-        full: Cell::new(false),
-    };
+    let endpoints = Endpoints::new(handle, &req, start, span, place);
     Drive::new(endpoints, req, start, now).await
 }

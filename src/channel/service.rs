@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use tower::Service;
 
 use super::engine::{EndpointInfo, Engine, ResponseFuture};
+use super::state::ChannelState;
 use super::tuning::PolicyHandle;
 use crate::Error;
 
@@ -18,17 +19,29 @@ use crate::Error;
 /// connector by [`Channel::builder`], which checks every bound once, at
 /// [`build`](super::Builder::build).
 pub struct Channel<Req, Resp> {
+    /// This clone's handle.
     engine: Arc<dyn Engine<Req, Resp>>,
+    /// The shared state, whose settings version each call checks.
+    state: Arc<ChannelState>,
+    /// The version of the handle's settings.
+    version: u64,
+    /// The handle's settings are bare (no policy).
+    bare: bool,
 }
 
 impl<Req, Resp> Channel<Req, Resp> {
     pub(crate) fn from_engine(engine: Arc<dyn Engine<Req, Resp>>) -> Self {
-        Channel { engine }
+        Channel {
+            state: engine.state().clone(),
+            version: engine.version(),
+            bare: engine.is_bare(),
+            engine,
+        }
     }
 
     /// The channel's name (the `channel` metric label).
     pub fn name(&self) -> &str {
-        &self.engine.state().name
+        &self.state.name
     }
 
     /// A point-in-time view of every endpoint in the current set, ordered by
@@ -41,7 +54,7 @@ impl<Req, Resp> Channel<Req, Resp> {
     /// state, budgets and the latency window are kept.
     pub fn policy_handle(&self) -> PolicyHandle {
         PolicyHandle {
-            state: self.engine.state().clone(),
+            state: self.state.clone(),
             table: self.engine.table(),
         }
     }
@@ -75,12 +88,18 @@ impl<Req, Resp> Service<Req> for Channel<Req, Resp> {
         Poll::Ready(Ok(()))
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         // New settings: a new handle for this clone (calls in flight keep
         // theirs).
-        if self.engine.version() != self.engine.state().version.load(Ordering::Acquire) {
-            self.engine = self.engine.fork();
+        if self.version != self.state.version.load(Ordering::Acquire) {
+            *self = Channel::from_engine(self.engine.fork());
         }
-        self.engine.clone().call(req)
+        if self.bare {
+            // The call's future holds no reference on the handle.
+            self.engine.call_bare(req)
+        } else {
+            self.engine.clone().call(req)
+        }
     }
 }

@@ -221,28 +221,33 @@ impl ChannelPolicy {
     }
 
     /// The per-attempt timeout: the channel's, else the retry settings'.
+    #[inline]
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
             .or_else(|| self.retry.as_ref().and_then(|r| r.attempt_timeout()))
     }
 
     /// The call deadline: the channel's, else the retry settings'.
+    #[inline]
     pub fn deadline(&self) -> Option<Duration> {
         self.deadline
             .or_else(|| self.retry.as_ref().and_then(|r| r.deadline()))
     }
 
     /// The retry settings, if retries are on.
+    #[inline]
     pub fn retry(&self) -> Option<&RetrySettings> {
         self.retry.as_ref()
     }
 
     /// The hedging settings, if hedging is on.
+    #[inline]
     pub fn hedge(&self) -> Option<&HedgeSettings> {
         self.hedge.as_ref()
     }
 
     /// The breaker settings, if breakers are on.
+    #[inline]
     pub fn breaker(&self) -> Option<&BreakerSettings> {
         self.breaker.as_ref()
     }

@@ -82,6 +82,21 @@ impl<S> Slot<S> {
         self.metrics.in_flight.decrement(1.0);
     }
 
+    /// Notes whether this endpoint's service failed outright (not a
+    /// response classified as failure), and asks discovery to look again
+    /// when every endpoint's last attempt did: the set may be stale. The
+    /// scan runs only on an error, and only when the channel has a refresh
+    /// hint.
+    #[inline]
+    pub(crate) fn note_service_error(&self, error: bool) {
+        if self.erroring.load(Ordering::Relaxed) != error {
+            self.erroring.store(error, Ordering::Relaxed);
+        }
+        if error && self.state.has_refresh_hint() && self.state.all_erroring() {
+            self.state.request_refresh();
+        }
+    }
+
     /// Records how an attempt ended: on the load (through the channel's
     /// balancer), the counters and metrics of an answer, and the breaker
     /// whose admission it holds (a timeout is a failure there, a

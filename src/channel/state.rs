@@ -2,6 +2,7 @@
 //! budgets, the latency window, metric handles, the balancer that learns
 //! from attempts, and ejection bookkeeping.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -14,6 +15,7 @@ use super::ejection::{Health, Plan, plan};
 use super::settings::ChannelPolicy;
 use super::table::SetShared;
 use crate::balance::Balancer;
+use crate::classify::{Classify, DefaultClassify};
 use crate::discover::RefreshHint;
 use crate::error::BuildError;
 use crate::metrics::ChannelMetrics;
@@ -41,6 +43,44 @@ pub(crate) trait Endpoints: Send + Sync {
     /// not change in between: both run under the ejection lock, as does
     /// publishing).
     fn apply(&self, plan: &Plan);
+    /// True when every current endpoint's last attempt failed outright.
+    fn all_erroring(&self) -> bool;
+}
+
+/// The channel's classifier, its types erased so that the shared state
+/// (which names no request or response type) can own it. An attempt
+/// reaches it through its endpoint's slot: a call in flight then holds a
+/// reference on that slot only, not on the channel.
+pub(crate) struct Classifier {
+    /// A `Box<dyn Classify<Resp, E>>`.
+    any: Box<dyn Any + Send + Sync>,
+    defers: bool,
+}
+
+impl Classifier {
+    pub(crate) fn new<Resp: 'static, E: 'static>(classify: Box<dyn Classify<Resp, E>>) -> Self {
+        Classifier {
+            defers: classify.defers(),
+            any: Box::new(classify),
+        }
+    }
+
+    /// The classifier for results `Result<Resp, E>`: the channel's (a
+    /// channel's attempts all have the types it was built with), else the
+    /// default.
+    #[inline]
+    pub(crate) fn get<Resp: 'static, E: 'static>(&self) -> &dyn Classify<Resp, E> {
+        match self.any.downcast_ref::<Box<dyn Classify<Resp, E>>>() {
+            Some(classify) => &**classify,
+            None => &DefaultClassify,
+        }
+    }
+
+    /// The classifier defers outcomes (asked once, when it was set).
+    #[inline]
+    pub(crate) fn defers(&self) -> bool {
+        self.defers
+    }
 }
 
 /// State shared by a channel's clones, its slots and its discovery task.
@@ -65,6 +105,8 @@ pub(crate) struct ChannelState {
     pub(crate) retry_metrics: RetryMetrics,
     pub(crate) hedge_metrics: HedgeMetrics,
     pub(crate) metrics: ChannelMetrics,
+    /// How attempts' results are classified (set by the builder).
+    pub(crate) classifier: Classifier,
     /// The balancer as configured: it records attempt ends on loads (each
     /// snapshot has its own rebuilt copy for picks).
     pub(crate) balancer: Arc<dyn Balancer>,
@@ -140,6 +182,7 @@ impl ChannelState {
             retry_metrics: RetryMetrics::register(&label()),
             hedge_metrics: HedgeMetrics::register(&label()),
             metrics: ChannelMetrics::new(name),
+            classifier: Classifier::new::<(), ()>(Box::new(DefaultClassify)),
             balancer,
             shared,
             breakers: policy.breaker().is_some(),
@@ -263,6 +306,11 @@ impl ChannelState {
     /// Whether the channel was given a refresh hint.
     pub(crate) fn has_refresh_hint(&self) -> bool {
         self.refresh.is_some()
+    }
+
+    /// True when every current endpoint's last attempt failed outright.
+    pub(crate) fn all_erroring(&self) -> bool {
+        self.table.upgrade().is_some_and(|t| t.all_erroring())
     }
 
     /// A breaker for a new endpoint, when the channel has breakers.

@@ -255,6 +255,12 @@ impl<S: Send + Sync + 'static> Endpoints for Table<S> {
             .collect()
     }
 
+    fn all_erroring(&self) -> bool {
+        self.current()
+            .slots()
+            .all(|s| s.erroring.load(Ordering::Relaxed))
+    }
+
     fn apply(&self, plan: &Plan) {
         let current = self.current();
         let mut now = None;

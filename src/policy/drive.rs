@@ -220,6 +220,41 @@ impl<D: Dispatch<Req>, Req> Drive<D, Req> {
         }
     }
 
+    /// Writes at `this` the drive [`new`](Self::new) would return, field
+    /// by field: a driver is large (the machine, an attempt, a timer), and
+    /// made on the stack it would be copied whole into its box.
+    ///
+    /// # Safety
+    ///
+    /// `this` must be valid for writes and aligned; on return the drive
+    /// there is fully initialized (and not yet pinned).
+    #[inline(always)]
+    pub(crate) unsafe fn init(
+        this: *mut Self,
+        dispatch: D,
+        req: Req,
+        start: Instant,
+        now: Instant,
+    ) {
+        use std::ptr::addr_of_mut;
+        // SAFETY: the caller gives a writable, aligned place; every field
+        // is written once.
+        unsafe {
+            addr_of_mut!((*this).call).write(Call::new(&dispatch.rules(), start));
+            addr_of_mut!((*this).dispatch).write(dispatch);
+            addr_of_mut!((*this).first).write(None);
+            addr_of_mut!((*this).hedges).write(Vec::new());
+            addr_of_mut!((*this).timer).write(None);
+            addr_of_mut!((*this).timer_at).write(None);
+            addr_of_mut!((*this).template).write(Some(req));
+            addr_of_mut!((*this).kept).write(None);
+            addr_of_mut!((*this).now).write(now);
+            addr_of_mut!((*this).took).write(None);
+            addr_of_mut!((*this).quick).write(start == now);
+            addr_of_mut!((*this).answered_in).write(None);
+        }
+    }
+
     /// The machine (for a future's `Debug`).
     pub(crate) fn call(&self) -> &Call {
         &self.call
@@ -273,14 +308,15 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
             let mut sent = false;
             loop {
                 let action = this.call.poll(*this.now, &rules);
-                match action {
+                // Borrowed, not moved: the fields are read one by one.
+                match &action {
                     Action::Send(send) => {
-                        let Some(req) = request(this.call, this.dispatch, this.template, &send)
+                        let Some(req) = request(this.call, this.dispatch, this.template, send)
                         else {
                             this.call.on_not_sent(send.number, NotSent::NotReplayable);
                             continue;
                         };
-                        match dispatch.send(this.call, &send, req, *this.now) {
+                        match dispatch.send(this.call, send, req, *this.now) {
                             Ok((attempt, endpoint)) => {
                                 this.call.on_sent(send.number, endpoint);
                                 dispatch.on_sent(send.kind);
@@ -289,12 +325,15 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                                 } else {
                                     first.set(Some(attempt));
                                 }
+                                // Poll it before asking the machine again:
+                                // an answer at once ends the round.
                                 sent = true;
+                                break;
                             }
                             Err(why) => this.call.on_not_sent(send.number, why),
                         }
                     }
-                    Action::Cut { number, at } => {
+                    &Action::Cut { number, at } => {
                         if let Some(a) = first.as_mut().as_pin_mut()
                             && a.number() == number
                         {
@@ -322,9 +361,9 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                             out,
                         );
                     }
-                    Action::Refused(which) => dispatch.on_refused(which),
+                    &Action::Refused(which) => dispatch.on_refused(which),
                     Action::Wait => break,
-                    Action::Finish(finish) => {
+                    &Action::Finish(finish) => {
                         // Every attempt still pending loses: dropped, which
                         // cancels it.
                         if let Some(a) = first.as_mut().as_pin_mut() {
@@ -346,7 +385,7 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                 }
             }
             if sent {
-                // Poll the new attempts once, so that they can wake us.
+                // Poll the new attempt once, so that it can wake us.
                 continue;
             }
             let Some(at) = this.call.next_timer() else {
@@ -375,6 +414,7 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
 }
 
 /// Hands one ended attempt to the machine and keeps its answer.
+#[inline(always)]
 fn feed<T>(
     call: &mut Call,
     rules: &Rules,

@@ -201,11 +201,19 @@ impl HedgeState {
     /// When the next extra attempt is due for a call started at `started`,
     /// or `None` when no more will be sent.
     pub fn next_at(&self, settings: &HedgeSettings, started: Instant) -> Option<Instant> {
+        self.next_after(settings)
+            .map(|after| super::later(started, after))
+    }
+
+    /// How long after the call (or round) started the next extra attempt
+    /// is due, or `None` when no more will be sent.
+    #[inline]
+    pub fn next_after(&self, settings: &HedgeSettings) -> Option<Duration> {
         let delay = self.delay?;
         if self.stopped || self.sent >= settings.max_extra {
             return None;
         }
-        Some(super::later(started, delay.saturating_mul(self.sent + 1)))
+        Some(delay.saturating_mul(self.sent + 1))
     }
 
     /// Decides at `now`, when a hedge is due, whether to send it.

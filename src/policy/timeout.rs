@@ -50,24 +50,30 @@ pub(crate) fn positive(setting: &'static str, d: Duration) -> Result<Duration, B
 }
 
 /// The overall deadline of one call: a start and a length.
+///
+/// The instant it passes is computed when asked for: a call that ends
+/// before it waits never needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline {
-    at: Instant,
+    start: Instant,
     length: Duration,
 }
 
 impl Deadline {
     /// A deadline `length` after `start`.
+    #[inline]
     pub fn new(start: Instant, length: Duration) -> Self {
-        Deadline {
-            at: super::later(start, length),
-            length,
-        }
+        Deadline { start, length }
+    }
+
+    /// When the deadline started running.
+    pub fn start(&self) -> Instant {
+        self.start
     }
 
     /// The instant the deadline passes.
     pub fn at(&self) -> Instant {
-        self.at
+        super::later(self.start, self.length)
     }
 
     /// The deadline's length as configured.
@@ -77,12 +83,17 @@ impl Deadline {
 
     /// Time left at `now` (zero once passed).
     pub fn remaining(&self, now: Instant) -> Duration {
-        self.at.saturating_duration_since(now)
+        self.at().saturating_duration_since(now)
     }
 
     /// True once `now` has reached the deadline.
+    #[inline]
     pub fn is_expired(&self, now: Instant) -> bool {
-        now >= self.at
+        // At its start (a call's first round) no addition is needed.
+        if now <= self.start && !self.length.is_zero() {
+            return false;
+        }
+        now >= self.at()
     }
 
     /// True when an attempt started after waiting `pause` from `now` would

@@ -34,6 +34,7 @@
 //! channel's decision, made through the filter it passes; it is not part of
 //! these checks.
 
+mod eligible;
 mod model;
 
 use std::time::Duration;

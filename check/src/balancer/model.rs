@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::eligible::{Eligible, gcd};
 use super::{BalancerKind, BalancerOp, MAX_ENDPOINTS, WRR_SKIPPED_TURNS};
 use crate::{Violation, ensure};
 use towline::balance::{
@@ -32,8 +33,7 @@ pub(super) struct Model<'a> {
     /// Weights the balancer was last rebuilt with; `None` when the set has
     /// changed since (a stale balancer).
     built_for: Option<Vec<u32>>,
-    /// Weights of the last rebuild, stale or not (what a weighted
-    /// balancer's tables still hold).
+    /// Weights of the last rebuild, stale or not (a weighted table's).
     last_built: Vec<u32>,
     slots: Vec<Slot>,
     tracked: BTreeMap<u64, Tracked>,
@@ -250,9 +250,8 @@ impl<'a> Model<'a> {
             }
             eligible(&self.slots, exclude, i)
         };
-        // P2C rebuilt for this set with unequal weights draws its candidates
-        // by weight (an alias table): their order is not the uniform pair's,
-        // so only the checks that hold for any pick apply to it.
+        // P2C built with unequal weights draws its pair by weight, not as
+        // the uniform `sample_pair`: only the checks for any pick apply.
         let w = &self.last_built;
         let by_weight = w.len() == n && w.windows(2).any(|p| p[0] != p[1]);
         let p2c = self.kind.p2c().filter(|_| !by_weight);
@@ -466,42 +465,10 @@ fn eligible(slots: &[Slot], exclude: u64, i: usize) -> bool {
     i < slots.len() && !slots[i].ejected && (i >= 64 || exclude & (1 << i) == 0)
 }
 
-/// The eligible indices as a bit set (sets hold at most 64 endpoints).
-#[derive(Clone, Copy)]
-struct Eligible(u64);
-
-impl Eligible {
-    fn contains(self, i: &usize) -> bool {
-        *i < 64 && self.0 & (1 << i) != 0
-    }
-    fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-    fn len(self) -> usize {
-        self.0.count_ones() as usize
-    }
-    fn iter(self) -> impl Iterator<Item = usize> {
-        (0..64).filter(move |i| self.contains(i))
-    }
-}
-
-impl std::fmt::Debug for Eligible {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
-
 fn eligible_indices(slots: &[Slot], exclude: u64) -> Eligible {
     Eligible(
         (0..slots.len())
             .filter(|&i| eligible(slots, exclude, i))
             .fold(0, |m, i| m | (1 << i)),
     )
-}
-
-fn gcd(mut a: u64, mut b: u64) -> u64 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
 }

@@ -13,7 +13,7 @@ use super::inner::{Handle, HashKey, Hook, Inner};
 use super::keyed::{Built, Keyed};
 use super::service::Channel;
 use super::settings::ChannelPolicy;
-use super::state::{ChannelState, Endpoints};
+use super::state::{ChannelState, Classifier, Endpoints};
 use super::table::{SetShared, Table};
 use super::writer::{Connect, TableWriter};
 use crate::balance::{Balancer, ConsistentHash, P2c};
@@ -369,7 +369,7 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
         let shared = Arc::new(SetShared::new(crate::clock::now(), bounded));
         let table = Arc::new(Table::<S>::new(&*balancer, shared.clone()));
         let weak = Arc::downgrade(&table);
-        let state = Arc::new(ChannelState::new(
+        let mut state = ChannelState::new(
             &self.name,
             self.policy,
             self.replay.is_some(),
@@ -377,7 +377,9 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
             balancer,
             shared,
             weak as std::sync::Weak<dyn Endpoints>,
-        ));
+        );
+        state.classifier = Classifier::new(self.classify);
+        let state = Arc::new(state);
         let (built_tx, mut built_rx) = tokio::sync::mpsc::unbounded_channel::<Built>();
         let keyed = hash.map(|h| Keyed::new(h, built_tx));
         let mut writer = TableWriter::new(table.clone(), self.connect, state.clone(), keyed);
@@ -431,12 +433,9 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
                 }
             }
         });
-        let defers = self.classify.defers();
         let inner = Arc::new(Inner {
             state,
             table,
-            classify: self.classify,
-            defers,
             replay: self.replay,
             on_attempt: self.on_attempt,
             hash_key,

@@ -179,6 +179,19 @@ impl BreakerCore {
         Some(Transition { from, to, open_for })
     }
 
+    /// True when recording a success of the current generation that was
+    /// not slow would change nothing: closed with a full window of such
+    /// successes (so no failure in a row either), or held closed (which
+    /// counts nothing). [`CircuitBreaker`](super::CircuitBreaker) then
+    /// skips its lock for such a success.
+    pub fn success_changes_nothing(&self) -> bool {
+        match self.state {
+            BreakerState::Closed => self.consecutive == 0 && self.window.full_of_successes(),
+            BreakerState::ForcedClosed => true,
+            _ => false,
+        }
+    }
+
     /// True when a call at `now` would be admitted, without taking a
     /// permit (used to filter endpoints before picking one).
     pub fn would_admit(&self, now: Instant) -> bool {

@@ -89,20 +89,44 @@ use crate::classify::Outcome;
 use crate::error::BuildError;
 use crate::rng::with_thread_rng;
 
+/// The slow-call duration of `settings` in nanoseconds; `u64::MAX` with
+/// the trigger off.
+fn slow_ns(settings: &BreakerSettings) -> u64 {
+    settings
+        .slow_call
+        .map_or(u64::MAX, |(after, _)| crate::clock::nanos(after))
+}
+
 /// A circuit breaker shared by many tasks (wrap it in an `Arc`).
 ///
 /// While closed, [`try_acquire`](Self::try_acquire) reads two atomics and
-/// takes no lock; reporting a result and every other state take a short
-/// lock around the [`BreakerCore`].
+/// takes no lock. Reporting a success that would change nothing (the
+/// breaker is closed and its count window holds only successes, see
+/// [`BreakerCore::success_changes_nothing`]) reads two atomics and takes no
+/// lock either; every other report and state change takes a short lock
+/// around the [`BreakerCore`]. Every trigger stays exact: a skipped success
+/// is one that, recorded under the lock, would have left the core as it
+/// was.
 pub struct CircuitBreaker {
     core: Mutex<BreakerCore>,
     state: AtomicU8,
     generation: AtomicU64,
+    /// The generation while a success of it changes nothing, else
+    /// [`NOT_QUIET`]; written under the lock after every change of the
+    /// core, so a success that reads it is ordered before or after each
+    /// locked change as a whole.
+    quiet: AtomicU64,
+    /// The slow-call duration in nanoseconds (`u64::MAX` with the trigger
+    /// off): a slow success is counted as slow, never skipped.
+    slow_ns: AtomicU64,
     events: watch::Sender<BreakerState>,
     name: String,
     /// `towline_breaker_state`: the state's [`BreakerState::gauge_value`].
     gauge: Gauge,
 }
+
+/// No skipped successes (generations never reach this value).
+const NOT_QUIET: u64 = u64::MAX;
 
 impl fmt::Debug for CircuitBreaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -153,9 +177,11 @@ impl CircuitBreaker {
         let gauge = metrics::gauge!(BREAKER_STATE, labels);
         gauge.set(BreakerState::Closed.gauge_value());
         Ok(CircuitBreaker {
+            slow_ns: AtomicU64::new(slow_ns(&settings)),
             core: Mutex::new(BreakerCore::new(settings)),
             state: AtomicU8::new(BreakerState::Closed.code()),
             generation: AtomicU64::new(0),
+            quiet: AtomicU64::new(NOT_QUIET),
             events: watch::channel(BreakerState::Closed).0,
             name,
             gauge,
@@ -186,7 +212,10 @@ impl CircuitBreaker {
     /// when its shape is unchanged). Invalid settings are refused.
     pub fn set_settings(&self, settings: BreakerSettings) -> Result<(), BuildError> {
         settings.validate()?;
-        self.core.lock().set_settings(settings);
+        let mut core = self.core.lock();
+        self.slow_ns.store(slow_ns(&settings), Ordering::Relaxed);
+        core.set_settings(settings);
+        self.publish(&core, None);
         Ok(())
     }
 
@@ -219,6 +248,13 @@ impl CircuitBreaker {
         elapsed: Duration,
         now: Instant,
     ) -> Option<Transition> {
+        if outcome.is_success()
+            && admission.generation == self.quiet.load(Ordering::Acquire)
+            && crate::clock::nanos(elapsed) < self.slow_ns.load(Ordering::Relaxed)
+        {
+            // Recorded under the lock, it would change nothing.
+            return None;
+        }
         let mut core = self.core.lock();
         let transition =
             core.record_drawing(admission, !outcome.is_success(), elapsed, now, &mut || {
@@ -231,7 +267,9 @@ impl CircuitBreaker {
     /// Gives back the admission of a call abandoned before it finished.
     pub fn release(&self, admission: Admission) {
         if admission.probe {
-            self.core.lock().release(admission);
+            let mut core = self.core.lock();
+            core.release(admission);
+            self.publish(&core, None);
         }
     }
 
@@ -256,9 +294,19 @@ impl CircuitBreaker {
         self.publish(&core, t);
     }
 
-    /// Makes a transition visible: atomics, gauge, log, subscribers.
-    /// Called with the core locked, so transitions publish in order.
+    /// Makes a change of the core visible: whether a success changes
+    /// nothing now, and a transition's atomics, gauge, log and
+    /// subscribers. Called with the core locked after every change, so
+    /// changes publish in order.
     fn publish(&self, core: &BreakerCore, transition: Option<Transition>) {
+        let quiet = if core.success_changes_nothing() {
+            core.generation()
+        } else {
+            NOT_QUIET
+        };
+        if self.quiet.load(Ordering::Relaxed) != quiet {
+            self.quiet.store(quiet, Ordering::Release);
+        }
         let Some(t) = transition else { return };
         self.generation.store(core.generation(), Ordering::Release);
         self.state.store(t.to.code(), Ordering::Release);

@@ -432,3 +432,57 @@ fn random_call_sequences_keep_the_invariants() {
         "{opens} opens, {closes_from_half_open} closes"
     );
 }
+
+#[test]
+fn successes_skipped_without_the_lock_are_exactly_those_the_core_would_not_notice() {
+    let failed = Outcome::Failure { retryable: true };
+    let windows = [
+        (Window::Count(1), 1, None),
+        (Window::Count(4), 2, None),
+        (Window::Count(20), 5, Some((10 * MS, 0.5))),
+        (Window::Time(S), 3, None),
+    ];
+    for (window, min_calls, slow) in windows {
+        let settings = BreakerSettings::default()
+            .with_consecutive_failures(Some(3))
+            .with_failure_rate(Some(0.5))
+            .with_slow_calls(slow)
+            .with_window(window)
+            .with_min_calls(min_calls)
+            .with_open_time(S, 2.0, 8 * S)
+            .with_open_jitter(0.0)
+            .with_probes(2);
+        // The shared breaker against its core alone, fed the same calls.
+        let shared = CircuitBreaker::new(settings.clone()).unwrap();
+        let mut core = BreakerCore::new(settings);
+        let mut rng = Rng::seeded(11);
+        let mut now = Instant::now();
+        let mut skipped = 0;
+        for step in 0..20_000 {
+            now += MS * rng.below(300) as u32;
+            let admission = shared.try_acquire(now);
+            assert_eq!(admission, core.try_acquire(now).0, "{window:?} step {step}");
+            let Some(admission) = admission else {
+                continue;
+            };
+            let fails = rng.below(8) == 0;
+            let took = if rng.below(16) == 0 { 30 * MS } else { MS };
+            let outcome = if fails { failed } else { Outcome::Success };
+            let slow_call = slow.is_some_and(|(after, _)| took >= after);
+            if !fails && !slow_call && shared.quiet.load(Ordering::Relaxed) == admission.generation
+            {
+                // Skipped: the core must not notice this success.
+                assert!(core.success_changes_nothing(), "{window:?} step {step}");
+                skipped += 1;
+            }
+            let got = shared.record(admission, outcome, took, now);
+            let want = core.record(admission, fails, took, now, &mut rng);
+            assert_eq!(got, want, "{window:?} step {step}");
+            assert_eq!(shared.state(), core.state(), "{window:?} step {step}");
+        }
+        match window {
+            Window::Count(_) => assert!(skipped > 100, "{window:?}: {skipped} skipped"),
+            Window::Time(_) => assert_eq!(skipped, 0),
+        }
+    }
+}

@@ -62,6 +62,19 @@ impl OutcomeWindow {
         }
     }
 
+    /// True when one more call that neither failed nor was slow would
+    /// leave the window as it is: a count window that is full and holds
+    /// only such calls (its ring then reads the same from any position).
+    /// A time window counts each call in its slice, so never.
+    pub fn full_of_successes(&self) -> bool {
+        match self {
+            OutcomeWindow::Count {
+                ring, size, totals, ..
+            } => ring.len() == *size && totals.failures == 0 && totals.slow == 0,
+            OutcomeWindow::Time { .. } => false,
+        }
+    }
+
     pub fn clear(&mut self) {
         match self {
             OutcomeWindow::Count {

@@ -68,6 +68,7 @@
 //! [`Error::DeadlineExceeded`]: crate::Error::DeadlineExceeded
 
 mod outcome;
+mod pending;
 #[cfg(test)]
 mod tests;
 mod vocabulary;
@@ -75,6 +76,7 @@ mod vocabulary;
 use std::time::{Duration, Instant};
 
 pub use outcome::{Finish, Tried};
+use pending::{Pending, cut};
 pub use vocabulary::{
     Action, AttemptKind, Ended, Hedging, NotSent, Refused, Retrying, Rules, SendAttempt,
 };
@@ -97,16 +99,6 @@ enum Last {
     Answered,
     /// An attempt cut by this timeout (no result).
     Timeout(Duration),
-}
-
-/// An attempt in flight.
-#[derive(Debug, Clone, Copy)]
-struct Pending {
-    number: u32,
-    kind: AttemptKind,
-    started: Instant,
-    /// When it is cut, and by which limit (`None`: the deadline).
-    cut: Option<(Instant, Option<Duration>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,8 +125,9 @@ pub struct Call {
     sent: u32,
     tried: Tried,
     replayable: bool,
-    /// When the round's next hedge is due, if one may be sent.
-    hedge_next: Option<Instant>,
+    /// How long after the round's start its next hedge is due, if one may
+    /// be sent (the instant is computed only when it is needed).
+    hedge_next: Option<Duration>,
     last: Last,
     /// A refusal to report before the next decision.
     refused: Option<Refused>,
@@ -145,7 +138,7 @@ pub struct Call {
 impl Call {
     /// A call starting at `start`: its deadline runs from here, and it
     /// counts as one call in the budgets it may draw on.
-    #[inline]
+    #[inline(always)]
     pub fn new(rules: &Rules, start: Instant) -> Self {
         // Budgets made together share an epoch: one clock subtraction.
         let mut since: Option<(Instant, u64)> = None;
@@ -239,6 +232,11 @@ impl Call {
     }
 
     fn hedge_due(&self) -> Option<Instant> {
+        self.hedge_after()
+            .map(|after| later(self.round_start, after))
+    }
+
+    fn hedge_after(&self) -> Option<Duration> {
         self.hedge_next.filter(|_| self.replayable)
     }
 
@@ -281,9 +279,7 @@ impl Call {
             _ => None,
         };
         self.hedge = HedgeState::new(delay);
-        self.hedge_next = rules
-            .hedge
-            .and_then(|h| self.hedge.next_at(h.settings, now));
+        self.hedge_next = rules.hedge.and_then(|h| self.hedge.next_after(h.settings));
         let rounds_left = rules
             .retry
             .is_some_and(|r| self.retry.attempts() + 1 < r.settings.max_attempts());
@@ -292,20 +288,21 @@ impl Call {
     }
 
     fn maybe_hedge(&mut self, now: Instant, rules: &Rules) -> Action {
-        let (Some(h), Some(due)) = (&rules.hedge, self.hedge_due()) else {
+        let (Some(h), Some(after)) = (&rules.hedge, self.hedge_after()) else {
             return Action::Wait;
         };
-        if now < due {
+        // Not due at the round's start (no addition needed then).
+        if (now <= self.round_start && !after.is_zero()) || now < later(self.round_start, after) {
             return Action::Wait;
         }
         let step = self.hedge.on_due(h.settings, now, h.budget);
-        self.hedge_next = self.hedge.next_at(h.settings, self.round_start);
+        self.hedge_next = self.hedge.next_after(h.settings);
         match step {
             HedgeStep::Send => {
                 let rounds_left = rules
                     .retry
                     .is_some_and(|r| self.retry.attempts() + 1 < r.settings.max_attempts());
-                let last = !rounds_left && self.hedge_due().is_none();
+                let last = !rounds_left && self.hedge_after().is_none();
                 Action::Send(self.send(AttemptKind::Hedge, now, last, rules))
             }
             HedgeStep::BudgetExhausted => Action::Refused(Refused::Hedge),
@@ -315,14 +312,7 @@ impl Call {
 
     fn send(&mut self, kind: AttemptKind, now: Instant, last: bool, rules: &Rules) -> SendAttempt {
         self.sent += 1;
-        // The attempt timeout, capped by the deadline (as `attempt_limit`
-        // says), as instants: no clock subtraction.
-        let by_timeout = rules.timeout.map(|t| (later(now, t), Some(t)));
-        let by_deadline = self.deadline.map(|d| (d.at(), None));
-        let cut = match (by_timeout, by_deadline) {
-            (Some(t), Some(d)) => Some(if d.0 < t.0 { d } else { t }),
-            (t, d) => t.or(d),
-        };
+        let cut = cut(now, rules.timeout, self.deadline.as_ref());
         let pending = Pending {
             number: self.sent,
             kind,
