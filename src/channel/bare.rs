@@ -322,19 +322,12 @@ mod size_probe {
             std::future::ready(Ok(r))
         }
     }
+    /// A bare call over a small service stays at most 128 bytes, the size
+    /// below which its move into the box is copied inline rather than by
+    /// a library `memcpy` (measured 112 bytes).
     #[test]
-    fn sizes() {
-        use std::mem::size_of;
-        eprintln!(
-            "Bare {} Attempt {} Step {} Span {} Admission {} Finished {} Error {} Outcome {}",
-            size_of::<super::Bare<u64, E, ()>>(),
-            size_of::<super::Attempt<u64, E>>(),
-            size_of::<crate::policy::drive::Step<E, u64>>(),
-            size_of::<tracing::Span>(),
-            size_of::<Option<crate::policy::breaker::Admission>>(),
-            size_of::<crate::policy::drive::Finished<u64>>(),
-            size_of::<crate::Error>(),
-            size_of::<crate::classify::Outcome>(),
-        );
+    fn a_bare_call_is_small_enough_to_box_inline() {
+        let size = std::mem::size_of::<super::Bare<u64, E, ()>>();
+        assert!(size <= 128, "a bare call takes {size} bytes");
     }
 }
