@@ -95,8 +95,9 @@ fn the_failure_estimate_moves_by_its_gain_and_decays_when_idle() {
     load.observe(MS, t0, &d);
     let after = two * (1.0 - g);
     assert!((load.failure_rate(t0, &d) - after).abs() < 1e-12);
-    // Idle for one decay constant: exp(-1) of it is left.
-    let later = t0 + Duration::from_secs(10);
+    // Idle for a quarter of the decay constant: exp(-1) of it is left (the
+    // failure estimate decays four times as fast as the latency).
+    let later = t0 + Duration::from_millis(2_500);
     let left = load.failure_rate(later, &d);
     assert!((left - after * (-1f64).exp()).abs() < 1e-6, "{left}");
     // Successes bring it to exactly 0 once it is negligible, so that a
