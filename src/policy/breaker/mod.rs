@@ -29,7 +29,7 @@
 //! (hold the state until reset) and [`CircuitBreaker::reset`].
 //!
 //! Defaults in [`BreakerSettings`]: 5 consecutive failures, or 50% failures
-//! over the last 100 calls with at least 20; slow calls off; open 5 s × 2 up
+//! over the last 100 calls with at least 20; slow calls off; open 5 s × 1.5 up
 //! to 60 s, jitter 20%; 3 probes.
 //!
 //! The state is a gauge (`towline_breaker_state`, labelled `breaker` with

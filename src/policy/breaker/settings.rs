@@ -20,8 +20,11 @@ pub enum Window {
 ///
 /// Defaults: open after 5 consecutive failures, or a failure rate of 50%
 /// over the last 100 calls once 20 calls were seen; slow-call trigger off;
-/// open for 5 s, doubled per re-open with up to 20% jitter, capped at 60 s;
-/// 3 half-open probes.
+/// open for 5 s, 1.5 times as long per re-open (7.5 s, 11.25 s, …) with up
+/// to 20% jitter, capped at 60 s; 3 half-open probes. The growth is 1.5, not
+/// 2, so that a probe failing at the very end of an outage does not keep a
+/// recovered endpoint out for twice the base time (the chaos suite's 10 s
+/// stall came back to fair share after up to 8.8 s with 2).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerSettings {
     pub(super) consecutive_failures: Option<u32>,
@@ -42,7 +45,7 @@ impl Default for BreakerSettings {
             slow_call: None,
             window: Window::Count(100),
             min_calls: 20,
-            open: Backoff::from_parts(Duration::from_secs(5), 2.0, Duration::from_secs(60))
+            open: Backoff::from_parts(Duration::from_secs(5), 1.5, Duration::from_secs(60))
                 .with_jitter(Jitter::None),
             open_jitter: 0.2,
             probes: 3,
@@ -85,7 +88,7 @@ impl BreakerSettings {
     }
 
     /// Open time: `base × multiplier^k` for the `k`-th re-open in a row,
-    /// capped (default 5 s × 2 up to 60 s).
+    /// capped (default 5 s × 1.5 up to 60 s).
     pub fn with_open_time(mut self, base: Duration, multiplier: f64, cap: Duration) -> Self {
         self.open = Backoff::from_parts(base, multiplier, cap).with_jitter(Jitter::None);
         self
