@@ -398,6 +398,7 @@ fn the_channel_keeps_serving_while_dnsmasq_is_down() {
             );
             let reply = get(&mut channel).await.expect("served from the last set");
             assert_eq!(reply.status, 200);
+            // Each snapshot takes the increments since the one before.
             errors += counters(&metrics)
                 .get(LOOKUP_ERRORS_METRIC)
                 .copied()

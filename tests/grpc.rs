@@ -196,7 +196,6 @@ async fn grpc_timeout_carries_what_is_left_for_each_attempt() {
     // The retry is cut by the call's deadline, 1.5 s of which went to the
     // first attempt: at most 1.5 s left, under an attempt timeout.
     assert!(retry_timeout <= DEADLINE - SLOW + UNIT, "{retry_timeout:?}");
-    assert!(DEADLINE - SLOW < TIMEOUT);
     assert!(
         retry_timeout >= (sent + DEADLINE).saturating_duration_since(retry.at),
         "{retry_timeout:?} at {:?}",

@@ -26,7 +26,7 @@ use tower::Service;
 use tracing::Span;
 
 use super::attempt::{Attempt, outcome_name};
-use super::engine::{Boxed, CallFuture, Plain, boxed, boxed_in_place};
+use super::boxed::{Boxed, CallFuture, Plain, boxed, boxed_in_place};
 use super::inner::Inner;
 use super::limits::{Entry, Held};
 use super::slot::Slot;

@@ -65,6 +65,7 @@
 
 mod attempt;
 mod bare;
+mod boxed;
 mod builder;
 mod choose;
 mod ejection;
@@ -76,6 +77,7 @@ mod limits;
 mod resilient;
 mod service;
 mod settings;
+mod shared;
 mod slot;
 mod state;
 mod table;

@@ -15,8 +15,8 @@ use tower::Service;
 use tracing::Span;
 
 use super::attempt::{Attempt, outcome_name};
+use super::boxed::{Boxed, Plain, boxed, boxed_in_place};
 use super::choose::{self, Candidates, choose};
-use super::engine::{Boxed, Plain, boxed, boxed_in_place};
 use super::inner::Handle;
 use super::limits::{Entry, Held};
 use super::table::Snapshot;
@@ -171,8 +171,8 @@ where
         let Some(chosen) = picked else {
             // Endpoints there, but none with room: overloaded, not absent.
             self.throttled.set(false);
-            self.full
-                .set(rules.limits && snapshot.slots().any(|s| s.limiter.is_some()));
+            // With endpoint limits on, every slot has a limiter.
+            self.full.set(rules.limits);
             return Err(NotSent::NoEndpoint);
         };
         let slot = snapshot.slot(chosen.index).clone();

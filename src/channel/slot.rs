@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use super::shared::SetShared;
 use super::state::ChannelState;
-use super::table::SetShared;
 use crate::Endpoint;
 use crate::balance::{AttemptEnd, End, Load};
 use crate::classify::{Answered, Outcome, OutcomeSink};

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use super::ejection::{Health, Plan, plan};
 use super::settings::ChannelPolicy;
-use super::table::SetShared;
+use super::shared::SetShared;
 use crate::balance::Balancer;
 use crate::classify::{Classify, DefaultClassify};
 use crate::discover::RefreshHint;

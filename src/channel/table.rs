@@ -14,17 +14,18 @@
 //! not one reference count per endpoint.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::ejection::{Health, Plan};
+use super::shared::SetShared;
 use super::slot::Slot;
 use super::state::Endpoints;
-use crate::balance::{Balancer, ConsistentHash, EndpointSet, Load, LoadSet, Ramps};
+use crate::balance::{Balancer, ConsistentHash, EndpointSet, Load, LoadSet};
 use crate::discover::DiscoverError;
 use crate::error::Error;
 use crate::policy::breaker::CircuitBreaker;
@@ -36,29 +37,6 @@ const SHIFT: u32 = CHUNK.trailing_zeros();
 
 /// Up to [`CHUNK`] slots; every chunk of a snapshot but the last is full.
 pub(crate) type Chunk<S> = Vec<Arc<Slot<S>>>;
-
-/// What every snapshot of one channel shares with the table, its slots
-/// and its settings: the slow-start ramps, and the in-flight total that
-/// bounded loads need (kept only when the keyed balancer bounds loads).
-pub(crate) struct SetShared {
-    pub(crate) ramps: Ramps,
-    /// Attempts in flight on the set's endpoints, kept only when
-    /// `counts_in_flight` (each slot then holds this struct to count).
-    pub(crate) in_flight: AtomicU64,
-    pub(crate) counts_in_flight: bool,
-}
-
-impl SetShared {
-    /// Ramps timed from `epoch` (the epoch of every slot's load), and an
-    /// in-flight total when `count_in_flight`.
-    pub(crate) fn new(epoch: Instant, count_in_flight: bool) -> Self {
-        SetShared {
-            ramps: Ramps::new(epoch, None),
-            in_flight: AtomicU64::new(0),
-            counts_in_flight: count_in_flight,
-        }
-    }
-}
 
 /// One published endpoint set with its balancers.
 pub(crate) struct Snapshot<S> {

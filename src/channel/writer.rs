@@ -258,7 +258,7 @@ mod tests {
     ) -> (TableWriter<u16>, Builds) {
         let balancer: Arc<dyn crate::balance::Balancer> = Arc::new(RoundRobin::new());
         let bounded = hash.as_ref().is_some_and(|h| h.bounded_factor().is_some());
-        let shared = Arc::new(super::super::table::SetShared::new(
+        let shared = Arc::new(super::super::shared::SetShared::new(
             crate::clock::now(),
             bounded,
         ));

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::backend::{BackendSpec, Behaviour, Cold, Drift, Phase};
 use super::client::{Arrivals, ClientSpec, Keys};
-use super::convert_policy::{breaker, hedge, retry};
+use super::convert_policy::{breaker, err, hedge, retry};
 use super::format::*;
 use super::latency::Latency;
 use super::runner::{BalancerSpec, ConfigSpec, HashSpec, Stack, TowerLoad};
@@ -15,10 +15,6 @@ use crate::channel::ChannelPolicy;
 use crate::policy::throttle::ThrottleSettings;
 
 type Result<T> = std::result::Result<T, ScenarioError>;
-
-pub(super) fn err<T>(at: &str, message: impl std::fmt::Display) -> Result<T> {
-    Err(ScenarioError::new(format!("{at}: {message}")))
-}
 
 fn secs(d: Dur) -> f64 {
     d.0.as_secs_f64()

@@ -1,7 +1,6 @@
 //! The policy sections of a scenario's configurations (retry, hedging,
 //! breakers and their budgets), checked as the channel builder checks them.
 
-use super::convert::err;
 use super::format::*;
 use crate::policy::backoff::{Backoff, Jitter};
 use crate::policy::breaker::{BreakerSettings, Window};
@@ -10,6 +9,11 @@ use crate::policy::hedge::{HedgeDelay, HedgeSettings};
 use crate::policy::retry::RetrySettings;
 
 type Result<T> = std::result::Result<T, super::ScenarioError>;
+
+/// An error naming where in the file it is.
+pub(super) fn err<T>(at: &str, message: impl std::fmt::Display) -> Result<T> {
+    Err(super::ScenarioError::new(format!("{at}: {message}")))
+}
 
 fn budget(b: &FileBudget, default: BudgetSettings, at: &str) -> Result<BudgetSettings> {
     BudgetSettings::new(

@@ -253,7 +253,8 @@ impl<'a> Model<'a> {
         // P2C built with unequal weights draws its pair by weight, not as
         // the uniform `sample_pair`: only the checks for any pick apply.
         let w = &self.last_built;
-        let by_weight = w.len() == n && w.windows(2).any(|p| p[0] != p[1]);
+        let by_weight =
+            self.kind.p2c().is_some() && w.len() == n && w.windows(2).any(|p| p[0] != p[1]);
         let p2c = self.kind.p2c().filter(|_| !by_weight);
         let pair = p2c.map(|p| p.sample_pair(n, &filter, &mut self.rng.clone()));
         let set = Loads(&self.slots);
@@ -279,7 +280,9 @@ impl<'a> Model<'a> {
             step,
             "{name} picked {i}, which is removed, ejected or excluded (eligible {eligible:?} of {n})"
         );
-        if self.kind.is_weighted()
+        // Weighted balancers, and P2C drawing by weight, never pick weight 0
+        // while a positive weight is eligible.
+        if (self.kind.is_weighted() || by_weight)
             && let Some(weights) = &self.built_for
         {
             let positive = eligible.iter().any(|e| weights[e] > 0);

@@ -260,7 +260,7 @@ impl Load {
         decay: &Decay,
     ) {
         let latency = Latency::FailedAnswer(nanos(elapsed) as f64, nanos(unmeasured) as f64);
-        self.update(latency, Some(true), now, decay);
+        self.update(latency, true, now, decay);
     }
 
     /// Records an attempt that ended without an answer after `elapsed`: a
@@ -277,7 +277,7 @@ impl Load {
         decay: &Decay,
     ) {
         let latency = Latency::Censored(nanos(elapsed) as f64, nanos(unmeasured) as f64);
-        self.update(latency, failed.then_some(true), now, decay);
+        self.update(latency, failed, now, decay);
     }
 
     /// Gives the endpoint the largest penalty until `until` (an
@@ -325,15 +325,16 @@ impl Load {
         self.failure.store(f.to_bits(), Ordering::Relaxed);
     }
 
-    /// Applies one ended attempt: its latency, and `failed` (`None`: the
-    /// failure estimate only decays).
-    fn update(&self, latency: Latency, failed: Option<bool>, now: Instant, decay: &Decay) {
+    /// Applies one ended attempt: its latency, and whether it `failed`
+    /// (otherwise the failure estimate only decays: successes go through
+    /// [`observe`](Self::observe)).
+    fn update(&self, latency: Latency, failed: bool, now: Instant, decay: &Decay) {
         let (now_ns, w) = self.restamp(now, decay);
         let f = f64::from_bits(self.failure.load(Ordering::Relaxed)) * failure_weight(w);
-        let f = match failed {
-            Some(true) => f + Self::FAILURE_GAIN * (1.0 - f),
-            Some(false) => f - Self::FAILURE_GAIN * f,
-            None => f,
+        let f = if failed {
+            f + Self::FAILURE_GAIN * (1.0 - f)
+        } else {
+            f
         };
         self.store_failure(f, now_ns);
         let read = |cell: &AtomicU64| {

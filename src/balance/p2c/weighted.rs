@@ -73,6 +73,13 @@ impl Balancer for WeightedP2c {
         let Some(b) = self.draw(eligible, Some(a), rng) else {
             return Some(a);
         };
+        // The draw falls back to weight-0 endpoints only when no other is
+        // eligible; one of those never beats an endpoint with a weight.
+        match (set.load(a).weight(), set.load(b).weight()) {
+            (0, wb) if wb > 0 => return Some(b),
+            (wa, 0) if wa > 0 => return Some(a),
+            _ => {}
+        }
         // `a` on a tie: both were drawn the same way. The weight is not
         // applied again.
         if self.p2c.compare(set.load(a), set.load(b), at.now, false) {
@@ -166,5 +173,14 @@ mod tests {
             .pick(&at(), &set, &|i| i == 0 || i == 2, &mut rng)
             .unwrap();
         assert!(i == 0 || i == 2);
+        // A loaded endpoint with a weight still beats an idle one without.
+        let b = P2c::pending().rebuild(&[0, 5]);
+        let set = vec![Load::new(0, Instant::now()), Load::new(5, Instant::now())];
+        for _ in 0..10 {
+            set[1].start();
+        }
+        for _ in 0..200 {
+            assert_eq!(b.pick(&at(), &set, &all, &mut rng), Some(1));
+        }
     }
 }

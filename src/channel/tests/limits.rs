@@ -29,6 +29,7 @@ fn spawn_call(
 
 #[tokio::test(start_paused = true)]
 async fn a_call_over_the_limit_is_refused_at_once_and_never_sent() {
+    crate::rng::seed_thread_rng(701);
     let fleet = Fleet::new([1, 2]);
     fleet.set(1, slow(100));
     fleet.set(2, slow(100));
@@ -72,6 +73,7 @@ async fn a_call_over_the_limit_is_refused_at_once_and_never_sent() {
 
 #[tokio::test(start_paused = true)]
 async fn over_the_limit_calls_wait_in_the_queue_up_to_its_longest_wait() {
+    crate::rng::seed_thread_rng(702);
     let fleet = Fleet::new([1]);
     fleet.set(1, slow(100));
     let settings = fixed(1).with_queue(1, 150 * MS);
@@ -117,6 +119,7 @@ async fn over_the_limit_calls_wait_in_the_queue_up_to_its_longest_wait() {
 /// 10 ms is a 10 ms sample. So the probe's baseline is exactly 10 ms.
 #[tokio::test(start_paused = true)]
 async fn the_limiter_learns_the_answering_attempts_latency() {
+    crate::rng::seed_thread_rng(703);
     let fleet = Fleet::new([1, 2]);
     fleet.set(1, failing());
     fleet.set(2, slow(10));
@@ -124,7 +127,9 @@ async fn the_limiter_learns_the_answering_attempts_latency() {
     let mut channel = fleet
         .builder([1, 2])
         .retry(quick_retry(2))
-        .concurrency_limit(LimitSettings::new(LimitAlgorithm::Gradient(gradient)))
+        .concurrency_limit(
+            LimitSettings::new(LimitAlgorithm::Gradient(gradient)).with_jitter_seed(1),
+        )
         .build()
         .unwrap();
     let limit = channel.policy_handle().concurrency_limit().unwrap();
@@ -141,6 +146,7 @@ async fn the_limiter_learns_the_answering_attempts_latency() {
 /// overloaded answer and a timeout are drops, a plain failure nothing.
 #[tokio::test(start_paused = true)]
 async fn overloaded_answers_and_timeouts_are_drops_other_failures_teach_nothing() {
+    crate::rng::seed_thread_rng(704);
     let fleet = Fleet::new([1, 2, 3]);
     fleet.set(2, failing());
     fleet.set(3, slow(50));
@@ -172,6 +178,7 @@ async fn overloaded_answers_and_timeouts_are_drops_other_failures_teach_nothing(
 
 #[tokio::test(start_paused = true)]
 async fn a_retune_keeps_the_limit_and_baseline_and_a_limit_can_come_and_go() {
+    crate::rng::seed_thread_rng(705);
     let fleet = Fleet::new([1]);
     fleet.set(1, slow(10));
     let mut channel = fleet.builder([1]).build().unwrap();
@@ -179,7 +186,7 @@ async fn a_retune_keeps_the_limit_and_baseline_and_a_limit_can_come_and_go() {
     assert!(handle.concurrency_limit().is_none());
     // Turned on at runtime.
     handle
-        .update(|p| p.with_concurrency_limit(Some(LimitSettings::default())))
+        .update(|p| p.with_concurrency_limit(Some(LimitSettings::default().with_jitter_seed(2))))
         .unwrap();
     for i in 0..30 {
         channel.call(i).await.unwrap();
@@ -192,7 +199,9 @@ async fn a_retune_keeps_the_limit_and_baseline_and_a_limit_can_come_and_go() {
         .with_limits(3, 5, 15);
     handle
         .update(|p| {
-            p.with_concurrency_limit(Some(LimitSettings::new(LimitAlgorithm::Gradient(tighter))))
+            p.with_concurrency_limit(Some(
+                LimitSettings::new(LimitAlgorithm::Gradient(tighter)).with_jitter_seed(3),
+            ))
         })
         .unwrap();
     assert_eq!((limit.min_rtt(), limit.limit()), (Some(10 * MS), 15));
@@ -225,6 +234,7 @@ async fn a_retune_keeps_the_limit_and_baseline_and_a_limit_can_come_and_go() {
 
 #[tokio::test(start_paused = true)]
 async fn per_endpoint_limits_send_calls_where_there_is_room() {
+    crate::rng::seed_thread_rng(706);
     let fleet = Fleet::new([1, 2]);
     fleet.set(1, slow(100));
     fleet.set(2, slow(100));
@@ -282,6 +292,7 @@ async fn per_endpoint_limits_send_calls_where_there_is_room() {
 /// `tests/metrics.rs`).
 #[tokio::test(start_paused = true)]
 async fn limits_show_as_metrics_with_the_channel_label() {
+    crate::rng::seed_thread_rng(707);
     let fleet = Fleet::new([1]);
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();

@@ -159,7 +159,12 @@ where
             // Called without `poll_ready`: admit now or refuse, never wait.
             Ready::Idle | Ready::Waiting(_) => match Limiter::admit(&self.limiter) {
                 Admission::Now(permit) => Some(permit),
-                _ => None,
+                // No waiting here: a queued admission is a refusal, counted.
+                Admission::Wait => {
+                    self.limiter.refuse();
+                    None
+                }
+                Admission::Refused => None,
             },
         };
         let state = match permit {

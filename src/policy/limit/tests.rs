@@ -298,7 +298,7 @@ async fn results_are_classified_into_samples() {
     assert_eq!(handle.limit(), 8, "a timeout is a drop");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn state_shows_as_metrics() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
     let recorder = DebuggingRecorder::new();
