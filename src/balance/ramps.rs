@@ -311,7 +311,16 @@ mod tests {
         for load in &set.loads {
             load.observe(Duration::from_millis(10), t0, &decay);
         }
-        for p2c in [P2c::pending(), P2c::peak_ewma()] {
+        // Unequal weights build the weighted form, which must ramp too.
+        let mut uneven = vec![1; n];
+        uneven[0] = 2;
+        let p2cs: Vec<Box<dyn Balancer>> = vec![
+            Box::new(P2c::pending()),
+            Box::new(P2c::peak_ewma()),
+            P2c::pending().rebuild(&uneven),
+            P2c::peak_ewma().rebuild(&uneven),
+        ];
+        for p2c in p2cs {
             let mut rng = Rng::seeded(9);
             for _ in 0..2_000 {
                 assert_ne!(p2c.pick(&at, &set, &|_| true, &mut rng), Some(3));

@@ -80,6 +80,14 @@ impl Balancer for WeightedP2c {
             (wa, 0) if wa > 0 => return Some(a),
             _ => {}
         }
+        if let Some(ramping) = at.ramping() {
+            // Slow start, as in `P2c::pick`: the cost (without the weight,
+            // which the draw applied) over the ramp's weight factor.
+            let cost =
+                |l: &Load| self.p2c.cost(l, at.now) * f64::from(l.weight()) / ramping.factor(l);
+            let (la, lb) = (set.load(a), set.load(b));
+            return Some(if cost(lb) < cost(la) { b } else { a });
+        }
         // `a` on a tie: both were drawn the same way. The weight is not
         // applied again.
         if self.p2c.compare(set.load(a), set.load(b), at.now, false) {
