@@ -62,6 +62,7 @@ thread_local! {
 }
 
 /// Runs `f` with this thread's generator (seeded from the OS on first use).
+#[inline]
 pub fn with_thread_rng<R>(f: impl FnOnce(&mut Rng) -> R) -> R {
     THREAD_RNG.with(|cell| {
         let mut rng = cell.take().unwrap_or_else(Rng::from_entropy);

@@ -24,7 +24,7 @@ use crate::balance::PickContext;
 use crate::error::{BoxError, Error};
 use crate::policy::breaker::CircuitBreaker;
 use crate::policy::call::{
-    AttemptKind, Call, Hedging, NotSent, Refused, Retrying, Rules, SendAttempt,
+    AttemptKind, Ending, Hedging, NotSent, Refused, Retrying, Rules, SendAttempt, Tried,
 };
 use crate::policy::drive::{Dispatch, Drive};
 use crate::policy::limit::Limiter;
@@ -124,10 +124,10 @@ where
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn send(
         &self,
-        call: &Call,
+        tried: &Tried,
         send: &SendAttempt,
         req: Req,
         now: Instant,
@@ -162,7 +162,7 @@ where
             choose(
                 &**snapshot,
                 snapshot.balancer_for(self.key),
-                call.tried(),
+                tried,
                 rules,
                 at,
                 rng,
@@ -228,20 +228,22 @@ where
         }
     }
 
-    fn on_finish(&self, call: &Call, now: Instant, took: Option<Duration>) {
+    #[inline(always)]
+    fn on_finish(&self, ending: &Ending, now: Instant, took: Option<Duration>) {
         let state = &self.handle.inner.state;
-        if call.answered_by() == Some(AttemptKind::Hedge) {
+        if ending.answered_by == Some(AttemptKind::Hedge) {
             state.hedge_metrics.won.increment(1);
         }
-        let outcome = call.last_outcome();
+        let outcome = ending.last_outcome;
         let took = took.unwrap_or_else(|| now.saturating_duration_since(self.start));
         state.metrics.record_call(outcome, took);
         self.span.record("outcome", outcome_name(outcome));
     }
 
+    #[inline(always)]
     fn on_result(
         &self,
-        call: &Call,
+        ending: &Ending,
         now: Instant,
         answered_in: Option<Duration>,
         result: &Result<S::Response, Error>,
@@ -249,7 +251,7 @@ where
         if let Some(place) = self.place.take() {
             let timed_out = result.as_ref().is_err_and(Error::is_timeout);
             let rtt = answered_in.unwrap_or_else(|| now.saturating_duration_since(self.start));
-            place.settle(call.last_outcome(), timed_out, rtt, now);
+            place.settle(ending.last_outcome, timed_out, rtt, now);
         }
     }
 }

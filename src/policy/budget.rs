@@ -130,7 +130,7 @@ pub struct Budget {
     /// per call serves both.
     deposits: Arc<[AtomicU64; SLOTS as usize]>,
     withdrawals: [AtomicU64; SLOTS as usize],
-    slot_ns: u64,
+    slot: SlotLength,
     epoch: Instant,
     ratio_bits: AtomicU64,
     floor_per_sec: AtomicU32,
@@ -143,7 +143,7 @@ impl Budget {
         Budget {
             deposits: Default::default(),
             withdrawals: Default::default(),
-            slot_ns: (settings.window.as_nanos() as u64 / SLOTS).max(1),
+            slot: SlotLength::new(settings.window.as_nanos() as u64 / SLOTS),
             epoch,
             ratio_bits: AtomicU64::new(settings.ratio.to_bits()),
             floor_per_sec: AtomicU32::new(settings.floor_per_sec),
@@ -155,7 +155,7 @@ impl Budget {
     /// window): `None` when their windows or epochs differ.
     pub(crate) fn sharing_deposits(settings: &BudgetSettings, other: &Budget) -> Option<Self> {
         let mut budget = Budget::new(settings, other.epoch);
-        if budget.slot_ns != other.slot_ns {
+        if budget.slot.ns != other.slot.ns {
             return None;
         }
         budget.deposits = other.deposits.clone();
@@ -178,7 +178,7 @@ impl Budget {
     }
 
     fn tick(&self, now: Instant) -> u64 {
-        crate::clock::nanos_since(now, self.epoch) / self.slot_ns
+        self.slot.count(crate::clock::nanos_since(now, self.epoch))
     }
 
     /// Records one call.
@@ -194,7 +194,7 @@ impl Budget {
     /// [`deposit`](Self::deposit) at `since_epoch` nanoseconds after the
     /// epoch (to share one clock subtraction between budgets).
     pub(crate) fn deposit_at(&self, since_epoch: u64) {
-        bump(&self.deposits, since_epoch / self.slot_ns);
+        bump(&self.deposits, self.slot.count(since_epoch));
     }
 
     /// Takes one token for a retry or hedge; false (and nothing taken) when
@@ -217,6 +217,39 @@ impl Budget {
         let ratio = f64::from_bits(self.ratio_bits.load(Ordering::Relaxed));
         let floor = f64::from(self.floor_per_sec.load(Ordering::Relaxed)) * self.window_secs;
         ratio * sum(&self.deposits, tick) as f64 + floor - sum(&self.withdrawals, tick) as f64
+    }
+}
+
+/// The length of a budget's slot, and a division by it that costs a
+/// multiplication: every call divides its time by the slot length, and a
+/// 64-bit division is the slowest instruction on its path.
+#[derive(Debug, Clone, Copy)]
+struct SlotLength {
+    /// Nanoseconds, at least 1.
+    ns: u64,
+    /// ⌊(2⁶⁴ − 1) / ns⌋: the quotient estimated with it is at most two
+    /// below the true one.
+    inverse: u64,
+}
+
+impl SlotLength {
+    fn new(ns: u64) -> Self {
+        let ns = ns.max(1);
+        SlotLength {
+            ns,
+            inverse: u64::MAX / ns,
+        }
+    }
+
+    /// ⌊`nanos` / the length⌋, exactly.
+    #[inline]
+    fn count(self, nanos: u64) -> u64 {
+        let mut q = ((u128::from(nanos) * u128::from(self.inverse)) >> 64) as u64;
+        // q ≤ the quotient < q + 3: at most two steps up.
+        while nanos - q * self.ns >= self.ns {
+            q += 1;
+        }
+        q
     }
 }
 
@@ -257,6 +290,45 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn slot_counts_divide_exactly() {
+        let mut rng = crate::rng::Rng::seeded(17);
+        let lengths = [
+            1,
+            2,
+            3,
+            7,
+            1_000,
+            500_000_000,
+            999_999_937,
+            u64::MAX / 3,
+            u64::MAX,
+        ];
+        for ns in lengths {
+            let slot = SlotLength::new(ns);
+            let check = |n: u64| assert_eq!(slot.count(n), n / ns, "{n} / {ns}");
+            for n in [
+                0,
+                1,
+                ns - 1,
+                ns,
+                ns.saturating_add(1),
+                u64::MAX - 1,
+                u64::MAX,
+            ] {
+                check(n);
+            }
+            for _ in 0..10_000 {
+                let n = rng.next_u64();
+                check(n);
+                // Multiples and their neighbours, where an estimate is off.
+                let k = n / ns;
+                check(k * ns);
+                check((k * ns).saturating_sub(1));
+            }
+        }
+    }
 
     #[test]
     fn floor_allows_retries_without_traffic_and_is_bounded() {

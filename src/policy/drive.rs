@@ -4,6 +4,11 @@
 //! the machine's result. The channel's resilient path, `RetryLayer` and
 //! `HedgeLayer` are this driver with different dispatches.
 //!
+//! The call's first attempt is sent and polled before the machine exists
+//! (see [`super::call`]'s `first` module): a call answered by its first
+//! attempt's success, the usual case, never builds the machine. Anything
+//! else builds it as it would be after that attempt, and it takes over.
+//!
 //! It allocates nothing unless a hedge is sent (each hedge is boxed), has
 //! one timer for every time the machine cares about (the next hedge, the
 //! end of a pause, the cut of an attempt, the deadline), arms it only when
@@ -19,7 +24,10 @@ use pin_project::pin_project;
 use tokio::time::Sleep;
 use tower::Service;
 
-use super::call::{Action, AttemptKind, Call, Ended, NotSent, Refused, Rules, SendAttempt};
+use super::call::{
+    Action, AttemptKind, Call, Ended, Ending, NotSent, Refused, Rules, SendAttempt, Tried,
+};
+use crate::classify::Outcome;
 use crate::error::Error;
 use crate::rng::{Rng, with_thread_rng};
 
@@ -128,12 +136,13 @@ pub(crate) trait Dispatch<Req> {
     /// The policies, read afresh for each decision.
     fn rules(&self) -> Rules<'_>;
 
-    /// Starts attempt `send` with `req`; returns it with an identity of
-    /// the endpoint it went to (for the call's tried set), or why it could
-    /// not be sent (the request is dropped).
+    /// Starts attempt `send` with `req`, avoiding the endpoints in `tried`
+    /// while others can take it; returns it with an identity of the
+    /// endpoint it went to (for the call's tried set), or why it could not
+    /// be sent (the request is dropped).
     fn send(
         &self,
-        call: &Call,
+        tried: &Tried,
         send: &SendAttempt,
         req: Req,
         now: Instant,
@@ -151,11 +160,10 @@ pub(crate) trait Dispatch<Req> {
     /// Notes a refusal by a budget (metrics).
     fn on_refused(&self, which: Refused);
 
-    /// Notes the end of the call at `now` (metrics: see
-    /// [`Call::answered_by`] and [`Call::last_outcome`]). `took` is the
-    /// call's duration when the driver knows it without reading the clock
-    /// (a call answered by its first attempt, sent when the call started).
-    fn on_finish(&self, call: &Call, now: Instant, took: Option<Duration>);
+    /// Notes the end of the call at `now` (metrics). `took` is the call's
+    /// duration when the driver knows it without reading the clock (a call
+    /// answered by its first attempt, sent when the call started).
+    fn on_finish(&self, ending: &Ending, now: Instant, took: Option<Duration>);
 
     /// Sees the call's result before it is returned, at `now`;
     /// `answered_in` is how long the attempt whose end finished the call
@@ -163,39 +171,80 @@ pub(crate) trait Dispatch<Req> {
     /// attempt ended it). Default: nothing.
     fn on_result(
         &self,
-        call: &Call,
+        ending: &Ending,
         now: Instant,
         answered_in: Option<Duration>,
         result: &Result<Self::Response, Error>,
     ) {
-        let _ = (call, now, answered_in, result);
+        let _ = (ending, now, answered_in, result);
     }
 }
 
 /// A call driven to its end (see the [module docs](self)).
 #[pin_project]
 pub(crate) struct Drive<D: Dispatch<Req>, Req> {
-    call: Call,
     dispatch: D,
-    /// The round's first attempt, in place.
+    /// The round's first attempt, in place (the call's first attempt is
+    /// sent and polled here before the machine exists).
     #[pin]
     first: Option<D::Attempt>,
+    template: Option<Req>,
+    /// When the call started.
+    start: Instant,
+    /// The latest time the driver knows.
+    now: Instant,
+    /// How far the call got without the machine.
+    quick: Quick,
+    /// The machine and what only it needs, built when the call needs more
+    /// than its first attempt's success.
+    #[pin]
+    machine: Option<Machine<D::Attempt, D::Response>>,
+}
+
+/// How far a call got without its machine.
+#[derive(Debug, Clone, Copy)]
+enum Quick {
+    /// Nothing sent yet: the first poll sends the first attempt.
+    Fresh,
+    /// The first attempt went out, to `endpoint`; `replayable`: the request
+    /// could be copied for more attempts.
+    Sent {
+        endpoint: Option<usize>,
+        replayable: bool,
+    },
+    /// The machine runs the call.
+    Off,
+}
+
+/// The call machine and the driver's state that only it needs.
+#[pin_project]
+struct Machine<A, T> {
+    call: Call,
     /// Hedges, each boxed (a hedge is the one case that allocates).
-    hedges: Vec<Pin<Box<D::Attempt>>>,
+    hedges: Vec<Pin<Box<A>>>,
     #[pin]
     timer: Option<Sleep>,
     /// What the timer is armed for.
     timer_at: Option<Instant>,
-    template: Option<Req>,
-    kept: Option<Result<D::Response, Error>>,
-    /// The latest time the driver knows.
-    now: Instant,
+    kept: Option<Result<T, Error>>,
     /// The first attempt's time, when it was sent as the call started.
     took: Option<Duration>,
-    /// The call started when its first attempt was sent.
-    quick: bool,
     /// How long the attempt that ended last ran, if it was answered.
     answered_in: Option<Duration>,
+}
+
+impl<A, T> Machine<A, T> {
+    fn new(call: Call) -> Self {
+        Machine {
+            call,
+            hedges: Vec::new(),
+            timer: None,
+            timer_at: None,
+            kept: None,
+            took: None,
+            answered_in: None,
+        }
+    }
 }
 
 impl<D: Dispatch<Req>, Req> Drive<D, Req> {
@@ -203,25 +252,20 @@ impl<D: Dispatch<Req>, Req> Drive<D, Req> {
     /// runs from there) and driven from `now`.
     #[inline(always)]
     pub(crate) fn new(dispatch: D, req: Req, start: Instant, now: Instant) -> Self {
-        let call = Call::new(&dispatch.rules(), start);
+        Call::deposit(&dispatch.rules(), start);
         Drive {
-            call,
             dispatch,
             first: None,
-            hedges: Vec::new(),
-            timer: None,
-            timer_at: None,
             template: Some(req),
-            kept: None,
+            start,
             now,
-            took: None,
-            quick: start == now,
-            answered_in: None,
+            quick: Quick::Fresh,
+            machine: None,
         }
     }
 
     /// Writes at `this` the drive [`new`](Self::new) would return, field
-    /// by field: a driver is large (the machine, an attempt, a timer), and
+    /// by field: a driver is large (an attempt, the machine's place), and
     /// made on the stack it would be copied whole into its box.
     ///
     /// # Safety
@@ -237,27 +281,27 @@ impl<D: Dispatch<Req>, Req> Drive<D, Req> {
         now: Instant,
     ) {
         use std::ptr::addr_of_mut;
+        Call::deposit(&dispatch.rules(), start);
         // SAFETY: the caller gives a writable, aligned place; every field
         // is written once.
         unsafe {
-            addr_of_mut!((*this).call).write(Call::new(&dispatch.rules(), start));
             addr_of_mut!((*this).dispatch).write(dispatch);
             addr_of_mut!((*this).first).write(None);
-            addr_of_mut!((*this).hedges).write(Vec::new());
-            addr_of_mut!((*this).timer).write(None);
-            addr_of_mut!((*this).timer_at).write(None);
             addr_of_mut!((*this).template).write(Some(req));
-            addr_of_mut!((*this).kept).write(None);
+            addr_of_mut!((*this).start).write(start);
             addr_of_mut!((*this).now).write(now);
-            addr_of_mut!((*this).took).write(None);
-            addr_of_mut!((*this).quick).write(start == now);
-            addr_of_mut!((*this).answered_in).write(None);
+            addr_of_mut!((*this).quick).write(Quick::Fresh);
+            addr_of_mut!((*this).machine).write(None);
         }
     }
 
-    /// The machine (for a future's `Debug`).
-    pub(crate) fn call(&self) -> &Call {
-        &self.call
+    /// Attempts sent so far, hedges included (for a future's `Debug`).
+    pub(crate) fn attempts_sent(&self) -> u32 {
+        match (&self.machine, self.quick) {
+            (Some(m), _) => m.call.attempts_sent(),
+            (None, Quick::Sent { .. }) => 1,
+            (None, _) => 0,
+        }
     }
 }
 
@@ -269,37 +313,102 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
         let dispatch = &*this.dispatch;
         let rules = dispatch.rules();
         let mut first = this.first;
-        let mut timer = this.timer;
+        let mut machine = this.machine;
+        let (start, quick) = (*this.start, *this.start == *this.now);
+        // An attempt's end for the machine to take once it is built.
+        let mut ended = None;
+        // The first attempt was polled already in this call of `poll`.
+        let mut polled = false;
+        if let Quick::Fresh = *this.quick {
+            // The first attempt, sent as the machine would send it.
+            *this.quick = Quick::Off;
+            match Call::first_attempt(&rules, start, *this.now) {
+                None => machine.set(Some(Machine::new(Call::counted(&rules, start)))),
+                Some(send) => {
+                    let (req, copied) = request(dispatch, this.template, &send)
+                        .expect("a first attempt always has its request");
+                    let replayable = !copied;
+                    match dispatch.send(&Tried::NONE, &send, req, *this.now) {
+                        Ok((attempt, endpoint)) => {
+                            dispatch.on_sent(AttemptKind::First);
+                            first.set(Some(attempt));
+                            *this.quick = Quick::Sent {
+                                endpoint,
+                                replayable,
+                            };
+                        }
+                        Err(why) => {
+                            let call =
+                                Call::after_first(&rules, start, *this.now, Err(why), replayable);
+                            machine.set(Some(Machine::new(call)));
+                        }
+                    }
+                }
+            }
+        }
+        if let Quick::Sent {
+            endpoint,
+            replayable,
+        } = *this.quick
+        {
+            // Its success ends the call without the machine.
+            let attempt = first.as_mut().as_pin_mut().expect("the first attempt");
+            let poll = attempt.poll(cx);
+            if let Poll::Ready(out) = &poll
+                && out.ended == Ended::Answered(Outcome::Success)
+                && matches!(out.result, Some(Ok(_)))
+            {
+                let Poll::Ready(out) = poll else {
+                    unreachable!()
+                };
+                first.set(None);
+                let ending = Call::first_succeeded(&rules, out.elapsed, out.at);
+                let took = quick.then_some(out.elapsed);
+                dispatch.on_finish(&ending, out.at, took);
+                let result = out.result.expect("an answer");
+                dispatch.on_result(&ending, out.at, Some(out.elapsed), &result);
+                return Poll::Ready(result);
+            }
+            *this.quick = Quick::Off;
+            let call = Call::after_first(&rules, start, *this.now, Ok(endpoint), replayable);
+            machine.set(Some(Machine::new(call)));
+            match poll {
+                Poll::Ready(out) => {
+                    first.set(None);
+                    ended = Some(out);
+                }
+                Poll::Pending => polled = true,
+            }
+        }
+        let m = machine
+            .as_mut()
+            .as_pin_mut()
+            .expect("the machine runs the call")
+            .project();
+        let mut timer = m.timer;
+        if let Some(out) = ended {
+            if out.number == 1 && quick {
+                *m.took = Some(out.elapsed);
+            }
+            feed(m.call, &rules, m.kept, this.now, m.answered_in, out);
+        }
         loop {
             // Feed every ended attempt to the machine.
-            if let Some(attempt) = first.as_mut().as_pin_mut()
+            if !std::mem::take(&mut polled)
+                && let Some(attempt) = first.as_mut().as_pin_mut()
                 && let Poll::Ready(out) = attempt.poll(cx)
             {
                 first.set(None);
-                if out.number == 1 && *this.quick {
-                    *this.took = Some(out.elapsed);
+                if out.number == 1 && quick {
+                    *m.took = Some(out.elapsed);
                 }
-                feed(
-                    this.call,
-                    &rules,
-                    this.kept,
-                    this.now,
-                    this.answered_in,
-                    out,
-                );
+                feed(m.call, &rules, m.kept, this.now, m.answered_in, out);
             }
             let mut i = 0;
-            while i < this.hedges.len() {
-                if let Poll::Ready(out) = this.hedges[i].as_mut().poll(cx) {
-                    drop(this.hedges.swap_remove(i));
-                    feed(
-                        this.call,
-                        &rules,
-                        this.kept,
-                        this.now,
-                        this.answered_in,
-                        out,
-                    );
+            while i < m.hedges.len() {
+                if let Poll::Ready(out) = m.hedges[i].as_mut().poll(cx) {
+                    drop(m.hedges.swap_remove(i));
+                    feed(m.call, &rules, m.kept, this.now, m.answered_in, out);
                 } else {
                     i += 1;
                 }
@@ -307,21 +416,23 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
             // Do what the machine asks until it waits.
             let mut sent = false;
             loop {
-                let action = this.call.poll(*this.now, &rules);
+                let action = m.call.poll(*this.now, &rules);
                 // Borrowed, not moved: the fields are read one by one.
                 match &action {
                     Action::Send(send) => {
-                        let Some(req) = request(this.call, this.dispatch, this.template, send)
-                        else {
-                            this.call.on_not_sent(send.number, NotSent::NotReplayable);
+                        let Some((req, copied)) = request(dispatch, this.template, send) else {
+                            m.call.on_not_sent(send.number, NotSent::NotReplayable);
                             continue;
                         };
-                        match dispatch.send(this.call, send, req, *this.now) {
+                        if copied {
+                            m.call.on_unreplayable();
+                        }
+                        match dispatch.send(m.call.tried(), send, req, *this.now) {
                             Ok((attempt, endpoint)) => {
-                                this.call.on_sent(send.number, endpoint);
+                                m.call.on_sent(send.number, endpoint);
                                 dispatch.on_sent(send.kind);
                                 if send.kind == AttemptKind::Hedge {
-                                    this.hedges.push(Box::pin(attempt));
+                                    m.hedges.push(Box::pin(attempt));
                                 } else {
                                     first.set(Some(attempt));
                                 }
@@ -330,7 +441,7 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                                 sent = true;
                                 break;
                             }
-                            Err(why) => this.call.on_not_sent(send.number, why),
+                            Err(why) => m.call.on_not_sent(send.number, why),
                         }
                     }
                     &Action::Cut { number, at } => {
@@ -339,10 +450,8 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                         {
                             a.cut(at);
                             first.set(None);
-                        } else if let Some(i) =
-                            this.hedges.iter().position(|a| a.number() == number)
-                        {
-                            let mut a = this.hedges.swap_remove(i);
+                        } else if let Some(i) = m.hedges.iter().position(|a| a.number() == number) {
+                            let mut a = m.hedges.swap_remove(i);
                             a.as_mut().cut(at);
                         }
                         let out = Finished {
@@ -352,14 +461,7 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                             ended: Ended::TimedOut,
                             result: None,
                         };
-                        feed(
-                            this.call,
-                            &rules,
-                            this.kept,
-                            this.now,
-                            this.answered_in,
-                            out,
-                        );
+                        feed(m.call, &rules, m.kept, this.now, m.answered_in, out);
                     }
                     &Action::Refused(which) => dispatch.on_refused(which),
                     Action::Wait => break,
@@ -369,17 +471,18 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                         if let Some(a) = first.as_mut().as_pin_mut() {
                             a.supersede();
                         }
-                        for a in this.hedges.iter_mut() {
+                        for a in m.hedges.iter_mut() {
                             a.as_mut().supersede();
                         }
                         first.set(None);
-                        this.hedges.clear();
-                        let took = this.took.filter(|_| this.call.attempts_sent() == 1);
-                        dispatch.on_finish(this.call, *this.now, took);
-                        let result = this
+                        m.hedges.clear();
+                        let ending = m.call.ending();
+                        let took = m.took.filter(|_| ending.attempts_sent == 1);
+                        dispatch.on_finish(&ending, *this.now, took);
+                        let result = m
                             .call
-                            .result(finish, this.kept.take(), || dispatch.no_endpoint());
-                        dispatch.on_result(this.call, *this.now, *this.answered_in, &result);
+                            .result(finish, m.kept.take(), || dispatch.no_endpoint());
+                        dispatch.on_result(&ending, *this.now, *m.answered_in, &result);
                         return Poll::Ready(result);
                     }
                 }
@@ -388,18 +491,18 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                 // Poll the new attempt once, so that it can wake us.
                 continue;
             }
-            let Some(at) = this.call.next_timer() else {
+            let Some(at) = m.call.next_timer() else {
                 return Poll::Pending;
             };
             if at <= *this.now {
                 continue;
             }
-            if *this.timer_at != Some(at) {
+            if *m.timer_at != Some(at) {
                 match timer.as_mut().as_pin_mut() {
                     Some(timer) => timer.reset(at.into()),
                     None => timer.set(Some(tokio::time::sleep_until(at.into()))),
                 }
-                *this.timer_at = Some(at);
+                *m.timer_at = Some(at);
             }
             let Some(timer) = timer.as_mut().as_pin_mut() else {
                 return Poll::Pending;
@@ -407,7 +510,7 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
             if timer.poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            *this.timer_at = None;
+            *m.timer_at = None;
             *this.now = crate::clock::now().max(at);
         }
     }
@@ -438,30 +541,27 @@ fn feed<T>(
 }
 
 /// The request for `send`: a copy while another attempt may follow, else
-/// the original. `None` for a hedge whose request cannot be copied.
+/// the original; with it, whether it could not be copied (so that nothing
+/// can follow it). `None` for a hedge whose request cannot be copied.
 fn request<D: Dispatch<Req> + ?Sized, Req>(
-    call: &mut Call,
     dispatch: &D,
     template: &mut Option<Req>,
     send: &SendAttempt,
-) -> Option<Req> {
+) -> Option<(Req, bool)> {
     let original = template.take()?;
     if send.last {
-        return Some(original);
+        return Some((original, false));
     }
     match dispatch.replay(&original) {
         Some(copy) => {
             *template = Some(original);
-            Some(copy)
+            Some((copy, false))
         }
         None if send.kind == AttemptKind::Hedge => {
             *template = Some(original);
             None
         }
-        None => {
-            // Sent as it is: nothing can follow it.
-            call.on_unreplayable();
-            Some(original)
-        }
+        // Sent as it is: nothing can follow it.
+        None => Some((original, true)),
     }
 }

@@ -11,7 +11,7 @@ use pin_project::pin_project;
 use tower::{Layer, Service};
 
 use super::budget::Budget;
-use super::call::{AttemptKind, Call, Hedging, Refused, Rules};
+use super::call::{AttemptKind, Ending, Hedging, Refused, Rules};
 use super::drive::Drive;
 use super::hedge::HedgeSettings;
 use super::latency::LatencyHistogram;
@@ -57,8 +57,8 @@ impl Tuned for Tuning {
         }
     }
 
-    fn on_finish(&self, call: &Call) {
-        if call.answered_by() == Some(AttemptKind::Hedge) {
+    fn on_finish(&self, ending: &Ending) {
+        if ending.answered_by == Some(AttemptKind::Hedge) {
             self.metrics.won.increment(1);
         }
     }
@@ -260,7 +260,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HedgeFuture")
-            .field("attempts", &self.drive.call().attempts_sent())
+            .field("attempts", &self.drive.attempts_sent())
             .finish_non_exhaustive()
     }
 }

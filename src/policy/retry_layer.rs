@@ -11,7 +11,7 @@ use pin_project::pin_project;
 use tower::{Layer, Service};
 
 use super::budget::Budget;
-use super::call::{AttemptKind, Call, Refused, Retrying, Rules};
+use super::call::{AttemptKind, Ending, Refused, Retrying, Rules};
 use super::drive::Drive;
 use super::metrics::RetryMetrics;
 use super::replay::{CloneReplay, Replay};
@@ -56,7 +56,7 @@ impl Tuned for Tuning {
         }
     }
 
-    fn on_finish(&self, _call: &Call) {}
+    fn on_finish(&self, _ending: &Ending) {}
 }
 
 /// A tower layer that retries failed calls (see [`super::retry`]).
@@ -251,7 +251,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryFuture")
-            .field("attempts", &self.drive.call().attempts_sent())
+            .field("attempts", &self.drive.attempts_sent())
             .finish_non_exhaustive()
     }
 }

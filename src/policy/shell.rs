@@ -12,7 +12,7 @@ use std::time::Instant;
 use pin_project::pin_project;
 use tower::Service;
 
-use super::call::{AttemptKind, Call, Ended, NotSent, Refused, Rules, SendAttempt};
+use super::call::{AttemptKind, Ended, Ending, NotSent, Refused, Rules, SendAttempt, Tried};
 use super::drive::{self, Dispatch, Finished, Step};
 use super::into_error;
 use super::replay::Replay;
@@ -80,7 +80,7 @@ pub(crate) trait Tuned: Send + Sync + 'static {
     fn on_refused(&self, which: Refused);
 
     /// Notes a call's end.
-    fn on_finish(&self, call: &Call);
+    fn on_finish(&self, ending: &Ending);
 }
 
 /// A layer's dispatch: each attempt goes to a clone of the inner service
@@ -120,7 +120,7 @@ where
 
     fn send(
         &self,
-        _call: &Call,
+        _tried: &Tried,
         send: &SendAttempt,
         req: Req,
         now: Instant,
@@ -158,8 +158,8 @@ where
         self.parts.tuning.on_refused(which);
     }
 
-    fn on_finish(&self, call: &Call, _now: Instant, _took: Option<std::time::Duration>) {
-        self.parts.tuning.on_finish(call);
+    fn on_finish(&self, ending: &Ending, _now: Instant, _took: Option<std::time::Duration>) {
+        self.parts.tuning.on_finish(ending);
     }
 }
 

@@ -67,6 +67,7 @@
 //!
 //! [`Error::DeadlineExceeded`]: crate::Error::DeadlineExceeded
 
+mod first;
 mod outcome;
 mod pending;
 #[cfg(test)]
@@ -78,7 +79,7 @@ use std::time::{Duration, Instant};
 pub use outcome::{Finish, Tried};
 use pending::{Pending, cut};
 pub use vocabulary::{
-    Action, AttemptKind, Ended, Hedging, NotSent, Refused, Retrying, Rules, SendAttempt,
+    Action, AttemptKind, Ended, Ending, Hedging, NotSent, Refused, Retrying, Rules, SendAttempt,
 };
 
 use super::budget::Budget;
@@ -140,6 +141,16 @@ impl Call {
     /// counts as one call in the budgets it may draw on.
     #[inline(always)]
     pub fn new(rules: &Rules, start: Instant) -> Self {
+        Call::deposit(rules, start);
+        Call::counted(rules, start)
+    }
+
+    /// Counts a call starting at `start` in the budgets it may draw on (what
+    /// [`new`](Self::new) does besides making the machine): a driver that
+    /// may never need the machine ([`first_attempt`](Self::first_attempt))
+    /// calls this once, as the call starts.
+    #[inline(always)]
+    pub fn deposit(rules: &Rules, start: Instant) {
         // Budgets made together share an epoch: one clock subtraction.
         let mut since: Option<(Instant, u64)> = None;
         let mut deposit = |budget: &Budget| {
@@ -163,6 +174,11 @@ impl Call {
         {
             deposit(h.budget);
         }
+    }
+
+    /// The machine of a call starting at `start`, already counted in the
+    /// budgets ([`deposit`](Self::deposit)).
+    pub fn counted(rules: &Rules, start: Instant) -> Self {
         Call {
             phase: Phase::Start {
                 at: start,

@@ -87,6 +87,13 @@ pub struct Tried {
 }
 
 impl Tried {
+    /// No endpoint tried: a call's first attempt.
+    pub const NONE: Tried = Tried {
+        first: [0; 4],
+        len: 0,
+        more: Vec::new(),
+    };
+
     /// Adds endpoint `i`.
     pub fn insert(&mut self, i: usize) {
         if self.len < self.first.len() {

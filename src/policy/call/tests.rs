@@ -322,3 +322,118 @@ fn latency_samples_are_successes_timeouts_and_losers() {
     assert!(p >= 50 * MS && p < 52 * MS, "{p:?}");
     assert!(w.latency.percentile(0.01, w.at(56)).unwrap() >= 50 * MS);
 }
+
+/// Retry on or off, hedging on or off, and how long after its start the
+/// call is first driven (a call that waited for its first endpoint).
+fn combinations() -> Vec<(bool, bool, u64)> {
+    let mut all = Vec::new();
+    for retry in [false, true] {
+        for hedge in [false, true] {
+            for wait_ms in [0, 5] {
+                all.push((retry, hedge, wait_ms));
+            }
+        }
+    }
+    all
+}
+
+#[test]
+fn the_first_attempt_without_the_machine_is_the_machines_first_attempt() {
+    let mut w = World::new();
+    let settings = [
+        (None, None),
+        (Some(20 * MS), None),
+        (None, Some(15 * MS)),
+        (Some(20 * MS), Some(15 * MS)),
+        (Some(10 * MS), Some(15 * MS)),
+        (None, Some(3 * MS)),
+    ];
+    let mut checked = 0;
+    for (timeout, deadline) in settings {
+        w.timeout = timeout;
+        w.deadline = deadline;
+        for (retry, hedge, wait_ms) in combinations() {
+            let rules = w.rules(retry, hedge);
+            let now = w.at(wait_ms);
+            let mut machine = Call::counted(&rules, w.t0);
+            let quick = Call::first_attempt(&rules, w.t0, now);
+            let Action::Send(send) = machine.poll(now, &rules) else {
+                // Only a deadline already passed keeps the first attempt.
+                assert_eq!(quick, None, "{timeout:?} {deadline:?} wait {wait_ms}");
+                assert_eq!(machine.poll(now, &rules), Action::Finish(Finish::Deadline));
+                continue;
+            };
+            let quick = quick.expect("the machine sends a first attempt");
+            assert_eq!(
+                (quick.number, quick.kind, quick.cut),
+                (send.number, send.kind, send.cut)
+            );
+            // A copy whenever the machine might want one.
+            assert!(!quick.last || send.last);
+            machine.on_sent(1, Some(3));
+            let mut after = Call::after_first(&rules, w.t0, now, Ok(Some(3)), true);
+            // From here on both decide the same: a retryable failure, then
+            // whatever follows it.
+            assert_eq!(after.next_timer(), machine.next_timer());
+            assert_eq!(after.tried().contains(3), machine.tried().contains(3));
+            let ended = now + MS;
+            for call in [&mut machine, &mut after] {
+                call.on_end(1, FAIL, ended, &rules, &mut Rng::seeded(5));
+            }
+            assert_eq!(after.ending(), machine.ending());
+            let next = machine.next_timer().unwrap_or(ended);
+            assert_eq!(after.next_timer(), machine.next_timer());
+            assert_eq!(after.poll(next, &rules), machine.poll(next, &rules));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 44, "every combination but the passed deadlines");
+}
+
+#[test]
+fn a_first_attempt_that_could_not_be_sent_ends_the_call_as_in_the_machine() {
+    let w = World::new();
+    let rules = w.rules(true, true);
+    let mut machine = Call::new(&rules, w.t0);
+    let send = sent(machine.poll(w.t0, &rules));
+    machine.on_not_sent(send.number, NotSent::NoEndpoint);
+    let mut after = Call::after_first(&rules, w.t0, w.t0, Err(NotSent::NoEndpoint), true);
+    let finish = Action::Finish(Finish::NoEndpoint);
+    assert_eq!(machine.poll(w.t0, &rules), finish);
+    assert_eq!(after.poll(w.t0, &rules), finish);
+    // A request that could not be copied: no hedge is ever due.
+    let unreplayable = Call::after_first(&rules, w.t0, w.t0, Ok(None), false);
+    assert_eq!(unreplayable.next_timer(), None);
+}
+
+#[test]
+fn a_first_success_records_what_the_machine_records() {
+    let mut w = World::new();
+    w.hedge = HedgeSettings::default().with_delay(HedgeDelay::Percentile(0.5));
+    let twin = World::new();
+    let (machine_latency, quick_latency) = (&w.latency, &twin.latency);
+    for (i, ms) in [4u32, 9, 2, 30, 7].into_iter().enumerate() {
+        let t = w.at(10 * i as u64);
+        let ended = t + ms * MS;
+        let rules = w.rules(true, true);
+        let mut call = Call::new(&rules, t);
+        let send = sent(call.poll(t, &rules));
+        call.on_sent(send.number, Some(1));
+        call.on_end(1, OK, ended, &rules, &mut Rng::seeded(1));
+        let quick_rules = Rules {
+            hedge: rules.hedge.map(|h| Hedging {
+                latency: quick_latency,
+                ..h
+            }),
+            ..rules
+        };
+        let ending = Call::first_succeeded(&quick_rules, ms * MS, ended);
+        assert_eq!(ending, call.ending());
+        let at = ended;
+        assert_eq!(
+            quick_latency.percentile(0.5, at),
+            machine_latency.percentile(0.5, at)
+        );
+    }
+    assert!(machine_latency.percentile(0.5, w.at(60)).is_some());
+}

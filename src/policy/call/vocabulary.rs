@@ -131,3 +131,15 @@ pub enum Ended {
     /// Its cut passed first.
     TimedOut,
 }
+
+/// How a call ended, as its driver reports it (metrics, spans, limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    /// Which kind of attempt answered the call with a success, if one did.
+    pub answered_by: Option<AttemptKind>,
+    /// The outcome of the last attempt that ended (a failure for one cut
+    /// by a time limit, and when no attempt ended).
+    pub last_outcome: Outcome,
+    /// Attempts sent, hedges included.
+    pub attempts_sent: u32,
+}
