@@ -113,7 +113,7 @@ pub(crate) fn choose<C: Candidates>(
 
 /// Takes endpoint `i` for the attempt: its place under its limit, then its
 /// breaker's admission; `None` (with nothing held) when either refuses.
-#[inline]
+#[inline(always)]
 fn take<C: Candidates>(set: &C, i: usize, rules: Rules, now: Instant) -> Option<Chosen> {
     let limiter = set.limiter(i).filter(|_| rules.limits);
     if limiter.is_some_and(|l| !l.try_enter()) {
@@ -136,7 +136,7 @@ fn take<C: Candidates>(set: &C, i: usize, rules: Rules, now: Instant) -> Option<
 
 /// `Some(admission)` when endpoint `i` may take the call: `Some(None)`
 /// without asking its breaker; `None` when its breaker refuses.
-#[inline]
+#[inline(always)]
 fn admission<C: Candidates>(
     set: &C,
     i: usize,
