@@ -6,9 +6,11 @@ use super::*;
 use crate::error::Error;
 use crate::policy::backoff::{Backoff, Jitter};
 use crate::policy::budget::BudgetSettings;
-use crate::policy::hedge::HedgeSettings;
+use crate::policy::hedge::{HedgeDelay, HedgeSettings};
 use crate::policy::latency::{LatencyHistogram, LatencySettings};
 use crate::policy::retry::RetrySettings;
+use crate::policy::retry::Stop;
+use crate::rng::Rng;
 
 const MS: Duration = Duration::from_millis(1);
 const FAIL: Ended = Ended::Answered(Outcome::Failure { retryable: true });
