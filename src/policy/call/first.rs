@@ -67,6 +67,16 @@ impl Call {
         call
     }
 
+    /// Whether the machine may need a timer while the
+    /// [`first_attempt`](Self::first_attempt) is pending: an attempt
+    /// timeout, a deadline, or a hedge (`replayable`: its request could be
+    /// copied). Without any, a driver can wait for that attempt's end
+    /// without the machine.
+    #[inline]
+    pub fn first_may_time_out(rules: &Rules, replayable: bool) -> bool {
+        rules.timeout.is_some() || rules.deadline.is_some() || (rules.hedge.is_some() && replayable)
+    }
+
     /// Ends a call whose [`first_attempt`](Self::first_attempt), sent as
     /// the call started, answered with a success after `elapsed`, at `at`:
     /// the machine would answer with that response. Records the latency

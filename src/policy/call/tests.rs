@@ -374,6 +374,9 @@ fn the_first_attempt_without_the_machine_is_the_machines_first_attempt() {
             assert!(!quick.last || send.last);
             machine.on_sent(1, Some(3));
             let mut after = Call::after_first(&rules, w.t0, now, Ok(Some(3)), true);
+            if !Call::first_may_time_out(&rules, true) {
+                assert_eq!(machine.next_timer(), None, "nothing due while it runs");
+            }
             // From here on both decide the same: a retryable failure, then
             // whatever follows it.
             assert_eq!(after.next_timer(), machine.next_timer());

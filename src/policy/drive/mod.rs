@@ -5,8 +5,9 @@
 //! `HedgeLayer` are this driver with different dispatches.
 //!
 //! The call's first attempt is sent and polled before the machine exists
-//! (see [`super::call`]'s `first` module): a call answered by its first
-//! attempt's success, the usual case, never builds the machine. Anything
+//! (see [`super::call`]): a call answered by its first attempt's success,
+//! the usual case, never builds the machine, and neither does its wait when
+//! no timer can be due meanwhile (no timeout, deadline or hedging). Anything
 //! else builds it as it would be after that attempt, and it takes over.
 //!
 //! It allocates nothing unless a hedge is sent (each hedge is boxed), has
@@ -192,6 +193,11 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                 let result = out.result.expect("an answer");
                 dispatch.on_result(&ending, out.at, Some(out.elapsed), &result);
                 return Poll::Ready(result);
+            }
+            if poll.is_pending() && !Call::first_may_time_out(&rules, replayable) {
+                // Nothing is due before it ends: wait for its end without
+                // the machine.
+                return Poll::Pending;
             }
             *this.quick = Quick::Off;
             let call = Call::after_first(&rules, start, *this.now, Ok(endpoint), replayable);

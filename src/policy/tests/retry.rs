@@ -264,3 +264,34 @@ async fn runtime_change_of_max_attempts_applies_to_the_next_call() {
     );
     assert_eq!(handle.settings().max_attempts(), 5);
 }
+
+/// Retries without any timer (no timeout, deadline or hedging): the first
+/// attempt is awaited without the call machine, which is built only when
+/// it fails; the retry then follows its backoff as usual.
+#[tokio::test(start_paused = true)]
+async fn a_slow_first_failure_is_retried_after_its_backoff() {
+    seed_thread_rng(3);
+    let calls = Count::default();
+    let counted = calls.clone();
+    let slow = tower::service_fn(move |x: u32| {
+        let n = counted.bump();
+        async move {
+            tokio::time::sleep(20 * MS).await;
+            if n == 0 {
+                Err::<u32, BoxError>("boom".into())
+            } else {
+                Ok(x)
+            }
+        }
+    });
+    let backoff = Backoff::new(5 * MS, 2.0, 10 * MS)
+        .unwrap()
+        .with_jitter(Jitter::None);
+    let layer = RetryLayer::new(RetrySettings::default().with_backoff(backoff)).unwrap();
+    let start = Instant::now();
+    let out = layer.layer(slow).oneshot(9).await;
+    assert_eq!(out.unwrap(), 9);
+    assert_eq!(calls.get(), 2);
+    // 20 ms for the failure, 5 ms of backoff, 20 ms for the success.
+    assert_eq!(start.elapsed(), 45 * MS);
+}
