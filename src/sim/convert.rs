@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use super::backend::{BackendSpec, Behaviour, Cold, Drift, Phase};
 use super::client::{Arrivals, ClientSpec, Keys};
+use super::config::{BalancerSpec, ConfigSpec, HashSpec, Stack, TowerLoad};
 use super::convert_policy::{breaker, err, hedge, retry};
 use super::format::*;
 use super::latency::Latency;
-use super::runner::{BalancerSpec, ConfigSpec, HashSpec, Stack, TowerLoad};
 use super::{Scenario, ScenarioError};
 use crate::balance::{P2c, SlowStartSettings};
 use crate::channel::ChannelPolicy;

@@ -118,6 +118,7 @@
 
 mod backend;
 mod client;
+mod config;
 mod convert;
 mod convert_policy;
 mod format;
@@ -142,7 +143,7 @@ pub use report::{Report, Run};
 
 use backend::BackendSpec;
 use client::ClientSpec;
-use runner::ConfigSpec;
+use config::ConfigSpec;
 
 /// A scenario: backends, clients, and the configurations to compare. Read
 /// from TOML with [`Scenario::load`] or [`Scenario::from_toml`]; see the

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::Scenario;
+use super::config::{ConfigSpec, Stack};
 use super::record::{Ejection, FAILED, Recorder};
-use super::runner::{ConfigSpec, Stack};
 
 /// The results of one configuration at one load.
 ///

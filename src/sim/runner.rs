@@ -9,83 +9,16 @@ use tokio::time::Instant;
 
 use super::backend::{Backend, BackendSpec, Call, Reply};
 use super::client::{Caller, Client, KeyDraw, TowerService};
+use super::config::{BalancerSpec, ConfigSpec, HashSpec, Stack, TowerLoad};
 use super::record::Recorder;
 use super::report::Run;
 use super::subset::{Listing, SubsetSpec, Updates, addr, index};
 use super::{Scenario, ScenarioError, mix};
-use crate::balance::{ConsistentHash, P2c, Random, RoundRobin, Weighted};
+use crate::balance::{P2c, Random, RoundRobin, Weighted};
 use crate::channel::ChannelPolicy;
 use crate::policy::replay::CloneReplay;
-use crate::policy::throttle::ThrottleSettings;
 use crate::subset::{ApertureSettings, Coordinate};
 use crate::{BuildError, Channel, Endpoint};
-
-/// A towline balancer, as a scenario names it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum BalancerSpec {
-    P2cPeakEwma {
-        default_rtt: Duration,
-        decay: Duration,
-    },
-    P2cPending,
-    RoundRobin,
-    Random,
-    WeightedRandom,
-    WeightedRoundRobin,
-}
-
-/// tower's balancer load measure, for the baselines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TowerLoad {
-    PeakEwma,
-    Pending,
-}
-
-/// A keyed balancer, as a scenario names it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct HashSpec {
-    pub(crate) maglev: bool,
-    pub(crate) bounded_load: Option<f64>,
-}
-
-impl HashSpec {
-    /// The consistent-hash settings (the factor was checked when read).
-    pub(crate) fn build(&self) -> Result<ConsistentHash, BuildError> {
-        let hash = if self.maglev {
-            ConsistentHash::maglev()
-        } else {
-            ConsistentHash::ring()
-        };
-        match self.bounded_load {
-            Some(c) => hash.bounded_load(c),
-            None => Ok(hash),
-        }
-    }
-}
-
-/// What a configuration sends its calls through.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Stack {
-    Towline {
-        balancer: BalancerSpec,
-        policy: Box<ChannelPolicy>,
-        /// Picking by the requests' keys, when they have them.
-        hash: Option<HashSpec>,
-        /// Which backends each client uses (all when `None`).
-        subset: Option<SubsetSpec>,
-    },
-    Tower(TowerLoad),
-}
-
-/// One configuration of a scenario.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ConfigSpec {
-    pub(crate) name: String,
-    pub(crate) stack: Stack,
-    /// Adaptive throttling applied by the simulated caller in front of the
-    /// channel or tower stack.
-    pub(crate) caller_throttle: Option<ThrottleSettings>,
-}
 
 /// Seed streams: one per purpose, so that adding a draw in one place does
 /// not shift the others.
