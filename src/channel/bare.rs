@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use pin_project::pin_project;
+use pin_project::{pin_project, pinned_drop};
 use tower::Service;
 use tracing::Span;
 
@@ -98,11 +98,13 @@ where
         }
         Some(None) => {
             // The place, if any, is given back here, without a sample.
-            drop(place);
+            let mut place = place;
+            place.abandon(&inner.state);
             let error = inner.no_endpoint();
             boxed(span, Plain(async move { Err(error) }))
         }
         None => {
+            let place = place.owned(&inner.state);
             let wait = wait_then_call(inner.clone(), req, start, span.clone(), place);
             boxed(span, Plain(wait))
         }
@@ -163,32 +165,46 @@ where
 }
 
 /// What a bare call does when its attempt ends, besides returning: where
-/// its duration starts, and the place it gives back.
-pub(crate) trait CallEnd {
+/// its duration starts, and the place it gives back. Each method gets the
+/// channel's state (where a [`Held::in_channel`] place finds its limiter).
+pub(crate) trait CallEnd: Sized {
     /// Ends the call whose attempt ran `elapsed` until `at` and ended with
     /// `outcome` (`timed_out`: it was cut); returns the call's duration.
     fn end(
         &mut self,
+        state: &ChannelState,
         outcome: Outcome,
         timed_out: bool,
         elapsed: Duration,
         at: Instant,
     ) -> Duration;
+
+    /// Ends the call without an answer (dropped, or no endpoint to send
+    /// to): gives its place back, if any, without a sample.
+    #[inline]
+    fn abandon(&mut self, _state: &ChannelState) {}
+
+    /// The same, owning what it needs to end without the channel's state
+    /// (for a call that waits for discovery, holding no slot).
+    #[inline]
+    fn owned(self, _state: &ChannelState) -> Self {
+        self
+    }
 }
 
 /// The call started with its attempt and holds no place (the usual case:
 /// nothing to keep).
 impl CallEnd for () {
     #[inline]
-    fn end(&mut self, _: Outcome, _: bool, elapsed: Duration, _: Instant) -> Duration {
-        elapsed
+    fn end(&mut self, _: &ChannelState, _: Outcome, _: bool, d: Duration, _: Instant) -> Duration {
+        d
     }
 }
 
 /// The call started at this instant, before its attempt: it waited for
 /// discovery, or for its place.
 impl CallEnd for Instant {
-    fn end(&mut self, _: Outcome, _: bool, _: Duration, at: Instant) -> Duration {
+    fn end(&mut self, _: &ChannelState, _: Outcome, _: bool, _: Duration, at: Instant) -> Duration {
         at.saturating_duration_since(*self)
     }
 }
@@ -199,13 +215,23 @@ impl CallEnd for Held {
     #[inline]
     fn end(
         &mut self,
+        state: &ChannelState,
         outcome: Outcome,
         timed_out: bool,
         elapsed: Duration,
         at: Instant,
     ) -> Duration {
-        std::mem::replace(self, Held::none()).settle(outcome, timed_out, elapsed, at);
+        self.settle(state, outcome, timed_out, elapsed, at);
         elapsed
+    }
+
+    #[inline]
+    fn abandon(&mut self, state: &ChannelState) {
+        self.give_back(state);
+    }
+
+    fn owned(self, state: &ChannelState) -> Self {
+        Held::owned(self, state)
     }
 }
 
@@ -213,27 +239,48 @@ impl CallEnd for Held {
 impl<A: CallEnd, B: CallEnd> CallEnd for (A, B) {
     fn end(
         &mut self,
+        state: &ChannelState,
         outcome: Outcome,
         timed_out: bool,
         elapsed: Duration,
         at: Instant,
     ) -> Duration {
-        self.1.end(outcome, timed_out, elapsed, at);
-        self.0.end(outcome, timed_out, elapsed, at)
+        self.1.end(state, outcome, timed_out, elapsed, at);
+        self.0.end(state, outcome, timed_out, elapsed, at)
+    }
+
+    fn abandon(&mut self, state: &ChannelState) {
+        self.1.abandon(state);
+        self.0.abandon(state);
+    }
+
+    fn owned(self, state: &ChannelState) -> Self {
+        (self.0.owned(state), self.1.owned(state))
     }
 }
 
-/// A bare call's one attempt.
-#[pin_project]
-pub(crate) struct Bare<Req, S: Service<Req>, C> {
+/// A bare call's one attempt. Dropped before its end, it abandons its
+/// place (if any) through its slot's channel state.
+#[pin_project(PinnedDrop)]
+pub(crate) struct Bare<Req, S: Service<Req>, C: CallEnd> {
     #[pin]
     attempt: Attempt<Req, S>,
     end: C,
 }
 
+#[pinned_drop]
+impl<Req, S: Service<Req>, C: CallEnd> PinnedDrop for Bare<Req, S, C> {
+    fn drop(self: Pin<&mut Self>) {
+        let this = self.project();
+        this.end
+            .abandon(&this.attempt.as_ref().get_ref().slot().state);
+    }
+}
+
 impl<Req, S, C> Bare<Req, S, C>
 where
     S: Service<Req> + Clone,
+    C: CallEnd,
 {
     /// The call's attempt on `slot`, sent at `sent`; `end` ends the call
     /// (see [`CallEnd`]).
@@ -286,10 +333,10 @@ where
             Ended::Answered(outcome) => (outcome, false),
             Ended::TimedOut => (Outcome::Failure { retryable: true }, true),
         };
+        let state = &this.attempt.as_ref().get_ref().slot().state;
         let took = this
             .end
-            .end(outcome, timed_out, finished.elapsed, finished.at);
-        let state = &this.attempt.as_ref().get_ref().slot().state;
+            .end(state, outcome, timed_out, finished.elapsed, finished.at);
         state.metrics.record_call(outcome, took);
         if !span.is_disabled() {
             span.record("outcome", outcome_name(outcome));
