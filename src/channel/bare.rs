@@ -28,7 +28,7 @@ use tracing::Span;
 use super::attempt::{Attempt, outcome_name};
 use super::boxed::{Boxed, CallFuture, Plain, boxed, boxed_in_place};
 use super::inner::Inner;
-use super::limits::{Entry, Held};
+use super::limits::{Entry, Held, InChannel};
 use super::slot::Slot;
 use super::state::ChannelState;
 use super::table::Snapshot;
@@ -166,8 +166,12 @@ where
 
 /// What a bare call does when its attempt ends, besides returning: where
 /// its duration starts, and the place it gives back. Each method gets the
-/// channel's state (where a [`Held::in_channel`] place finds its limiter).
+/// channel's state (where an [`InChannel`] place finds its limiter).
 pub(crate) trait CallEnd: Sized {
+    /// What it becomes in a call that waits for discovery, holding no slot
+    /// ([`owned`](Self::owned)).
+    type Owned: CallEnd + Send + 'static;
+
     /// Ends the call whose attempt ran `elapsed` until `at` and ended with
     /// `outcome` (`timed_out`: it was cut); returns the call's duration.
     fn end(
@@ -184,34 +188,70 @@ pub(crate) trait CallEnd: Sized {
     #[inline]
     fn abandon(&mut self, _state: &ChannelState) {}
 
-    /// The same, owning what it needs to end without the channel's state
-    /// (for a call that waits for discovery, holding no slot).
-    #[inline]
-    fn owned(self, _state: &ChannelState) -> Self {
-        self
-    }
+    /// The same, owning what it needs to end without the channel's state.
+    fn owned(self, state: &ChannelState) -> Self::Owned;
 }
 
 /// The call started with its attempt and holds no place (the usual case:
 /// nothing to keep).
 impl CallEnd for () {
+    type Owned = ();
+
     #[inline]
     fn end(&mut self, _: &ChannelState, _: Outcome, _: bool, d: Duration, _: Instant) -> Duration {
         d
     }
+
+    fn owned(self, _: &ChannelState) {}
 }
 
 /// The call started at this instant, before its attempt: it waited for
 /// discovery, or for its place.
 impl CallEnd for Instant {
+    type Owned = Instant;
+
     fn end(&mut self, _: &ChannelState, _: Outcome, _: bool, _: Duration, at: Instant) -> Duration {
         at.saturating_duration_since(*self)
     }
+
+    fn owned(self, _: &ChannelState) -> Instant {
+        self
+    }
 }
 
-/// The call's place under the channel's limit, settled with the attempt's
-/// outcome and time (the call started with its attempt).
+/// The call's place under the channel's limit, owning its limiter, settled
+/// with the attempt's outcome and time.
 impl CallEnd for Held {
+    type Owned = Held;
+
+    fn end(
+        &mut self,
+        _: &ChannelState,
+        outcome: Outcome,
+        timed_out: bool,
+        elapsed: Duration,
+        at: Instant,
+    ) -> Duration {
+        std::mem::replace(self, Held::none()).settle(outcome, timed_out, elapsed, at);
+        elapsed
+    }
+
+    fn abandon(&mut self, _: &ChannelState) {
+        // Given back as it drops.
+        drop(std::mem::replace(self, Held::none()));
+    }
+
+    fn owned(self, _: &ChannelState) -> Held {
+        self
+    }
+}
+
+/// The call's place under the channel's limit, reached through the channel
+/// state, settled with the attempt's outcome and time (the call started
+/// with its attempt).
+impl CallEnd for InChannel {
+    type Owned = Held;
+
     #[inline]
     fn end(
         &mut self,
@@ -230,13 +270,14 @@ impl CallEnd for Held {
         self.give_back(state);
     }
 
-    fn owned(self, state: &ChannelState) -> Self {
-        Held::owned(self, state)
+    fn owned(self, state: &ChannelState) -> Held {
+        InChannel::owned(self, state)
     }
 }
 
 /// Both: the first says where the call started.
 impl<A: CallEnd, B: CallEnd> CallEnd for (A, B) {
+    type Owned = (A::Owned, B::Owned);
     fn end(
         &mut self,
         state: &ChannelState,
@@ -254,7 +295,7 @@ impl<A: CallEnd, B: CallEnd> CallEnd for (A, B) {
         self.0.abandon(state);
     }
 
-    fn owned(self, state: &ChannelState) -> Self {
+    fn owned(self, state: &ChannelState) -> Self::Owned {
         (self.0.owned(state), self.1.owned(state))
     }
 }

@@ -16,7 +16,7 @@ use tracing::Span;
 use super::bare;
 use super::boxed::{Boxed, Plain, boxed};
 use super::inner::Handle;
-use super::limits::{Entry, Held};
+use super::limits::{Entry, InChannel};
 use super::resilient;
 use super::state::{ChannelState, Endpoints};
 use crate::{BoxError, Endpoint, Error};
@@ -83,7 +83,7 @@ where
         } else {
             // This handle's limiter is the channel's: the call's slot
             // reaches it through the channel's state.
-            bare::start(&self.inner, req, span, Held::in_channel())
+            bare::start(&self.inner, req, span, InChannel::taken())
         };
         ResponseFuture { inner: Some(inner) }
     }

@@ -12,14 +12,14 @@
 //! any other failure nothing. A call dropped by its caller gives its place
 //! back without a sample.
 //!
-//! A bare call's place holds no reference to the limiter: the call's
-//! future keeps its endpoint's slot, whose channel state keeps the
-//! channel's limiter (made once, never replaced), and reaches it there when
-//! the call ends or is dropped ([`Held::in_channel`]). An admitted call then
-//! costs the limiter's two atomic updates (take, give back) and nothing
-//! more. A place that must outlive every such path (a call waiting for its
-//! place, or for discovery, or a call with a policy) owns a reference to
-//! the limiter instead.
+//! A bare call's place holds no reference to the limiter
+//! ([`InChannel`]): the call's future keeps its endpoint's slot, whose
+//! channel state keeps the channel's limiter (made once, never replaced),
+//! and reaches it there when the call ends or is dropped. An admitted call
+//! then costs the limiter's two atomic updates (take, give back) and
+//! nothing more. A place that must outlive every such path (a call waiting
+//! for its place or for discovery, or a call with a policy) owns a
+//! reference to the limiter instead ([`Held`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,7 +66,7 @@ impl Entry {
     #[inline]
     pub(crate) fn at_once(self, limiter: Option<&Arc<Limiter>>) -> Option<Held> {
         match (self, limiter) {
-            (Entry::Admitted, Some(l)) => Some(Held::under(l.clone())),
+            (Entry::Admitted, Some(l)) => Some(Held(Some(l.clone()))),
             (Entry::Queued, Some(_)) => None,
             _ => Some(Held::none()),
         }
@@ -77,59 +77,67 @@ impl Entry {
     /// when the wait fails.
     pub(crate) async fn enter(self, limiter: Option<Arc<Limiter>>) -> Result<Held, Error> {
         match (self, limiter) {
-            (Entry::Admitted, Some(l)) => Ok(Held::under(l)),
-            (Entry::Queued, Some(l)) if l.wait_for_room().await => Ok(Held::under(l)),
+            (Entry::Admitted, Some(l)) => Ok(Held(Some(l))),
+            (Entry::Queued, Some(l)) if l.wait_for_room().await => Ok(Held(Some(l))),
             (Entry::Queued, Some(_)) => Err(Error::Overloaded),
             _ => Ok(Held::none()),
         }
     }
 }
 
-/// A call's place under the channel's limit (or none, without a limit).
-pub(crate) struct Held(Place);
-
-enum Place {
-    /// No place (a call under no limit, or one whose place is settled).
-    None,
-    /// A place under the channel's limiter, which the holder reaches
-    /// through the channel's state.
-    InChannel,
-    /// A place under this limiter, given back when dropped.
-    Owned(Arc<Limiter>),
-}
+/// A call's place under the channel's limit (or none, without a limit):
+/// given back when dropped.
+pub(crate) struct Held(Option<Arc<Limiter>>);
 
 impl Held {
-    /// No place.
+    /// No place (a call under no limit, or one whose place is settled).
     #[inline]
     pub(crate) const fn none() -> Held {
-        Held(Place::None)
-    }
-
-    /// A place under the channel's limiter, taken by a holder that reaches
-    /// the limiter through the channel's state: it must
-    /// [`settle`](Self::settle) or [`give_back`](Self::give_back) it with
-    /// that state (dropped, it would keep its place for good).
-    #[inline]
-    pub(crate) const fn in_channel() -> Held {
-        Held(Place::InChannel)
-    }
-
-    /// A place under `limiter`, given back when dropped.
-    fn under(limiter: Arc<Limiter>) -> Held {
-        Held(Place::Owned(limiter))
+        Held(None)
     }
 
     /// Whether the call holds a place.
     #[inline]
     pub(crate) fn is_held(&self) -> bool {
-        !matches!(self.0, Place::None)
+        self.0.is_some()
     }
 
-    /// Ends the place (`state` is the channel's): `outcome` is the
-    /// classifier's for the attempt that ended the call, `timed_out`
-    /// whether the call ended in a timeout (the attempt's or the
-    /// deadline), `rtt` how long the answering attempt ran and `now` when
-    /// it ended.
+    /// Ends the place: `outcome` is the classifier's for the attempt that
+    /// ended the call, `timed_out` whether the call ended in a timeout (the
+    /// attempt's or the deadline), `rtt` how long the answering attempt
+    /// ran and `now` when it ended.
+    #[inline]
+    pub(crate) fn settle(mut self, outcome: Outcome, timed_out: bool, rtt: Duration, now: Instant) {
+        if let Some(limiter) = self.0.take() {
+            end(&limiter, outcome, timed_out, rtt, now);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(limiter) = self.0.take() {
+            limiter.leave();
+        }
+    }
+}
+
+/// A bare call's place under the channel's limiter, which it reaches
+/// through the channel's state (its slot's): its holder must
+/// [`settle`](Self::settle) or [`give_back`](Self::give_back) it with that
+/// state. Dropped with its place, it would keep the place for good.
+pub(crate) struct InChannel {
+    held: bool,
+}
+
+impl InChannel {
+    /// A place just taken under the channel's limiter.
+    #[inline]
+    pub(crate) const fn taken() -> InChannel {
+        InChannel { held: true }
+    }
+
+    /// Ends the place, as [`Held::settle`] does (`state` is the channel's).
     #[inline]
     pub(crate) fn settle(
         &mut self,
@@ -139,55 +147,52 @@ impl Held {
         rtt: Duration,
         now: Instant,
     ) {
-        let teach = |limiter: &Limiter| {
-            if timed_out || outcome.is_overloaded() {
-                limiter.leave_after(true, rtt, now);
-            } else if outcome.is_success() {
-                limiter.leave_after(false, rtt, now);
-            } else {
-                // Any other failure says nothing about overload.
-                limiter.leave();
-            }
-        };
-        match std::mem::replace(&mut self.0, Place::None) {
-            Place::None => {}
-            Place::InChannel => state.any_limiter().map_or((), |l| teach(l)),
-            Place::Owned(limiter) => teach(&limiter),
+        if std::mem::take(&mut self.held)
+            && let Some(limiter) = state.any_limiter()
+        {
+            end(limiter, outcome, timed_out, rtt, now);
         }
     }
 
     /// Gives the place back without a sample (`state` is the channel's).
     #[inline]
     pub(crate) fn give_back(&mut self, state: &ChannelState) {
-        match std::mem::replace(&mut self.0, Place::None) {
-            Place::None => {}
-            Place::InChannel => state.any_limiter().map_or((), |l| l.leave()),
-            Place::Owned(limiter) => limiter.leave(),
+        if std::mem::take(&mut self.held)
+            && let Some(limiter) = state.any_limiter()
+        {
+            limiter.leave();
         }
     }
 
-    /// The same place, owning a reference to its limiter (`state` is the
-    /// channel's): for a holder that cannot reach the state when it ends.
+    /// The same place, owning a reference to the limiter: for a holder
+    /// that cannot reach the state when it ends.
     pub(crate) fn owned(mut self, state: &ChannelState) -> Held {
-        match std::mem::replace(&mut self.0, Place::None) {
-            Place::InChannel => state
-                .any_limiter()
-                .map_or(Held::none(), |l| Held::under(l.clone())),
-            other => Held(other),
-        }
+        let held = std::mem::take(&mut self.held);
+        Held(state.any_limiter().filter(|_| held).cloned())
     }
 }
 
-impl Drop for Held {
+impl Drop for InChannel {
     fn drop(&mut self) {
-        match &self.0 {
-            Place::Owned(limiter) => limiter.leave(),
-            Place::InChannel => {
-                // Its holder had no state to give it back with: a bug that
-                // would cost a place under the limit for good.
-                debug_assert!(std::thread::panicking(), "a place dropped unreturned");
-            }
-            Place::None => {}
-        }
+        // A bug that would cost a place under the limit for good.
+        debug_assert!(
+            !self.held || std::thread::panicking(),
+            "a place dropped unreturned"
+        );
+    }
+}
+
+/// Gives a place under `limiter` back, teaching it what the call's end
+/// says: a success is a latency sample, an overloaded answer or a timeout
+/// a drop, any other failure nothing.
+#[inline]
+fn end(limiter: &Limiter, outcome: Outcome, timed_out: bool, rtt: Duration, now: Instant) {
+    if timed_out || outcome.is_overloaded() {
+        limiter.leave_after(true, rtt, now);
+    } else if outcome.is_success() {
+        limiter.leave_after(false, rtt, now);
+    } else {
+        // Any other failure says nothing about overload.
+        limiter.leave();
     }
 }

@@ -246,11 +246,10 @@ where
         answered_in: Option<Duration>,
         result: &Result<S::Response, Error>,
     ) {
-        if let Some(mut place) = self.place.take() {
+        if let Some(place) = self.place.take() {
             let timed_out = result.as_ref().is_err_and(Error::is_timeout);
             let rtt = answered_in.unwrap_or_else(|| now.saturating_duration_since(self.start));
-            let state = &self.handle.inner.state;
-            place.settle(state, call.last_outcome(), timed_out, rtt, now);
+            place.settle(call.last_outcome(), timed_out, rtt, now);
         }
     }
 }

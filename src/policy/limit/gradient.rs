@@ -15,6 +15,10 @@ const MAX_GRADIENT: f64 = 2.0;
 /// Windows in a row at the lowest gradient that make the baseline suspect
 /// (the service may have become slower for good): probe again at once.
 const STALE_WINDOWS: u32 = 5;
+/// A window takes every call's sample until it holds this many calls, then
+/// one call's in `n`, `n` set so that the window takes about this many
+/// more if it sees as many calls as the last one ([`Gradient::sample_every`]).
+const SAMPLES_PER_WINDOW: u32 = 64;
 
 /// Settings of the [`Gradient`] algorithm. Defaults are given on each
 /// setter; [`GradientSettings::default`] has them all.
@@ -145,6 +149,14 @@ impl GradientSettings {
 ///   `smoothing` toward the target, within its bounds.
 /// - **App-limited.** A window in which in-flight calls never reached half
 ///   the limit says nothing about a higher limit: the limit does not grow.
+/// - **Sampling.** A window needs only so many samples: once it holds 64
+///   calls, [`sample_every`](Self::sample_every) says how few calls need to
+///   be reported (one in `last window's calls / 64`), and a reported call
+///   stands for that many ([`on_weighted_sample`](Self::on_weighted_sample)),
+///   so the window's mean stays unbiased. A busy client then feeds the
+///   algorithm about 128 calls per window, however many it makes. Drops,
+///   probe samples, and a call that raises the window's in-flight peak
+///   ([`window_peak`](Self::window_peak)) are always reported.
 ///
 /// Against a service that serves `k` calls at a time, the limit settles
 /// near `(1 + tolerance) × k + √limit`: calls queue a little, so the
@@ -159,6 +171,8 @@ pub struct Gradient {
     window: Window,
     next_probe: Instant,
     stale_windows: u32,
+    /// Calls the last closed window held (those it sampled, weighted).
+    last_window: u32,
     rng: Rng,
 }
 
@@ -195,6 +209,7 @@ impl Gradient {
             window: Window::default(),
             next_probe: now,
             stale_windows: 0,
+            last_window: 0,
             rng,
         }
     }
@@ -240,10 +255,39 @@ impl Gradient {
         self.limit = (limit as f64).clamp(s.min_limit as f64, s.max_limit as f64);
     }
 
+    /// How many finished calls one reported sample may stand for now: 1
+    /// (report every call) while probing and until the window holds 64
+    /// calls, then the last window's calls / 64. A caller that reports one
+    /// call in `n` at random passes `n` as the sample's weight
+    /// ([`on_weighted_sample`](Self::on_weighted_sample)).
+    pub fn sample_every(&self) -> u32 {
+        if self.probe.is_some() || self.window.samples < SAMPLES_PER_WINDOW {
+            1
+        } else {
+            (self.last_window / SAMPLES_PER_WINDOW).max(1)
+        }
+    }
+
+    /// The most calls in flight any sample of the window in progress saw:
+    /// a call that sees more must be reported (weight 1), so that the
+    /// window's peak is exact.
+    pub fn window_peak(&self) -> usize {
+        self.window.max_in_flight
+    }
+
     /// Records one finished call at `now`. Returns whether the limit in
     /// force or the baseline may have changed (a probe began or ended, or a
     /// window closed); `false` when the sample was only accumulated.
     pub fn on_sample(&mut self, sample: Sample, now: Instant) -> bool {
+        self.on_weighted_sample(sample, 1, now)
+    }
+
+    /// Records one finished call at `now` that stands for `weight` calls
+    /// (one reported in `weight`, drawn at random; see
+    /// [`sample_every`](Self::sample_every)): in the window it counts
+    /// `weight` times. A probe counts it once. Returns what
+    /// [`on_sample`](Self::on_sample) returns.
+    pub fn on_weighted_sample(&mut self, sample: Sample, weight: u32, now: Instant) -> bool {
         if let Some(probe) = &mut self.probe {
             if probe.add(sample, now, self.settings.probe_limit) < self.settings.probe_samples {
                 return false;
@@ -268,13 +312,15 @@ impl Gradient {
         if sample.dropped {
             w.dropped = true;
         } else {
-            w.samples += 1;
-            w.total = w.total.saturating_add(sample.rtt);
+            let weight = weight.max(1);
+            w.samples = w.samples.saturating_add(weight);
+            w.total = w.total.saturating_add(sample.rtt.saturating_mul(weight));
         }
         if now < end || (w.samples < self.settings.window_samples && !w.dropped) {
             return false;
         }
         self.adjust();
+        self.last_window = self.window.samples;
         self.window = Window::default();
         if self.stale_windows >= STALE_WINDOWS {
             self.probe = Some(Probe::draining());

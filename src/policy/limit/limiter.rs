@@ -4,7 +4,7 @@
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge};
@@ -16,6 +16,7 @@ use super::{
 };
 use crate::clock::{later, nanos, now};
 use crate::error::BuildError;
+use crate::rng::with_thread_rng;
 
 /// One limit shared by every service of a layer, or by every call of a
 /// channel (or of one of its endpoints).
@@ -32,6 +33,12 @@ pub(crate) struct Limiter {
     core: Mutex<Core>,
     /// Whether the algorithm learns from samples (a fixed limit does not).
     learns: AtomicBool,
+    /// The algorithm's sampling, published after each sample (see
+    /// [`weight`](Limiter::weight)): one successful call in `every` is
+    /// reported, standing for `every` calls, unless it sees more calls in
+    /// flight than `peak`.
+    every: AtomicU32,
+    peak: AtomicUsize,
     /// Queue length and longest wait (in nanoseconds): atomics, so that a
     /// retune changes them under calls in flight.
     queue: AtomicUsize,
@@ -88,6 +95,8 @@ impl Limiter {
             rejected: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             learns: AtomicBool::new(!matches!(core, Core::Fixed(_))),
+            every: AtomicU32::new(1),
+            peak: AtomicUsize::new(0),
             core: Mutex::new(core),
             queue: AtomicUsize::new(settings.queue),
             max_wait_ns: AtomicU64::new(nanos(settings.max_wait)),
@@ -111,6 +120,7 @@ impl Limiter {
         self.max_wait_ns
             .store(nanos(settings.max_wait), Ordering::Relaxed);
         self.publish(&core);
+        self.publish_sampling(&core);
         Ok(())
     }
 
@@ -228,20 +238,49 @@ impl Limiter {
     }
 
     /// Whether finished calls should be reported (else skip the clock).
+    #[inline]
     pub(crate) fn learns(&self) -> bool {
         self.learns.load(Ordering::Relaxed)
     }
 
-    /// Feeds a finished call to the algorithm and publishes a new limit.
-    fn record(&self, mut sample: Sample, now: Instant) {
-        sample.in_flight = self.in_flight.load(Ordering::Relaxed);
+    /// The weight of a finished call's sample when it is to be reported,
+    /// `None` when it is not: the algorithm needs only so many samples per
+    /// window, so that a busy limiter takes its lock for one call in many.
+    /// A call is reported at random with probability `1 / every`, standing
+    /// for `every` calls (the window's mean stays unbiased), and always
+    /// when it sees more calls in flight than any reported one (the
+    /// window's peak stays exact).
+    #[inline]
+    fn weight(&self, in_flight: usize) -> Option<u32> {
+        let every = self.every.load(Ordering::Relaxed);
+        if every <= 1 || in_flight > self.peak.load(Ordering::Relaxed) {
+            return Some(1);
+        }
+        with_thread_rng(|rng| rng.below(every as usize) == 0).then_some(every)
+    }
+
+    /// Feeds a finished call standing for `weight` calls to the algorithm
+    /// and publishes a new limit.
+    fn record(&self, sample: Sample, weight: u32, now: Instant) {
         // Samples are statistics: when another thread is feeding one, this
         // one is skipped rather than queued behind it.
         let Some(mut core) = self.core.try_lock() else {
             return;
         };
-        if core.on_sample(sample, now) {
+        if core.on_sample(sample, weight, now) {
             self.publish(&core);
+        }
+        self.publish_sampling(&core);
+    }
+
+    /// Publishes the core's sampling (under the core's lock).
+    fn publish_sampling(&self, core: &Core) {
+        let (every, peak) = core.sampling();
+        if self.every.load(Ordering::Relaxed) != every {
+            self.every.store(every, Ordering::Relaxed);
+        }
+        if self.peak.load(Ordering::Relaxed) != peak {
+            self.peak.store(peak, Ordering::Relaxed);
         }
     }
 
@@ -281,12 +320,21 @@ impl Limiter {
     #[inline]
     pub(crate) fn leave_after(&self, dropped: bool, rtt: Duration, now: Instant) {
         if self.learns() {
-            let sample = Sample {
-                rtt,
-                in_flight: 0,
-                dropped,
+            let in_flight = self.in_flight.load(Ordering::Relaxed);
+            // A drop is always reported.
+            let weight = if dropped {
+                Some(1)
+            } else {
+                self.weight(in_flight)
             };
-            self.record(sample, now);
+            if let Some(weight) = weight {
+                let sample = Sample {
+                    rtt,
+                    in_flight,
+                    dropped,
+                };
+                self.record(sample, weight, now);
+            }
         }
         self.leave();
     }

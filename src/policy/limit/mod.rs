@@ -296,13 +296,23 @@ impl Core {
         }
     }
 
-    /// Feeds a sample; returns whether the limit or baseline may have
-    /// changed.
-    pub(crate) fn on_sample(&mut self, sample: Sample, now: Instant) -> bool {
+    /// Feeds a sample that stands for `weight` calls; returns whether the
+    /// limit or baseline may have changed.
+    pub(crate) fn on_sample(&mut self, sample: Sample, weight: u32, now: Instant) -> bool {
         match self {
-            Core::Gradient(g) => g.on_sample(sample, now),
+            Core::Gradient(g) => g.on_weighted_sample(sample, weight, now),
             Core::Aimd(a) => a.on_sample(sample, now),
             Core::Fixed(_) => false,
+        }
+    }
+
+    /// How many calls one reported sample may stand for now, and the
+    /// in-flight count above which a call must be reported: only the
+    /// gradient samples (AIMD moves on every call).
+    pub(crate) fn sampling(&self) -> (u32, usize) {
+        match self {
+            Core::Gradient(g) => (g.sample_every(), g.window_peak()),
+            _ => (1, 0),
         }
     }
 }
