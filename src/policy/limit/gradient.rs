@@ -15,10 +15,10 @@ const MAX_GRADIENT: f64 = 2.0;
 /// Windows in a row at the lowest gradient that make the baseline suspect
 /// (the service may have become slower for good): probe again at once.
 const STALE_WINDOWS: u32 = 5;
-/// A window takes every call's sample until it holds this many calls, then
-/// one call's in `n`, `n` set so that the window takes about this many
-/// more if it sees as many calls as the last one ([`Gradient::sample_every`]).
-const SAMPLES_PER_WINDOW: u32 = 64;
+/// A window that holds `n` calls needs one more call's sample in
+/// `n / SAMPLED` ([`Gradient::sample_every`]): its mean is then about as
+/// precise as one over `2 × SAMPLED` calls, however many it sees.
+const SAMPLED: u32 = 64;
 
 /// Settings of the [`Gradient`] algorithm. Defaults are given on each
 /// setter; [`GradientSettings::default`] has them all.
@@ -149,13 +149,14 @@ impl GradientSettings {
 ///   `smoothing` toward the target, within its bounds.
 /// - **App-limited.** A window in which in-flight calls never reached half
 ///   the limit says nothing about a higher limit: the limit does not grow.
-/// - **Sampling.** A window needs only so many samples: once it holds 64
-///   calls, [`sample_every`](Self::sample_every) says how few calls need to
-///   be reported (one in `last window's calls / 64`), and a reported call
-///   stands for that many ([`on_weighted_sample`](Self::on_weighted_sample)),
-///   so the window's mean stays unbiased. A busy client then feeds the
-///   algorithm about 128 calls per window, however many it makes. Drops,
-///   probe samples, and a call that raises the window's in-flight peak
+/// - **Sampling.** A window needs only so many samples: once it holds 128
+///   calls, [`sample_every`](Self::sample_every) says how few need to be
+///   reported (one in `calls so far / 64`), and a reported call stands for
+///   that many ([`on_weighted_sample`](Self::on_weighted_sample)), so that
+///   the window's mean stays unbiased and about as precise as one over 128
+///   calls. A window of `n` calls then takes about `64 × ln(n / 64)`
+///   samples (585 for 600,000). Drops, probe samples, and a call that
+///   raises the window's in-flight peak
 ///   ([`window_peak`](Self::window_peak)) are always reported.
 ///
 /// Against a service that serves `k` calls at a time, the limit settles
@@ -171,8 +172,6 @@ pub struct Gradient {
     window: Window,
     next_probe: Instant,
     stale_windows: u32,
-    /// Calls the last closed window held (those it sampled, weighted).
-    last_window: u32,
     rng: Rng,
 }
 
@@ -209,7 +208,6 @@ impl Gradient {
             window: Window::default(),
             next_probe: now,
             stale_windows: 0,
-            last_window: 0,
             rng,
         }
     }
@@ -256,15 +254,15 @@ impl Gradient {
     }
 
     /// How many finished calls one reported sample may stand for now: 1
-    /// (report every call) while probing and until the window holds 64
-    /// calls, then the last window's calls / 64. A caller that reports one
-    /// call in `n` at random passes `n` as the sample's weight
+    /// (report every call) while probing, else the window's calls so far /
+    /// 64 (1 until it holds 128). A caller that reports one call in `n` at
+    /// random passes `n` as the sample's weight
     /// ([`on_weighted_sample`](Self::on_weighted_sample)).
     pub fn sample_every(&self) -> u32 {
-        if self.probe.is_some() || self.window.samples < SAMPLES_PER_WINDOW {
+        if self.probe.is_some() {
             1
         } else {
-            (self.last_window / SAMPLES_PER_WINDOW).max(1)
+            (self.window.samples / SAMPLED).max(1)
         }
     }
 
@@ -320,7 +318,6 @@ impl Gradient {
             return false;
         }
         self.adjust();
-        self.last_window = self.window.samples;
         self.window = Window::default();
         if self.stale_windows >= STALE_WINDOWS {
             self.probe = Some(Probe::draining());

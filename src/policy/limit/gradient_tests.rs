@@ -262,19 +262,21 @@ fn busy(g: &mut Gradient, mut now: Instant, calls: u32, rtt: Duration, weight: u
 }
 
 #[test]
-fn a_busy_window_asks_for_fewer_samples_after_its_first_64() {
+fn a_busy_window_asks_for_fewer_samples_as_it_fills() {
     let (mut g, now) = probed(GradientSettings::default());
-    assert_eq!(g.sample_every(), 1, "no window closed yet");
-    // A window of 1,281 calls, all reported.
-    let now = busy(&mut g, now, 1_280, 10 * MS, 1);
-    assert!(g.on_sample(sample(10 * MS, 20), now + 100 * MS), "closed");
-    // The next window: every call until it holds 64, then one in 20.
-    let now = busy(&mut g, now + 100 * MS, 63, 10 * MS, 1);
+    // Every call until the window holds 128, then one in (calls / 64).
+    let now = busy(&mut g, now, 127, 10 * MS, 1);
     assert_eq!(g.sample_every(), 1);
     let now = busy(&mut g, now, 1, 10 * MS, 1);
-    assert_eq!(g.sample_every(), 1_281 / 64);
+    assert_eq!(g.sample_every(), 2);
+    let now = busy(&mut g, now, 10, 10 * MS, 100);
+    assert_eq!(g.sample_every(), 1_128 / 64);
     assert_eq!(g.window_peak(), 20);
+    // A new window starts over.
+    assert!(g.on_sample(sample(10 * MS, 20), now + 100 * MS), "closed");
+    assert_eq!((g.sample_every(), g.window_peak()), (1, 0));
     // A probe takes every sample.
+    let now = busy(&mut g, now + 100 * MS, 1_000, 10 * MS, 1);
     g.on_sample(sample(10 * MS, 20), now + Duration::from_secs(40));
     assert!(g.is_probing());
     assert_eq!(g.sample_every(), 1);
