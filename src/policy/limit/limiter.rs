@@ -1,5 +1,6 @@
 //! The shared limiter: admission on atomics, a bounded wait queue, and the
-//! algorithm behind a short lock taken once per finished call.
+//! algorithm behind a short lock taken for each finished call it asks for
+//! (every one, or a random sample of a busy window: [`Limiter::weight`]).
 
 use std::fmt;
 use std::ops::Deref;

@@ -88,8 +88,9 @@
 //!   on), and the sample is the duration of the attempt that answered, from
 //!   the attempt's own clock readings (backoff pauses are not latency),
 //!   with its outcome as the channel's classifier says. An admitted call
-//!   costs the limiter two atomic updates and, for the learning algorithms,
-//!   one short lock when it ends.
+//!   costs the limiter two atomic updates; when it ends, AIMD takes a short
+//!   lock to learn from it, the gradient only for a sample of the calls of
+//!   a busy window (see [`Gradient`]'s sampling).
 //! - **Per endpoint**: each endpoint gets its own limiter when it is
 //!   inserted, as it gets its breaker. A pick only considers endpoints
 //!   with room (two atomic loads each), so the balancer sends the call
