@@ -374,6 +374,11 @@ where
             Ended::Answered(outcome) => (outcome, false),
             Ended::TimedOut => (Outcome::Failure { retryable: true }, true),
         };
+        // A response the classifier called a failure is still the caller's
+        // answer when nothing else will be tried.
+        let answer = finished
+            .result
+            .unwrap_or_else(|| Err(Error::inner("an attempt without a time limit timed out")));
         let state = &this.attempt.as_ref().get_ref().slot().state;
         let took = this
             .end
@@ -382,13 +387,7 @@ where
         if !span.is_disabled() {
             span.record("outcome", outcome_name(outcome));
         }
-        // A response the classifier called a failure is still the caller's
-        // answer when nothing else will be tried.
-        Poll::Ready(
-            finished
-                .result
-                .unwrap_or_else(|| Err(Error::inner("an attempt without a time limit timed out"))),
-        )
+        Poll::Ready(answer)
     }
 }
 
