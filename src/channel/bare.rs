@@ -164,6 +164,19 @@ where
     std::future::poll_fn(|cx| bare.as_mut().poll_in(cx, &span)).await
 }
 
+/// How a bare call's attempt ended, as its [`CallEnd`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ending {
+    /// The classifier's outcome (a retryable failure when it timed out).
+    pub(crate) outcome: Outcome,
+    /// Whether the attempt was cut by its timeout.
+    pub(crate) timed_out: bool,
+    /// How long the attempt ran.
+    pub(crate) elapsed: Duration,
+    /// When it ended.
+    pub(crate) at: Instant,
+}
+
 /// What a bare call does when its attempt ends, besides returning: where
 /// its duration starts, and the place it gives back. Each method gets the
 /// channel's state (where an [`InChannel`] place finds its limiter).
@@ -172,16 +185,9 @@ pub(crate) trait CallEnd: Sized {
     /// ([`owned`](Self::owned)).
     type Owned: CallEnd + Send + 'static;
 
-    /// Ends the call whose attempt ran `elapsed` until `at` and ended with
-    /// `outcome` (`timed_out`: it was cut); returns the call's duration.
-    fn end(
-        &mut self,
-        state: &ChannelState,
-        outcome: Outcome,
-        timed_out: bool,
-        elapsed: Duration,
-        at: Instant,
-    ) -> Duration;
+    /// Ends the call whose attempt ended as `ending` says; returns the
+    /// call's duration.
+    fn end(&mut self, state: &ChannelState, ending: Ending) -> Duration;
 
     /// Ends the call without an answer (dropped, or no endpoint to send
     /// to): gives its place back, if any, without a sample.
@@ -198,8 +204,8 @@ impl CallEnd for () {
     type Owned = ();
 
     #[inline]
-    fn end(&mut self, _: &ChannelState, _: Outcome, _: bool, d: Duration, _: Instant) -> Duration {
-        d
+    fn end(&mut self, _: &ChannelState, ending: Ending) -> Duration {
+        ending.elapsed
     }
 
     fn owned(self, _: &ChannelState) {}
@@ -210,8 +216,8 @@ impl CallEnd for () {
 impl CallEnd for Instant {
     type Owned = Instant;
 
-    fn end(&mut self, _: &ChannelState, _: Outcome, _: bool, _: Duration, at: Instant) -> Duration {
-        at.saturating_duration_since(*self)
+    fn end(&mut self, _: &ChannelState, ending: Ending) -> Duration {
+        ending.at.saturating_duration_since(*self)
     }
 
     fn owned(self, _: &ChannelState) -> Instant {
@@ -224,16 +230,10 @@ impl CallEnd for Instant {
 impl CallEnd for Held {
     type Owned = Held;
 
-    fn end(
-        &mut self,
-        _: &ChannelState,
-        outcome: Outcome,
-        timed_out: bool,
-        elapsed: Duration,
-        at: Instant,
-    ) -> Duration {
-        std::mem::replace(self, Held::none()).settle(outcome, timed_out, elapsed, at);
-        elapsed
+    fn end(&mut self, _: &ChannelState, e: Ending) -> Duration {
+        let place = std::mem::replace(self, Held::none());
+        place.settle(e.outcome, e.timed_out, e.elapsed, e.at);
+        e.elapsed
     }
 
     fn abandon(&mut self, _: &ChannelState) {
@@ -253,16 +253,9 @@ impl CallEnd for InChannel {
     type Owned = Held;
 
     #[inline]
-    fn end(
-        &mut self,
-        state: &ChannelState,
-        outcome: Outcome,
-        timed_out: bool,
-        elapsed: Duration,
-        at: Instant,
-    ) -> Duration {
-        self.settle(state, outcome, timed_out, elapsed, at);
-        elapsed
+    fn end(&mut self, state: &ChannelState, e: Ending) -> Duration {
+        self.settle(state, e.outcome, e.timed_out, e.elapsed, e.at);
+        e.elapsed
     }
 
     #[inline]
@@ -278,16 +271,10 @@ impl CallEnd for InChannel {
 /// Both: the first says where the call started.
 impl<A: CallEnd, B: CallEnd> CallEnd for (A, B) {
     type Owned = (A::Owned, B::Owned);
-    fn end(
-        &mut self,
-        state: &ChannelState,
-        outcome: Outcome,
-        timed_out: bool,
-        elapsed: Duration,
-        at: Instant,
-    ) -> Duration {
-        self.1.end(state, outcome, timed_out, elapsed, at);
-        self.0.end(state, outcome, timed_out, elapsed, at)
+
+    fn end(&mut self, state: &ChannelState, ending: Ending) -> Duration {
+        self.1.end(state, ending);
+        self.0.end(state, ending)
     }
 
     fn abandon(&mut self, state: &ChannelState) {
@@ -380,9 +367,13 @@ where
             .result
             .unwrap_or_else(|| Err(Error::inner("an attempt without a time limit timed out")));
         let state = &this.attempt.as_ref().get_ref().slot().state;
-        let took = this
-            .end
-            .end(state, outcome, timed_out, finished.elapsed, finished.at);
+        let ending = Ending {
+            outcome,
+            timed_out,
+            elapsed: finished.elapsed,
+            at: finished.at,
+        };
+        let took = this.end.end(state, ending);
         state.metrics.record_call(outcome, took);
         if !span.is_disabled() {
             span.record("outcome", outcome_name(outcome));

@@ -163,21 +163,20 @@ async fn a_dropped_call_gives_its_place_back_on_every_path() {
         };
         let channel = builder.build().unwrap();
         let limit = channel.policy_handle().concurrency_limit().unwrap();
-        // Waiting for discovery, then dropped.
-        let waiting = spawn_call(&channel, 1);
-        tokio::time::sleep(10 * MS).await;
-        assert_eq!(limit.in_flight(), 1);
-        waiting.abort();
-        assert!(waiting.await.unwrap_err().is_cancelled());
-        assert_eq!(limit.in_flight(), 0, "retry: {retry}");
-        // Sent, then dropped before its answer.
+        // A call that holds its place 10 ms, then is dropped.
+        let drop_midway = async |req| {
+            let call = spawn_call(&channel, req);
+            tokio::time::sleep(10 * MS).await;
+            assert_eq!(limit.in_flight(), 1);
+            call.abort();
+            assert!(call.await.unwrap_err().is_cancelled());
+            assert_eq!(limit.in_flight(), 0, "retry: {retry}");
+        };
+        // Waiting for discovery.
+        drop_midway(1).await;
+        // Sent, before its answer.
         manual.insert(addr(1));
-        let sent = spawn_call(&channel, 2);
-        tokio::time::sleep(10 * MS).await;
-        assert_eq!(limit.in_flight(), 1);
-        sent.abort();
-        assert!(sent.await.unwrap_err().is_cancelled());
-        assert_eq!(limit.in_flight(), 0, "retry: {retry}");
+        drop_midway(2).await;
         // Waiting for discovery, then answered: its place is settled.
         manual.remove(addr(1));
         let waiting = spawn_call(&channel, 3);
