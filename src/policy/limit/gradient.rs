@@ -155,9 +155,10 @@ impl GradientSettings {
 ///   that many ([`on_weighted_sample`](Self::on_weighted_sample)), so that
 ///   the window's mean stays unbiased and about as precise as one over 128
 ///   calls. A window of `n` calls then takes about `64 × ln(n / 64)`
-///   samples (585 for 600,000). Drops, probe samples, and a call that
-///   raises the window's in-flight peak
-///   ([`window_peak`](Self::window_peak)) are always reported.
+///   samples (585 for 600,000). Drops, probe samples, a call that raises
+///   the window's in-flight peak ([`window_peak`](Self::window_peak)) and
+///   calls made once the window's time is up
+///   ([`sample_all_from`](Self::sample_all_from)) are always reported.
 ///
 /// Against a service that serves `k` calls at a time, the limit settles
 /// near `(1 + tolerance) × k + √limit`: calls queue a little, so the
@@ -264,6 +265,14 @@ impl Gradient {
         } else {
             (self.window.samples / SAMPLED).max(1)
         }
+    }
+
+    /// From when every call must be reported again, whatever
+    /// [`sample_every`](Self::sample_every) says: the end of the window in
+    /// progress (a reported call closes it) or the next probe, whichever
+    /// comes first; `None` before the window's first sample.
+    pub fn sample_all_from(&self) -> Option<Instant> {
+        self.window.end.map(|end| end.min(self.next_probe))
     }
 
     /// The most calls in flight any sample of the window in progress saw:

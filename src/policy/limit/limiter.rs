@@ -14,10 +14,11 @@ use tokio::sync::Notify;
 
 use super::{
     Core, LIMIT_METRIC, LimitSettings, MIN_RTT_METRIC, QUEUED_METRIC, REJECTED_METRIC, Sample,
+    Sampling,
 };
-use crate::clock::{later, nanos, now};
+use crate::clock::{later, nanos, nanos_since, now};
 use crate::error::BuildError;
-use crate::rng::with_thread_rng;
+use crate::rng::{Rng, with_thread_rng};
 
 /// One limit shared by every service of a layer, or by every call of a
 /// channel (or of one of its endpoints).
@@ -34,12 +35,13 @@ pub(crate) struct Limiter {
     core: Mutex<Core>,
     /// Whether the algorithm learns from samples (a fixed limit does not).
     learns: AtomicBool,
-    /// The algorithm's sampling, published after each sample (see
-    /// [`weight`](Limiter::weight)): one successful call in `every` is
-    /// reported, standing for `every` calls, unless it sees more calls in
-    /// flight than `peak`.
+    /// The algorithm's [`Sampling`], published after each sample (see
+    /// [`weight`](Limiter::weight)); `all_from` in nanoseconds since
+    /// `epoch` (`u64::MAX`: none).
     every: AtomicU32,
     peak: AtomicUsize,
+    all_from_ns: AtomicU64,
+    epoch: Instant,
     /// Queue length and longest wait (in nanoseconds): atomics, so that a
     /// retune changes them under calls in flight.
     queue: AtomicUsize,
@@ -98,6 +100,8 @@ impl Limiter {
             learns: AtomicBool::new(!matches!(core, Core::Fixed(_))),
             every: AtomicU32::new(1),
             peak: AtomicUsize::new(0),
+            all_from_ns: AtomicU64::new(u64::MAX),
+            epoch: now(),
             core: Mutex::new(core),
             queue: AtomicUsize::new(settings.queue),
             max_wait_ns: AtomicU64::new(nanos(settings.max_wait)),
@@ -244,20 +248,31 @@ impl Limiter {
         self.learns.load(Ordering::Relaxed)
     }
 
-    /// The weight of a finished call's sample when it is to be reported,
-    /// `None` when it is not: the algorithm needs only so many samples per
-    /// window, so that a busy limiter takes its lock for one call in many.
-    /// A call is reported at random with probability `1 / every`, standing
-    /// for `every` calls (the window's mean stays unbiased), and always
-    /// when it sees more calls in flight than any reported one (the
-    /// window's peak stays exact).
+    /// The weight of the sample of a call that finished at `now` with
+    /// `in_flight` calls in flight when it is to be reported, `None` when
+    /// it is not: the algorithm needs only so many samples per window, so
+    /// that a busy limiter takes its lock for one call in many. A call is
+    /// reported at random with probability `1 / every`, standing for
+    /// `every` calls (the window's mean stays unbiased); always when it
+    /// sees more calls in flight than any reported one (the window's peak
+    /// stays exact); and, once the window's time is up, one in 8 of the
+    /// others, standing for itself, so that a window whose calls became
+    /// rare still closes within a few calls.
     #[inline]
-    fn weight(&self, in_flight: usize) -> Option<u32> {
+    fn weight(&self, in_flight: usize, now: Instant) -> Option<u32> {
         let every = self.every.load(Ordering::Relaxed);
         if every <= 1 || in_flight > self.peak.load(Ordering::Relaxed) {
             return Some(1);
         }
-        with_thread_rng(|rng| rng.below(every as usize) == 0).then_some(every)
+        let draw = with_thread_rng(Rng::next_u64);
+        if (u128::from(draw) * u128::from(every)) >> 64 == 0 {
+            return Some(every);
+        }
+        // The clock arithmetic costs as much as the rest: looked at for one
+        // call in 8 (the draw's low bits, independent of its high ones).
+        let late = draw & 7 == 0
+            && nanos_since(now, self.epoch) >= self.all_from_ns.load(Ordering::Relaxed);
+        late.then_some(1)
     }
 
     /// Feeds a finished call standing for `weight` calls to the algorithm
@@ -276,12 +291,20 @@ impl Limiter {
 
     /// Publishes the core's sampling (under the core's lock).
     fn publish_sampling(&self, core: &Core) {
-        let (every, peak) = core.sampling();
+        let Sampling {
+            every,
+            peak,
+            all_from,
+        } = core.sampling();
+        let all_from = all_from.map_or(u64::MAX, |t| nanos_since(t, self.epoch));
         if self.every.load(Ordering::Relaxed) != every {
             self.every.store(every, Ordering::Relaxed);
         }
         if self.peak.load(Ordering::Relaxed) != peak {
             self.peak.store(peak, Ordering::Relaxed);
+        }
+        if self.all_from_ns.load(Ordering::Relaxed) != all_from {
+            self.all_from_ns.store(all_from, Ordering::Relaxed);
         }
     }
 
@@ -326,7 +349,7 @@ impl Limiter {
             let weight = if dropped {
                 Some(1)
             } else {
-                self.weight(in_flight)
+                self.weight(in_flight, now)
             };
             if let Some(weight) = weight {
                 let sample = Sample {
@@ -431,3 +454,7 @@ impl fmt::Debug for LimitHandle {
             .finish()
     }
 }
+
+#[cfg(test)]
+#[path = "limiter_tests.rs"]
+mod tests;

@@ -307,13 +307,31 @@ impl Core {
         }
     }
 
-    /// How many calls one reported sample may stand for now, and the
-    /// in-flight count above which a call must be reported: only the
-    /// gradient samples (AIMD moves on every call).
-    pub(crate) fn sampling(&self) -> (u32, usize) {
+    /// How the limiter may sample finished calls now: only the gradient
+    /// samples (AIMD moves on every call).
+    pub(crate) fn sampling(&self) -> Sampling {
         match self {
-            Core::Gradient(g) => (g.sample_every(), g.window_peak()),
-            _ => (1, 0),
+            Core::Gradient(g) => Sampling {
+                every: g.sample_every(),
+                peak: g.window_peak(),
+                all_from: g.sample_all_from(),
+            },
+            _ => Sampling {
+                every: 1,
+                peak: 0,
+                all_from: None,
+            },
         }
     }
+}
+
+/// How the limiter may sample finished calls: one successful call in
+/// `every` is reported, standing for `every` calls, except a call that
+/// sees more than `peak` calls in flight or that ends at or after
+/// `all_from`, which is reported standing for itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sampling {
+    pub(crate) every: u32,
+    pub(crate) peak: usize,
+    pub(crate) all_from: Option<Instant>,
 }
