@@ -5,11 +5,11 @@
 //! One task calls in a loop, so one call is in flight and nothing is ever
 //! refused. Over the always-ready in-memory `Echo` service: `echo` alone,
 //! `echo_gradient` (the default adaptive limit: an admission on atomics, a
-//! clock read at each end of the call, one short lock to feed the sample),
-//! `echo_fixed` (the same path with a fixed limit), `echo_tower` (tower's
-//! `ConcurrencyLimit`: a semaphore permit per call). Over a bare channel (8
-//! endpoints, P2C peak-EWMA): `channel`, `channel_gradient` (the channel's
-//! own limit, `LimitSettings::default()`; target at most 1.15 ×
+//! clock read at each end of the call, a short lock to feed a sample of the
+//! calls), `echo_fixed` (the same path with a fixed limit), `echo_tower`
+//! (tower's `ConcurrencyLimit`: a semaphore permit per call). Over a bare
+//! channel (8 endpoints, P2C peak-EWMA): `channel`, `channel_gradient` (the
+//! channel's own limit, `LimitSettings::default()`; target at most 1.15 ×
 //! `channel`), `channel_fixed` (a fixed limit of 1000) and `channel_layer`
 //! (the standalone layer in front of the channel).
 

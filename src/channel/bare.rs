@@ -21,14 +21,14 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use pin_project::pin_project;
+use pin_project::{pin_project, pinned_drop};
 use tower::Service;
 use tracing::Span;
 
 use super::attempt::{Attempt, outcome_name};
 use super::boxed::{Boxed, CallFuture, Plain, boxed, boxed_in_place};
 use super::inner::Inner;
-use super::limits::{Entry, Held};
+use super::limits::{Entry, Held, InChannel};
 use super::slot::Slot;
 use super::state::ChannelState;
 use super::table::Snapshot;
@@ -98,11 +98,13 @@ where
         }
         Some(None) => {
             // The place, if any, is given back here, without a sample.
-            drop(place);
+            let mut place = place;
+            place.abandon(&inner.state);
             let error = inner.no_endpoint();
             boxed(span, Plain(async move { Err(error) }))
         }
         None => {
+            let place = place.owned(&inner.state);
             let wait = wait_then_call(inner.clone(), req, start, span.clone(), place);
             boxed(span, Plain(wait))
         }
@@ -162,78 +164,151 @@ where
     std::future::poll_fn(|cx| bare.as_mut().poll_in(cx, &span)).await
 }
 
+/// How a bare call's attempt ended, as its [`CallEnd`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ending {
+    /// The classifier's outcome (a retryable failure when it timed out).
+    pub(crate) outcome: Outcome,
+    /// Whether the attempt was cut by its timeout.
+    pub(crate) timed_out: bool,
+    /// How long the attempt ran.
+    pub(crate) elapsed: Duration,
+    /// When it ended.
+    pub(crate) at: Instant,
+}
+
 /// What a bare call does when its attempt ends, besides returning: where
-/// its duration starts, and the place it gives back.
-pub(crate) trait CallEnd {
-    /// Ends the call whose attempt ran `elapsed` until `at` and ended with
-    /// `outcome` (`timed_out`: it was cut); returns the call's duration.
-    fn end(
-        &mut self,
-        outcome: Outcome,
-        timed_out: bool,
-        elapsed: Duration,
-        at: Instant,
-    ) -> Duration;
+/// its duration starts, and the place it gives back. Each method gets the
+/// channel's state (where an [`InChannel`] place finds its limiter).
+pub(crate) trait CallEnd: Sized {
+    /// What it becomes in a call that waits for discovery, holding no slot
+    /// ([`owned`](Self::owned)).
+    type Owned: CallEnd + Send + 'static;
+
+    /// Ends the call whose attempt ended as `ending` says; returns the
+    /// call's duration.
+    fn end(&mut self, state: &ChannelState, ending: Ending) -> Duration;
+
+    /// Ends the call without an answer (dropped, or no endpoint to send
+    /// to): gives its place back, if any, without a sample.
+    #[inline]
+    fn abandon(&mut self, _state: &ChannelState) {}
+
+    /// The same, owning what it needs to end without the channel's state.
+    fn owned(self, state: &ChannelState) -> Self::Owned;
 }
 
 /// The call started with its attempt and holds no place (the usual case:
 /// nothing to keep).
 impl CallEnd for () {
+    type Owned = ();
+
     #[inline]
-    fn end(&mut self, _: Outcome, _: bool, elapsed: Duration, _: Instant) -> Duration {
-        elapsed
+    fn end(&mut self, _: &ChannelState, ending: Ending) -> Duration {
+        ending.elapsed
     }
+
+    fn owned(self, _: &ChannelState) {}
 }
 
 /// The call started at this instant, before its attempt: it waited for
 /// discovery, or for its place.
 impl CallEnd for Instant {
-    fn end(&mut self, _: Outcome, _: bool, _: Duration, at: Instant) -> Duration {
-        at.saturating_duration_since(*self)
+    type Owned = Instant;
+
+    fn end(&mut self, _: &ChannelState, ending: Ending) -> Duration {
+        ending.at.saturating_duration_since(*self)
+    }
+
+    fn owned(self, _: &ChannelState) -> Instant {
+        self
     }
 }
 
-/// The call's place under the channel's limit, settled with the attempt's
-/// outcome and time (the call started with its attempt).
+/// The call's place under the channel's limit, owning its limiter, settled
+/// with the attempt's outcome and time.
 impl CallEnd for Held {
+    type Owned = Held;
+
+    fn end(&mut self, _: &ChannelState, e: Ending) -> Duration {
+        let place = std::mem::replace(self, Held::none());
+        place.settle(e.outcome, e.timed_out, e.elapsed, e.at);
+        e.elapsed
+    }
+
+    fn abandon(&mut self, _: &ChannelState) {
+        // Given back as it drops.
+        drop(std::mem::replace(self, Held::none()));
+    }
+
+    fn owned(self, _: &ChannelState) -> Held {
+        self
+    }
+}
+
+/// The call's place under the channel's limit, reached through the channel
+/// state, settled with the attempt's outcome and time (the call started
+/// with its attempt).
+impl CallEnd for InChannel {
+    type Owned = Held;
+
     #[inline]
-    fn end(
-        &mut self,
-        outcome: Outcome,
-        timed_out: bool,
-        elapsed: Duration,
-        at: Instant,
-    ) -> Duration {
-        std::mem::replace(self, Held::none()).settle(outcome, timed_out, elapsed, at);
-        elapsed
+    fn end(&mut self, state: &ChannelState, e: Ending) -> Duration {
+        self.settle(state, e.outcome, e.timed_out, e.elapsed, e.at);
+        e.elapsed
+    }
+
+    #[inline]
+    fn abandon(&mut self, state: &ChannelState) {
+        self.give_back(state);
+    }
+
+    fn owned(self, state: &ChannelState) -> Held {
+        InChannel::owned(self, state)
     }
 }
 
 /// Both: the first says where the call started.
 impl<A: CallEnd, B: CallEnd> CallEnd for (A, B) {
-    fn end(
-        &mut self,
-        outcome: Outcome,
-        timed_out: bool,
-        elapsed: Duration,
-        at: Instant,
-    ) -> Duration {
-        self.1.end(outcome, timed_out, elapsed, at);
-        self.0.end(outcome, timed_out, elapsed, at)
+    type Owned = (A::Owned, B::Owned);
+
+    fn end(&mut self, state: &ChannelState, ending: Ending) -> Duration {
+        self.1.end(state, ending);
+        self.0.end(state, ending)
+    }
+
+    fn abandon(&mut self, state: &ChannelState) {
+        self.1.abandon(state);
+        self.0.abandon(state);
+    }
+
+    fn owned(self, state: &ChannelState) -> Self::Owned {
+        (self.0.owned(state), self.1.owned(state))
     }
 }
 
-/// A bare call's one attempt.
-#[pin_project]
-pub(crate) struct Bare<Req, S: Service<Req>, C> {
+/// A bare call's one attempt. Dropped before its end, it abandons its
+/// place (if any) through its slot's channel state.
+#[pin_project(PinnedDrop)]
+pub(crate) struct Bare<Req, S: Service<Req>, C: CallEnd> {
     #[pin]
     attempt: Attempt<Req, S>,
     end: C,
 }
 
+#[pinned_drop]
+impl<Req, S: Service<Req>, C: CallEnd> PinnedDrop for Bare<Req, S, C> {
+    fn drop(self: Pin<&mut Self>) {
+        let this = self.project();
+        this.end
+            .abandon(&this.attempt.as_ref().get_ref().slot().state);
+    }
+}
+
 impl<Req, S, C> Bare<Req, S, C>
 where
     S: Service<Req> + Clone,
+    C: CallEnd,
 {
     /// The call's attempt on `slot`, sent at `sent`; `end` ends the call
     /// (see [`CallEnd`]).
@@ -286,21 +361,24 @@ where
             Ended::Answered(outcome) => (outcome, false),
             Ended::TimedOut => (Outcome::Failure { retryable: true }, true),
         };
-        let took = this
-            .end
-            .end(outcome, timed_out, finished.elapsed, finished.at);
+        // A response the classifier called a failure is still the caller's
+        // answer when nothing else will be tried.
+        let answer = finished
+            .result
+            .unwrap_or_else(|| Err(Error::inner("an attempt without a time limit timed out")));
         let state = &this.attempt.as_ref().get_ref().slot().state;
+        let ending = Ending {
+            outcome,
+            timed_out,
+            elapsed: finished.elapsed,
+            at: finished.at,
+        };
+        let took = this.end.end(state, ending);
         state.metrics.record_call(outcome, took);
         if !span.is_disabled() {
             span.record("outcome", outcome_name(outcome));
         }
-        // A response the classifier called a failure is still the caller's
-        // answer when nothing else will be tried.
-        Poll::Ready(
-            finished
-                .result
-                .unwrap_or_else(|| Err(Error::inner("an attempt without a time limit timed out"))),
-        )
+        Poll::Ready(answer)
     }
 }
 

@@ -16,7 +16,7 @@ use tracing::Span;
 use super::bare;
 use super::boxed::{Boxed, Plain, boxed};
 use super::inner::Handle;
-use super::limits::Entry;
+use super::limits::{Entry, InChannel};
 use super::resilient;
 use super::state::{ChannelState, Endpoints};
 use crate::{BoxError, Endpoint, Error};
@@ -27,11 +27,14 @@ pub(crate) trait Engine<Req, Resp>: Send + Sync {
     /// policy, no concurrency limit): the call's future holds no reference
     /// on the handle.
     fn call_bare(&self, req: Req) -> ResponseFuture<Resp>;
-    /// Starts a call under this handle's settings.
+    /// Starts a call under this handle's settings, which are bare but for
+    /// the channel's concurrency limit: the call's future holds no
+    /// reference on the handle, nor on the limiter.
+    fn call_limited(&self, req: Req) -> ResponseFuture<Resp>;
+    /// Starts a call under this handle's settings, which set a policy.
     fn call(self: Arc<Self>, req: Req) -> ResponseFuture<Resp>;
-    /// True when this handle's settings are bare and set no concurrency
-    /// limit ([`call_bare`](Self::call_bare) applies).
-    fn is_bare(&self) -> bool;
+    /// Which of the three applies to this handle's settings.
+    fn path(&self) -> Path;
     /// A new handle on the same channel, with the current settings.
     fn fork(&self) -> Arc<dyn Engine<Req, Resp>>;
     /// The version of the settings this handle holds.
@@ -59,9 +62,35 @@ where
         }
     }
 
+    fn call_limited(&self, req: Req) -> ResponseFuture<S::Response> {
+        // Only a handle with a limiter takes this path.
+        let Some(limiter) = &self.limiter else {
+            return self.call_bare(req);
+        };
+        let span = call_span(&self.inner.state);
+        // A place under the channel's limit first: a refused call fails
+        // without being started, and allocates nothing.
+        let Some(entry) = Entry::ask(Some(&**limiter)) else {
+            span.record("outcome", "refused");
+            return ResponseFuture { inner: None };
+        };
+        let inner = if entry == Entry::Queued {
+            // Over the limit, with room in the queue: the call waits there
+            // for its place before anything else.
+            let limiter = limiter.clone();
+            let call = bare::queued(self.inner.clone(), limiter, entry, req, span.clone());
+            boxed(span, Plain(call))
+        } else {
+            // This handle's limiter is the channel's: the call's slot
+            // reaches it through the channel's state.
+            bare::start(&self.inner, req, span, InChannel::taken())
+        };
+        ResponseFuture { inner: Some(inner) }
+    }
+
     fn call(self: Arc<Self>, req: Req) -> ResponseFuture<S::Response> {
-        // A bare handle without a limiter never gets here: the channel
-        // sends its calls to `call_bare`.
+        // A bare handle never gets here: the channel sends its calls to
+        // `call_bare` or `call_limited`.
         let Some(limiter) = &self.limiter else {
             let span = call_span(&self.inner.state);
             return ResponseFuture {
@@ -76,15 +105,9 @@ where
             return ResponseFuture { inner: None };
         };
         let inner = match entry.at_once(Some(limiter)) {
-            Some(place) if self.bare => bare::start(&self.inner, req, span, place),
             Some(place) => resilient::start(self, req, span, Some(place)),
             // Over the limit, with room in the queue: the call waits there
             // for its place before anything else.
-            None if self.bare => {
-                let limiter = limiter.clone();
-                let call = bare::queued(self.inner.clone(), limiter, entry, req, span.clone());
-                boxed(span, Plain(call))
-            }
             None => {
                 let limiter = limiter.clone();
                 let call = resilient::queued(self, limiter, entry, req, span.clone());
@@ -94,8 +117,12 @@ where
         ResponseFuture { inner: Some(inner) }
     }
 
-    fn is_bare(&self) -> bool {
-        self.bare && self.limiter.is_none()
+    fn path(&self) -> Path {
+        match (self.bare, self.limiter.is_some()) {
+            (true, false) => Path::Bare,
+            (true, true) => Path::Limited,
+            (false, _) => Path::Full,
+        }
     }
 
     fn fork(&self) -> Arc<dyn Engine<Req, S::Response>> {
@@ -133,6 +160,18 @@ where
         all.sort_by_key(|e| e.endpoint.addr);
         all
     }
+}
+
+/// How a handle's calls are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Path {
+    /// No policy, no limit: [`Engine::call_bare`].
+    Bare,
+    /// No policy but the channel's concurrency limit:
+    /// [`Engine::call_limited`].
+    Limited,
+    /// A policy: [`Engine::call`].
+    Full,
 }
 
 /// The span of one call (see the [module docs](super)).

@@ -12,14 +12,19 @@
 //! any other failure nothing. A call dropped by its caller gives its place
 //! back without a sample.
 //!
-//! The place owns a reference to the limiter, so that a call's future can
-//! keep it without borrowing the handle it was made on (the bare call's
-//! future holds no handle at all): an admitted call costs the limiter's two
-//! atomic updates (take, give back) and that reference count's two.
+//! A bare call's place holds no reference to the limiter
+//! ([`InChannel`]): the call's future keeps its endpoint's slot, whose
+//! channel state keeps the channel's limiter (made once, never replaced),
+//! and reaches it there when the call ends or is dropped. An admitted call
+//! then costs the limiter's two atomic updates (take, give back) and
+//! nothing more. A place that must outlive every such path (a call waiting
+//! for its place or for discovery, or a call with a policy) owns a
+//! reference to the limiter instead ([`Held`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::state::ChannelState;
 use crate::classify::Outcome;
 use crate::error::Error;
 use crate::policy::limit::Limiter;
@@ -103,16 +108,8 @@ impl Held {
     /// ran and `now` when it ended.
     #[inline]
     pub(crate) fn settle(mut self, outcome: Outcome, timed_out: bool, rtt: Duration, now: Instant) {
-        let Some(limiter) = self.0.take() else {
-            return;
-        };
-        if timed_out || outcome.is_overloaded() {
-            limiter.leave_after(true, rtt, now);
-        } else if outcome.is_success() {
-            limiter.leave_after(false, rtt, now);
-        } else {
-            // Any other failure says nothing about overload.
-            limiter.leave();
+        if let Some(limiter) = self.0.take() {
+            end(&limiter, outcome, timed_out, rtt, now);
         }
     }
 }
@@ -122,5 +119,80 @@ impl Drop for Held {
         if let Some(limiter) = self.0.take() {
             limiter.leave();
         }
+    }
+}
+
+/// A bare call's place under the channel's limiter, which it reaches
+/// through the channel's state (its slot's): its holder must
+/// [`settle`](Self::settle) or [`give_back`](Self::give_back) it with that
+/// state. Dropped with its place, it would keep the place for good.
+pub(crate) struct InChannel {
+    held: bool,
+}
+
+impl InChannel {
+    /// A place just taken under the channel's limiter.
+    #[inline]
+    pub(crate) const fn taken() -> InChannel {
+        InChannel { held: true }
+    }
+
+    /// Ends the place, as [`Held::settle`] does (`state` is the channel's).
+    #[inline]
+    pub(crate) fn settle(
+        &mut self,
+        state: &ChannelState,
+        outcome: Outcome,
+        timed_out: bool,
+        rtt: Duration,
+        now: Instant,
+    ) {
+        if std::mem::take(&mut self.held)
+            && let Some(limiter) = state.any_limiter()
+        {
+            end(limiter, outcome, timed_out, rtt, now);
+        }
+    }
+
+    /// Gives the place back without a sample (`state` is the channel's).
+    #[inline]
+    pub(crate) fn give_back(&mut self, state: &ChannelState) {
+        if std::mem::take(&mut self.held)
+            && let Some(limiter) = state.any_limiter()
+        {
+            limiter.leave();
+        }
+    }
+
+    /// The same place, owning a reference to the limiter: for a holder
+    /// that cannot reach the state when it ends.
+    pub(crate) fn owned(mut self, state: &ChannelState) -> Held {
+        let held = std::mem::take(&mut self.held);
+        Held(state.any_limiter().filter(|_| held).cloned())
+    }
+}
+
+impl Drop for InChannel {
+    fn drop(&mut self) {
+        // A bug that would cost a place under the limit for good.
+        debug_assert!(
+            !self.held || std::thread::panicking(),
+            "a place dropped unreturned"
+        );
+    }
+}
+
+/// Gives a place under `limiter` back, teaching it what the call's end
+/// says: a success is a latency sample, an overloaded answer or a timeout
+/// a drop, any other failure nothing.
+#[inline]
+fn end(limiter: &Limiter, outcome: Outcome, timed_out: bool, rtt: Duration, now: Instant) {
+    if timed_out || outcome.is_overloaded() {
+        limiter.leave_after(true, rtt, now);
+    } else if outcome.is_success() {
+        limiter.leave_after(false, rtt, now);
+    } else {
+        // Any other failure says nothing about overload.
+        limiter.leave();
     }
 }

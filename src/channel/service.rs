@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use tower::Service;
 
-use super::engine::{EndpointInfo, Engine, ResponseFuture};
+use super::engine::{EndpointInfo, Engine, Path, ResponseFuture};
 use super::state::ChannelState;
 use super::tuning::PolicyHandle;
 use crate::Error;
@@ -25,8 +25,8 @@ pub struct Channel<Req, Resp> {
     state: Arc<ChannelState>,
     /// The version of the handle's settings.
     version: u64,
-    /// The handle's settings are bare (no policy).
-    bare: bool,
+    /// How the handle's calls are made.
+    path: Path,
 }
 
 impl<Req, Resp> Channel<Req, Resp> {
@@ -34,7 +34,7 @@ impl<Req, Resp> Channel<Req, Resp> {
         Channel {
             state: engine.state().clone(),
             version: engine.version(),
-            bare: engine.is_bare(),
+            path: engine.path(),
             engine,
         }
     }
@@ -95,11 +95,12 @@ impl<Req, Resp> Service<Req> for Channel<Req, Resp> {
         if self.version != self.state.version.load(Ordering::Acquire) {
             *self = Channel::from_engine(self.engine.fork());
         }
-        if self.bare {
-            // The call's future holds no reference on the handle.
-            self.engine.call_bare(req)
-        } else {
-            self.engine.clone().call(req)
+        // The future of a call without a policy holds no reference on the
+        // handle.
+        match self.path {
+            Path::Bare => self.engine.call_bare(req),
+            Path::Limited => self.engine.call_limited(req),
+            Path::Full => self.engine.clone().call(req),
         }
     }
 }

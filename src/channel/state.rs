@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use arc_swap::ArcSwap;
 use metrics::Gauge;
@@ -118,8 +118,10 @@ pub(crate) struct ChannelState {
     replayable: bool,
     /// The channel's concurrency limiter, made when a limit is first set
     /// (at build or at runtime) and kept after, so that turning the limit
-    /// off and on again keeps what it learned.
-    limiter: Mutex<Option<Arc<Limiter>>>,
+    /// off and on again keeps what it learned. Never replaced once set: a
+    /// call's place can reach it through this state, without a reference
+    /// count of its own ([`Held`](super::limits::Held)).
+    limiter: OnceLock<Arc<Limiter>>,
     /// The per-endpoint limit settings new endpoints get: `Some` exactly
     /// when the channel was built with per-endpoint limits (the latest
     /// settings given).
@@ -165,7 +167,7 @@ impl ChannelState {
                 .map(Arc::new)
         });
         ChannelState {
-            limiter: Mutex::new(limiter),
+            limiter: limiter.map_or_else(OnceLock::new, OnceLock::from),
             endpoint_limit: Mutex::new(policy.endpoint_concurrency_limit().cloned()),
             endpoints_full: AtomicU64::new(0),
             endpoints_full_counter: policy
@@ -241,12 +243,13 @@ impl ChannelState {
     /// while they set no limit.
     pub(crate) fn limiter(&self, policy: &ChannelPolicy) -> Option<Arc<Limiter>> {
         policy.concurrency_limit()?;
-        self.limiter.lock().clone()
+        self.limiter.get().cloned()
     }
 
     /// The channel's limiter, whether or not the settings use it now.
-    pub(crate) fn any_limiter(&self) -> Option<Arc<Limiter>> {
-        self.limiter.lock().clone()
+    #[inline]
+    pub(crate) fn any_limiter(&self) -> Option<&Arc<Limiter>> {
+        self.limiter.get()
     }
 
     /// Applies the limit settings of `policy` (already checked) to the
@@ -254,13 +257,21 @@ impl ChannelState {
     /// to every endpoint's (`table`'s).
     pub(crate) fn retune_limits(&self, policy: &ChannelPolicy, table: &dyn Endpoints) {
         if let Some(settings) = policy.concurrency_limit() {
-            let mut limiter = self.limiter.lock();
-            match &*limiter {
-                // Already validated: cannot fail.
+            // Already validated: neither can fail.
+            match self.limiter.get() {
                 Some(l) => drop(l.retune(settings)),
                 None => {
                     let labels = [("channel", self.name.to_string())];
-                    *limiter = Limiter::labelled(settings, &labels).ok().map(Arc::new);
+                    if let Ok(made) = Limiter::labelled(settings, &labels)
+                        && let Err(made) = self.limiter.set(Arc::new(made))
+                    {
+                        // Another retune made it first: these settings are
+                        // the later ones.
+                        drop(made);
+                        if let Some(l) = self.limiter.get() {
+                            drop(l.retune(settings));
+                        }
+                    }
                 }
             }
         }

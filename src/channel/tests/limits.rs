@@ -142,6 +142,51 @@ async fn the_limiter_learns_the_answering_attempts_latency() {
     assert_eq!(limit.limit(), 20, "back to the initial limit");
 }
 
+/// A call dropped before its end gives its place back, whichever way it
+/// holds it: a bare call admitted at once (the place reached through its
+/// slot), one waiting for discovery, one with a policy.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_call_gives_its_place_back_on_every_path() {
+    crate::rng::seed_thread_rng(708);
+    let fleet = Fleet::new([1]);
+    fleet.set(1, slow(100));
+    for retry in [false, true] {
+        let manual = crate::discover::Manual::new();
+        let builder = Channel::builder(fleet.connector())
+            .discover(manual.stream())
+            .replayer(CloneReplay)
+            .concurrency_limit(fixed(2));
+        let builder = if retry {
+            builder.retry(quick_retry(2))
+        } else {
+            builder
+        };
+        let channel = builder.build().unwrap();
+        let limit = channel.policy_handle().concurrency_limit().unwrap();
+        // A call that holds its place 10 ms, then is dropped.
+        let drop_midway = async |req| {
+            let call = spawn_call(&channel, req);
+            tokio::time::sleep(10 * MS).await;
+            assert_eq!(limit.in_flight(), 1);
+            call.abort();
+            assert!(call.await.unwrap_err().is_cancelled());
+            assert_eq!(limit.in_flight(), 0, "retry: {retry}");
+        };
+        // Waiting for discovery.
+        drop_midway(1).await;
+        // Sent, before its answer.
+        manual.insert(addr(1));
+        drop_midway(2).await;
+        // Waiting for discovery, then answered: its place is settled.
+        manual.remove(addr(1));
+        let waiting = spawn_call(&channel, 3);
+        tokio::time::sleep(10 * MS).await;
+        manual.insert(addr(1));
+        assert_eq!(waiting.await.unwrap().unwrap(), 1);
+        assert_eq!((limit.in_flight(), limit.rejected()), (0, 0));
+    }
+}
+
 /// AIMD moves at once, which shows what a call's end teaches: an
 /// overloaded answer and a timeout are drops, a plain failure nothing.
 #[tokio::test(start_paused = true)]

@@ -15,6 +15,10 @@ const MAX_GRADIENT: f64 = 2.0;
 /// Windows in a row at the lowest gradient that make the baseline suspect
 /// (the service may have become slower for good): probe again at once.
 const STALE_WINDOWS: u32 = 5;
+/// A window that holds `n` calls needs one more call's sample in
+/// `n / SAMPLED` ([`Gradient::sample_every`]): its mean is then about as
+/// precise as one over `2 × SAMPLED` calls, however many it sees.
+const SAMPLED: u32 = 64;
 
 /// Settings of the [`Gradient`] algorithm. Defaults are given on each
 /// setter; [`GradientSettings::default`] has them all.
@@ -145,6 +149,16 @@ impl GradientSettings {
 ///   `smoothing` toward the target, within its bounds.
 /// - **App-limited.** A window in which in-flight calls never reached half
 ///   the limit says nothing about a higher limit: the limit does not grow.
+/// - **Sampling.** A window needs only so many samples: once it holds 128
+///   calls, [`sample_every`](Self::sample_every) says how few need to be
+///   reported (one in `calls so far / 64`), and a reported call stands for
+///   that many ([`on_weighted_sample`](Self::on_weighted_sample)), so that
+///   the window's mean stays unbiased and about as precise as one over 128
+///   calls. A window of `n` calls then takes about `64 × ln(n / 64)`
+///   samples (585 for 600,000). Drops, probe samples, a call that raises
+///   the window's in-flight peak ([`window_peak`](Self::window_peak)) and
+///   calls made once the window's time is up
+///   ([`sample_all_from`](Self::sample_all_from)) are always reported.
 ///
 /// Against a service that serves `k` calls at a time, the limit settles
 /// near `(1 + tolerance) × k + √limit`: calls queue a little, so the
@@ -240,10 +254,47 @@ impl Gradient {
         self.limit = (limit as f64).clamp(s.min_limit as f64, s.max_limit as f64);
     }
 
+    /// How many finished calls one reported sample may stand for now: 1
+    /// (report every call) while probing, else the window's calls so far /
+    /// 64 (1 until it holds 128). A caller that reports one call in `n` at
+    /// random passes `n` as the sample's weight
+    /// ([`on_weighted_sample`](Self::on_weighted_sample)).
+    pub fn sample_every(&self) -> u32 {
+        if self.probe.is_some() {
+            1
+        } else {
+            (self.window.samples / SAMPLED).max(1)
+        }
+    }
+
+    /// From when every call must be reported again, whatever
+    /// [`sample_every`](Self::sample_every) says: the end of the window in
+    /// progress (a reported call closes it) or the next probe, whichever
+    /// comes first; `None` before the window's first sample.
+    pub fn sample_all_from(&self) -> Option<Instant> {
+        self.window.end.map(|end| end.min(self.next_probe))
+    }
+
+    /// The most calls in flight any sample of the window in progress saw:
+    /// a call that sees more must be reported (weight 1), so that the
+    /// window's peak is exact.
+    pub fn window_peak(&self) -> usize {
+        self.window.max_in_flight
+    }
+
     /// Records one finished call at `now`. Returns whether the limit in
     /// force or the baseline may have changed (a probe began or ended, or a
     /// window closed); `false` when the sample was only accumulated.
     pub fn on_sample(&mut self, sample: Sample, now: Instant) -> bool {
+        self.on_weighted_sample(sample, 1, now)
+    }
+
+    /// Records one finished call at `now` that stands for `weight` calls
+    /// (one reported in `weight`, drawn at random; see
+    /// [`sample_every`](Self::sample_every)): in the window it counts
+    /// `weight` times. A probe counts it once. Returns what
+    /// [`on_sample`](Self::on_sample) returns.
+    pub fn on_weighted_sample(&mut self, sample: Sample, weight: u32, now: Instant) -> bool {
         if let Some(probe) = &mut self.probe {
             if probe.add(sample, now, self.settings.probe_limit) < self.settings.probe_samples {
                 return false;
@@ -268,8 +319,9 @@ impl Gradient {
         if sample.dropped {
             w.dropped = true;
         } else {
-            w.samples += 1;
-            w.total = w.total.saturating_add(sample.rtt);
+            let weight = weight.max(1);
+            w.samples = w.samples.saturating_add(weight);
+            w.total = w.total.saturating_add(sample.rtt.saturating_mul(weight));
         }
         if now < end || (w.samples < self.settings.window_samples && !w.dropped) {
             return false;

@@ -250,3 +250,66 @@ fn reports_when_the_limit_may_have_moved() {
     assert!(g.on_sample(sample(10 * MS, 20), g.next_probe()));
     assert!(g.is_probing());
 }
+
+/// Feeds `calls` calls of `rtt`, each standing for `weight`, spread over
+/// less than a window from `now`; returns the time of the last.
+fn busy(g: &mut Gradient, mut now: Instant, calls: u32, rtt: Duration, weight: u32) -> Instant {
+    for _ in 0..calls {
+        now += Duration::from_micros(50);
+        g.on_weighted_sample(sample(rtt, 20), weight, now);
+    }
+    now
+}
+
+#[test]
+fn a_busy_window_asks_for_fewer_samples_as_it_fills() {
+    let (mut g, now) = probed(GradientSettings::default());
+    // Every call until the window holds 128, then one in (calls / 64).
+    let now = busy(&mut g, now, 127, 10 * MS, 1);
+    assert_eq!(g.sample_every(), 1);
+    let now = busy(&mut g, now, 1, 10 * MS, 1);
+    assert_eq!(g.sample_every(), 2);
+    let now = busy(&mut g, now, 10, 10 * MS, 100);
+    assert_eq!(g.sample_every(), 1_128 / 64);
+    assert_eq!(g.window_peak(), 20);
+    // A new window starts over.
+    assert!(g.on_sample(sample(10 * MS, 20), now + 100 * MS), "closed");
+    assert_eq!((g.sample_every(), g.window_peak()), (1, 0));
+    // A probe takes every sample.
+    let now = busy(&mut g, now + 100 * MS, 1_000, 10 * MS, 1);
+    g.on_sample(sample(10 * MS, 20), now + Duration::from_secs(40));
+    assert!(g.is_probing());
+    assert_eq!(g.sample_every(), 1);
+}
+
+/// A reported call that stands for `n` counts `n` times, so that a window
+/// sampled one call in `n` after its first 64 gets the mean (and the
+/// limit) that reporting every call gives; counted once each, the same
+/// samples would lean toward the window's first calls.
+#[test]
+fn weighted_samples_keep_the_window_mean_of_every_call() {
+    // Smoothing 1: the limit is the window's target.
+    let settings = GradientSettings::default().with_smoothing(1.0);
+    let (mut every, now) = probed(settings.clone());
+    let (mut sampled, _) = probed(settings.clone());
+    let (mut unweighted, _) = probed(settings);
+    // 64 calls at the baseline, then 640 at twice it: every one, one in
+    // ten weighted, one in ten not.
+    let a = busy(&mut every, now, 64, 10 * MS, 1);
+    let a = busy(&mut every, a, 640, 20 * MS, 1);
+    let b = busy(&mut sampled, now, 64, 10 * MS, 1);
+    let b = busy(&mut sampled, b, 64, 20 * MS, 10);
+    let c = busy(&mut unweighted, now, 64, 10 * MS, 1);
+    let c = busy(&mut unweighted, c, 64, 20 * MS, 1);
+    let end = now + 200 * MS;
+    for (g, last) in [(&mut every, a), (&mut sampled, b), (&mut unweighted, c)] {
+        assert!(last < end);
+        assert!(g.on_sample(sample(20 * MS, 20), end), "closed");
+    }
+    // Mean 19.1 ms: 20 × 12.5 / 19.1 + √20 = 17.6.
+    assert_eq!((sampled.limit(), every.limit()), (18, 18));
+    assert!(
+        unweighted.limit() > every.limit(),
+        "the early calls weigh more"
+    );
+}

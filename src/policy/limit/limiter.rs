@@ -1,10 +1,11 @@
 //! The shared limiter: admission on atomics, a bounded wait queue, and the
-//! algorithm behind a short lock taken once per finished call.
+//! algorithm behind a short lock taken for each finished call it asks for
+//! (every one, or a random sample of a busy window: [`Limiter::weight`]).
 
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge};
@@ -13,9 +14,11 @@ use tokio::sync::Notify;
 
 use super::{
     Core, LIMIT_METRIC, LimitSettings, MIN_RTT_METRIC, QUEUED_METRIC, REJECTED_METRIC, Sample,
+    Sampling,
 };
-use crate::clock::{later, nanos, now};
+use crate::clock::{later, nanos, nanos_since, now};
 use crate::error::BuildError;
+use crate::rng::{Rng, with_thread_rng};
 
 /// One limit shared by every service of a layer, or by every call of a
 /// channel (or of one of its endpoints).
@@ -32,6 +35,13 @@ pub(crate) struct Limiter {
     core: Mutex<Core>,
     /// Whether the algorithm learns from samples (a fixed limit does not).
     learns: AtomicBool,
+    /// The algorithm's [`Sampling`], published after each sample (see
+    /// [`weight`](Limiter::weight)); `all_from` in nanoseconds since
+    /// `epoch` (`u64::MAX`: none).
+    every: AtomicU32,
+    peak: AtomicUsize,
+    all_from_ns: AtomicU64,
+    epoch: Instant,
     /// Queue length and longest wait (in nanoseconds): atomics, so that a
     /// retune changes them under calls in flight.
     queue: AtomicUsize,
@@ -88,6 +98,10 @@ impl Limiter {
             rejected: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             learns: AtomicBool::new(!matches!(core, Core::Fixed(_))),
+            every: AtomicU32::new(1),
+            peak: AtomicUsize::new(0),
+            all_from_ns: AtomicU64::new(u64::MAX),
+            epoch: now(),
             core: Mutex::new(core),
             queue: AtomicUsize::new(settings.queue),
             max_wait_ns: AtomicU64::new(nanos(settings.max_wait)),
@@ -111,6 +125,7 @@ impl Limiter {
         self.max_wait_ns
             .store(nanos(settings.max_wait), Ordering::Relaxed);
         self.publish(&core);
+        self.publish_sampling(&core);
         Ok(())
     }
 
@@ -228,20 +243,68 @@ impl Limiter {
     }
 
     /// Whether finished calls should be reported (else skip the clock).
+    #[inline]
     pub(crate) fn learns(&self) -> bool {
         self.learns.load(Ordering::Relaxed)
     }
 
-    /// Feeds a finished call to the algorithm and publishes a new limit.
-    fn record(&self, mut sample: Sample, now: Instant) {
-        sample.in_flight = self.in_flight.load(Ordering::Relaxed);
+    /// The weight of the sample of a call that finished at `now` with
+    /// `in_flight` calls in flight when it is to be reported, `None` when
+    /// it is not: the algorithm needs only so many samples per window, so
+    /// that a busy limiter takes its lock for one call in many. A call is
+    /// reported at random with probability `1 / every`, standing for
+    /// `every` calls (the window's mean stays unbiased); always when it
+    /// sees more calls in flight than any reported one (the window's peak
+    /// stays exact); and, once the window's time is up, one in 8 of the
+    /// others, standing for itself, so that a window whose calls became
+    /// rare still closes within a few calls.
+    #[inline]
+    fn weight(&self, in_flight: usize, now: Instant) -> Option<u32> {
+        let every = self.every.load(Ordering::Relaxed);
+        if every <= 1 || in_flight > self.peak.load(Ordering::Relaxed) {
+            return Some(1);
+        }
+        let draw = with_thread_rng(Rng::next_u64);
+        if (u128::from(draw) * u128::from(every)) >> 64 == 0 {
+            return Some(every);
+        }
+        // The clock arithmetic costs as much as the rest: looked at for one
+        // call in 8 (the draw's low bits, independent of its high ones).
+        let late = draw & 7 == 0
+            && nanos_since(now, self.epoch) >= self.all_from_ns.load(Ordering::Relaxed);
+        late.then_some(1)
+    }
+
+    /// Feeds a finished call standing for `weight` calls to the algorithm
+    /// and publishes a new limit.
+    fn record(&self, sample: Sample, weight: u32, now: Instant) {
         // Samples are statistics: when another thread is feeding one, this
         // one is skipped rather than queued behind it.
         let Some(mut core) = self.core.try_lock() else {
             return;
         };
-        if core.on_sample(sample, now) {
+        if core.on_sample(sample, weight, now) {
             self.publish(&core);
+        }
+        self.publish_sampling(&core);
+    }
+
+    /// Publishes the core's sampling (under the core's lock).
+    fn publish_sampling(&self, core: &Core) {
+        let Sampling {
+            every,
+            peak,
+            all_from,
+        } = core.sampling();
+        let all_from = all_from.map_or(u64::MAX, |t| nanos_since(t, self.epoch));
+        if self.every.load(Ordering::Relaxed) != every {
+            self.every.store(every, Ordering::Relaxed);
+        }
+        if self.peak.load(Ordering::Relaxed) != peak {
+            self.peak.store(peak, Ordering::Relaxed);
+        }
+        if self.all_from_ns.load(Ordering::Relaxed) != all_from {
+            self.all_from_ns.store(all_from, Ordering::Relaxed);
         }
     }
 
@@ -281,12 +344,21 @@ impl Limiter {
     #[inline]
     pub(crate) fn leave_after(&self, dropped: bool, rtt: Duration, now: Instant) {
         if self.learns() {
-            let sample = Sample {
-                rtt,
-                in_flight: 0,
-                dropped,
+            let in_flight = self.in_flight.load(Ordering::Relaxed);
+            // A drop is always reported.
+            let weight = if dropped {
+                Some(1)
+            } else {
+                self.weight(in_flight, now)
             };
-            self.record(sample, now);
+            if let Some(weight) = weight {
+                let sample = Sample {
+                    rtt,
+                    in_flight,
+                    dropped,
+                };
+                self.record(sample, weight, now);
+            }
         }
         self.leave();
     }
@@ -382,3 +454,7 @@ impl fmt::Debug for LimitHandle {
             .finish()
     }
 }
+
+#[cfg(test)]
+#[path = "limiter_tests.rs"]
+mod tests;

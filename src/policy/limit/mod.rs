@@ -88,8 +88,9 @@
 //!   on), and the sample is the duration of the attempt that answered, from
 //!   the attempt's own clock readings (backoff pauses are not latency),
 //!   with its outcome as the channel's classifier says. An admitted call
-//!   costs the limiter two atomic updates and, for the learning algorithms,
-//!   one short lock when it ends.
+//!   costs the limiter two atomic updates; when it ends, AIMD takes a short
+//!   lock to learn from it, the gradient only for a sample of the calls of
+//!   a busy window (see [`Gradient`]'s sampling).
 //! - **Per endpoint**: each endpoint gets its own limiter when it is
 //!   inserted, as it gets its breaker. A pick only considers endpoints
 //!   with room (two atomic loads each), so the balancer sends the call
@@ -296,13 +297,41 @@ impl Core {
         }
     }
 
-    /// Feeds a sample; returns whether the limit or baseline may have
-    /// changed.
-    pub(crate) fn on_sample(&mut self, sample: Sample, now: Instant) -> bool {
+    /// Feeds a sample that stands for `weight` calls; returns whether the
+    /// limit or baseline may have changed.
+    pub(crate) fn on_sample(&mut self, sample: Sample, weight: u32, now: Instant) -> bool {
         match self {
-            Core::Gradient(g) => g.on_sample(sample, now),
+            Core::Gradient(g) => g.on_weighted_sample(sample, weight, now),
             Core::Aimd(a) => a.on_sample(sample, now),
             Core::Fixed(_) => false,
         }
     }
+
+    /// How the limiter may sample finished calls now: only the gradient
+    /// samples (AIMD moves on every call).
+    pub(crate) fn sampling(&self) -> Sampling {
+        match self {
+            Core::Gradient(g) => Sampling {
+                every: g.sample_every(),
+                peak: g.window_peak(),
+                all_from: g.sample_all_from(),
+            },
+            _ => Sampling {
+                every: 1,
+                peak: 0,
+                all_from: None,
+            },
+        }
+    }
+}
+
+/// How the limiter may sample finished calls: one successful call in
+/// `every` is reported, standing for `every` calls, except a call that
+/// sees more than `peak` calls in flight or that ends at or after
+/// `all_from`, which is reported standing for itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sampling {
+    pub(crate) every: u32,
+    pub(crate) peak: usize,
+    pub(crate) all_from: Option<Instant>,
 }
