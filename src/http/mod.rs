@@ -60,6 +60,7 @@ mod connect;
 pub mod grpc;
 mod replay;
 mod status;
+mod target;
 
 pub use connect::{Connector, EndpointAddr, EndpointService, ResponseFuture, connect};
 pub use replay::{
