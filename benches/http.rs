@@ -4,7 +4,7 @@
 //! - `bare`: `Channel<http::Request<_>, InMemory>` with the default
 //!   classifier, the service called with the request as it is.
 //! - `http`: the same channel built with `towline::http::connect(InMemory)`
-//!   and `StatusClassify`: each request is pointed at its endpoint (URI
+//!   (`Connector::new(InMemory).into_fn()`) and `StatusClassify`: each request is pointed at its endpoint (URI
 //!   rewritten), the response gets the endpoint's address in its extensions,
 //!   and the status is classified.
 //! - `http_no_addr`: `http` with the address extension turned off
@@ -27,7 +27,9 @@
 //!
 //! `cargo bench --bench http` runs criterion; the same binary with
 //! `count CONFIG CALLS` makes a fixed number of calls, for instruction
-//! counts under callgrind (see [`count`]).
+//! counts under callgrind (see [`count`]), and with `ratio ROUNDS` prints
+//! each configuration's ratio to `bare` from interleaved batches timed by
+//! CPU time, for a machine too busy for criterion (see [`ratio`]).
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -274,8 +276,10 @@ fn count(config: &str, calls: u64) {
 /// `ratio ROUNDS`: for each service, `ROUNDS` rounds of one batch of calls
 /// per configuration, one after another, then the median over rounds of
 /// each configuration's time per call and of its ratio to `bare` in the same
-/// round. Neighbouring batches share whatever else the machine is doing, so
-/// the ratios hold up on a busy machine better than separate runs do.
+/// round, timed by the thread's CPU time. Neighbouring batches share
+/// whatever else the machine is doing, and time spent waiting for a core is
+/// not counted, so the ratios hold up on a busy machine better than
+/// separate runs do.
 fn ratio(rounds: usize) {
     let rt = runtime();
     let median = |mut v: Vec<f64>| {
@@ -308,7 +312,20 @@ fn ratio(rounds: usize) {
     });
 }
 
-/// Per channel, its time per call in each of `rounds` rounds of one batch
+/// This thread's CPU time, in nanoseconds: unlike the wall clock, it does
+/// not run while the thread waits for a core.
+fn thread_cpu_ns() -> i128 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(ok, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    i128::from(now.tv_sec) * 1_000_000_000 + i128::from(now.tv_nsec)
+}
+
+/// Per channel, its CPU time per call in each of `rounds` rounds of one batch
 /// per channel.
 async fn interleaved<RB>(
     mut channels: [Channel<Request<Empty<Bytes>>, Response<RB>>; 3],
@@ -319,8 +336,9 @@ async fn interleaved<RB>(
     let mut times: [Vec<f64>; 3] = Default::default();
     for _ in 0..rounds {
         for (channel, times) in channels.iter_mut().zip(&mut times) {
-            let took = sequential(channel, BATCH, make).await;
-            times.push(took.as_nanos() as f64 / BATCH as f64);
+            let start = thread_cpu_ns();
+            sequential(channel, BATCH, make).await;
+            times.push((thread_cpu_ns() - start) as f64 / BATCH as f64);
         }
     }
     times
