@@ -109,7 +109,8 @@ where
 }
 
 /// The service of one endpoint: points each request at the endpoint, sends
-/// it through the client, and marks the response with [`EndpointAddr`].
+/// it through the client, and marks the response with [`EndpointAddr`]
+/// (unless [turned off](Self::endpoint_addr)).
 ///
 /// Errors are the client's, boxed. A request whose replayable body can no
 /// longer be sent whole fails with [`ReplayError`] before anything is sent,
@@ -120,7 +121,8 @@ where
 /// and copies a pointer to the endpoint's scheme, authority and address,
 /// made once when the endpoint is inserted and kept for the process's life
 /// (for the first 1,024 endpoints), so that neither the clone nor pointing a
-/// request counts a reference.
+/// request counts a reference. The request's path and query are moved into
+/// its new URI, not copied: copying a parsed path would allocate.
 #[derive(Clone)]
 pub struct EndpointService<C> {
     client: C,
