@@ -120,8 +120,9 @@ where
 /// Cloning it (the channel clones it for every attempt) clones the client
 /// and copies a pointer to the endpoint's scheme, authority and address,
 /// made once when the endpoint is inserted and kept for the process's life
-/// (for the first 1,024 endpoints), so that neither the clone nor pointing a
-/// request counts a reference. The request's path and query are moved into
+/// (for the first 1,024 distinct scheme and address pairs, under 256 bytes
+/// each; later ones are reference-counted), so that neither the clone nor
+/// pointing a request counts a reference. The request's path and query are moved into
 /// its new URI, not copied: copying a parsed path would allocate.
 #[derive(Clone)]
 pub struct EndpointService<C> {
