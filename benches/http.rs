@@ -4,9 +4,11 @@
 //! - `bare`: `Channel<http::Request<_>, InMemory>` with the default
 //!   classifier, the service called with the request as it is.
 //! - `http`: the same channel built with `towline::http::connect(InMemory)`
-//!   and `StatusClassify`: each request is pointed at its endpoint (URI
+//!   (`Connector::new(InMemory).into_fn()`) and `StatusClassify`: each request is pointed at its endpoint (URI
 //!   rewritten), the response gets the endpoint's address in its extensions,
 //!   and the status is classified.
+//! - `http_no_addr`: `http` with the address extension turned off
+//!   (`Connector::endpoint_addr(false)`).
 //! - `http_replayable` (for information): `http` plus a replayable body
 //!   (`towline::http::replayable`) on each request, as a channel with
 //!   retries of streaming bodies would use.
@@ -25,7 +27,9 @@
 //!
 //! `cargo bench --bench http` runs criterion; the same binary with
 //! `count CONFIG CALLS` makes a fixed number of calls, for instruction
-//! counts under callgrind (see [`count`]).
+//! counts under callgrind (see [`count`]), and with `ratio ROUNDS` prints
+//! each configuration's ratio to `bare` from interleaved batches timed by
+//! CPU time, for a machine too busy for criterion (see [`ratio`]).
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -40,7 +44,7 @@ use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::{Empty, Full};
 use tower::{Service, ServiceExt};
 use towline::discover::Static;
-use towline::http::{ReplayBody, StatusClassify, connect, replayable};
+use towline::http::{Connector, ReplayBody, StatusClassify, replayable};
 use towline::{Channel, Endpoint};
 
 /// An always-ready HTTP service that answers 200 with an empty body.
@@ -157,8 +161,9 @@ where
         .unwrap()
 }
 
-/// A channel of `towline::http` services over `service`.
-fn with_http<B, RB, S>(service: S) -> Channel<Request<B>, Response<RB>>
+/// A channel of `towline::http` services over `service`; `mark`: responses
+/// carry the endpoint's address.
+fn with_http<B, RB, S>(service: S, mark: bool) -> Channel<Request<B>, Response<RB>>
 where
     B: Send + 'static,
     RB: Send + 'static,
@@ -167,7 +172,7 @@ where
     S: Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    Channel::builder(connect(service))
+    Channel::builder(Connector::new(service).endpoint_addr(mark).into_fn())
         .discover(Static::new(addrs()))
         .classifier(StatusClassify::new())
         .build()
@@ -181,12 +186,19 @@ fn overhead(c: &mut Criterion) {
     group.bench_function("bare", |b| {
         b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters, empty)));
     });
-    let mut channel = rt.block_on(async { ready(with_http::<Empty<Bytes>, _, _>(InMemory)).await });
+    let mut channel =
+        rt.block_on(async { ready(with_http::<Empty<Bytes>, _, _>(InMemory, true)).await });
     group.bench_function("http", |b| {
         b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters, empty)));
     });
     let mut channel =
-        rt.block_on(async { ready(with_http::<ReplayBody<Empty<Bytes>>, _, _>(InMemory)).await });
+        rt.block_on(async { ready(with_http::<Empty<Bytes>, _, _>(InMemory, false)).await });
+    group.bench_function("http_no_addr", |b| {
+        b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters, empty)));
+    });
+    let mut channel = rt.block_on(async {
+        ready(with_http::<ReplayBody<Empty<Bytes>>, _, _>(InMemory, true)).await
+    });
     group.bench_function("http_replayable", |b| {
         b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters, || replayable(empty()))));
     });
@@ -198,8 +210,13 @@ fn overhead(c: &mut Criterion) {
         b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters, get)));
     });
     let mut channel =
-        rt.block_on(async { ready(with_http::<Empty<Bytes>, _, _>(Realistic)).await });
+        rt.block_on(async { ready(with_http::<Empty<Bytes>, _, _>(Realistic, true)).await });
     group.bench_function("http", |b| {
+        b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters, get)));
+    });
+    let mut channel =
+        rt.block_on(async { ready(with_http::<Empty<Bytes>, _, _>(Realistic, false)).await });
+    group.bench_function("http_no_addr", |b| {
         b.iter_custom(|iters| rt.block_on(sequential(&mut channel, iters, get)));
     });
     group.finish();
@@ -213,8 +230,9 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// `count CONFIG CALLS`: a fixed number of calls of one configuration
-/// (`empty/bare`, `empty/http`, `empty/http_replayable`, `realistic/bare`,
-/// `realistic/http`), for instruction counts under callgrind; run it with
+/// (`empty/bare`, `empty/http`, `empty/http_no_addr`,
+/// `empty/http_replayable`, `realistic/bare`, `realistic/http`,
+/// `realistic/http_no_addr`), for instruction counts under callgrind; run it with
 /// two call counts and divide the difference, as `scripts/instructions`
 /// does, so that set-up cancels out.
 fn count(config: &str, calls: u64) {
@@ -226,12 +244,16 @@ fn count(config: &str, calls: u64) {
                 sequential(&mut channel, calls, empty).await
             }
             "empty/http" => {
-                let mut channel = ready(with_http::<Empty<Bytes>, _, _>(InMemory)).await;
+                let mut channel = ready(with_http::<Empty<Bytes>, _, _>(InMemory, true)).await;
+                sequential(&mut channel, calls, empty).await
+            }
+            "empty/http_no_addr" => {
+                let mut channel = ready(with_http::<Empty<Bytes>, _, _>(InMemory, false)).await;
                 sequential(&mut channel, calls, empty).await
             }
             "empty/http_replayable" => {
                 let mut channel =
-                    ready(with_http::<ReplayBody<Empty<Bytes>>, _, _>(InMemory)).await;
+                    ready(with_http::<ReplayBody<Empty<Bytes>>, _, _>(InMemory, true)).await;
                 sequential(&mut channel, calls, || replayable(empty())).await
             }
             "realistic/bare" => {
@@ -239,12 +261,87 @@ fn count(config: &str, calls: u64) {
                 sequential(&mut channel, calls, get).await
             }
             "realistic/http" => {
-                let mut channel = ready(with_http::<Empty<Bytes>, _, _>(Realistic)).await;
+                let mut channel = ready(with_http::<Empty<Bytes>, _, _>(Realistic, true)).await;
+                sequential(&mut channel, calls, get).await
+            }
+            "realistic/http_no_addr" => {
+                let mut channel = ready(with_http::<Empty<Bytes>, _, _>(Realistic, false)).await;
                 sequential(&mut channel, calls, get).await
             }
             other => panic!("unknown configuration {other}"),
         }
     });
+}
+
+/// `ratio ROUNDS`: for each service, `ROUNDS` rounds of one batch of calls
+/// per configuration, one after another, then the median over rounds of
+/// each configuration's time per call and of its ratio to `bare` in the same
+/// round, timed by the thread's CPU time. Neighbouring batches share
+/// whatever else the machine is doing, and time spent waiting for a core is
+/// not counted, so the ratios hold up on a busy machine better than
+/// separate runs do.
+fn ratio(rounds: usize) {
+    let rt = runtime();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let report = |service: &str, times: [Vec<f64>; 3]| {
+        for (name, t) in ["bare", "http", "http_no_addr"].iter().zip(&times) {
+            let ratios = t.iter().zip(&times[0]).map(|(t, b)| t / b).collect();
+            println!(
+                "{service}/{name}: {:.1} ns/call, {:.3}x bare",
+                median(t.clone()),
+                median(ratios)
+            );
+        }
+    };
+    rt.block_on(async {
+        let channels = [
+            ready(bare(InMemory)).await,
+            ready(with_http::<Empty<Bytes>, _, _>(InMemory, true)).await,
+            ready(with_http::<Empty<Bytes>, _, _>(InMemory, false)).await,
+        ];
+        report("empty", interleaved(channels, rounds, empty).await);
+        let channels = [
+            ready(bare(Realistic)).await,
+            ready(with_http::<Empty<Bytes>, _, _>(Realistic, true)).await,
+            ready(with_http::<Empty<Bytes>, _, _>(Realistic, false)).await,
+        ];
+        report("realistic", interleaved(channels, rounds, get).await);
+    });
+}
+
+/// This thread's CPU time, in nanoseconds: unlike the wall clock, it does
+/// not run while the thread waits for a core.
+fn thread_cpu_ns() -> i128 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(ok, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    i128::from(now.tv_sec) * 1_000_000_000 + i128::from(now.tv_nsec)
+}
+
+/// Per channel, its CPU time per call in each of `rounds` rounds of one batch
+/// per channel.
+async fn interleaved<RB>(
+    mut channels: [Channel<Request<Empty<Bytes>>, Response<RB>>; 3],
+    rounds: usize,
+    make: fn() -> Request<Empty<Bytes>>,
+) -> [Vec<f64>; 3] {
+    const BATCH: u64 = 20_000;
+    let mut times: [Vec<f64>; 3] = Default::default();
+    for _ in 0..rounds {
+        for (channel, times) in channels.iter_mut().zip(&mut times) {
+            let start = thread_cpu_ns();
+            sequential(channel, BATCH, make).await;
+            times.push((thread_cpu_ns() - start) as f64 / BATCH as f64);
+        }
+    }
+    times
 }
 
 criterion_group! {
@@ -265,6 +362,12 @@ fn main() {
             config,
             calls.parse().expect("usage: http count CONFIG CALLS"),
         );
+        return;
+    }
+    if let [_, mode, rounds] = args.as_slice()
+        && mode == "ratio"
+    {
+        ratio(rounds.parse().expect("usage: http ratio ROUNDS"));
         return;
     }
     benches();

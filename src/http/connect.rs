@@ -4,15 +4,15 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use pin_project::pin_project;
 use tower::Service;
 
 use super::replay::{NotReplayable, ReplayError, ReplayTicket};
+use super::target::{TargetRef, target};
 use crate::{BoxError, Endpoint};
 
 /// The address of the endpoint that answered, in every response's
@@ -52,14 +52,17 @@ pub struct EndpointAddr(pub SocketAddr);
 pub struct Connector<C> {
     client: C,
     scheme: Scheme,
+    mark: bool,
 }
 
 impl<C: Clone> Connector<C> {
-    /// A connector over `client`, for `http://`.
+    /// A connector over `client`, for `http://`, that marks responses with
+    /// [`EndpointAddr`].
     pub fn new(client: C) -> Self {
         Connector {
             client,
             scheme: Scheme::HTTP,
+            mark: true,
         }
     }
 
@@ -70,9 +73,20 @@ impl<C: Clone> Connector<C> {
         self
     }
 
+    /// Whether each response carries the answering endpoint's
+    /// [`EndpointAddr`] in its extensions (default `true`). Turning it off
+    /// saves an allocation and a map insert per response (a map too, when
+    /// the client's response has no extension yet): for callers that never
+    /// read the address.
+    pub fn endpoint_addr(mut self, on: bool) -> Self {
+        self.mark = on;
+        self
+    }
+
     /// The service for one endpoint.
     pub fn service(&self, endpoint: &Endpoint) -> EndpointService<C> {
         EndpointService::new(self.client.clone(), self.scheme.clone(), endpoint.addr)
+            .endpoint_addr(self.mark)
     }
 
     /// This connector as the function [`Channel::builder`](crate::Channel::builder)
@@ -95,7 +109,8 @@ where
 }
 
 /// The service of one endpoint: points each request at the endpoint, sends
-/// it through the client, and marks the response with [`EndpointAddr`].
+/// it through the client, and marks the response with [`EndpointAddr`]
+/// (unless [turned off](Self::endpoint_addr)).
 ///
 /// Errors are the client's, boxed. A request whose replayable body can no
 /// longer be sent whole fails with [`ReplayError`] before anything is sent,
@@ -103,36 +118,36 @@ where
 /// [`NotReplayable`], so that the classifiers do not retry it.
 ///
 /// Cloning it (the channel clones it for every attempt) clones the client
-/// and one reference count: the endpoint's scheme, authority and address
-/// are made once, when the endpoint is inserted.
+/// and copies a pointer to the endpoint's scheme, authority and address,
+/// made once when the endpoint is inserted and kept for the process's life
+/// (for the first 1,024 distinct scheme and address pairs, under 256 bytes
+/// each; later ones are reference-counted), so that neither the clone nor
+/// pointing a request counts a reference. The request's path and query are moved into
+/// its new URI, not copied: copying a parsed path would allocate.
 #[derive(Clone)]
 pub struct EndpointService<C> {
     client: C,
-    target: Arc<Target>,
-}
-
-/// What an endpoint's requests are pointed at.
-struct Target {
-    scheme: Scheme,
-    authority: Authority,
-    addr: SocketAddr,
+    target: TargetRef,
+    /// Responses get the address in their extensions.
+    mark: bool,
 }
 
 impl<C> EndpointService<C> {
-    /// The service for the endpoint at `addr`.
+    /// The service for the endpoint at `addr`, marking responses with
+    /// [`EndpointAddr`].
     pub fn new(client: C, scheme: Scheme, addr: SocketAddr) -> Self {
-        // A socket address always makes a valid authority ("[::1]:80" for
-        // IPv6).
-        let authority = Authority::try_from(addr.to_string())
-            .unwrap_or_else(|_| Authority::from_static("invalid"));
         EndpointService {
             client,
-            target: Arc::new(Target {
-                scheme,
-                authority,
-                addr,
-            }),
+            target: target(scheme, addr),
+            mark: true,
         }
+    }
+
+    /// Whether responses carry [`EndpointAddr`] (default `true`); see
+    /// [`Connector::endpoint_addr`].
+    pub fn endpoint_addr(mut self, on: bool) -> Self {
+        self.mark = on;
+        self
     }
 
     /// The endpoint's address.
@@ -141,16 +156,15 @@ impl<C> EndpointService<C> {
     }
 
     /// `uri` with this endpoint's scheme and authority, and its own path
-    /// and query (a reference count, not a copy).
+    /// and query (moved, not copied).
     #[inline]
-    fn point(&self, uri: &Uri) -> Result<Uri, http::uri::InvalidUriParts> {
-        let mut parts = http::uri::Parts::default();
+    fn point(&self, uri: Uri) -> Result<Uri, http::uri::InvalidUriParts> {
+        let mut parts = uri.into_parts();
         parts.scheme = Some(self.target.scheme.clone());
         parts.authority = Some(self.target.authority.clone());
-        parts.path_and_query = Some(match uri.path_and_query() {
-            Some(pq) => pq.clone(),
-            None => PathAndQuery::from_static("/"),
-        });
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
         Uri::from_parts(parts)
     }
 }
@@ -188,14 +202,14 @@ where
         if ticket.as_ref().is_some_and(|t| !t.can_send()) {
             return ResponseFuture::failed(ReplayError::new(None).into());
         }
-        match self.point(req.uri()) {
+        match self.point(std::mem::take(req.uri_mut())) {
             Ok(uri) => *req.uri_mut() = uri,
             Err(e) => return ResponseFuture::failed(e.into()),
         }
         ResponseFuture {
             state: State::Calling {
                 fut: self.client.call(req),
-                addr: self.target.addr,
+                addr: self.mark.then_some(self.target.addr),
                 ticket,
             },
         }
@@ -214,7 +228,8 @@ enum State<F> {
     Calling {
         #[pin]
         fut: F,
-        addr: SocketAddr,
+        /// Where responses are marked as from; `None`: not marked.
+        addr: Option<SocketAddr>,
         ticket: Option<ReplayTicket>,
     },
     Failed {
@@ -260,12 +275,15 @@ where
         let spent = ticket.as_ref().is_some_and(|t| t.overflowed());
         match &mut result {
             Ok(response) => {
-                let extensions = response.extensions_mut();
-                // Cheaper than `insert`, which hands back (and downcasts) any
-                // value it replaces.
-                *extensions.get_or_insert_with(|| EndpointAddr(*addr)) = EndpointAddr(*addr);
+                if let Some(addr) = *addr {
+                    // Cheaper than `insert`, which hands back (and downcasts)
+                    // any value it replaces.
+                    *response
+                        .extensions_mut()
+                        .get_or_insert_with(|| EndpointAddr(addr)) = EndpointAddr(addr);
+                }
                 if spent {
-                    extensions.insert(NotReplayable);
+                    response.extensions_mut().insert(NotReplayable);
                 }
             }
             Err(_) if spent => result = Err(unreplayable(result)),
@@ -340,6 +358,23 @@ mod tests {
         )
         .await;
         assert_eq!(resp.body(), "http://[::1]:9090/only/path None");
+    }
+
+    #[tokio::test]
+    async fn the_address_extension_can_be_turned_off() {
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let connector = Connector::new(echo_uri()).endpoint_addr(false);
+        let svc = connector.service(&Endpoint::new(addr));
+        let resp = send(svc, Request::get("/a").body(String::new()).unwrap()).await;
+        // Still pointed at the endpoint, only not marked.
+        assert_eq!(resp.body(), "http://127.0.0.1:8080/a None");
+        assert!(resp.extensions().get::<EndpointAddr>().is_none());
+        let svc = connector.endpoint_addr(true).service(&Endpoint::new(addr));
+        let resp = send(svc, Request::new(String::new())).await;
+        assert_eq!(
+            resp.extensions().get::<EndpointAddr>(),
+            Some(&EndpointAddr(addr))
+        );
     }
 
     #[tokio::test]

@@ -8,7 +8,8 @@
 //!   `Client`, whose connection pool all endpoints then share. It points
 //!   each request at its endpoint (scheme and authority; the path, query and
 //!   headers are kept) and puts the answering address in the response's
-//!   extensions ([`EndpointAddr`]);
+//!   extensions ([`EndpointAddr`]; on by default,
+//!   [`Connector::endpoint_addr`] turns it off);
 //! - **a classifier**: [`StatusClassify`] for HTTP (5xx are retryable
 //!   failures, 429 and 503 are overloads and honour `Retry-After`, transport
 //!   errors are retryable), [`grpc::GrpcClassify`] for gRPC status codes and
@@ -60,6 +61,7 @@ mod connect;
 pub mod grpc;
 mod replay;
 mod status;
+mod target;
 
 pub use connect::{Connector, EndpointAddr, EndpointService, ResponseFuture, connect};
 pub use replay::{
