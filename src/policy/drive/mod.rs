@@ -183,16 +183,25 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                 && out.ended == Ended::Answered(Outcome::Success)
                 && matches!(out.result, Some(Ok(_)))
             {
-                let Poll::Ready(out) = poll else {
+                let Poll::Ready(Finished {
+                    at,
+                    elapsed,
+                    result: Some(result),
+                    ..
+                }) = poll
+                else {
                     unreachable!()
                 };
+                // The answer is the output as it is: built once, where the
+                // caller reads it.
+                let output = Poll::Ready(result);
                 first.set(None);
-                let ending = Call::first_succeeded(&rules, out.elapsed, out.at);
-                let took = quick.then_some(out.elapsed);
-                dispatch.on_finish(&ending, out.at, took);
-                let result = out.result.expect("an answer");
-                dispatch.on_result(&ending, out.at, Some(out.elapsed), &result);
-                return Poll::Ready(result);
+                let ending = Call::first_succeeded(&rules, elapsed, at);
+                dispatch.on_finish(&ending, at, quick.then_some(elapsed));
+                if let Poll::Ready(result) = &output {
+                    dispatch.on_result(&ending, at, Some(elapsed), result);
+                }
+                return output;
             }
             if poll.is_pending() && !Call::first_may_time_out(&rules, replayable) {
                 // Nothing is due before it ends: wait for its end without
