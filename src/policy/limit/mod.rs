@@ -128,7 +128,7 @@ pub use limiter::LimitHandle;
 pub(crate) use limiter::Limiter;
 
 use crate::error::BuildError;
-use crate::rng::Rng;
+use crate::rng::{Rng, with_thread_rng};
 
 /// `towline_concurrency_limit`: the limit in force (gauge).
 pub const LIMIT_METRIC: &str = "towline_concurrency_limit";
@@ -206,8 +206,10 @@ impl LimitSettings {
         self
     }
 
-    /// Seeds the probe jitter, for reproducible tests (default: seeded from
-    /// the operating system).
+    /// Seeds the probe jitter, for reproducible tests (default: a seed
+    /// drawn from the thread's generator, which is seeded from the
+    /// operating system unless [`seed_thread_rng`](crate::rng::seed_thread_rng)
+    /// seeded it, as the simulator does).
     pub fn with_jitter_seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
@@ -256,7 +258,12 @@ impl Core {
     pub(crate) fn new(settings: &LimitSettings, now: Instant) -> Self {
         match &settings.algorithm {
             LimitAlgorithm::Gradient(g) => {
-                let rng = settings.seed.map_or_else(Rng::from_entropy, Rng::seeded);
+                // Unseeded: from the thread's generator, so that a run on a
+                // seeded thread (the simulator) is reproducible.
+                let seed = settings
+                    .seed
+                    .unwrap_or_else(|| with_thread_rng(Rng::next_u64));
+                let rng = Rng::seeded(seed);
                 Core::Gradient(Gradient::new(g.clone(), now, rng))
             }
             LimitAlgorithm::Aimd(a) => Core::Aimd(Aimd::new(a.clone())),
