@@ -32,7 +32,7 @@ use super::limits::{Entry, Held, InChannel};
 use super::slot::Slot;
 use super::state::ChannelState;
 use super::table::Snapshot;
-use crate::balance::PickContext;
+use crate::balance::{AttemptEnd, End, PickContext};
 use crate::classify::Outcome;
 use crate::policy::call::{AttemptKind, Ended};
 use crate::policy::limit::Limiter;
@@ -164,19 +164,6 @@ where
     std::future::poll_fn(|cx| bare.as_mut().poll_in(cx, &span)).await
 }
 
-/// How a bare call's attempt ended, as its [`CallEnd`] sees it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Ending {
-    /// The classifier's outcome (a retryable failure when it timed out).
-    pub(crate) outcome: Outcome,
-    /// Whether the attempt was cut by its timeout.
-    pub(crate) timed_out: bool,
-    /// How long the attempt ran.
-    pub(crate) elapsed: Duration,
-    /// When it ended.
-    pub(crate) at: Instant,
-}
-
 /// What a bare call does when its attempt ends, besides returning: where
 /// its duration starts, and the place it gives back. Each method gets the
 /// channel's state (where an [`InChannel`] place finds its limiter).
@@ -185,9 +172,9 @@ pub(crate) trait CallEnd: Sized {
     /// ([`owned`](Self::owned)).
     type Owned: CallEnd + Send + 'static;
 
-    /// Ends the call whose attempt ended as `ending` says; returns the
-    /// call's duration.
-    fn end(&mut self, state: &ChannelState, ending: Ending) -> Duration;
+    /// Ends the call whose attempt ended as `end` says; returns the call's
+    /// duration.
+    fn end(&mut self, state: &ChannelState, end: &AttemptEnd) -> Duration;
 
     /// Ends the call without an answer (dropped, or no endpoint to send
     /// to): gives its place back, if any, without a sample.
@@ -204,8 +191,8 @@ impl CallEnd for () {
     type Owned = ();
 
     #[inline]
-    fn end(&mut self, _: &ChannelState, ending: Ending) -> Duration {
-        ending.elapsed
+    fn end(&mut self, _: &ChannelState, end: &AttemptEnd) -> Duration {
+        end.elapsed
     }
 
     fn owned(self, _: &ChannelState) {}
@@ -216,8 +203,8 @@ impl CallEnd for () {
 impl CallEnd for Instant {
     type Owned = Instant;
 
-    fn end(&mut self, _: &ChannelState, ending: Ending) -> Duration {
-        ending.at.saturating_duration_since(*self)
+    fn end(&mut self, _: &ChannelState, end: &AttemptEnd) -> Duration {
+        end.at.saturating_duration_since(*self)
     }
 
     fn owned(self, _: &ChannelState) -> Instant {
@@ -230,10 +217,9 @@ impl CallEnd for Instant {
 impl CallEnd for Held {
     type Owned = Held;
 
-    fn end(&mut self, _: &ChannelState, e: Ending) -> Duration {
-        let place = std::mem::replace(self, Held::none());
-        place.settle(e.outcome, e.timed_out, e.elapsed, e.at);
-        e.elapsed
+    fn end(&mut self, _: &ChannelState, end: &AttemptEnd) -> Duration {
+        std::mem::replace(self, Held::none()).settle(end);
+        end.elapsed
     }
 
     fn abandon(&mut self, _: &ChannelState) {
@@ -253,9 +239,9 @@ impl CallEnd for InChannel {
     type Owned = Held;
 
     #[inline]
-    fn end(&mut self, state: &ChannelState, e: Ending) -> Duration {
-        self.settle(state, e.outcome, e.timed_out, e.elapsed, e.at);
-        e.elapsed
+    fn end(&mut self, state: &ChannelState, end: &AttemptEnd) -> Duration {
+        self.settle(state, end);
+        end.elapsed
     }
 
     #[inline]
@@ -272,9 +258,9 @@ impl CallEnd for InChannel {
 impl<A: CallEnd, B: CallEnd> CallEnd for (A, B) {
     type Owned = (A::Owned, B::Owned);
 
-    fn end(&mut self, state: &ChannelState, ending: Ending) -> Duration {
-        self.1.end(state, ending);
-        self.0.end(state, ending)
+    fn end(&mut self, state: &ChannelState, end: &AttemptEnd) -> Duration {
+        self.1.end(state, end);
+        self.0.end(state, end)
     }
 
     fn abandon(&mut self, state: &ChannelState) {
@@ -357,9 +343,9 @@ where
     ) -> Poll<Result<S::Response, Error>> {
         let mut this = self.project();
         let finished = std::task::ready!(this.attempt.as_mut().poll(cx));
-        let (outcome, timed_out) = match finished.ended {
-            Ended::Answered(outcome) => (outcome, false),
-            Ended::TimedOut => (Outcome::Failure { retryable: true }, true),
+        let (outcome, end) = match finished.ended {
+            Ended::Answered(outcome) => (outcome, End::Response(outcome)),
+            Ended::TimedOut => (Outcome::Failure { retryable: true }, End::TimedOut),
         };
         // A response the classifier called a failure is still the caller's
         // answer when nothing else will be tried.
@@ -367,13 +353,8 @@ where
             .result
             .unwrap_or_else(|| Err(Error::inner("an attempt without a time limit timed out")));
         let state = &this.attempt.as_ref().get_ref().slot().state;
-        let ending = Ending {
-            outcome,
-            timed_out,
-            elapsed: finished.elapsed,
-            at: finished.at,
-        };
-        let took = this.end.end(state, ending);
+        let end = AttemptEnd::new(end, finished.elapsed, finished.at);
+        let took = this.end.end(state, &end);
         state.metrics.record_call(outcome, took);
         if !span.is_disabled() {
             span.record("outcome", outcome_name(outcome));
@@ -383,7 +364,7 @@ where
 }
 
 #[cfg(test)]
-mod size_probe {
+mod size {
     #[derive(Clone)]
     struct E;
     impl tower::Service<u64> for E {

@@ -22,10 +22,9 @@
 //! reference to the limiter instead ([`Held`]).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use super::state::ChannelState;
-use crate::classify::Outcome;
+use crate::balance::AttemptEnd;
 use crate::error::Error;
 use crate::policy::limit::Limiter;
 
@@ -102,14 +101,12 @@ impl Held {
         self.0.is_some()
     }
 
-    /// Ends the place: `outcome` is the classifier's for the attempt that
-    /// ended the call, `timed_out` whether the call ended in a timeout (the
-    /// attempt's or the deadline), `rtt` how long the answering attempt
-    /// ran and `now` when it ended.
+    /// Ends the place with the end of the attempt that ended the call (a
+    /// timeout of the attempt or of the deadline is [`End::TimedOut`](crate::balance::End::TimedOut)).
     #[inline]
-    pub(crate) fn settle(mut self, outcome: Outcome, timed_out: bool, rtt: Duration, now: Instant) {
+    pub(crate) fn settle(mut self, end: &AttemptEnd) {
         if let Some(limiter) = self.0.take() {
-            end(&limiter, outcome, timed_out, rtt, now);
+            limiter.leave_for(end);
         }
     }
 }
@@ -139,18 +136,11 @@ impl InChannel {
 
     /// Ends the place, as [`Held::settle`] does (`state` is the channel's).
     #[inline]
-    pub(crate) fn settle(
-        &mut self,
-        state: &ChannelState,
-        outcome: Outcome,
-        timed_out: bool,
-        rtt: Duration,
-        now: Instant,
-    ) {
+    pub(crate) fn settle(&mut self, state: &ChannelState, end: &AttemptEnd) {
         if std::mem::take(&mut self.held)
             && let Some(limiter) = state.any_limiter()
         {
-            end(limiter, outcome, timed_out, rtt, now);
+            limiter.leave_for(end);
         }
     }
 
@@ -179,20 +169,5 @@ impl Drop for InChannel {
             !self.held || std::thread::panicking(),
             "a place dropped unreturned"
         );
-    }
-}
-
-/// Gives a place under `limiter` back, teaching it what the call's end
-/// says: a success is a latency sample, an overloaded answer or a timeout
-/// a drop, any other failure nothing.
-#[inline]
-fn end(limiter: &Limiter, outcome: Outcome, timed_out: bool, rtt: Duration, now: Instant) {
-    if timed_out || outcome.is_overloaded() {
-        limiter.leave_after(true, rtt, now);
-    } else if outcome.is_success() {
-        limiter.leave_after(false, rtt, now);
-    } else {
-        // Any other failure says nothing about overload.
-        limiter.leave();
     }
 }

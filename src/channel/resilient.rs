@@ -20,7 +20,7 @@ use super::choose::{self, Candidates, choose};
 use super::inner::Handle;
 use super::limits::{Entry, Held};
 use super::table::Snapshot;
-use crate::balance::PickContext;
+use crate::balance::{AttemptEnd, End, PickContext};
 use crate::error::{BoxError, Error};
 use crate::policy::breaker::CircuitBreaker;
 use crate::policy::call::{
@@ -249,9 +249,13 @@ where
         result: &Result<S::Response, Error>,
     ) {
         if let Some(place) = self.place.take() {
-            let timed_out = result.as_ref().is_err_and(Error::is_timeout);
+            let end = if result.as_ref().is_err_and(Error::is_timeout) {
+                End::TimedOut
+            } else {
+                End::Response(ending.last_outcome)
+            };
             let rtt = answered_in.unwrap_or_else(|| now.saturating_duration_since(self.start));
-            place.settle(ending.last_outcome, timed_out, rtt, now);
+            place.settle(&AttemptEnd::new(end, rtt, now));
         }
     }
 }

@@ -145,14 +145,8 @@ impl<S> Slot<S> {
     /// a success a latency sample, anything else nothing. (With a
     /// classifier that defers, the head's outcome is what counts here.)
     pub(crate) fn leave_limit(&self, end: &AttemptEnd) {
-        let Some(limiter) = &self.limiter else {
-            return;
-        };
-        match end.end {
-            End::Response(o) if o.is_overloaded() => limiter.leave_after(true, end.elapsed, end.at),
-            End::Response(o) if o.is_success() => limiter.leave_after(false, end.elapsed, end.at),
-            End::TimedOut => limiter.leave_after(true, end.elapsed, end.at),
-            _ => limiter.leave(),
+        if let Some(limiter) = &self.limiter {
+            limiter.leave_for(end);
         }
     }
 }

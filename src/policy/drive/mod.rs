@@ -77,15 +77,12 @@ impl<D: Dispatch<Req>, Req> Drive<D, Req> {
     /// runs from there) and driven from `now`.
     #[inline(always)]
     pub(crate) fn new(dispatch: D, req: Req, start: Instant, now: Instant) -> Self {
-        Call::deposit(&dispatch.rules(), start);
-        Drive {
-            dispatch,
-            first: None,
-            template: Some(req),
-            start,
-            now,
-            quick: Quick::Fresh,
-            machine: None,
+        let mut drive = std::mem::MaybeUninit::<Self>::uninit();
+        // SAFETY: the place is writable and aligned, and `init` initializes
+        // every field of it.
+        unsafe {
+            Self::init(drive.as_mut_ptr(), dispatch, req, start, now);
+            drive.assume_init()
         }
     }
 

@@ -11,7 +11,8 @@ use pin_project::pin_project;
 use tower::{Layer, Service};
 
 use super::LimitSettings;
-use super::limiter::{Admission, LimitHandle, Limiter, Permit};
+use super::limiter::{Admission, LimitHandle, Limiter, Permit, teaches};
+use crate::balance::End;
 use crate::classify::{Classify, DefaultClassify};
 use crate::error::{BoxError, BuildError, Error};
 use crate::policy::{into_error, now};
@@ -230,13 +231,11 @@ where
                 let outcome = classify.classify(&result);
                 let result = result.map_err(into_error);
                 if let Some(permit) = permit.take() {
-                    let dropped = match &result {
-                        _ if outcome.is_overloaded() => Some(true),
-                        Err(e) if e.is_timeout() => Some(true),
-                        _ if outcome.is_success() => Some(false),
-                        _ => None,
+                    let end = match &result {
+                        Err(e) if e.is_timeout() => End::TimedOut,
+                        _ => End::Response(outcome),
                     };
-                    match (dropped, *start) {
+                    match (teaches(end), *start) {
                         (Some(dropped), Some(start)) => {
                             let t = now();
                             permit.finish(dropped, t.saturating_duration_since(start), t);

@@ -16,6 +16,7 @@ use super::{
     Core, LIMIT_METRIC, LimitSettings, MIN_RTT_METRIC, QUEUED_METRIC, REJECTED_METRIC, Sample,
     Sampling,
 };
+use crate::balance::{AttemptEnd, End};
 use crate::clock::{later, nanos, nanos_since, now};
 use crate::error::BuildError;
 use crate::rng::{Rng, with_thread_rng};
@@ -363,11 +364,35 @@ impl Limiter {
         self.leave();
     }
 
+    /// Gives a place back after a call that ended as `end` says (see
+    /// [`teaches`]).
+    #[inline(always)]
+    pub(crate) fn leave_for(&self, end: &AttemptEnd) {
+        match teaches(end.end) {
+            Some(dropped) => self.leave_after(dropped, end.elapsed, end.at),
+            None => self.leave(),
+        }
+    }
+
     /// A view of this limiter's state.
     pub(crate) fn handle(self: &Arc<Self>) -> LimitHandle {
         LimitHandle {
             limiter: self.clone(),
         }
+    }
+}
+
+/// What a call's end teaches a limiter: a success is a latency sample
+/// (`Some(false)`), an overloaded answer or a timeout a drop (`Some(true)`);
+/// any other failure, a cancellation or a superseded attempt says nothing
+/// about overload (`None`).
+#[inline(always)]
+pub(crate) fn teaches(end: End) -> Option<bool> {
+    match end {
+        End::Response(o) if o.is_overloaded() => Some(true),
+        End::Response(o) if o.is_success() => Some(false),
+        End::TimedOut => Some(true),
+        _ => None,
     }
 }
 

@@ -43,3 +43,39 @@ fn a_busy_window_reports_weighted_samples() {
     assert!(late.is_some(), "the window stayed open");
     assert_eq!(limiter.limit.load(Ordering::Relaxed), 29);
 }
+
+/// What each way a call ends teaches the limit: the one rule the channel's
+/// places, its endpoints' places and the standalone layer all follow.
+#[test]
+fn a_call_end_teaches_a_sample_a_drop_or_nothing() {
+    use crate::classify::Outcome;
+    let cases = [
+        (End::Response(Outcome::Success), Some(false)),
+        (
+            End::Response(Outcome::Overloaded { retry_after: None }),
+            Some(true),
+        ),
+        (End::TimedOut, Some(true)),
+        (End::Response(Outcome::Failure { retryable: true }), None),
+        (End::Response(Outcome::Failure { retryable: false }), None),
+        (End::Cancelled, None),
+        (End::Superseded, None),
+    ];
+    for (end, lesson) in cases {
+        assert_eq!(teaches(end), lesson, "{end:?}");
+    }
+    // A drop lowers the limit at once; the place is given back either way.
+    let limiter = Arc::new(
+        Limiter::new(&LimitSettings::new(
+            LimitAlgorithm::Aimd(Default::default()),
+        ))
+        .unwrap(),
+    );
+    let view = limiter.handle();
+    let before = view.limit();
+    let now = crate::clock::now();
+    assert!(limiter.try_enter());
+    limiter.leave_for(&AttemptEnd::new(End::TimedOut, MS, now));
+    assert!(view.limit() < before, "{} vs {before}", view.limit());
+    assert_eq!(view.in_flight(), 0);
+}
