@@ -15,10 +15,12 @@ use tracing::Span;
 
 use super::bare;
 use super::boxed::{Boxed, Plain, boxed};
+use super::hold::{Credits, Hold};
 use super::inner::Handle;
 use super::limits::{Entry, InChannel};
 use super::resilient;
 use super::state::{ChannelState, Endpoints};
+use crate::policy::budget::Tallies;
 use crate::{BoxError, Endpoint, Error};
 
 /// A channel, whatever its endpoint service type.
@@ -31,8 +33,24 @@ pub(crate) trait Engine<Req, Resp>: Send + Sync {
     /// the channel's concurrency limit: the call's future holds no
     /// reference on the handle, nor on the limiter.
     fn call_limited(&self, req: Req) -> ResponseFuture<Resp>;
-    /// Starts a call under this handle's settings, which set a policy.
-    fn call(self: Arc<Self>, req: Req) -> ResponseFuture<Resp>;
+    /// Starts a call under this handle's settings, which set a policy,
+    /// counting it in the budgets through `tallies` and holding the handle
+    /// through `credits` (the calling clone's).
+    ///
+    /// # Safety
+    ///
+    /// The handle must be owned by the calling clone's `Arc`, its only
+    /// one, and the clone must end as [`Hold::take`] requires, through
+    /// [`let_go`](Self::let_go).
+    unsafe fn call(
+        &self,
+        req: Req,
+        tallies: &mut Tallies,
+        credits: &mut Credits,
+    ) -> ResponseFuture<Resp>;
+    /// The owning clone ends, with `unused` holds: true when no call holds
+    /// the handle (the clone drops it), false when the last hold will.
+    fn let_go(&self, unused: Credits) -> bool;
     /// Which of the three applies to this handle's settings.
     fn path(&self) -> Path;
     /// A new handle on the same channel, with the current settings.
@@ -88,13 +106,20 @@ where
         ResponseFuture { inner: Some(inner) }
     }
 
-    fn call(self: Arc<Self>, req: Req) -> ResponseFuture<S::Response> {
+    unsafe fn call(
+        &self,
+        req: Req,
+        tallies: &mut Tallies,
+        credits: &mut Credits,
+    ) -> ResponseFuture<S::Response> {
         // A bare handle never gets here: the channel sends its calls to
         // `call_bare` or `call_limited`.
         let Some(limiter) = &self.limiter else {
             let span = call_span(&self.inner.state);
+            // SAFETY: as this function requires.
+            let hold = unsafe { Hold::take(self, credits) };
             return ResponseFuture {
-                inner: Some(resilient::start(self, req, span, None)),
+                inner: Some(resilient::start(hold, req, span, None, tallies)),
             };
         };
         let span = call_span(&self.inner.state);
@@ -104,17 +129,23 @@ where
             span.record("outcome", "refused");
             return ResponseFuture { inner: None };
         };
+        // SAFETY: as this function requires.
+        let hold = unsafe { Hold::take(self, credits) };
         let inner = match entry.at_once(Some(limiter)) {
-            Some(place) => resilient::start(self, req, span, Some(place)),
+            Some(place) => resilient::start(hold, req, span, Some(place), tallies),
             // Over the limit, with room in the queue: the call waits there
             // for its place before anything else.
             None => {
                 let limiter = limiter.clone();
-                let call = resilient::queued(self, limiter, entry, req, span.clone());
+                let call = resilient::queued(hold, limiter, entry, req, span.clone());
                 boxed(span, Plain(call))
             }
         };
         ResponseFuture { inner: Some(inner) }
+    }
+
+    fn let_go(&self, unused: Credits) -> bool {
+        self.holds.let_go(unused)
     }
 
     fn path(&self) -> Path {

@@ -2,15 +2,18 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tower::Service;
 
+use super::hold::Holds;
 use super::info::AttemptInfo;
 use super::settings::ChannelPolicy;
 use super::state::ChannelState;
 use super::table::{Snapshot, Table};
 use crate::Error;
+use crate::policy::budget::Tallies;
+use crate::policy::call::{Call, Hedging, Retrying, Rules};
 use crate::policy::limit::Limiter;
 use crate::policy::replay::Replay;
 
@@ -75,6 +78,11 @@ pub(crate) struct Handle<Req, S: Service<Req>> {
     pub(crate) version: u64,
     /// The channel's concurrency limiter, when these settings set a limit.
     pub(crate) limiter: Option<Arc<Limiter>>,
+    /// The calls that hold the handle.
+    pub(crate) holds: Holds,
+    /// Whether these settings count a call in the channel's retry budget
+    /// and in its hedge budget ([`Call::counted_in`]).
+    counted_in: [bool; 2],
 }
 
 impl<Req, S: Service<Req>> Handle<Req, S> {
@@ -84,12 +92,53 @@ impl<Req, S: Service<Req>> Handle<Req, S> {
         let version = state.version.load(Ordering::Acquire);
         let settings = (**state.settings.load()).clone();
         let limiter = state.limiter(&settings);
-        Handle {
+        let mut handle = Handle {
             inner,
             bare: settings.is_bare(),
             settings,
             version,
             limiter,
+            holds: Holds::default(),
+            counted_in: [false; 2],
+        };
+        handle.counted_in = Call::counted_in(&handle.rules()).map(|b| b.is_some());
+        handle
+    }
+
+    /// The rules of calls made through this handle.
+    #[inline(always)]
+    pub(crate) fn rules(&self) -> Rules<'_> {
+        let settings = &self.settings;
+        let state = &*self.inner.state;
+        Rules {
+            timeout: settings.timeout(),
+            deadline: settings.deadline(),
+            retry: settings
+                .retry()
+                .filter(|r| r.max_attempts() > 1)
+                .map(|settings| Retrying {
+                    settings,
+                    budget: &state.retry_budget,
+                }),
+            hedge: settings.hedge().map(|settings| Hedging {
+                settings,
+                budget: &state.hedge_budget,
+                latency: &state.latency,
+            }),
+        }
+    }
+
+    /// Counts a call starting at `start` in the budgets these settings
+    /// count it in, through `tallies` (the calling clone's).
+    #[inline(always)]
+    pub(crate) fn count(&self, start: Instant, tallies: &mut Tallies) {
+        let state = &*self.inner.state;
+        let [retry, hedge] = self.counted_in;
+        if retry {
+            tallies.retry.deposit(&state.retry_budget, start);
+        }
+        if hedge {
+            tallies.hedge.deposit(&state.hedge_budget, start);
         }
     }
 }

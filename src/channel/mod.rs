@@ -70,6 +70,7 @@ mod builder;
 mod choose;
 mod ejection;
 mod engine;
+mod hold;
 mod info;
 mod inner;
 mod keyed;

@@ -17,15 +17,14 @@ use tracing::Span;
 use super::attempt::{Attempt, outcome_name};
 use super::boxed::{Boxed, Plain, boxed, boxed_in_place};
 use super::choose::{self, Candidates, choose};
-use super::inner::Handle;
+use super::hold::Hold;
 use super::limits::{Entry, Held};
 use super::table::Snapshot;
 use crate::balance::{AttemptEnd, End, PickContext};
 use crate::error::{BoxError, Error};
 use crate::policy::breaker::CircuitBreaker;
-use crate::policy::call::{
-    AttemptKind, Ending, Hedging, NotSent, Refused, Retrying, Rules, SendAttempt, Tried,
-};
+use crate::policy::budget::Tallies;
+use crate::policy::call::{AttemptKind, Ending, NotSent, Refused, Rules, SendAttempt, Tried};
 use crate::policy::drive::{Dispatch, Drive};
 use crate::policy::limit::Limiter;
 use crate::policy::throttle::Decision;
@@ -57,7 +56,7 @@ impl<S> Candidates for Snapshot<S> {
 /// handle, whose settings the call follows), and the call's start, span,
 /// key and place.
 struct Endpoints<Req, S: Service<Req>> {
-    handle: Arc<Handle<Req, S>>,
+    handle: Hold<Req, S>,
     start: Instant,
     span: Span,
     /// Adaptive throttling refused an attempt of this call.
@@ -76,7 +75,7 @@ impl<Req, S: Service<Req>> Endpoints<Req, S> {
     /// `place` under the channel's limit (if any).
     #[inline(always)]
     fn new(
-        handle: Arc<Handle<Req, S>>,
+        handle: Hold<Req, S>,
         req: &Req,
         start: Instant,
         span: Span,
@@ -104,24 +103,7 @@ where
     type Attempt = Attempt<Req, S>;
 
     fn rules(&self) -> Rules<'_> {
-        let settings = &self.handle.settings;
-        let state = &*self.handle.inner.state;
-        Rules {
-            timeout: settings.timeout(),
-            deadline: settings.deadline(),
-            retry: settings
-                .retry()
-                .filter(|r| r.max_attempts() > 1)
-                .map(|settings| Retrying {
-                    settings,
-                    budget: &state.retry_budget,
-                }),
-            hedge: settings.hedge().map(|settings| Hedging {
-                settings,
-                budget: &state.hedge_budget,
-                latency: &state.latency,
-            }),
-        }
+        self.handle.rules()
     }
 
     #[inline(always)]
@@ -261,13 +243,15 @@ where
 }
 
 /// A call under the channel's policies, made now in `span` (the call
-/// span), holding `place` under the channel's limit (if any). The deadline
-/// runs from now, also while the call waits for a first endpoint.
+/// span), holding `place` under the channel's limit (if any), counted in
+/// the budgets now through `tallies` (its channel clone's). The deadline runs
+/// from now, also while the call waits for a first endpoint.
 pub(crate) fn start<Req, S>(
-    handle: Arc<Handle<Req, S>>,
+    handle: Hold<Req, S>,
     req: Req,
     span: Span,
     place: Option<Held>,
+    tallies: &mut Tallies,
 ) -> Boxed<S::Response>
 where
     Req: Send + 'static,
@@ -277,8 +261,9 @@ where
     S::Future: Send + 'static,
 {
     let start = crate::clock::now();
+    handle.count(start, tallies);
     if !handle.inner.table.is_populated() {
-        let wait = wait_then_call(handle, req, start, span.clone(), place);
+        let wait = wait_then_call(handle, req, start, span.clone(), place, true);
         return boxed(span, Plain(wait));
     }
     let make = |at: *mut Plain<Drive<Endpoints<Req, S>, Req>>, span: &Span| {
@@ -292,6 +277,7 @@ where
                 req,
                 start,
                 start,
+                true,
             )
         }
     };
@@ -304,7 +290,7 @@ where
 /// [`Error::Overloaded`] when the wait fails. The deadline runs from when
 /// it has its place.
 pub(crate) async fn queued<Req: 'static, S>(
-    handle: Arc<Handle<Req, S>>,
+    handle: Hold<Req, S>,
     limiter: Arc<Limiter>,
     entry: Entry,
     req: Req,
@@ -316,17 +302,19 @@ where
     S::Error: Into<BoxError> + 'static,
 {
     let place = entry.enter(Some(limiter)).await?;
-    wait_then_call(handle, req, crate::clock::now(), span, Some(place)).await
+    wait_then_call(handle, req, crate::clock::now(), span, Some(place), false).await
 }
 
 /// A call made while the endpoint set was empty (or after a wait for its
-/// place): waits for discovery if it must, then runs.
+/// place): waits for discovery if it must, then runs; counted in its
+/// budgets as it runs unless it was `counted` as it started.
 async fn wait_then_call<Req: 'static, S>(
-    handle: Arc<Handle<Req, S>>,
+    handle: Hold<Req, S>,
     req: Req,
     start: Instant,
     span: Span,
     place: Option<Held>,
+    counted: bool,
 ) -> Result<S::Response, Error>
 where
     S: Service<Req> + Clone + Send + Sync + 'static,
@@ -340,5 +328,5 @@ where
         crate::clock::now()
     };
     let endpoints = Endpoints::new(handle, &req, start, span, place);
-    Drive::new(endpoints, req, start, now).await
+    Drive::new(endpoints, req, start, now, counted).await
 }

@@ -1,6 +1,7 @@
 //! [`Channel`]: the public handle and its `tower::Service` impl.
 
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -8,9 +9,11 @@ use std::task::{Context, Poll};
 use tower::Service;
 
 use super::engine::{EndpointInfo, Engine, Path, ResponseFuture};
+use super::hold::Credits;
 use super::state::ChannelState;
 use super::tuning::PolicyHandle;
 use crate::Error;
+use crate::policy::budget::Tallies;
 
 /// A discovery-aware, load-balancing client channel for requests `Req`
 /// answered with `Resp`. See the [module docs](super).
@@ -19,14 +22,19 @@ use crate::Error;
 /// connector by [`Channel::builder`], which checks every bound once, at
 /// [`build`](super::Builder::build).
 pub struct Channel<Req, Resp> {
-    /// This clone's handle.
-    engine: Arc<dyn Engine<Req, Resp>>,
+    /// This clone's handle (its only owner; dropped as [`Drop`] says).
+    engine: ManuallyDrop<Arc<dyn Engine<Req, Resp>>>,
     /// The shared state, whose settings version each call checks.
     state: Arc<ChannelState>,
     /// The version of the handle's settings.
     version: u64,
     /// How the handle's calls are made.
     path: Path,
+    /// This clone's deposits into the budgets, added a few calls at a
+    /// time: the clone's task is the only one to touch them.
+    tallies: Tallies,
+    /// Holds on the handle taken for calls and not yet given to one.
+    credits: Credits,
 }
 
 impl<Req, Resp> Channel<Req, Resp> {
@@ -35,7 +43,9 @@ impl<Req, Resp> Channel<Req, Resp> {
             state: engine.state().clone(),
             version: engine.version(),
             path: engine.path(),
-            engine,
+            engine: ManuallyDrop::new(engine),
+            tallies: Tallies::default(),
+            credits: Credits::default(),
         }
     }
 
@@ -66,6 +76,22 @@ impl<Req, Resp> Clone for Channel<Req, Resp> {
     /// reference counts that its own task owns.
     fn clone(&self) -> Self {
         Channel::from_engine(self.engine.fork())
+    }
+}
+
+impl<Req, Resp> Drop for Channel<Req, Resp> {
+    /// Adds the calls this clone counted and the budgets do not have yet,
+    /// and lets go of the handle (also when new settings replace it): the
+    /// last call holding it drops it, if any does.
+    fn drop(&mut self) {
+        let state = &*self.state;
+        self.tallies.flush(&state.retry_budget, &state.hedge_budget);
+        // SAFETY: taken once, here; the field is not used after.
+        let engine = unsafe { ManuallyDrop::take(&mut self.engine) };
+        if !engine.let_go(self.credits) {
+            // The last hold drops the handle with this count.
+            std::mem::forget(engine);
+        }
     }
 }
 
@@ -100,7 +126,9 @@ impl<Req, Resp> Service<Req> for Channel<Req, Resp> {
         match self.path {
             Path::Bare => self.engine.call_bare(req),
             Path::Limited => self.engine.call_limited(req),
-            Path::Full => self.engine.clone().call(req),
+            // SAFETY: this clone owns the handle's only `Arc` and lets go
+            // of it in `drop`.
+            Path::Full => unsafe { self.engine.call(req, &mut self.tallies, &mut self.credits) },
         }
     }
 }

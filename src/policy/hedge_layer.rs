@@ -232,7 +232,7 @@ where
         HedgeFuture {
             drive: {
                 let start = now();
-                Drive::new(dispatch, req, start, start)
+                Drive::new(dispatch, req, start, start, false)
             },
         }
     }

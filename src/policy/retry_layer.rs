@@ -223,7 +223,7 @@ where
         RetryFuture {
             drive: {
                 let start = now();
-                Drive::new(dispatch, req, start, start)
+                Drive::new(dispatch, req, start, start, false)
             },
         }
     }

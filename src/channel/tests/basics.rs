@@ -278,3 +278,71 @@ async fn the_longest_durations_do_not_overflow_the_clock() {
     assert_eq!(waiting.await.unwrap().unwrap(), 4);
     assert_eq!(channel.call(1).await.unwrap(), 4);
 }
+
+/// Calls under a policy hold their clone's handle: more calls than one
+/// batch of holds, some made before new settings replace the clone's
+/// handle and some after, all outlive the clone; a clone whose calls all
+/// ended drops its handle itself; once every call ends, every handle is
+/// gone (nothing leaked: the discovery task ends).
+#[tokio::test(start_paused = true)]
+async fn calls_outlive_their_clone_and_release_its_handles() {
+    crate::rng::seed_thread_rng(507);
+    let fleet = Fleet::new([1, 2]);
+    for p in [1, 2] {
+        fleet.set(
+            p,
+            Mode {
+                fail: false,
+                latency: 10 * MS,
+            },
+        );
+    }
+    let marker = Arc::new(());
+    let kept = marker.clone();
+    let connect = fleet.connector();
+    // A discovery that never ends by itself: its task ends with the
+    // channel's last handle.
+    let manual = Manual::with_endpoints([addr(1), addr(2)]);
+    let mut channel = Channel::builder(move |ep: &Endpoint| {
+        let _ = &kept;
+        connect(ep)
+    })
+    .discover(manual.stream())
+    .timeout(Duration::from_secs(1))
+    .build()
+    .unwrap();
+    let handle = channel.policy_handle();
+    let mut second = channel.clone();
+    let mut calls = Vec::new();
+    for i in 0..150 {
+        if i == 100 {
+            // New settings: the clone's next call makes a new handle while
+            // 100 calls hold the old one.
+            handle
+                .update(|p| p.with_timeout(Some(Duration::from_secs(2))))
+                .unwrap();
+        }
+        calls.push(channel.ready().await.unwrap().call(i));
+    }
+    drop(channel);
+    drop(handle);
+    for call in calls {
+        assert!(matches!(call.await, Ok(1 | 2)));
+    }
+    for i in 0..3 {
+        assert!(matches!(
+            second.ready().await.unwrap().call(i).await,
+            Ok(1 | 2)
+        ));
+    }
+    drop(second);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&marker) > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a handle outlived its calls"
+        );
+        // On the paused clock: lets the discovery task run.
+        tokio::time::sleep(MS).await;
+    }
+}

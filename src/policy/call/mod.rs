@@ -161,7 +161,7 @@ impl Call {
     pub fn deposit(rules: &Rules, start: Instant) {
         // Budgets made together share an epoch: one clock subtraction.
         let mut since: Option<(Instant, u64)> = None;
-        let mut deposit = |budget: &Budget| {
+        for budget in Call::counted_in(rules).into_iter().flatten() {
             let epoch = budget.epoch();
             let ns = match since {
                 Some((e, ns)) if e == epoch => ns,
@@ -172,16 +172,19 @@ impl Call {
                 }
             };
             budget.deposit_at(ns);
-        };
+        }
+    }
+
+    /// The budgets a call under `rules` is counted in: its retry budget
+    /// (when it may retry) and its hedge budget (when it may hedge and that
+    /// budget does not share the retry budget's deposits).
+    #[inline(always)]
+    pub(crate) fn counted_in<'a>(rules: &Rules<'a>) -> [Option<&'a Budget>; 2] {
         let retry = rules.retry.filter(|r| r.settings.max_attempts() > 1);
-        if let Some(r) = &retry {
-            deposit(r.budget);
-        }
-        if let Some(h) = &rules.hedge
-            && !retry.is_some_and(|r| h.budget.shares_deposits(r.budget))
-        {
-            deposit(h.budget);
-        }
+        let hedge = rules
+            .hedge
+            .filter(|h| !retry.is_some_and(|r| h.budget.shares_deposits(r.budget)));
+        [retry.map(|r| r.budget), hedge.map(|h| h.budget)]
     }
 
     /// The machine of a call starting at `start`, already counted in the

@@ -74,14 +74,15 @@ enum Quick {
 
 impl<D: Dispatch<Req>, Req> Drive<D, Req> {
     /// A call of `req` through `dispatch`, started at `start` (its deadline
-    /// runs from there) and driven from `now`.
+    /// runs from there) and driven from `now`; counted in its budgets here
+    /// unless the caller `counted` it.
     #[inline(always)]
-    pub(crate) fn new(dispatch: D, req: Req, start: Instant, now: Instant) -> Self {
+    pub(crate) fn new(dispatch: D, req: Req, start: Instant, now: Instant, counted: bool) -> Self {
         let mut drive = std::mem::MaybeUninit::<Self>::uninit();
         // SAFETY: the place is writable and aligned, and `init` initializes
         // every field of it.
         unsafe {
-            Self::init(drive.as_mut_ptr(), dispatch, req, start, now);
+            Self::init(drive.as_mut_ptr(), dispatch, req, start, now, counted);
             drive.assume_init()
         }
     }
@@ -93,7 +94,8 @@ impl<D: Dispatch<Req>, Req> Drive<D, Req> {
     /// # Safety
     ///
     /// `this` must be valid for writes and aligned; on return the drive
-    /// there is fully initialized (and not yet pinned).
+    /// there is fully initialized (and not yet pinned). The call is
+    /// counted in its budgets here unless the caller `counted` it.
     #[inline(always)]
     pub(crate) unsafe fn init(
         this: *mut Self,
@@ -101,9 +103,12 @@ impl<D: Dispatch<Req>, Req> Drive<D, Req> {
         req: Req,
         start: Instant,
         now: Instant,
+        counted: bool,
     ) {
         use std::ptr::addr_of_mut;
-        Call::deposit(&dispatch.rules(), start);
+        if !counted {
+            Call::deposit(&dispatch.rules(), start);
+        }
         // SAFETY: the caller gives a writable, aligned place; every field
         // is written once.
         unsafe {

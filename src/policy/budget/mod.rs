@@ -15,7 +15,10 @@
 //! The window is kept as 20 slots of packed atomic counters: recording is
 //! one atomic update, with no lock. A withdrawal checks the balance and then
 //! takes a token, so tasks racing on the last token can overdraw by at most
-//! their number.
+//! their number. A channel clone counts its own calls in a tally and adds
+//! them a few at a time (the first call of each slot at once): a budget
+//! can miss up to 7 of one clone's most recent calls, and only from a clone
+//! making more than one call per slot (`tally` has the bounds).
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -36,6 +39,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::BuildError;
+
+mod tally;
+
+pub(crate) use tally::Tallies;
 
 /// How many slots the window is cut into.
 const SLOTS: u64 = 20;
@@ -183,7 +190,7 @@ impl Budget {
 
     /// Records one call.
     pub fn deposit(&self, now: Instant) {
-        bump(&self.deposits, self.tick(now));
+        add(&self.deposits, self.tick(now), 1);
     }
 
     /// The time origin of this budget's window.
@@ -194,7 +201,12 @@ impl Budget {
     /// [`deposit`](Self::deposit) at `since_epoch` nanoseconds after the
     /// epoch (to share one clock subtraction between budgets).
     pub(crate) fn deposit_at(&self, since_epoch: u64) {
-        bump(&self.deposits, self.slot.count(since_epoch));
+        add(&self.deposits, self.slot.count(since_epoch), 1);
+    }
+
+    /// Records `calls` calls in the slot of `tick` (a [`Tally`]'s).
+    fn add(&self, tick: u64, calls: u32) {
+        add(&self.deposits, tick, calls);
     }
 
     /// Takes one token for a retry or hedge; false (and nothing taken) when
@@ -204,7 +216,7 @@ impl Budget {
         if self.balance_at(tick) < 1.0 {
             return false;
         }
-        bump(&self.withdrawals, tick);
+        add(&self.withdrawals, tick, 1);
         true
     }
 
@@ -253,19 +265,25 @@ impl SlotLength {
     }
 }
 
-/// Adds one to the slot of `tick`, restarting it if it held an older tick.
-fn bump(slots: &[AtomicU64; SLOTS as usize], tick: u64) {
+/// Adds `n` to the slot of `tick` (saturating), restarting it if it held an
+/// older tick. A slot's stamp only moves forward: `n` for a tick older than
+/// the slot holds is dropped (it left the window already).
+fn add(slots: &[AtomicU64; SLOTS as usize], tick: u64, n: u32) {
     let stamp = tick & COUNT_MASK;
     let cell = &slots[(tick % SLOTS) as usize];
     let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-        if v >> COUNT_BITS == stamp {
-            Some(if v & COUNT_MASK == COUNT_MASK {
-                v
-            } else {
-                v + 1
-            })
+        let held = v >> COUNT_BITS;
+        if held == stamp {
+            Some(
+                (stamp << COUNT_BITS)
+                    | (v & COUNT_MASK)
+                        .saturating_add(u64::from(n))
+                        .min(COUNT_MASK),
+            )
+        } else if held < stamp {
+            Some((stamp << COUNT_BITS) | u64::from(n))
         } else {
-            Some((stamp << COUNT_BITS) | 1)
+            None
         }
     });
 }
