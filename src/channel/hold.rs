@@ -50,6 +50,7 @@ impl Holds {
 
     /// A call gives its hold back; true when it was the last one out and
     /// the owning clone is gone.
+    #[inline]
     fn give_back(&self) -> bool {
         if self.out.fetch_sub(1, Ordering::Release) == OWNER_GONE + 1 {
             // Everything done through other holds happens before the drop.
