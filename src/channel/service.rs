@@ -72,8 +72,11 @@ impl<Req, Resp> Channel<Req, Resp> {
 
 impl<Req, Resp> Clone for Channel<Req, Resp> {
     /// A new handle on the same channel. Give each task its own clone:
-    /// cloning allocates a small handle once, and a call then only touches
-    /// reference counts that its own task owns.
+    /// cloning allocates a small handle once; a call then only touches
+    /// counts that its own task owns (its endpoint's aside), takes its hold
+    /// on the handle from a batch the clone took at once, and is counted in
+    /// the retry budget through the clone's own tally (see
+    /// [`policy::budget`](crate::policy::budget)).
     fn clone(&self) -> Self {
         Channel::from_engine(self.engine.fork())
     }

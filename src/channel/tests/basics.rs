@@ -346,3 +346,67 @@ async fn calls_outlive_their_clone_and_release_its_handles() {
         tokio::time::sleep(MS).await;
     }
 }
+
+/// The same on a multi-thread runtime: calls made on 8 clones run as tasks
+/// on both workers (some waiting on a slow endpoint, some retried) while
+/// their clones are dropped and the settings change under them; every call
+/// answers and every handle is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_are_given_back_from_any_thread() {
+    crate::rng::seed_thread_rng(508);
+    let fleet = Fleet::new([1, 2, 3]);
+    // Calls to 2 stay in flight a while; calls to 3 fail and are retried.
+    fleet.set(
+        2,
+        Mode {
+            fail: false,
+            latency: MS,
+        },
+    );
+    fleet.set(3, failing());
+    let marker = Arc::new(());
+    let kept = marker.clone();
+    let connect = fleet.connector();
+    let manual = Manual::with_endpoints([addr(1), addr(2), addr(3)]);
+    let channel = Channel::builder(move |ep: &Endpoint| {
+        let _ = &kept;
+        connect(ep)
+    })
+    .discover(manual.stream())
+    .retry(quick_retry(2))
+    .replayer(CloneReplay)
+    .build()
+    .unwrap();
+    while channel.endpoints().len() < 3 {
+        tokio::task::yield_now().await;
+    }
+    let handle = channel.policy_handle();
+    let mut tasks = Vec::new();
+    for clone in 0..8u32 {
+        let mut ch = channel.clone();
+        for i in 0..200u32 {
+            if clone == 4 && i == 100 {
+                handle
+                    .update(|p| p.with_retry(Some(quick_retry(3))))
+                    .unwrap();
+            }
+            // Made here, polled first on whichever worker runs the task.
+            let call = ch.call(i);
+            tasks.push(tokio::spawn(call));
+        }
+        drop(ch);
+    }
+    drop(channel);
+    drop(handle);
+    for task in tasks {
+        assert!(matches!(task.await.unwrap(), Ok(1 | 2)));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while Arc::strong_count(&marker) > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a handle outlived its calls"
+        );
+        tokio::task::yield_now().await;
+    }
+}

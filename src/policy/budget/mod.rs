@@ -204,7 +204,7 @@ impl Budget {
         add(&self.deposits, self.slot.count(since_epoch), 1);
     }
 
-    /// Records `calls` calls in the slot of `tick` (a [`Tally`]'s).
+    /// Records `calls` calls in the slot of `tick` (a tally's).
     fn add(&self, tick: u64, calls: u32) {
         add(&self.deposits, tick, calls);
     }
