@@ -157,7 +157,7 @@ where
     }
 
     fn fork(&self) -> Arc<dyn Engine<Req, S::Response>> {
-        Arc::new(Handle::new(self.inner.clone()))
+        Handle::shared(self.inner.clone())
     }
 
     fn version(&self) -> u64 {

@@ -85,10 +85,11 @@ impl<Req, S: Service<Req>> Hold<Req, S> {
     ///
     /// # Safety
     ///
-    /// `handle` must be owned by one `Arc<Handle<Req, S>>` (possibly
-    /// unsized to a trait object), that of the clone whose `credits` these
-    /// are, and that clone must end with [`Holds::let_go`] and leave its
-    /// `Arc`'s count to the last hold when that returns false.
+    /// `handle` must be owned by one `Arc<Handle<Req, S>>` made by
+    /// [`Handle::shared`] (possibly unsized to a trait object), that of the
+    /// clone whose `credits` these are, and that clone must end with
+    /// [`Holds::let_go`] and leave its `Arc`'s count to the last hold when
+    /// that returns false.
     #[inline]
     pub(crate) unsafe fn take(handle: &Handle<Req, S>, credits: &mut Credits) -> Self {
         if credits.0 == 0 {
@@ -96,8 +97,17 @@ impl<Req, S: Service<Req>> Hold<Req, S> {
             credits.0 = BATCH as u32;
         }
         credits.0 -= 1;
+        // The `Arc`'s own pointer, not one made from `handle`: the last
+        // hold reaches the counts beside the handle through it.
+        let this = handle.this.load(Ordering::Relaxed);
+        debug_assert!(
+            std::ptr::eq(this, handle),
+            "a handle not made by Handle::shared"
+        );
         Hold {
-            handle: NonNull::from(handle),
+            // SAFETY: set by `Handle::shared` (a handle is only made there),
+            // so not null.
+            handle: unsafe { NonNull::new_unchecked(this) },
         }
     }
 }
