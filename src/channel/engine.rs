@@ -39,11 +39,12 @@ pub(crate) trait Engine<Req, Resp>: Send + Sync {
     ///
     /// # Safety
     ///
-    /// The handle must be owned by the calling clone's `Arc`, its only
-    /// one, and the clone must end as [`Hold::take`] requires, through
-    /// [`let_go`](Self::let_go).
+    /// `this` must be `Arc::as_ptr` of the calling clone's `Arc` on this
+    /// handle, its only one, and the clone must end as [`Hold::take`]
+    /// requires, through [`let_go`](Self::let_go).
     unsafe fn call(
         &self,
+        this: *const (),
         req: Req,
         tallies: &mut Tallies,
         credits: &mut Credits,
@@ -108,16 +109,18 @@ where
 
     unsafe fn call(
         &self,
+        this: *const (),
         req: Req,
         tallies: &mut Tallies,
         credits: &mut Credits,
     ) -> ResponseFuture<S::Response> {
+        let this = this.cast::<Self>();
         // A bare handle never gets here: the channel sends its calls to
         // `call_bare` or `call_limited`.
         let Some(limiter) = &self.limiter else {
             let span = call_span(&self.inner.state);
             // SAFETY: as this function requires.
-            let hold = unsafe { Hold::take(self, credits) };
+            let hold = unsafe { Hold::take(this, credits) };
             return ResponseFuture {
                 inner: Some(resilient::start(hold, req, span, None, tallies)),
             };
@@ -130,7 +133,7 @@ where
             return ResponseFuture { inner: None };
         };
         // SAFETY: as this function requires.
-        let hold = unsafe { Hold::take(self, credits) };
+        let hold = unsafe { Hold::take(this, credits) };
         let inner = match entry.at_once(Some(limiter)) {
             Some(place) => resilient::start(hold, req, span, Some(place), tallies),
             // Over the limit, with room in the queue: the call waits there
@@ -157,7 +160,7 @@ where
     }
 
     fn fork(&self) -> Arc<dyn Engine<Req, S::Response>> {
-        Handle::shared(self.inner.clone())
+        Arc::new(Handle::new(self.inner.clone()))
     }
 
     fn version(&self) -> u64 {

@@ -80,34 +80,29 @@ unsafe impl<Req, S: Service<Req>> Send for Hold<Req, S> where Handle<Req, S>: Sy
 unsafe impl<Req, S: Service<Req>> Sync for Hold<Req, S> where Handle<Req, S>: Sync {}
 
 impl<Req, S: Service<Req>> Hold<Req, S> {
-    /// A hold on `handle`, from `credits` (taking a new batch when they
-    /// are used up).
+    /// A hold on the handle at `this`, from `credits` (taking a new batch
+    /// when they are used up).
     ///
     /// # Safety
     ///
-    /// `handle` must be owned by one `Arc<Handle<Req, S>>` made by
-    /// [`Handle::shared`] (possibly unsized to a trait object), that of the
-    /// clone whose `credits` these are, and that clone must end with
-    /// [`Holds::let_go`] and leave its `Arc`'s count to the last hold when
-    /// that returns false.
+    /// `this` must be `Arc::as_ptr` of the one `Arc<Handle<Req, S>>`
+    /// (possibly unsized to a trait object) that owns the handle: that of
+    /// the clone whose `credits` these are (a pointer made from a reference
+    /// to the handle would not reach the counts beside it). That clone must
+    /// end with [`Holds::let_go`] and leave its `Arc`'s count to the last
+    /// hold when that returns false.
     #[inline]
-    pub(crate) unsafe fn take(handle: &Handle<Req, S>, credits: &mut Credits) -> Self {
+    pub(crate) unsafe fn take(this: *const Handle<Req, S>, credits: &mut Credits) -> Self {
+        // SAFETY: the clone's `Arc` keeps the handle alive meanwhile.
+        let handle = unsafe { &*this };
         if credits.0 == 0 {
             handle.holds.out.fetch_add(BATCH, Ordering::Relaxed);
             credits.0 = BATCH as u32;
         }
         credits.0 -= 1;
-        // The `Arc`'s own pointer, not one made from `handle`: the last
-        // hold reaches the counts beside the handle through it.
-        let this = handle.this.load(Ordering::Relaxed);
-        debug_assert!(
-            std::ptr::eq(this, handle),
-            "a handle not made by Handle::shared"
-        );
         Hold {
-            // SAFETY: set by `Handle::shared` (a handle is only made there),
-            // so not null.
-            handle: unsafe { NonNull::new_unchecked(this) },
+            // SAFETY: an `Arc`'s pointer is not null.
+            handle: unsafe { NonNull::new_unchecked(this.cast_mut()) },
         }
     }
 }

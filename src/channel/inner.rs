@@ -1,7 +1,7 @@
 //! The state a channel's clones share, and each clone's own handle on it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tower::Service;
@@ -80,10 +80,7 @@ pub(crate) struct Handle<Req, S: Service<Req>> {
     pub(crate) limiter: Option<Arc<Limiter>>,
     /// The calls that hold the handle.
     pub(crate) holds: Holds,
-    /// The handle itself, as the pointer its `Arc` gives (valid for the
-    /// whole allocation, counts included), which holds are made from; set
-    /// by [`shared`](Self::shared).
-    pub(crate) this: AtomicPtr<Handle<Req, S>>,
+
     /// Whether these settings count a call in the channel's retry budget
     /// and in its hedge budget ([`Call::counted_in`]).
     counted_in: [bool; 2],
@@ -91,7 +88,7 @@ pub(crate) struct Handle<Req, S: Service<Req>> {
 
 impl<Req, S: Service<Req>> Handle<Req, S> {
     /// A handle with the channel's current settings.
-    fn new(inner: Arc<Inner<Req, S>>) -> Self {
+    pub(crate) fn new(inner: Arc<Inner<Req, S>>) -> Self {
         let state = &inner.state;
         let version = state.version.load(Ordering::Acquire);
         let settings = (**state.settings.load()).clone();
@@ -103,20 +100,9 @@ impl<Req, S: Service<Req>> Handle<Req, S> {
             version,
             limiter,
             holds: Holds::default(),
-            this: AtomicPtr::new(std::ptr::null_mut()),
             counted_in: [false; 2],
         };
         handle.counted_in = Call::counted_in(&handle.rules()).map(|b| b.is_some());
-        handle
-    }
-
-    /// A handle with the channel's current settings, in the `Arc` its
-    /// clone owns.
-    pub(crate) fn shared(inner: Arc<Inner<Req, S>>) -> Arc<Self> {
-        let handle = Arc::new(Handle::new(inner));
-        handle
-            .this
-            .store(Arc::as_ptr(&handle).cast_mut(), Ordering::Relaxed);
         handle
     }
 

@@ -129,9 +129,13 @@ impl<Req, Resp> Service<Req> for Channel<Req, Resp> {
         match self.path {
             Path::Bare => self.engine.call_bare(req),
             Path::Limited => self.engine.call_limited(req),
-            // SAFETY: this clone owns the handle's only `Arc` and lets go
-            // of it in `drop`.
-            Path::Full => unsafe { self.engine.call(req, &mut self.tallies, &mut self.credits) },
+            // SAFETY: this clone owns the handle's only `Arc`, whose own
+            // pointer it passes, and lets go of it in `drop`.
+            Path::Full => unsafe {
+                let this = Arc::as_ptr(&self.engine).cast::<()>();
+                self.engine
+                    .call(this, req, &mut self.tallies, &mut self.credits)
+            },
         }
     }
 }

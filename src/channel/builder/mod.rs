@@ -443,7 +443,7 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
             initial_wait: self.initial_wait,
             _stop: stop,
         });
-        let engine: Arc<dyn Engine<Req, S::Response>> = Handle::shared(inner);
+        let engine: Arc<dyn Engine<Req, S::Response>> = Arc::new(Handle::new(inner));
         Ok(Channel::from_engine(engine))
     }
 }
