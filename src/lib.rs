@@ -51,6 +51,8 @@ pub mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod subset;
+#[cfg(test)]
+mod test_bounds;
 
 pub use endpoint::{DEFAULT_WEIGHT, Endpoint};
 pub use error::{BoxError, BuildError, Error};

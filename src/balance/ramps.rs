@@ -273,9 +273,9 @@ mod tests {
         assert!((0.28..=0.3).contains(&f), "{f}");
         let picks = 60_000;
         let share = f / (n as f64 - 1.0 + f);
-        let sigma = (picks as f64 * share * (1.0 - share)).sqrt();
+        let sigma = crate::test_bounds::binomial_sd(picks as f64, share);
         let others = (1.0 - share) / (n as f64 - 1.0);
-        let sigma_others = (picks as f64 * others * (1.0 - others)).sqrt();
+        let sigma_others = crate::test_bounds::binomial_sd(picks as f64, others);
         let turns: [Box<dyn Balancer>; 3] = [
             Box::new(RoundRobin::new()),
             Box::new(Weighted::round_robin()),
@@ -378,7 +378,7 @@ mod tests {
         let trials = 20_000;
         let kept = (0..trials).filter(|_| at.admit(&cold, &mut rng)).count() as f64;
         let p = at.factor(&cold);
-        let sigma = (trials as f64 * p * (1.0 - p)).sqrt();
+        let sigma = crate::test_bounds::binomial_sd(trials as f64, p);
         assert!(
             (kept - trials as f64 * p).abs() <= 5.0 * sigma,
             "{kept} {p}"

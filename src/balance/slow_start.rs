@@ -434,7 +434,7 @@ mod tests {
         let kept = (0..trials)
             .filter(|_| ramp.admit(now, end, &mut rng))
             .count() as f64;
-        let sigma = (trials as f64 * p * (1.0 - p)).sqrt();
+        let sigma = crate::test_bounds::binomial_sd(trials as f64, p);
         assert!(
             (kept - trials as f64 * p).abs() <= 5.0 * sigma,
             "{kept} vs {p}"

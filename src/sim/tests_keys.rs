@@ -122,12 +122,19 @@ fn keys_follow_zipf_and_keyed_figures_are_recorded() {
     assert!(home < 1.0 && home > 0.5, "{home}");
     // No key table: no home figure.
     assert_eq!(get(&r, "rr").home_share(), None);
-    // Uniform keys: every backend gets about an eighth.
+    // Uniform keys: every backend gets about an eighth. Its share varies
+    // with how many of the 1,000 keys it owns and with which requests
+    // draw them: both binomial.
     let r = run(&text(0.0));
     let plain = get(&r, "maglev");
+    let n = plain.requests() as f64;
+    let sd = (0.125 * 0.875 / 1000.0 + 0.125 * 0.875 / n).sqrt();
     for b in 0..8 {
         let share = plain.share_between(b, Duration::ZERO, 20 * S);
-        assert!((share - 0.125).abs() < 0.03, "{b}: {share}");
+        assert!(
+            (share - 0.125).abs() <= crate::test_bounds::Z * sd,
+            "{b}: {share}"
+        );
     }
 }
 

@@ -129,7 +129,7 @@ mod tests {
             let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
             for (i, &w) in weights.iter().enumerate() {
                 let p = f64::from(w) / total;
-                let sigma = (picks as f64 * p * (1.0 - p)).sqrt();
+                let sigma = crate::test_bounds::binomial_sd(picks as f64, p);
                 let expected = picks as f64 * p;
                 assert!(
                     (counts[i] as f64 - expected).abs() <= 4.5 * sigma,

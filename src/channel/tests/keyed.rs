@@ -156,7 +156,7 @@ async fn a_new_endpoint_ramps_up_and_slow_start_can_be_turned_off() {
     }
     let f = 0.1;
     let share = f / (4.0 + f);
-    let sigma = (picks as f64 * share * (1.0 - share)).sqrt();
+    let sigma = crate::test_bounds::binomial_sd(picks as f64, share);
     let got = fleet.hits(5) as f64;
     assert!(
         (got - picks as f64 * share).abs() <= 5.0 * sigma,
@@ -206,6 +206,6 @@ async fn an_endpoint_back_from_ejection_ramps_up() {
     // round-robin alone gives a third.
     let got = (fleet.hits(3) - before) as f64;
     let share = 0.1 / 2.1;
-    let sigma = (picks as f64 * share * (1.0 - share)).sqrt();
+    let sigma = crate::test_bounds::binomial_sd(picks as f64, share);
     assert!((got - picks as f64 * share).abs() <= 5.0 * sigma, "{got}");
 }
