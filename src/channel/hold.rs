@@ -18,10 +18,6 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering, fence};
 
-use tower::Service;
-
-use super::inner::Handle;
-
 /// Holds a clone takes at a time.
 const BATCH: usize = 64;
 
@@ -66,37 +62,44 @@ impl Holds {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Credits(u32);
 
+/// A value that holds are taken on (a channel clone's handle): it keeps
+/// the count of its holds.
+pub(crate) trait Counted {
+    /// The holds out on this value.
+    fn holds(&self) -> &Holds;
+}
+
 /// One call's hold on its handle: derefs to it, and gives the hold back
 /// when dropped.
-pub(crate) struct Hold<Req, S: Service<Req>> {
-    handle: NonNull<Handle<Req, S>>,
+pub(crate) struct Hold<T: Counted> {
+    handle: NonNull<T>,
 }
 
 // SAFETY: a hold is a shared reference to the handle that outlives the
 // borrow it was made from; sending or sharing it is sending or sharing
-// `&Handle`.
-unsafe impl<Req, S: Service<Req>> Send for Hold<Req, S> where Handle<Req, S>: Sync {}
+// `&T`.
+unsafe impl<T: Counted + Sync> Send for Hold<T> {}
 // SAFETY: as above.
-unsafe impl<Req, S: Service<Req>> Sync for Hold<Req, S> where Handle<Req, S>: Sync {}
+unsafe impl<T: Counted + Sync> Sync for Hold<T> {}
 
-impl<Req, S: Service<Req>> Hold<Req, S> {
+impl<T: Counted> Hold<T> {
     /// A hold on the handle at `this`, from `credits` (taking a new batch
     /// when they are used up).
     ///
     /// # Safety
     ///
-    /// `this` must be `Arc::as_ptr` of the one `Arc<Handle<Req, S>>`
-    /// (possibly unsized to a trait object) that owns the handle: that of
+    /// `this` must be `Arc::as_ptr` of the one `Arc<T>` (possibly unsized
+    /// to a trait object) that owns the handle: that of
     /// the clone whose `credits` these are (a pointer made from a reference
     /// to the handle would not reach the counts beside it). That clone must
     /// end with [`Holds::let_go`] and leave its `Arc`'s count to the last
     /// hold when that returns false.
     #[inline]
-    pub(crate) unsafe fn take(this: *const Handle<Req, S>, credits: &mut Credits) -> Self {
+    pub(crate) unsafe fn take(this: *const T, credits: &mut Credits) -> Self {
         // SAFETY: the clone's `Arc` keeps the handle alive meanwhile.
         let handle = unsafe { &*this };
         if credits.0 == 0 {
-            handle.holds.out.fetch_add(BATCH, Ordering::Relaxed);
+            handle.holds().out.fetch_add(BATCH, Ordering::Relaxed);
             credits.0 = BATCH as u32;
         }
         credits.0 -= 1;
@@ -107,20 +110,20 @@ impl<Req, S: Service<Req>> Hold<Req, S> {
     }
 }
 
-impl<Req, S: Service<Req>> std::ops::Deref for Hold<Req, S> {
-    type Target = Handle<Req, S>;
+impl<T: Counted> std::ops::Deref for Hold<T> {
+    type Target = T;
 
     #[inline]
-    fn deref(&self) -> &Handle<Req, S> {
+    fn deref(&self) -> &T {
         // SAFETY: the handle lives while a hold is out (see `take`).
         unsafe { self.handle.as_ref() }
     }
 }
 
-impl<Req, S: Service<Req>> Drop for Hold<Req, S> {
+impl<T: Counted> Drop for Hold<T> {
     #[inline]
     fn drop(&mut self) {
-        if self.holds.give_back() {
+        if self.holds().give_back() {
             // SAFETY: the owning clone left its `Arc`'s count to the last
             // hold, this one (see `take`); the handle is that `Arc`'s value.
             unsafe { Arc::decrement_strong_count(self.handle.as_ptr().cast_const()) }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tower::Service;
 
-use super::hold::Holds;
+use super::hold::{Counted, Holds};
 use super::info::AttemptInfo;
 use super::settings::ChannelPolicy;
 use super::state::ChannelState;
@@ -84,6 +84,12 @@ pub(crate) struct Handle<Req, S: Service<Req>> {
     /// Whether these settings count a call in the channel's retry budget
     /// and in its hedge budget ([`Call::counted_in`]).
     counted_in: [bool; 2],
+}
+
+impl<Req, S: Service<Req>> Counted for Handle<Req, S> {
+    fn holds(&self) -> &Holds {
+        &self.holds
+    }
 }
 
 impl<Req, S: Service<Req>> Handle<Req, S> {

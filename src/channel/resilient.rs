@@ -18,6 +18,7 @@ use super::attempt::{Attempt, outcome_name};
 use super::boxed::{Boxed, Plain, boxed, boxed_in_place};
 use super::choose::{self, Candidates, choose};
 use super::hold::Hold;
+use super::inner::Handle;
 use super::limits::{Entry, Held};
 use super::table::Snapshot;
 use crate::balance::{AttemptEnd, End, PickContext};
@@ -56,7 +57,7 @@ impl<S> Candidates for Snapshot<S> {
 /// handle, whose settings the call follows), and the call's start, span,
 /// key and place.
 struct Endpoints<Req, S: Service<Req>> {
-    handle: Hold<Req, S>,
+    handle: Hold<Handle<Req, S>>,
     start: Instant,
     span: Span,
     /// Adaptive throttling refused an attempt of this call.
@@ -75,7 +76,7 @@ impl<Req, S: Service<Req>> Endpoints<Req, S> {
     /// `place` under the channel's limit (if any).
     #[inline(always)]
     fn new(
-        handle: Hold<Req, S>,
+        handle: Hold<Handle<Req, S>>,
         req: &Req,
         start: Instant,
         span: Span,
@@ -247,7 +248,7 @@ where
 /// the budgets now through `tallies` (its channel clone's). The deadline runs
 /// from now, also while the call waits for a first endpoint.
 pub(crate) fn start<Req, S>(
-    handle: Hold<Req, S>,
+    handle: Hold<Handle<Req, S>>,
     req: Req,
     span: Span,
     place: Option<Held>,
@@ -290,7 +291,7 @@ where
 /// [`Error::Overloaded`] when the wait fails. The deadline runs from when
 /// it has its place.
 pub(crate) async fn queued<Req: 'static, S>(
-    handle: Hold<Req, S>,
+    handle: Hold<Handle<Req, S>>,
     limiter: Arc<Limiter>,
     entry: Entry,
     req: Req,
@@ -309,7 +310,7 @@ where
 /// place): waits for discovery if it must, then runs; counted in its
 /// budgets as it runs unless it was `counted` as it started.
 async fn wait_then_call<Req: 'static, S>(
-    handle: Hold<Req, S>,
+    handle: Hold<Handle<Req, S>>,
     req: Req,
     start: Instant,
     span: Span,
