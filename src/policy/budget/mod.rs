@@ -265,26 +265,22 @@ impl SlotLength {
     }
 }
 
-/// Adds `n` to the slot of `tick` (saturating), restarting it if it held an
-/// older tick. A slot's stamp only moves forward: `n` for a tick older than
-/// the slot holds is dropped (it left the window already).
+/// Adds `n` to the slot of `tick` (saturating), restarting it if it held
+/// another tick. Callers add to a tick still inside the window (a tally
+/// drops what it counted for a slot that has left it), so the tick a slot
+/// holds is never newer.
 fn add(slots: &[AtomicU64; SLOTS as usize], tick: u64, n: u32) {
     let stamp = tick & COUNT_MASK;
     let cell = &slots[(tick % SLOTS) as usize];
     let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-        let held = v >> COUNT_BITS;
-        if held == stamp {
-            Some(
-                (stamp << COUNT_BITS)
-                    | (v & COUNT_MASK)
-                        .saturating_add(u64::from(n))
-                        .min(COUNT_MASK),
-            )
-        } else if held < stamp {
-            Some((stamp << COUNT_BITS) | u64::from(n))
+        Some(if v >> COUNT_BITS == stamp {
+            (stamp << COUNT_BITS)
+                | (v & COUNT_MASK)
+                    .saturating_add(u64::from(n))
+                    .min(COUNT_MASK)
         } else {
-            None
-        }
+            (stamp << COUNT_BITS) | u64::from(n)
+        })
     });
 }
 

@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::Budget;
+use super::{Budget, SLOTS};
 
 /// Calls counted in a tally before they are added to the budget.
 pub(crate) const BATCH: u32 = 8;
@@ -52,11 +52,12 @@ impl Tally {
     }
 
     /// A call in a later slot than the one counted (or the first call):
-    /// the old slot's calls go in, this one at once.
+    /// the old slot's calls go in (if that slot is still in the window),
+    /// this one at once.
     #[cold]
     fn next_slot(&mut self, budget: &Budget, now: Instant) {
-        self.flush(budget);
         let tick = budget.tick(now);
+        self.flush_at(budget, tick);
         budget.add(tick, 1);
         let slot = budget.slot.ns;
         // Saturates: a tally whose slot end cannot be represented counts
@@ -69,12 +70,22 @@ impl Tally {
         self.tick = tick;
     }
 
-    /// Adds the calls counted and not yet in `budget`.
-    pub(crate) fn flush(&mut self, budget: &Budget) {
+    /// Adds the calls counted and not yet in `budget`, when their slot is
+    /// still in the window at `now`.
+    pub(crate) fn flush(&mut self, budget: &Budget, now: Instant) {
         if self.count > 0 {
-            budget.add(self.tick, self.count);
-            self.count = 0;
+            self.flush_at(budget, budget.tick(now));
         }
+    }
+
+    /// [`flush`](Self::flush) at the budget's slot `tick`: calls of a slot
+    /// that has left the window are dropped (they would no longer count,
+    /// and that slot's place now holds a later one).
+    fn flush_at(&mut self, budget: &Budget, tick: u64) {
+        if self.count > 0 && tick.saturating_sub(self.tick) < SLOTS {
+            budget.add(self.tick, self.count);
+        }
+        self.count = 0;
     }
 }
 
@@ -89,10 +100,14 @@ pub(crate) struct Tallies {
 }
 
 impl Tallies {
-    /// Adds every call counted and not yet in the budgets.
+    /// Adds every call counted and not yet in the budgets (reading the
+    /// clock only if there is any).
     pub(crate) fn flush(&mut self, retry: &Budget, hedge: &Budget) {
-        self.retry.flush(retry);
-        self.hedge.flush(hedge);
+        if self.retry.count > 0 || self.hedge.count > 0 {
+            let now = crate::clock::now();
+            self.retry.flush(retry, now);
+            self.hedge.flush(hedge, now);
+        }
     }
 }
 
@@ -157,14 +172,37 @@ mod tests {
         for _ in 0..5 {
             tally.deposit(&b, t0);
         }
-        tally.flush(&b);
+        tally.flush(&b, t0 + Duration::from_millis(50));
         assert_eq!(b.balance(t0), 5.0);
         // Still in the window at 1.95 s; gone once its slot leaves it.
         assert_eq!(b.balance(t0 + Duration::from_millis(1950)), 5.0);
         assert_eq!(b.balance(t0 + Duration::from_millis(2050)), 0.0);
         // Flushing again adds nothing.
-        tally.flush(&b);
+        tally.flush(&b, t0 + Duration::from_millis(50));
         assert_eq!(b.balance(t0), 5.0);
+    }
+
+    #[test]
+    fn calls_of_a_slot_that_left_the_window_are_dropped() {
+        let t0 = Instant::now();
+        let b = budget(t0);
+        let mut tally = Tally::default();
+        for _ in 0..5 {
+            tally.deposit(&b, t0);
+        }
+        // Another caller's deposit at 2.01 s takes the first slot's place.
+        let late = t0 + Duration::from_millis(2010);
+        b.deposit(late);
+        // The tally's 4 held calls (of a slot 2 s old) are dropped, not
+        // added over the newer slot's count.
+        tally.deposit(&b, late);
+        assert_eq!(b.balance(late), 2.0);
+        // And at the end, the same: nothing held from a gone slot is added.
+        for _ in 0..3 {
+            tally.deposit(&b, late);
+        }
+        tally.flush(&b, t0 + Duration::from_millis(4100));
+        assert_eq!(b.balance(t0 + Duration::from_millis(4100)), 0.0);
     }
 
     #[test]
@@ -179,7 +217,7 @@ mod tests {
             direct.deposit(now);
             tally.deposit(&tallied, now);
         }
-        tally.flush(&tallied);
+        tally.flush(&tallied, now);
         assert_eq!(direct.balance(now), tallied.balance(now));
     }
 }
