@@ -80,7 +80,6 @@ pub(crate) struct Handle<Req, S: Service<Req>> {
     pub(crate) limiter: Option<Arc<Limiter>>,
     /// The calls that hold the handle.
     pub(crate) holds: Holds,
-
     /// Whether these settings count a call in the channel's retry budget
     /// and in its hedge budget ([`Call::counted_in`]).
     counted_in: [bool; 2],

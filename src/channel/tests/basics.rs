@@ -121,13 +121,16 @@ async fn discovery_task_ends_with_the_last_clone() {
     drop(second);
     // The task owned the connector (and its clone of `made`); once it ends,
     // only our handle is left.
+    only_ours(&made, "discovery task still running").await;
+}
+
+/// Waits (up to 5 s, polling every millisecond: virtual time on a paused
+/// clock) until `shared` has no other owner than the caller.
+async fn only_ours<T>(shared: &Arc<T>, stuck: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while Arc::strong_count(&made) > 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "discovery task still running"
-        );
-        tokio::task::yield_now().await;
+    while Arc::strong_count(shared) > 1 {
+        assert!(tokio::time::Instant::now() < deadline, "{stuck}");
+        tokio::time::sleep(MS).await;
     }
 }
 
@@ -336,24 +339,28 @@ async fn calls_outlive_their_clone_and_release_its_handles() {
         ));
     }
     drop(second);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while Arc::strong_count(&marker) > 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a handle outlived its calls"
-        );
-        // On the paused clock: lets the discovery task run.
-        tokio::time::sleep(MS).await;
-    }
+    only_ours(&marker, "a handle outlived its calls").await;
 }
 
 /// The same on a multi-thread runtime: calls made on 8 clones run as tasks
 /// on both workers (some waiting on a slow endpoint, some retried) while
 /// their clones are dropped and the settings change under them; every call
 /// answers and every handle is released.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn holds_are_given_back_from_any_thread() {
+#[test]
+fn holds_are_given_back_from_any_thread() {
+    // Every thread's generator seeded (which worker runs what is still up
+    // to the scheduler; no assertion depends on it).
     crate::rng::seed_thread_rng(508);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(|| crate::rng::seed_thread_rng(509))
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(holds_from_any_thread());
+}
+
+async fn holds_from_any_thread() {
     let fleet = Fleet::new([1, 2, 3]);
     // Calls to 2 stay in flight a while; calls to 3 fail and are retried.
     fleet.set(
@@ -401,12 +408,5 @@ async fn holds_are_given_back_from_any_thread() {
     for task in tasks {
         assert!(matches!(task.await.unwrap(), Ok(1 | 2)));
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while Arc::strong_count(&marker) > 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a handle outlived its calls"
-        );
-        tokio::task::yield_now().await;
-    }
+    only_ours(&marker, "a handle outlived its calls").await;
 }
