@@ -11,6 +11,7 @@ use hickory_resolver::proto::rr::Name;
 use hickory_resolver::{Resolver, TokioResolver};
 
 use super::Dns;
+use super::family::AddressFamilies;
 use super::refresh::RefreshPolicy;
 use super::resolve::{HickoryResolve, Target};
 use crate::BuildError;
@@ -37,6 +38,7 @@ pub struct DnsBuilder {
     policy: RefreshPolicy,
     hint: Option<RefreshHint>,
     seed: Option<u64>,
+    families: AddressFamilies,
 }
 
 impl DnsBuilder {
@@ -50,6 +52,7 @@ impl DnsBuilder {
             policy: RefreshPolicy::default(),
             hint: None,
             seed: None,
+            families: AddressFamilies::Both,
         }
     }
 
@@ -143,6 +146,16 @@ impl DnsBuilder {
         self
     }
 
+    /// Which address families are asked for (A, AAAA or both) and kept.
+    /// Default: [`AddressFamilies::Both`], which keeps the last endpoints of
+    /// a family whose query fails while the other answers; set one family
+    /// where the resolver drops the other's queries, to stop waiting for
+    /// them on every lookup. See [`AddressFamilies`].
+    pub fn address_families(mut self, families: AddressFamilies) -> Self {
+        self.families = families;
+        self
+    }
+
     /// Checks the settings and makes the source. Reads the system resolver
     /// configuration when no name servers were given; needs no runtime
     /// (lookups start at the first poll, inside one).
@@ -163,6 +176,7 @@ impl DnsBuilder {
             resolver,
             target,
             max_target_lookups: self.policy.max_endpoints,
+            families: self.families,
         };
         Ok(Dns::from_parts(
             self.name,

@@ -20,6 +20,10 @@
 //!   [`DiscoverError`] (the channel logs and counts it), logs a warning,
 //!   counts `towline_dns_lookup_errors_total{name}` and retries after a
 //!   jittered exponential backoff \[1 s doubling to 30 s\].
+//! - If only one of the A and AAAA queries fails, the other family's answer
+//!   is used and the failed family's last endpoints are kept (reported and
+//!   counted as a failed lookup); \[both\] families are asked, or one only
+//!   ([`AddressFamilies`], see [`DnsBuilder::address_families`]).
 //! - An authoritative empty answer (NXDOMAIN, no records) empties a held set
 //!   only once it has lasted the grace period \[30 s\].
 //! - Malformed or unusable records are skipped, logged and counted
@@ -54,6 +58,7 @@
 //! [`endpoints_from_records`], usable on any DNS message.
 
 mod builder;
+mod family;
 mod records;
 mod refresh;
 mod resolve;
@@ -72,6 +77,7 @@ use refresh::{Note, RefreshPolicy, Refresher, Step};
 use resolve::Resolve;
 
 pub use builder::{DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT, DnsBuilder};
+pub use family::AddressFamilies;
 pub use records::{
     Extracted, RecordKind, SRV_PRIORITY_KEY, SRV_TARGET_KEY, SrvTarget, endpoints_from_records,
 };
@@ -120,6 +126,7 @@ impl Dns {
             resolve,
             refresher: Refresher::new(policy, rng),
             hint,
+            deferred: None,
         };
         let inner = futures_util::stream::unfold(driver, |mut driver| async move {
             let item = driver.next_item().await;
@@ -172,11 +179,17 @@ struct Driver {
     refresher: Refresher,
     hint: Option<RefreshHint>,
     metrics: DnsMetrics,
+    /// An error to yield before the next lookup: a partial answer yields
+    /// its changed set first.
+    deferred: Option<DiscoverError>,
 }
 
 impl Driver {
     /// Looks up until there is something to yield: a changed set or an error.
     async fn next_item(&mut self) -> Result<Update, DiscoverError> {
+        if let Some(error) = self.deferred.take() {
+            return Err(error);
+        }
         loop {
             self.wait_until_due().await;
             self.refresher.on_lookup_started(now());
@@ -188,11 +201,13 @@ impl Driver {
             }
             let step = self.refresher.on_answer(now(), lookup.answer);
             self.report(&step);
-            if let Some(error) = step.error {
-                return Err(error);
-            }
-            if let Some(set) = step.update {
-                return Ok(Update::Reset(set));
+            match (step.update, step.error) {
+                (Some(set), error) => {
+                    self.deferred = error;
+                    return Ok(Update::Reset(set));
+                }
+                (None, Some(error)) => return Err(error),
+                (None, None) => {}
             }
         }
     }
@@ -250,6 +265,16 @@ impl Driver {
             }
             Note::Emptied => {
                 tracing::warn!(name, "DNS name has no records; endpoint set is now empty")
+            }
+            Note::Partial {
+                kept,
+                consecutive,
+                changed,
+            } => {
+                self.metrics.errors.increment(1);
+                let error = step.error.as_ref().map(error_chain).unwrap_or_default();
+                let (kept, endpoints) = (kept.to_string(), step.update.as_ref().map(Vec::len));
+                tracing::warn!(name, %kept, consecutive, changed, ?endpoints, retry_in_ms = next_in_ms, %error, "DNS lookup failed for one address family; keeping its last endpoints");
             }
             Note::Failed { consecutive } => {
                 self.metrics.errors.increment(1);

@@ -10,6 +10,9 @@
 //! - a transport error or timeout: the last set stays, the next try comes
 //!   after an exponential backoff (`backoff_initial` 1 s doubling up to
 //!   `backoff_max` 30 s) drawn uniformly from the upper half of the step;
+//! - one address family answering while the other's query fails: the new
+//!   addresses of the one and the last published ones of the other, the
+//!   error reported, the next try at the earlier of the TTL and the backoff;
 //! - an authoritative empty answer (NXDOMAIN, no records): a non-empty set is
 //!   only dropped once empty answers have lasted `empty_grace` (30 s);
 //! - more endpoints than `max_endpoints` (1,024): a stable subset is kept,
@@ -24,6 +27,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
+use super::family::Family;
 use crate::Endpoint;
 use crate::discover::{DiscoverError, later};
 use crate::policy::backoff::{Backoff, Jitter};
@@ -71,6 +75,15 @@ pub(crate) enum Answer {
     /// No usable answer: timeout, transport error, server failure, or only
     /// malformed records.
     Failed(DiscoverError),
+    /// One address family answered with `endpoints` (valid for `ttl`) while
+    /// the query of family `kept` failed with `error`: the last published
+    /// endpoints of `kept` stay next to the new ones.
+    Partial {
+        endpoints: Vec<Endpoint>,
+        ttl: Duration,
+        kept: Family,
+        error: DiscoverError,
+    },
 }
 
 /// What the caller should do after a lookup.
@@ -104,6 +117,13 @@ pub(crate) enum Note {
     Emptied,
     /// The lookup failed; this many times in a row.
     Failed { consecutive: u32 },
+    /// One family's query failed (this many lookups in a row) and its last
+    /// endpoints were kept; `changed`: the published set changed.
+    Partial {
+        kept: Family,
+        consecutive: u32,
+        changed: bool,
+    },
 }
 
 /// The refresh state of one DNS name.
@@ -167,6 +187,16 @@ impl Refresher {
             Answer::Endpoints { endpoints, ttl } => self.on_endpoints(now, endpoints, ttl),
             Answer::Empty { ttl } => self.on_empty(now, ttl),
             Answer::Failed(error) => self.on_failure(now, error),
+            // Nothing new: a plain failure (the set is kept).
+            Answer::Partial {
+                endpoints, error, ..
+            } if endpoints.is_empty() => self.on_failure(now, error),
+            Answer::Partial {
+                endpoints,
+                ttl,
+                kept,
+                error,
+            } => self.on_partial(now, endpoints, ttl, kept, error),
         };
         self.next_at = Some(step.next_at);
         step
@@ -194,6 +224,35 @@ impl Refresher {
             next_at,
             note: Note::Changed { cut_from },
         }
+    }
+
+    /// `endpoints` of one family answered; family `kept` failed: its last
+    /// published endpoints are added, the failure counted and reported, and
+    /// the next lookup is at the earlier of the TTL and the backoff.
+    fn on_partial(
+        &mut self,
+        now: Instant,
+        mut endpoints: Vec<Endpoint>,
+        ttl: Duration,
+        kept: Family,
+        error: DiscoverError,
+    ) -> Step {
+        let held = self.current.iter().flatten();
+        endpoints.retain(|e| !kept.holds(&e.addr));
+        endpoints.extend(held.filter(|e| kept.holds(&e.addr)).cloned());
+        let consecutive = self.failures.saturating_add(1);
+        let mut step = self.on_endpoints(now, endpoints, ttl);
+        self.failures = consecutive;
+        step.next_at = step
+            .next_at
+            .min(later(now, self.backoff_delay(consecutive)));
+        step.error = Some(error);
+        step.note = Note::Partial {
+            kept,
+            consecutive,
+            changed: step.update.is_some(),
+        };
+        step
     }
 
     fn on_empty(&mut self, now: Instant, ttl: Option<Duration>) -> Step {

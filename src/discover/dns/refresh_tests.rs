@@ -316,3 +316,103 @@ fn huge_settings_mean_never_and_do_not_panic() {
     }
     assert!(r.on_hint(t0) > t0 + year, "the hint waits out the interval");
 }
+
+fn ep6(last: u16) -> Endpoint {
+    Endpoint::new(SocketAddr::from(([0xfd00, 0, 0, 0, 0, 0, 0, last], 80)))
+}
+
+fn partial(endpoints: Vec<Endpoint>, ttl_secs: u64, kept: Family) -> Answer {
+    Answer::Partial {
+        endpoints,
+        ttl: Duration::from_secs(ttl_secs),
+        kept,
+        error: DiscoverError::new("AAAA timed out"),
+    }
+}
+
+#[test]
+fn a_partial_answer_keeps_the_failed_familys_endpoints() {
+    let mut r = refresher(11);
+    let t0 = Instant::now();
+    let step = r.on_answer(t0, found(vec![ep(1), ep(2), ep6(1)], 60));
+    assert_eq!(step.update, Some(vec![ep(1), ep(2), ep6(1)]));
+    // A answered with a new address, AAAA failed: the IPv6 endpoint stays.
+    let step = r.on_answer(t0 + S, partial(vec![ep(3)], 60, Family::V6));
+    assert_eq!(step.update, Some(vec![ep(3), ep6(1)]));
+    assert!(step.error.is_some(), "the failure is reported");
+    assert!(matches!(
+        step.note,
+        Note::Partial {
+            kept: Family::V6,
+            consecutive: 1,
+            changed: true
+        }
+    ));
+    // The same again: nothing to publish, still reported.
+    let step = r.on_answer(t0 + 2 * S, partial(vec![ep(3)], 60, Family::V6));
+    assert_eq!(step.update, None);
+    assert!(step.error.is_some());
+    assert!(matches!(
+        step.note,
+        Note::Partial {
+            consecutive: 2,
+            changed: false,
+            ..
+        }
+    ));
+    // The other way round: AAAA answered, A failed; the IPv4 one stays.
+    let step = r.on_answer(t0 + 3 * S, partial(vec![ep6(2)], 60, Family::V4));
+    assert_eq!(step.update, Some(vec![ep(3), ep6(2)]));
+}
+
+#[test]
+fn a_first_answer_that_is_partial_publishes_the_family_that_answered() {
+    let mut r = refresher(12);
+    let step = r.on_answer(Instant::now(), partial(vec![ep(2), ep(1)], 60, Family::V6));
+    assert_eq!(step.update, Some(vec![ep(1), ep(2)]));
+    assert!(step.error.is_some());
+}
+
+#[test]
+fn a_partial_answer_with_no_endpoints_is_a_failure_that_keeps_the_set() {
+    let mut r = refresher(13);
+    let t0 = Instant::now();
+    r.on_answer(t0, found(vec![ep(1), ep6(1)], 60));
+    let step = r.on_answer(t0 + S, partial(Vec::new(), 60, Family::V4));
+    assert_eq!(step.update, None);
+    assert!(matches!(step.note, Note::Failed { consecutive: 1 }));
+    assert!(step.error.is_some());
+}
+
+#[test]
+fn partial_answers_look_again_at_the_earlier_of_ttl_and_backoff() {
+    let policy = RefreshPolicy {
+        jitter: 0.0,
+        ..RefreshPolicy::default()
+    };
+    let mut r = Refresher::new(policy, Rng::seeded(14));
+    let t0 = Instant::now();
+    // Backoff 1 s doubling (upper half of each step, equal jitter) to 30 s;
+    // a TTL of 5 s caps it from the fourth failure on.
+    let mut delays = Vec::new();
+    for i in 0..6u32 {
+        let now = t0 + S * (i * 100);
+        let step = r.on_answer(now, partial(vec![ep(1)], 5, Family::V6));
+        delays.push(step.next_at - now);
+    }
+    for (i, d) in delays.iter().enumerate() {
+        let step = S * (1 << i);
+        let (lo, hi) = ((step / 2).min(5 * S), step.min(5 * S));
+        assert!(
+            *d >= lo && *d <= hi,
+            "partial {}: delay {d:?} not in [{lo:?}, {hi:?}]",
+            i + 1
+        );
+    }
+    // A full answer ends the failure run: the next failure backs off 1 s.
+    r.on_answer(t0 + S * 1000, found(vec![ep(1), ep6(1)], 60));
+    let now = t0 + S * 1001;
+    let step = r.on_answer(now, failed());
+    assert!(step.next_at - now <= S);
+    assert!(matches!(step.note, Note::Failed { consecutive: 1 }));
+}

@@ -5,21 +5,26 @@
 //! records were skipped), so unit tests drive it with a fake resolver under
 //! virtual time, and [`HickoryResolve`] is the only code that talks to DNS.
 //!
-//! Host mode sends the A and AAAA queries side by side: if either fails in
-//! transport the whole lookup fails (the set is kept, rather than dropping
-//! one address family on a lost packet); if both say "no records" the answer
-//! is empty. SRV mode sends one SRV query, then A and AAAA queries for the
-//! targets of the chosen priority that the additional section left out.
+//! Host mode sends the A and AAAA queries side by side (or only the one the
+//! [`AddressFamilies`] setting asks for): if both fail in transport the
+//! lookup fails and the set is kept; if one fails and the other gives
+//! addresses, the answer is [`Answer::Partial`]: the new addresses of the
+//! one family, the last ones of the other kept (see [`super::family`]); if
+//! both say "no records" the answer is empty. SRV mode sends one SRV query,
+//! then address queries for the targets of the chosen priority that the
+//! additional section left out; there any transport failure fails the whole
+//! lookup (a partial answer would not say which target lost a family).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures_util::future::{join, join_all};
+use futures_util::future::join_all;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::rr::{Name, Record, RecordType};
 
+use super::family::{AddressFamilies, Family};
 use super::records::{Extracted, RecordKind, SrvTarget, endpoints_from_records, min_ttl};
 use super::refresh::Answer;
 use crate::discover::DiscoverError;
@@ -53,6 +58,17 @@ pub(crate) struct HickoryResolve {
     pub target: Target,
     /// At most this many SRV targets are looked up per refresh.
     pub max_target_lookups: usize,
+    /// Which address families are asked for and kept.
+    pub families: AddressFamilies,
+}
+
+/// The address records of one name, from the families asked.
+struct Addresses {
+    records: Vec<Record>,
+    /// The least negative TTL of the families that had no records.
+    negative_ttl: Option<u32>,
+    /// A family whose query failed while another one answered.
+    failed: Option<(Family, NetError)>,
 }
 
 /// One query's result, sorted into the three cases the refresh cares about.
@@ -69,9 +85,16 @@ impl Resolve for HickoryResolve {
                 Target::Host { name, port } => {
                     let kind = RecordKind::Address { port: *port };
                     match self.addresses(name).await {
-                        Ok((records, negative_ttl)) => {
-                            conclude(endpoints_from_records(&records, &[], kind), negative_ttl)
-                        }
+                        Ok(Addresses {
+                            records,
+                            negative_ttl,
+                            failed: None,
+                        }) => conclude(endpoints_from_records(&records, &[], kind), negative_ttl),
+                        Ok(Addresses {
+                            records,
+                            failed: Some((family, e)),
+                            ..
+                        }) => partial(name, endpoints_from_records(&records, &[], kind), family, e),
                         Err(e) => failed(name, e),
                     }
                 }
@@ -90,28 +113,44 @@ impl HickoryResolve {
         }
     }
 
-    /// A and AAAA answers of `name`, or the negative TTL when both are empty.
-    async fn addresses(&self, name: &Name) -> Result<(Vec<Record>, Option<u32>), NetError> {
-        let (v4, v6) = join(
-            self.query(name, RecordType::A),
-            self.query(name, RecordType::AAAA),
-        )
-        .await;
-        let mut records = Vec::new();
-        let mut negative_ttl = None;
-        for q in [v4, v6] {
+    /// The address answers of `name` for the families asked; an error when
+    /// every family asked failed.
+    async fn addresses(&self, name: &Name) -> Result<Addresses, NetError> {
+        let queries = self
+            .families
+            .asked()
+            .iter()
+            .map(|f| async move { (*f, self.query(name, f.record_type()).await) });
+        let mut found = Addresses {
+            records: Vec::new(),
+            negative_ttl: None,
+            failed: None,
+        };
+        let mut answered = false;
+        for (family, q) in join_all(queries).await {
             match q {
-                Query::Records(answers, _) => records.extend(answers),
-                Query::NoRecords(ttl) => negative_ttl = min_ttl(negative_ttl, ttl),
-                Query::Failed(e) => return Err(e),
+                Query::Records(answers, _) => {
+                    answered = true;
+                    let admitted = answers.into_iter().filter(|r| self.families.admits(r));
+                    found.records.extend(admitted);
+                }
+                Query::NoRecords(ttl) => {
+                    answered = true;
+                    found.negative_ttl = min_ttl(found.negative_ttl, ttl);
+                }
+                Query::Failed(e) => found.failed = Some((family, e)),
             }
         }
-        Ok((records, negative_ttl))
+        match found.failed {
+            Some((_, e)) if !answered => Err(e),
+            _ => Ok(found),
+        }
     }
 
     async fn srv(&self, name: &Name) -> Lookup {
         let mut found = match self.query(name, RecordType::SRV).await {
-            Query::Records(answers, additionals) => {
+            Query::Records(answers, mut additionals) => {
+                additionals.retain(|r| self.families.admits(r));
                 endpoints_from_records(&answers, &additionals, RecordKind::Srv)
             }
             Query::NoRecords(ttl) => return conclude(Extracted::default(), ttl),
@@ -130,8 +169,16 @@ impl HickoryResolve {
         let lookups = join_all(targets.iter().map(|t| self.addresses(&t.target))).await;
         for (target, result) in targets.iter().zip(lookups) {
             match result {
-                Ok((records, _)) => found.absorb(resolve_target(target, &records)),
-                Err(e) => return failed(&target.target, e),
+                Ok(Addresses {
+                    records,
+                    failed: None,
+                    ..
+                }) => found.absorb(resolve_target(target, &records)),
+                Ok(Addresses {
+                    failed: Some((_, e)),
+                    ..
+                })
+                | Err(e) => return failed(&target.target, e),
             }
         }
         conclude(found, None)
@@ -166,6 +213,34 @@ fn conclude(found: Extracted, negative_ttl: Option<u32>) -> Lookup {
         }
     };
     Lookup { answer, skipped }
+}
+
+/// A host lookup where `family` failed with `e` and the other family
+/// answered with `found`: a partial answer when it gave endpoints, else a
+/// failure (nothing new to publish; the set is kept).
+fn partial(name: &Name, found: Extracted, family: Family, e: NetError) -> Lookup {
+    if found.endpoints.is_empty() {
+        let mut lookup = failed(name, e);
+        lookup.skipped = found.skipped;
+        return lookup;
+    }
+    let skipped = found.skipped;
+    let secs = |ttl: u32| Duration::from_secs(u64::from(ttl));
+    Lookup {
+        answer: Answer::Partial {
+            endpoints: found.endpoints,
+            ttl: found.ttl.map(secs).unwrap_or_default(),
+            kept: family,
+            error: DiscoverError::with_source(
+                format!(
+                    "DNS lookup of {name} failed for {family}; the {other} answer is used and the last {family} endpoints kept",
+                    other = family.other()
+                ),
+                e,
+            ),
+        },
+        skipped,
+    }
 }
 
 fn failed(name: &Name, e: NetError) -> Lookup {

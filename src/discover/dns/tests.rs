@@ -251,3 +251,34 @@ fn dns_is_a_discovery_source() {
     fn discover<D: crate::discover::Discover + Unpin>() {}
     discover::<Dns>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_partial_answer_yields_its_set_then_its_error() {
+    let fake = Fake::default();
+    let v6 = Endpoint::new("[fd00::1]:80".parse().unwrap());
+    let partial = Answer::Partial {
+        endpoints: vec![ep(3)],
+        ttl: 60 * S,
+        kept: super::family::Family::V6,
+        error: DiscoverError::new("AAAA timed out"),
+    };
+    fake.push(Duration::ZERO, records(&[ep(1), v6.clone()], 60 * S), 0)
+        .push(Duration::ZERO, partial, 0);
+    let (mut dns, metrics) = source(&fake, no_jitter(), None);
+    assert_eq!(next_reset(&mut dns).await, vec![ep(1), v6.clone()]);
+    // The new IPv4 set with the IPv6 endpoint kept, then the failure.
+    assert_eq!(next_reset(&mut dns).await, vec![ep(3), v6]);
+    let asked = fake.asked_at().len();
+    match dns.next().await {
+        Some(Err(e)) => assert!(e.to_string().contains("AAAA"), "{e}"),
+        other => panic!("expected the partial answer's error, got {other:?}"),
+    }
+    assert_eq!(
+        fake.asked_at().len(),
+        asked,
+        "the error comes before the next lookup"
+    );
+    let counted = counters(&metrics);
+    assert_eq!(counted.get(LOOKUP_ERRORS_METRIC), Some(&1));
+    assert_eq!(counted.get(LOOKUPS_METRIC), Some(&2));
+}

@@ -2,10 +2,14 @@
 //! (never the system resolver). Needs the Debian package `dnsmasq-base`.
 #![cfg(all(feature = "dns", feature = "http"))]
 
-#[path = "support/dnsmasq.rs"]
+#[path = "../support/dns_relay.rs"]
+mod dns_relay;
+#[path = "../support/dnsmasq.rs"]
 mod dnsmasq;
-#[path = "support/http.rs"]
+#[path = "../support/http.rs"]
 mod http;
+
+mod families;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
