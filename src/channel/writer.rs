@@ -7,6 +7,10 @@
 //! - a removal moves the last slot into the hole (order is not kept; the
 //!   channel's views sort by address);
 //! - a weight change is written into the slot's load in place;
+//! - a metadata change replaces the slot: the connector runs again (it may
+//!   read the metadata, a TLS name or a zone, say) and the endpoint starts
+//!   afresh, as a new one would (gRPC keys its subchannels on address and
+//!   attributes alike);
 //! - a `Reset` is compared with the current set, and only the difference
 //!   is applied.
 //!
@@ -115,9 +119,15 @@ impl<S: Send + Sync + 'static> TableWriter<S> {
     }
 
     /// Adds an endpoint, or updates the weight of the one at its address
-    /// in place (its other state is kept).
+    /// in place (its other state is kept); one whose metadata changed is
+    /// replaced.
     fn insert(&mut self, endpoint: Endpoint) {
         if let Some(&i) = self.index.get(&endpoint.addr) {
+            let held = &self.chunks[i / CHUNK][i % CHUNK].endpoint;
+            if held.metadata != endpoint.metadata {
+                self.remove(endpoint.addr);
+                return self.insert(endpoint);
+            }
             if self.weights[i] != endpoint.weight {
                 self.weights[i] = endpoint.weight;
                 self.chunks[i / CHUNK][i % CHUNK]
@@ -324,6 +334,46 @@ mod tests {
         w.apply(Update::Reset(Vec::new()));
         w.publish();
         assert!(w.table.snapshot().is_empty() && w.chunks.is_empty());
+    }
+
+    #[test]
+    fn a_metadata_change_replaces_the_endpoint_and_a_weight_change_does_not() {
+        crate::rng::seed_thread_rng(602);
+        let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut w = writer();
+        let count = connected.clone();
+        w.connect = Box::new(move |e: &Endpoint| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            e.addr.port()
+        });
+        let zone = |z: &str| Endpoint::new(addr(7)).with_metadata("zone", z);
+        w.apply(Update::Reset(vec![zone("a"), Endpoint::new(addr(8))]));
+        w.publish();
+        let first = w.table.snapshot().slot(w.index[&addr(7)]).clone();
+        let connects = || connected.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(connects(), 2);
+        // Same metadata, new weight: in place, no new connection.
+        w.apply(Update::Insert(zone("a").with_weight(4)));
+        w.publish();
+        let slot = w.table.snapshot().slot(w.index[&addr(7)]).clone();
+        assert!(Arc::ptr_eq(&slot, &first));
+        assert_eq!((slot.load.weight(), connects()), (4, 2));
+        // New metadata (in a reset too): a new slot, connected again, with
+        // the new metadata and weight.
+        w.apply(Update::Reset(vec![
+            zone("b").with_weight(2),
+            Endpoint::new(addr(8)),
+        ]));
+        w.publish();
+        let slot = w.table.snapshot().slot(w.index[&addr(7)]).clone();
+        assert!(!Arc::ptr_eq(&slot, &first));
+        assert_eq!(slot.endpoint.metadata["zone"], "b");
+        assert_eq!((slot.load.weight(), connects()), (2, 3));
+        assert_eq!(published(&w), [7, 8].into_iter().collect());
+        assert_eq!(
+            (w.len, w.addrs.len(), w.weights[w.index[&addr(7)]]),
+            (2, 2, 2)
+        );
     }
 
     #[test]

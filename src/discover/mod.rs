@@ -83,8 +83,10 @@ pub(crate) use crate::clock::later;
 pub enum Update {
     /// The complete set: endpoints not in it are removed.
     Reset(Vec<Endpoint>),
-    /// Adds an endpoint, or changes the weight or metadata of the endpoint
-    /// with the same address.
+    /// Adds an endpoint, or changes the endpoint with the same address: a
+    /// new weight is applied in place (its state is kept), new metadata
+    /// replaces it (the channel's connector runs again, as it may read the
+    /// metadata, and its state starts afresh).
     Insert(Endpoint),
     /// Removes the endpoint with this address (no-op when absent).
     Remove(SocketAddr),
