@@ -1,25 +1,25 @@
 //! Registration: an instance announces itself in etcd under a lease (see
-//! [`Registrar`]). The decisions (when to grant, put, renew, start over) are
-//! made by [`LeaseSchedule`] (in `schedule.rs`), a plain state machine that
-//! takes the current time as an argument; the [`Worker`] task only performs
-//! them.
+//! [`Registrar`]). The decisions (when to grant, put, renew, watch the key,
+//! put it back, start over) are made by [`LeaseSchedule`] (in
+//! `schedule.rs`), a plain state machine that takes the current time as an
+//! argument; the [`Worker`] task (in `worker.rs`) only performs them.
 
 use std::fmt;
 use std::time::Duration;
 
-use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 mod schedule;
+mod worker;
 
 use super::etcd::{Backoff, EtcdCluster, check_prefix, encode_value};
 use crate::Endpoint;
-use crate::clock::now;
-use crate::discover::{DiscoverError, later};
+use crate::discover::DiscoverError;
 use crate::error::BuildError;
 use crate::rng::Rng;
-use schedule::{LeaseAction, LeaseSchedule, Phase};
+use schedule::LeaseSchedule;
+use worker::Worker;
 
 /// Keeps one endpoint registered in etcd under a lease.
 ///
@@ -35,8 +35,14 @@ use schedule::{LeaseAction, LeaseSchedule, Phase};
 /// - if the lease is lost (etcd answers that it no longer exists, or
 ///   keep-alives failed for longer than the TTL), a new lease is granted and
 ///   the key put again;
+/// - a watch on the key notices when someone else deletes it, or puts
+///   another value or the key without the lease, while the lease lives: the
+///   key is put back at once (same value, same lease). A change that comes
+///   again within a TTL of the last repair is put back after a backoff, so
+///   two registrars sharing an instance id do not fight at full speed;
 /// - a failed call is retried after a jittered exponential backoff (default
-///   200 ms doubling to 2 s).
+///   200 ms doubling to 2 s); a watch that fails or ends is opened again
+///   after its own backoff, and never stops the registration.
 ///
 /// Requires the `etcd` feature.
 ///
@@ -91,7 +97,8 @@ impl Registrar {
     }
 
     /// Whether the key is believed present: put under a lease that has not
-    /// expired since its last successful keep-alive.
+    /// expired since its last successful keep-alive, and not seen deleted or
+    /// overwritten since (false until it is put back).
     pub fn is_registered(&self) -> bool {
         *self.status.borrow()
     }
@@ -224,16 +231,14 @@ impl RegistrarBuilder {
         let key = format!("{}{}", self.prefix, instance_id);
         let (status_tx, status) = watch::channel(false);
         let (stop, stop_rx) = oneshot::channel();
-        let worker = Worker {
-            cluster: self.cluster,
-            key: key.clone(),
-            value: encode_value(&self.endpoint),
+        let worker = Worker::new(
+            self.cluster,
+            key.clone(),
+            encode_value(&self.endpoint),
             ttl_secs,
-            client: None,
-            keeper: None,
-            schedule: LeaseSchedule::new(backoff),
-            status: status_tx,
-        };
+            LeaseSchedule::new(backoff),
+            status_tx,
+        );
         let task = runtime.spawn(worker.run(stop_rx));
         Ok(Registrar {
             key,
@@ -243,173 +248,6 @@ impl RegistrarBuilder {
         })
     }
 }
-
-/// The background task: performs the schedule's actions against etcd.
-struct Worker {
-    cluster: EtcdCluster,
-    key: String,
-    value: Vec<u8>,
-    ttl_secs: i64,
-    client: Option<Client>,
-    keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
-    schedule: LeaseSchedule,
-    status: watch::Sender<bool>,
-}
-
-fn secs(ttl: i64) -> Duration {
-    Duration::from_secs(u64::try_from(ttl).unwrap_or(0))
-}
-
-impl Worker {
-    async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Result<(), DiscoverError> {
-        loop {
-            tokio::select! {
-                biased;
-                signal = &mut stop => {
-                    self.status.send_replace(false);
-                    return match signal {
-                        Ok(()) => self.revoke().await,
-                        // The handle is gone without asking: let the lease expire.
-                        Err(_) => Ok(()),
-                    };
-                }
-                () = self.step() => {}
-            }
-            let registered = self.schedule.is_registered(now());
-            self.status
-                .send_if_modified(|r| std::mem::replace(r, registered) != registered);
-        }
-    }
-
-    async fn step(&mut self) {
-        let result = match self.schedule.action(now()) {
-            LeaseAction::Grant => {
-                self.keeper = None;
-                self.grant()
-                    .await
-                    .map(|(lease, ttl)| self.schedule.on_granted(lease, ttl))
-            }
-            LeaseAction::Put { lease } => {
-                self.put(lease).await.map(|()| self.schedule.on_put(now()))
-            }
-            LeaseAction::KeepAlive { lease } => self
-                .keep_alive(lease)
-                .await
-                .map(|remaining| self.schedule.on_kept_alive(lease, remaining, now())),
-            LeaseAction::Wait { until } => {
-                tokio::time::sleep_until(until.into()).await;
-                Ok(())
-            }
-        };
-        if let Err(error) = result {
-            self.keeper = None;
-            let delay = self.schedule.on_failure(now());
-            tracing::warn!(key = %self.key, error = %error, retry_in = ?delay, "etcd registration step failed");
-        }
-    }
-
-    async fn grant(&mut self) -> Result<(i64, Duration), DiscoverError> {
-        let mut client = self.cluster.connected(&mut self.client).await?;
-        let granted = client
-            .lease_grant(self.ttl_secs, None)
-            .await
-            .map_err(|e| DiscoverError::with_source("granting an etcd lease failed", e))?;
-        if !granted.error().is_empty() || granted.ttl() <= 0 {
-            return Err(DiscoverError::new(format!(
-                "etcd refused the lease: {}",
-                granted.error()
-            )));
-        }
-        Ok((granted.id(), secs(granted.ttl())))
-    }
-
-    async fn put(&mut self, lease: i64) -> Result<(), DiscoverError> {
-        let mut client = self.cluster.connected(&mut self.client).await?;
-        client
-            .put(
-                self.key.as_bytes(),
-                self.value.clone(),
-                Some(PutOptions::new().with_lease(lease)),
-            )
-            .await
-            .map(drop)
-            .map_err(|e| DiscoverError::with_source("putting the registration key failed", e))
-    }
-
-    /// Renews `lease`; returns its remaining TTL, zero if etcd lost it.
-    async fn keep_alive(&mut self, lease: i64) -> Result<Duration, DiscoverError> {
-        let broken = |e| DiscoverError::with_source("etcd lease keep-alive failed", e);
-        if self
-            .keeper
-            .as_ref()
-            .is_none_or(|(keeper, _)| keeper.id() != lease)
-        {
-            self.keeper = None;
-            let mut client = self.cluster.connected(&mut self.client).await?;
-            // Opening the stream sends one keep-alive and reads its answer;
-            // this error variant is its "lease not found".
-            return match client.lease_keep_alive(lease).await {
-                Ok(opened) => {
-                    self.keeper = Some(opened);
-                    Ok(self.schedule.ttl)
-                }
-                Err(etcd_client::Error::LeaseKeepAliveError(_)) => Ok(Duration::ZERO),
-                Err(e) => Err(broken(e)),
-            };
-        }
-        let Some((keeper, answers)) = self.keeper.as_mut() else {
-            return Err(DiscoverError::new("no keep-alive stream"));
-        };
-        keeper.keep_alive().await.map_err(broken)?;
-        let wait = self.schedule.ttl.max(Duration::from_secs(1));
-        match tokio::time::timeout(wait, answers.message()).await {
-            Ok(Ok(Some(answer))) => Ok(secs(answer.ttl())),
-            Ok(Ok(None)) => Err(DiscoverError::new("etcd closed the keep-alive stream")),
-            Ok(Err(e)) => Err(broken(e)),
-            Err(_) => Err(DiscoverError::new(
-                "etcd did not answer a keep-alive in time",
-            )),
-        }
-    }
-
-    /// Revokes the current lease, retrying (with the backoff) while the
-    /// lease may still live: with several members, a call can land on one
-    /// that is down. A lease etcd no longer knows counts as revoked.
-    async fn revoke(&mut self) -> Result<(), DiscoverError> {
-        self.keeper = None;
-        let lease = match self.schedule.phase {
-            Phase::Put { lease } | Phase::Alive { lease, .. } => lease,
-            Phase::Retry {
-                lease: Some(lease), ..
-            } => lease,
-            _ => return Ok(()),
-        };
-        let give_up = later(now(), self.schedule.ttl.max(Duration::from_secs(1)));
-        loop {
-            let error = match self.cluster.connected(&mut self.client).await {
-                Ok(mut client) => match client.lease_revoke(lease).await {
-                    Ok(_) => return Ok(()),
-                    Err(etcd_client::Error::GRpcStatus(status))
-                        if status.code() as i32 == GRPC_NOT_FOUND =>
-                    {
-                        return Ok(());
-                    }
-                    Err(e) => DiscoverError::with_source("revoking the etcd lease failed", e),
-                },
-                Err(e) => e,
-            };
-            let delay = self.schedule.backoff.next_delay();
-            if later(now(), delay) >= give_up {
-                return Err(error);
-            }
-            tracing::debug!(lease, error = %error, retry_in = ?delay, "retrying the lease revoke");
-            tokio::time::sleep(delay).await;
-        }
-    }
-}
-
-/// gRPC's NOT_FOUND status code: etcd's answer for an unknown lease.
-const GRPC_NOT_FOUND: i32 = 5;
 
 #[cfg(test)]
 mod tests {

@@ -1,10 +1,21 @@
 //! The registrar's decisions, free of I/O and clocks.
 //!
 //! [`LeaseSchedule`] says what to do next (grant a lease, put the key, renew
-//! the lease, or wait) from what happened so far and the time passed in:
-//! renew every TTL/3; on "lease not found" start over with a grant; after a
-//! failure wait a jittered backoff, then renew the same lease while it may
-//! still live (before its last known expiry) or else start over.
+//! the lease, watch the key, or wait) from what happened so far and the time
+//! passed in: renew every TTL/3; on "lease not found" start over with a
+//! grant; after a failure wait a jittered backoff, then renew the same lease
+//! while it may still live (before its last known expiry) or else start over.
+//!
+//! Once the key is put, a watch on it reports changes made by others: a
+//! delete, or a put of another value or under another lease, while the lease
+//! lives is repaired by putting the key again under the same lease. Events
+//! at or before the last revision seen (our own puts among them) are old
+//! news. A second repair within a TTL of the previous one waits a backoff,
+//! so two registrars fighting over one key (a duplicated instance id) put
+//! about once a backoff, not as fast as etcd answers. A broken watch is
+//! opened again after its own backoff, from the revision after the last
+//! seen; if etcd compacted that history away, the key is put again, since
+//! what happened to it is unknown.
 
 use std::time::{Duration, Instant};
 
@@ -20,8 +31,25 @@ pub(super) enum LeaseAction {
     Put { lease: i64 },
     /// Renew this lease.
     KeepAlive { lease: i64 },
-    /// Nothing to do before this instant.
+    /// Open a watch on the key from this revision on.
+    Watch { start_revision: i64 },
+    /// Nothing to do before this instant, apart from reading the key's watch
+    /// if one is open.
     Wait { until: Instant },
+}
+
+/// A change to the key that its watch reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyEvent {
+    /// The key was deleted at `revision`.
+    Deleted { revision: i64 },
+    /// The key was put at `revision`; `ours` tells whether the value is the
+    /// registrar's, `lease` is the lease it is attached to (0 for none).
+    Put {
+        revision: i64,
+        ours: bool,
+        lease: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +70,15 @@ pub(super) enum Phase {
     },
 }
 
+/// The watch on the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyWatch {
+    /// None open; open one (once the key was put) at `retry_at`, or at once.
+    Closed { retry_at: Option<Instant> },
+    /// Open since this instant.
+    Open { since: Instant },
+}
+
 /// The registrar's decisions, free of I/O and clocks.
 #[derive(Debug)]
 pub(super) struct LeaseSchedule {
@@ -52,15 +89,35 @@ pub(super) struct LeaseSchedule {
     /// put).
     expires: Option<Instant>,
     pub(super) backoff: Backoff,
+    /// The key must be put again under the current lease once it is known
+    /// alive: someone deleted or overwrote it.
+    repair: bool,
+    /// The last revision of the key known: our last put, or a later event.
+    /// Zero until the first put; the watch starts after it.
+    seen: i64,
+    watch: KeyWatch,
+    watch_backoff: Backoff,
+    /// When the key was last repaired, and the delays between repairs that
+    /// follow each other within a TTL.
+    last_repair: Option<Instant>,
+    repair_backoff: Backoff,
 }
 
 impl LeaseSchedule {
+    /// A schedule whose lease calls, watch and repairs each back off along
+    /// `backoff`'s curve, independently.
     pub(super) fn new(backoff: Backoff) -> Self {
         LeaseSchedule {
             phase: Phase::Grant,
             ttl: Duration::ZERO,
             expires: None,
+            watch_backoff: backoff.clone(),
+            repair_backoff: backoff.clone(),
             backoff,
+            repair: false,
+            seen: 0,
+            watch: KeyWatch::Closed { retry_at: None },
+            last_repair: None,
         }
     }
 
@@ -73,11 +130,20 @@ impl LeaseSchedule {
                 next_keep_alive,
             } => {
                 if now >= next_keep_alive {
-                    LeaseAction::KeepAlive { lease }
-                } else {
-                    LeaseAction::Wait {
+                    return LeaseAction::KeepAlive { lease };
+                }
+                match self.watch {
+                    KeyWatch::Closed { retry_at } if self.seen > 0 => match retry_at {
+                        Some(at) if now < at => LeaseAction::Wait {
+                            until: at.min(next_keep_alive),
+                        },
+                        _ => LeaseAction::Watch {
+                            start_revision: self.seen.saturating_add(1),
+                        },
+                    },
+                    _ => LeaseAction::Wait {
                         until: next_keep_alive,
-                    }
+                    },
                 }
             }
             Phase::Retry { until, lease } => {
@@ -85,7 +151,7 @@ impl LeaseSchedule {
                     LeaseAction::Wait { until }
                 } else {
                     match lease {
-                        Some(lease) if self.is_registered(now) => LeaseAction::KeepAlive { lease },
+                        Some(lease) if self.lease_may_live(now) => LeaseAction::KeepAlive { lease },
                         _ => LeaseAction::Grant,
                     }
                 }
@@ -93,8 +159,14 @@ impl LeaseSchedule {
         }
     }
 
-    /// Whether the key should be in etcd now.
+    /// Whether the key should be in etcd now: put under a lease that has not
+    /// expired, and not since deleted or overwritten by someone else.
     pub(super) fn is_registered(&self, now: Instant) -> bool {
+        self.lease_may_live(now) && !self.repair
+    }
+
+    /// Whether the current lease, with the key put under it, may still live.
+    fn lease_may_live(&self, now: Instant) -> bool {
         let lease_held = matches!(
             self.phase,
             Phase::Alive { .. } | Phase::Retry { lease: Some(_), .. }
@@ -102,15 +174,41 @@ impl LeaseSchedule {
         lease_held && self.expires.is_some_and(|expires| now < expires)
     }
 
+    /// The lease the key is (or is being) put under, once it was put.
+    fn current_lease(&self) -> Option<i64> {
+        match self.phase {
+            Phase::Alive { lease, .. }
+            | Phase::Retry {
+                lease: Some(lease), ..
+            } => Some(lease),
+            Phase::Put { lease } if self.expires.is_some() => Some(lease),
+            _ => None,
+        }
+    }
+
     pub(super) fn on_granted(&mut self, lease: i64, ttl: Duration) {
         self.ttl = ttl;
         self.expires = None;
+        self.repair = false;
         self.phase = Phase::Put { lease };
     }
 
-    pub(super) fn on_put(&mut self, now: Instant) {
-        if let Phase::Put { lease } = self.phase {
-            self.backoff.reset();
+    /// The key was put at `revision`.
+    pub(super) fn on_put(&mut self, revision: i64, now: Instant) {
+        let Phase::Put { lease } = self.phase else {
+            return;
+        };
+        self.backoff.reset();
+        self.seen = self.seen.max(revision);
+        if self.expires.is_some() {
+            // A repair: the put did not renew the lease, so renew it now to
+            // learn its expiry afresh.
+            self.repair = false;
+            self.phase = Phase::Alive {
+                lease,
+                next_keep_alive: now,
+            };
+        } else {
             self.renewed(lease, self.ttl, now);
         }
     }
@@ -119,16 +217,26 @@ impl LeaseSchedule {
     /// etcd no longer knows the lease.
     pub(super) fn on_kept_alive(&mut self, lease: i64, remaining: Duration, now: Instant) {
         if remaining.is_zero() {
-            tracing::warn!(
-                lease,
-                "etcd lease lost; granting a new one and putting the key again"
-            );
-            self.expires = None;
-            self.phase = Phase::Grant;
+            self.on_lease_lost(lease);
         } else {
             self.backoff.reset();
             self.renewed(lease, remaining, now);
+            if self.repair {
+                self.phase = Phase::Put { lease };
+            }
         }
+    }
+
+    /// etcd no longer knows `lease` (a keep-alive or a put said so): start
+    /// over with a new one.
+    pub(super) fn on_lease_lost(&mut self, lease: i64) {
+        tracing::warn!(
+            lease,
+            "etcd lease lost; granting a new one and putting the key again"
+        );
+        self.expires = None;
+        self.repair = false;
+        self.phase = Phase::Grant;
     }
 
     fn renewed(&mut self, lease: i64, remaining: Duration, now: Instant) {
@@ -140,139 +248,118 @@ impl LeaseSchedule {
         };
     }
 
-    /// A call failed: wait a backoff, keeping the lease if it may still live.
+    /// A call failed: wait a backoff, keeping the lease if it may still live
+    /// (a failed repair put is tried again after renewing the lease).
     pub(super) fn on_failure(&mut self, now: Instant) -> Duration {
         let delay = self.backoff.next_delay();
-        let lease = match self.phase {
-            Phase::Alive { lease, .. }
-            | Phase::Retry {
-                lease: Some(lease), ..
-            } => Some(lease),
-            _ => None,
-        };
+        let lease = self.current_lease();
+        if matches!(self.phase, Phase::Put { .. }) && lease.is_some() {
+            self.repair = true;
+        }
+        if lease.is_none() {
+            self.repair = false;
+        }
         self.phase = Phase::Retry {
             until: later(now, delay),
             lease,
         };
         delay
     }
+
+    /// The watch on the key is open.
+    pub(super) fn on_watch_opened(&mut self, now: Instant) {
+        self.watch = KeyWatch::Open { since: now };
+    }
+
+    /// Opening the watch failed, or the open watch broke or ended: open it
+    /// again after a backoff, which starts over if the watch had held for a
+    /// TTL.
+    pub(super) fn on_watch_failed(&mut self, now: Instant) -> Duration {
+        if let KeyWatch::Open { since } = self.watch
+            && now >= later(since, self.quiet())
+        {
+            self.watch_backoff.reset();
+        }
+        let delay = self.watch_backoff.next_delay();
+        self.watch = KeyWatch::Closed {
+            retry_at: Some(later(now, delay)),
+        };
+        delay
+    }
+
+    /// etcd compacted the history the watch started from: the key may have
+    /// changed unseen, so put it again, and watch from that put on.
+    pub(super) fn on_watch_compacted(&mut self, now: Instant) {
+        self.watch = KeyWatch::Closed { retry_at: None };
+        if self.current_lease().is_some() {
+            tracing::warn!(
+                "etcd compacted the registration key's watch history; putting the key again"
+            );
+            self.repair_now(now);
+        }
+    }
+
+    /// The watch reported a change to the key.
+    pub(super) fn on_key_event(&mut self, event: KeyEvent, now: Instant) {
+        let (revision, foreign) = match event {
+            KeyEvent::Deleted { revision } => (revision, true),
+            KeyEvent::Put {
+                revision,
+                ours,
+                lease,
+            } => (revision, !ours || Some(lease) != self.current_lease()),
+        };
+        if revision <= self.seen {
+            return;
+        }
+        self.seen = revision;
+        if foreign && self.current_lease().is_some() {
+            tracing::warn!(
+                revision,
+                "the registration key was deleted or overwritten; putting it back"
+            );
+            self.repair_now(now);
+        }
+    }
+
+    /// Puts the key back under the current lease: at once, or after a
+    /// backoff (renewing the lease first) when the previous repair was less
+    /// than a TTL ago.
+    fn repair_now(&mut self, now: Instant) {
+        let recent = self
+            .last_repair
+            .is_some_and(|last| now < later(last, self.quiet()));
+        if !recent {
+            self.repair_backoff.reset();
+        }
+        self.last_repair = Some(now);
+        match self.phase {
+            Phase::Alive { lease, .. } if !recent => {
+                self.repair = true;
+                self.phase = Phase::Put { lease };
+            }
+            Phase::Alive { lease, .. } => {
+                self.repair = true;
+                let delay = self.repair_backoff.next_delay();
+                tracing::warn!(retry_in = ?delay, "the registration key keeps changing; is another registrar using the same instance id?");
+                self.phase = Phase::Retry {
+                    until: later(now, delay),
+                    lease: Some(lease),
+                };
+            }
+            // A retry renews the lease, then puts.
+            Phase::Retry { lease: Some(_), .. } => self.repair = true,
+            // A put or a grant is coming anyway.
+            _ => {}
+        }
+    }
+
+    /// How long the watch must hold, or repairs stay apart, to count as
+    /// calm again: the TTL, at least a second.
+    fn quiet(&self) -> Duration {
+        self.ttl.max(Duration::from_secs(1))
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rng::Rng;
-
-    const SEC: Duration = Duration::from_secs(1);
-
-    fn schedule() -> LeaseSchedule {
-        let backoff = Backoff::new(
-            "t",
-            Duration::from_millis(100),
-            Duration::from_millis(800),
-            Rng::seeded(11),
-        )
-        .unwrap();
-        LeaseSchedule::new(backoff)
-    }
-
-    #[test]
-    fn grant_put_then_keep_alive_every_third_of_the_ttl() {
-        let t0 = Instant::now();
-        let mut s = schedule();
-        assert_eq!(s.action(t0), LeaseAction::Grant);
-        s.on_granted(7, 9 * SEC);
-        assert_eq!(s.action(t0), LeaseAction::Put { lease: 7 });
-        assert!(!s.is_registered(t0));
-        s.on_put(t0);
-        assert!(s.is_registered(t0));
-        assert_eq!(
-            s.action(t0),
-            LeaseAction::Wait {
-                until: t0 + 3 * SEC
-            }
-        );
-        assert_eq!(s.action(t0 + 3 * SEC), LeaseAction::KeepAlive { lease: 7 });
-        s.on_kept_alive(7, 9 * SEC, t0 + 3 * SEC);
-        assert_eq!(
-            s.action(t0 + 3 * SEC),
-            LeaseAction::Wait {
-                until: t0 + 6 * SEC
-            }
-        );
-        assert!(s.is_registered(t0 + 11 * SEC));
-        assert!(!s.is_registered(t0 + 12 * SEC));
-    }
-
-    #[test]
-    fn lost_lease_is_granted_and_put_again() {
-        let t0 = Instant::now();
-        let mut s = schedule();
-        s.on_granted(7, 3 * SEC);
-        s.on_put(t0);
-        s.on_kept_alive(7, Duration::ZERO, t0 + SEC);
-        assert!(!s.is_registered(t0 + SEC));
-        assert_eq!(s.action(t0 + SEC), LeaseAction::Grant);
-        s.on_granted(8, 3 * SEC);
-        assert_eq!(s.action(t0 + SEC), LeaseAction::Put { lease: 8 });
-    }
-
-    #[test]
-    fn keep_alive_failure_retries_the_same_lease_while_it_may_live() {
-        let t0 = Instant::now();
-        let mut s = schedule();
-        s.on_granted(7, 3 * SEC);
-        s.on_put(t0);
-        let t1 = t0 + SEC;
-        let delay = s.on_failure(t1);
-        assert!(delay <= Duration::from_millis(100));
-        assert_eq!(s.action(t1), LeaseAction::Wait { until: t1 + delay });
-        assert!(s.is_registered(t1 + delay));
-        assert_eq!(s.action(t1 + delay), LeaseAction::KeepAlive { lease: 7 });
-    }
-
-    #[test]
-    fn keep_alive_failures_past_expiry_start_over_with_a_grant() {
-        let t0 = Instant::now();
-        let mut s = schedule();
-        s.on_granted(7, 2 * SEC);
-        s.on_put(t0);
-        let mut now = t0 + SEC;
-        // Failures every backoff until the lease has surely expired.
-        while now < t0 + 3 * SEC {
-            now += s.on_failure(now);
-        }
-        assert!(!s.is_registered(now));
-        assert_eq!(s.action(now), LeaseAction::Grant);
-    }
-
-    #[test]
-    fn grant_or_put_failure_backs_off_then_grants_again() {
-        let t0 = Instant::now();
-        let mut s = schedule();
-        let d1 = s.on_failure(t0);
-        assert_eq!(s.action(t0 + d1), LeaseAction::Grant);
-        s.on_granted(9, 3 * SEC);
-        let d2 = s.on_failure(t0 + d1);
-        assert!(
-            d2 >= Duration::from_millis(100),
-            "second delay grows: {d2:?}"
-        );
-        assert_eq!(s.action(t0 + d1 + d2), LeaseAction::Grant);
-        assert!(!s.is_registered(t0 + d1 + d2));
-    }
-
-    #[test]
-    fn a_huge_backoff_waits_long_instead_of_retrying_at_once() {
-        let t0 = Instant::now();
-        let huge = Backoff::new("t", Duration::MAX, Duration::MAX, Rng::seeded(12)).unwrap();
-        let mut s = LeaseSchedule::new(huge);
-        s.on_failure(t0);
-        let year = 365 * 24 * 3600 * SEC;
-        assert!(
-            matches!(s.action(t0), LeaseAction::Wait { until } if until > t0 + year),
-            "{:?}",
-            s.action(t0)
-        );
-    }
-}
+mod tests;
