@@ -25,7 +25,7 @@
 //! An endpoint added to a set that had endpoints starts its slow-start
 //! ramp (a no-op while slow start is off).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -88,18 +88,24 @@ impl<S: Send + Sync + 'static> TableWriter<S> {
         match update {
             Update::Reset(set) => {
                 metrics.resets.increment(1);
-                let keep: HashSet<SocketAddr> = set.iter().map(|e| e.addr).collect();
+                // Where each address is listed last: an address listed
+                // twice counts once, as its last entry says (earlier ones
+                // would connect, or replace, for nothing).
+                let last: HashMap<SocketAddr, usize> =
+                    set.iter().enumerate().map(|(i, e)| (e.addr, i)).collect();
                 let gone: Vec<SocketAddr> = self
                     .index
                     .keys()
-                    .filter(|a| !keep.contains(a))
+                    .filter(|a| !last.contains_key(a))
                     .copied()
                     .collect();
                 for addr in gone {
                     self.remove(addr);
                 }
-                for endpoint in set {
-                    self.insert(endpoint);
+                for (i, endpoint) in set.into_iter().enumerate() {
+                    if last[&endpoint.addr] == i {
+                        self.insert(endpoint);
+                    }
                 }
             }
             Update::Insert(endpoint) => {
