@@ -73,14 +73,6 @@ impl Family {
             Family::V6 => addr.is_ipv6(),
         }
     }
-
-    /// The other family.
-    pub(crate) fn other(self) -> Family {
-        match self {
-            Family::V4 => Family::V6,
-            Family::V6 => Family::V4,
-        }
-    }
 }
 
 impl std::fmt::Display for Family {
@@ -150,7 +142,6 @@ mod tests {
         let v6: SocketAddr = "[::1]:80".parse().unwrap();
         assert!(Family::V4.holds(&v4) && !Family::V4.holds(&v6));
         assert!(Family::V6.holds(&v6) && !Family::V6.holds(&v4));
-        assert_eq!(Family::V4.other(), Family::V6);
         assert_eq!(Family::V6.record_type(), RecordType::AAAA);
     }
 }

@@ -187,7 +187,8 @@ impl Refresher {
             Answer::Endpoints { endpoints, ttl } => self.on_endpoints(now, endpoints, ttl),
             Answer::Empty { ttl } => self.on_empty(now, ttl),
             Answer::Failed(error) => self.on_failure(now, error),
-            // Nothing new: a plain failure (the set is kept).
+            // The family that answered gave nothing usable: a plain
+            // failure (the whole set is kept).
             Answer::Partial {
                 endpoints, error, ..
             } if endpoints.is_empty() => self.on_failure(now, error),

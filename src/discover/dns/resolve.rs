@@ -197,7 +197,6 @@ fn resolve_target(target: &SrvTarget, records: &[Record]) -> Extracted {
 /// but none usable) a failure that keeps the last set.
 fn conclude(found: Extracted, negative_ttl: Option<u32>) -> Lookup {
     let skipped = found.skipped;
-    let secs = |ttl: u32| Duration::from_secs(u64::from(ttl));
     let answer = if found.is_empty_answer() {
         Answer::Empty {
             ttl: negative_ttl.map(secs),
@@ -216,31 +215,26 @@ fn conclude(found: Extracted, negative_ttl: Option<u32>) -> Lookup {
 }
 
 /// A host lookup where `family` failed with `e` and the other family
-/// answered with `found`: a partial answer when it gave endpoints, else a
-/// failure (nothing new to publish; the set is kept).
+/// answered with `found`; the refresher keeps `family`'s last endpoints
+/// (or, when `found` has none, the whole set).
 fn partial(name: &Name, found: Extracted, family: Family, e: NetError) -> Lookup {
-    if found.endpoints.is_empty() {
-        let mut lookup = failed(name, e);
-        lookup.skipped = found.skipped;
-        return lookup;
-    }
-    let skipped = found.skipped;
-    let secs = |ttl: u32| Duration::from_secs(u64::from(ttl));
+    let error = DiscoverError::with_source(
+        format!("DNS lookup of {name} failed for {family} (the other family answered)"),
+        e,
+    );
     Lookup {
         answer: Answer::Partial {
             endpoints: found.endpoints,
             ttl: found.ttl.map(secs).unwrap_or_default(),
             kept: family,
-            error: DiscoverError::with_source(
-                format!(
-                    "DNS lookup of {name} failed for {family}; the {other} answer is used and the last {family} endpoints kept",
-                    other = family.other()
-                ),
-                e,
-            ),
+            error,
         },
-        skipped,
+        skipped: found.skipped,
     }
+}
+
+fn secs(ttl: u32) -> Duration {
+    Duration::from_secs(u64::from(ttl))
 }
 
 fn failed(name: &Name, e: NetError) -> Lookup {

@@ -229,6 +229,7 @@ impl Worker {
             )),
         }
     }
+
     /// Renews `lease`; returns its remaining TTL, zero if etcd lost it.
     async fn keep_alive(&mut self, lease: i64) -> Result<Duration, DiscoverError> {
         let broken = |e| DiscoverError::with_source("etcd lease keep-alive failed", e);

@@ -146,7 +146,9 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if let Readied::Nothing = self.readied {
-            self.readied = match self.breaker.try_acquire(now()) {
+            // No clock read while the breaker admits everything: the call
+            // reads it once, as it starts.
+            self.readied = match self.breaker.try_acquire_at(now) {
                 None => Readied::Rejected,
                 Some(a) => Readied::Admitted(Permit::new(self.breaker.clone(), a)),
             };

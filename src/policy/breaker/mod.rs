@@ -221,6 +221,12 @@ impl CircuitBreaker {
 
     /// Asks to make a call at `now`; `None` means rejected.
     pub fn try_acquire(&self, now: Instant) -> Option<Admission> {
+        self.try_acquire_at(|| now)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) reading the time only when the
+    /// state needs it (not while the breaker admits every call).
+    pub(crate) fn try_acquire_at(&self, now: impl FnOnce() -> Instant) -> Option<Admission> {
         let generation = self.generation.load(Ordering::Acquire);
         if self.state().admits_all() {
             return Some(Admission {
@@ -229,7 +235,7 @@ impl CircuitBreaker {
             });
         }
         let mut core = self.core.lock();
-        let (admission, transition) = core.try_acquire(now);
+        let (admission, transition) = core.try_acquire(now());
         self.publish(&core, transition);
         admission
     }
