@@ -93,7 +93,8 @@ pub(super) struct LeaseSchedule {
     /// alive: someone deleted or overwrote it.
     repair: bool,
     /// The last revision of the key known: our last put, or a later event.
-    /// Zero until the first put; the watch starts after it.
+    /// Zero until the first put (or when etcd's answer to it had no
+    /// revision); the watch starts after it.
     seen: i64,
     watch: KeyWatch,
     watch_backoff: Backoff,
@@ -133,12 +134,19 @@ impl LeaseSchedule {
                     return LeaseAction::KeepAlive { lease };
                 }
                 match self.watch {
-                    KeyWatch::Closed { retry_at } if self.seen > 0 => match retry_at {
+                    KeyWatch::Closed { retry_at } => match retry_at {
                         Some(at) if now < at => LeaseAction::Wait {
                             until: at.min(next_keep_alive),
                         },
+                        // Revision 0 (the put's answer had no header, which
+                        // etcd always sends): watch from the current
+                        // revision rather than never.
                         _ => LeaseAction::Watch {
-                            start_revision: self.seen.saturating_add(1),
+                            start_revision: if self.seen > 0 {
+                                self.seen.saturating_add(1)
+                            } else {
+                                0
+                            },
                         },
                     },
                     _ => LeaseAction::Wait {

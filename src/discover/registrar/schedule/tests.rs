@@ -313,3 +313,23 @@ fn compacted_watch_history_puts_the_key_again_and_watches_from_that_put() {
         LeaseAction::Watch { start_revision: 41 }
     );
 }
+
+#[test]
+fn a_put_answered_without_a_revision_still_gets_its_key_watched() {
+    let t0 = Instant::now();
+    let mut s = schedule();
+    s.on_granted(7, 9 * SEC);
+    // etcd's answer had no header: the revision is unknown, so the watch
+    // starts at the current one.
+    s.on_put(0, t0);
+    assert_eq!(s.action(t0), LeaseAction::Watch { start_revision: 0 });
+    s.on_watch_opened(t0);
+    assert!(matches!(s.action(t0), LeaseAction::Wait { .. }));
+    // Broken, it is opened again after its backoff, the same way.
+    let wait = s.on_watch_failed(t0);
+    assert!(matches!(s.action(t0), LeaseAction::Wait { .. }));
+    assert_eq!(
+        s.action(t0 + wait),
+        LeaseAction::Watch { start_revision: 0 }
+    );
+}
