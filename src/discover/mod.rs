@@ -62,9 +62,10 @@ use crate::Endpoint;
 
 #[cfg(feature = "dns")]
 pub use dns::{
-    AddressFamilies, DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT, Dns, DnsBuilder, ENDPOINTS_CAPPED_METRIC,
-    Extracted, LOOKUP_ERRORS_METRIC, LOOKUPS_METRIC, RECORDS_SKIPPED_METRIC, RecordKind,
-    SRV_PRIORITY_KEY, SRV_TARGET_KEY, SrvTarget, endpoints_from_records,
+    AddressFamilies, DEFAULT_ATTEMPTS, DEFAULT_FAMILY_WAIT, DEFAULT_TIMEOUT, Dns, DnsBuilder,
+    ENDPOINTS_CAPPED_METRIC, Extracted, LOOKUP_ERRORS_METRIC, LOOKUPS_METRIC,
+    RECORDS_SKIPPED_METRIC, RecordKind, SRV_PRIORITY_KEY, SRV_TARGET_KEY, SrvTarget,
+    endpoints_from_records,
 };
 #[cfg(feature = "etcd")]
 pub use etcd::{Etcd, EtcdBuilder, EtcdCluster};

@@ -77,12 +77,21 @@ async fn a_first_lookup_without_aaaa_answers_gives_the_ipv4_endpoints() {
     let server = dual_stack("127.0.0.23", "fd00::23");
     let relay = DnsRelay::start(server.addr()).await;
     relay.drop_queries(Some(AAAA));
+    // The AAAA query would time out only after 30 s: the IPv4 endpoints
+    // come after the family wait (250 ms by default), well within the 10 s
+    // this waits for them.
     let mut dns = through(Dns::host("api.svc.test.", 80), &relay)
+        .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let (set, seen) = wait_for_set(&mut dns, Duration::from_secs(5), |_| true).await;
+    let (set, seen) = wait_for_set(&mut dns, Duration::from_secs(10), |_| true).await;
     assert_eq!(addrs(&set), [addr("127.0.0.23:80")]);
     assert!(seen.resets.is_empty(), "{seen:?}");
+    // The AAAA failure is reported right after the set.
+    match tokio::time::timeout(Duration::from_secs(5), dns.next()).await {
+        Ok(Some(Err(e))) => assert!(e.message().contains("AAAA"), "{e:?}"),
+        other => panic!("expected the AAAA failure, got {other:?}"),
+    }
 }
 
 #[tokio::test]

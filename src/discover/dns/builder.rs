@@ -11,7 +11,7 @@ use hickory_resolver::proto::rr::Name;
 use hickory_resolver::{Resolver, TokioResolver};
 
 use super::Dns;
-use super::family::AddressFamilies;
+use super::family::{AddressFamilies, DEFAULT_FAMILY_WAIT};
 use super::refresh::RefreshPolicy;
 use super::resolve::{HickoryResolve, Target};
 use crate::BuildError;
@@ -39,6 +39,7 @@ pub struct DnsBuilder {
     hint: Option<RefreshHint>,
     seed: Option<u64>,
     families: AddressFamilies,
+    family_wait: Duration,
 }
 
 impl DnsBuilder {
@@ -53,6 +54,7 @@ impl DnsBuilder {
             hint: None,
             seed: None,
             families: AddressFamilies::Both,
+            family_wait: DEFAULT_FAMILY_WAIT,
         }
     }
 
@@ -156,6 +158,22 @@ impl DnsBuilder {
         self
     }
 
+    /// While no endpoint is known (the first lookup, or after the set
+    /// emptied), how long a lookup waits for the other address family once
+    /// one family has given addresses. Default [`DEFAULT_FAMILY_WAIT`]
+    /// (250 ms). A family still unanswered then counts as failed for that
+    /// lookup: the first family's endpoints are published, the failure is
+    /// reported, and the next lookup (after the backoff, 1 s by default)
+    /// waits for both as every lookup with endpoints known does. So a
+    /// resolver that never answers one family's queries delays the first
+    /// endpoints by this wait, not by the query timeout (`timeout ×
+    /// attempts`). Only with [`AddressFamilies::Both`] in host mode; SRV
+    /// targets are always waited for.
+    pub fn family_wait(mut self, wait: Duration) -> Self {
+        self.family_wait = wait;
+        self
+    }
+
     /// Checks the settings and makes the source. Reads the system resolver
     /// configuration when no name servers were given; needs no runtime
     /// (lookups start at the first poll, inside one).
@@ -177,6 +195,7 @@ impl DnsBuilder {
             target,
             max_target_lookups: self.policy.max_endpoints,
             families: self.families,
+            family_wait: self.family_wait,
         };
         Ok(Dns::from_parts(
             self.name,

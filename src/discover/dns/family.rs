@@ -7,7 +7,13 @@
 //! last published endpoints of the failed family are kept: a lost AAAA
 //! packet drops no IPv6 endpoint, and a server that never answers AAAA
 //! (some middleboxes drop those queries) still gives the IPv4 endpoints,
-//! while the failure is reported and counted on every lookup. With
+//! while the failure is reported and counted on every lookup. While no
+//! endpoint is known yet (the first lookup, or after the set emptied), a
+//! family that has not answered [`DEFAULT_FAMILY_WAIT`] (250 ms) after the
+//! other one gave addresses is counted as failed for that lookup, so such a
+//! server holds the first endpoints back for that long rather than for the
+//! whole query timeout (2 s × 2 attempts by default); later lookups wait for
+//! both as usual. With
 //! [`AddressFamilies::V4Only`] or [`AddressFamilies::V6Only`] the other
 //! query is not sent at all, and that family's records in SRV additional
 //! sections are left out (so a target with glue of the other family only
@@ -24,9 +30,18 @@
 //! # drop(source);
 //! ```
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use hickory_resolver::proto::rr::{RData, Record, RecordType};
+
+/// How long a lookup made while no endpoint is known waits for the other
+/// family once one family has given addresses (see
+/// [`DnsBuilder::family_wait`](super::DnsBuilder::family_wait)): 250 ms.
+pub const DEFAULT_FAMILY_WAIT: Duration = Duration::from_millis(250);
 
 /// Which address families a [`Dns`](super::Dns) source asks for, set with
 /// [`DnsBuilder::address_families`](super::DnsBuilder::address_families).
@@ -104,6 +119,48 @@ impl AddressFamilies {
     }
 }
 
+/// Waits for each family's query, side by side, and gives every family's
+/// result in the order asked. With `wait` (a lookup made while no endpoint
+/// is known), once one result `has_addresses`, the queries still running
+/// get at most `wait` more; those unanswered then give `None`.
+pub(crate) async fn gather<T, F>(
+    queries: Vec<(Family, F)>,
+    wait: Option<Duration>,
+    has_addresses: impl Fn(&T) -> bool,
+) -> Vec<(Family, Option<T>)>
+where
+    F: Future<Output = T>,
+{
+    let mut results: Vec<(Family, Option<T>)> =
+        queries.iter().map(|(family, _)| (*family, None)).collect();
+    let mut running: FuturesUnordered<_> = queries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, query))| async move { (i, query.await) })
+        .collect();
+    let mut until: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match until {
+            None => running.next().await,
+            Some(at) => match tokio::time::timeout_at(at, running.next()).await {
+                Ok(next) => next,
+                // The others had their wait: left unanswered.
+                Err(_) => break,
+            },
+        };
+        let Some((i, result)) = next else { break };
+        if until.is_none()
+            && has_addresses(&result)
+            && let Some(wait) = wait
+        {
+            // A wait too long for the clock means no limit.
+            until = tokio::time::Instant::now().checked_add(wait);
+        }
+        results[i].1 = Some(result);
+    }
+    results
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
@@ -143,5 +200,53 @@ mod tests {
         assert!(Family::V4.holds(&v4) && !Family::V4.holds(&v6));
         assert!(Family::V6.holds(&v6) && !Family::V6.holds(&v4));
         assert_eq!(Family::V6.record_type(), RecordType::AAAA);
+    }
+
+    /// A query answering `value` after `ms` milliseconds of virtual time.
+    async fn answer(ms: u64, value: u32) -> u32 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        value
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_wait_every_family_is_waited_for() {
+        let t0 = tokio::time::Instant::now();
+        let queries = vec![(Family::V4, answer(5, 4)), (Family::V6, answer(4_000, 6))];
+        let got = gather(queries, None, |_| true).await;
+        assert_eq!(got, [(Family::V4, Some(4)), (Family::V6, Some(6))]);
+        assert_eq!(t0.elapsed(), ms(4_000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_a_wait_a_family_silent_past_it_is_left_unanswered() {
+        let t0 = tokio::time::Instant::now();
+        let queries = vec![(Family::V4, answer(5, 4)), (Family::V6, answer(4_000, 6))];
+        let got = gather(queries, Some(ms(250)), |_| true).await;
+        assert_eq!(got, [(Family::V4, Some(4)), (Family::V6, None)]);
+        assert_eq!(t0.elapsed(), ms(255));
+        // Answered within the wait: both, as soon as the second answers.
+        let t0 = tokio::time::Instant::now();
+        let queries = vec![(Family::V4, answer(100, 4)), (Family::V6, answer(5, 6))];
+        let got = gather(queries, Some(ms(250)), |_| true).await;
+        assert_eq!(got, [(Family::V4, Some(4)), (Family::V6, Some(6))]);
+        assert_eq!(t0.elapsed(), ms(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_starts_only_at_a_result_with_addresses() {
+        // The first result has none (no records, say): the other is
+        // waited for in full.
+        let t0 = tokio::time::Instant::now();
+        let queries = vec![(Family::V4, answer(5, 0)), (Family::V6, answer(4_000, 6))];
+        let got = gather(queries, Some(ms(250)), |v| *v > 0).await;
+        assert_eq!(got, [(Family::V4, Some(0)), (Family::V6, Some(6))]);
+        assert_eq!(t0.elapsed(), ms(4_000));
+        // One family asked: nothing to wait for.
+        let got = gather(vec![(Family::V6, answer(5, 6))], Some(ms(1)), |_| true).await;
+        assert_eq!(got, [(Family::V6, Some(6))]);
     }
 }

@@ -77,7 +77,7 @@ use refresh::{Note, RefreshPolicy, Refresher, Step};
 use resolve::Resolve;
 
 pub use builder::{DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT, DnsBuilder};
-pub use family::AddressFamilies;
+pub use family::{AddressFamilies, DEFAULT_FAMILY_WAIT};
 pub use records::{
     Extracted, RecordKind, SRV_PRIORITY_KEY, SRV_TARGET_KEY, SrvTarget, endpoints_from_records,
 };
@@ -194,7 +194,8 @@ impl Driver {
             self.wait_until_due().await;
             self.refresher.on_lookup_started(now());
             self.metrics.lookups.increment(1);
-            let lookup = self.resolve.lookup().await;
+            let hurry = !self.refresher.has_endpoints();
+            let lookup = self.resolve.lookup(hurry).await;
             if lookup.skipped > 0 {
                 self.metrics.skipped.increment(lookup.skipped as u64);
                 tracing::warn!(name = %self.name, skipped = lookup.skipped, "skipped malformed or unusable DNS records");

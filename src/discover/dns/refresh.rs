@@ -158,6 +158,11 @@ impl Refresher {
         }
     }
 
+    /// Whether a non-empty set has been published (and not emptied since).
+    pub(crate) fn has_endpoints(&self) -> bool {
+        self.current.as_ref().is_some_and(|set| !set.is_empty())
+    }
+
     /// When the next lookup is due (`now` itself before the first one).
     pub(crate) fn next_at(&self, now: Instant) -> Instant {
         self.next_at.unwrap_or(now)

@@ -22,9 +22,9 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::net::{DnsError, NetError};
-use hickory_resolver::proto::rr::{Name, Record, RecordType};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 
-use super::family::{AddressFamilies, Family};
+use super::family::{AddressFamilies, Family, gather};
 use super::records::{Extracted, RecordKind, SrvTarget, endpoints_from_records, min_ttl};
 use super::refresh::Answer;
 use crate::discover::DiscoverError;
@@ -39,8 +39,10 @@ pub(crate) struct Lookup {
 
 /// Looks the configured name up once.
 pub(crate) trait Resolve: Send + Sync + 'static {
-    /// One complete lookup (including SRV target lookups).
-    fn lookup(&self) -> Pin<Box<dyn Future<Output = Lookup> + Send + '_>>;
+    /// One complete lookup (including SRV target lookups). `hurry`: no
+    /// endpoint is known, so a family that answers well after the other
+    /// need not be waited for (see [`HickoryResolve::family_wait`]).
+    fn lookup(&self, hurry: bool) -> Pin<Box<dyn Future<Output = Lookup> + Send + '_>>;
 }
 
 /// What is looked up.
@@ -60,6 +62,9 @@ pub(crate) struct HickoryResolve {
     pub max_target_lookups: usize,
     /// Which address families are asked for and kept.
     pub families: AddressFamilies,
+    /// In a hurried host lookup, how long the other family is waited for
+    /// once one has given addresses.
+    pub family_wait: Duration,
 }
 
 /// The address records of one name, from the families asked.
@@ -79,12 +84,13 @@ enum Query {
 }
 
 impl Resolve for HickoryResolve {
-    fn lookup(&self) -> Pin<Box<dyn Future<Output = Lookup> + Send + '_>> {
+    fn lookup(&self, hurry: bool) -> Pin<Box<dyn Future<Output = Lookup> + Send + '_>> {
         Box::pin(async move {
             match &self.target {
                 Target::Host { name, port } => {
                     let kind = RecordKind::Address { port: *port };
-                    match self.addresses(name).await {
+                    let wait = hurry.then_some(self.family_wait);
+                    match self.addresses(name, wait).await {
                         Ok(Addresses {
                             records,
                             negative_ttl,
@@ -114,20 +120,31 @@ impl HickoryResolve {
     }
 
     /// The address answers of `name` for the families asked; an error when
-    /// every family asked failed.
-    async fn addresses(&self, name: &Name) -> Result<Addresses, NetError> {
+    /// every family asked failed. With `wait`, a family unanswered `wait`
+    /// after another gave addresses counts as failed (see [`gather`]).
+    async fn addresses(&self, name: &Name, wait: Option<Duration>) -> Result<Addresses, NetError> {
         let queries = self
             .families
             .asked()
             .iter()
-            .map(|f| async move { (*f, self.query(name, f.record_type()).await) });
+            .map(|f| (*f, self.query(name, f.record_type())))
+            .collect();
+        let gives_addresses = |q: &Query| match q {
+            Query::Records(answers, _) => answers
+                .iter()
+                .any(|r| matches!(r.data, RData::A(_) | RData::AAAA(_))),
+            _ => false,
+        };
         let mut found = Addresses {
             records: Vec::new(),
             negative_ttl: None,
             failed: None,
         };
         let mut answered = false;
-        for (family, q) in join_all(queries).await {
+        for (family, q) in gather(queries, wait, gives_addresses).await {
+            let q = q.unwrap_or(Query::Failed(NetError::Message(
+                "no answer while the other family's addresses waited (no endpoint known yet)",
+            )));
             match q {
                 Query::Records(answers, _) => {
                     answered = true;
@@ -166,7 +183,7 @@ impl HickoryResolve {
             );
             targets.truncate(self.max_target_lookups);
         }
-        let lookups = join_all(targets.iter().map(|t| self.addresses(&t.target))).await;
+        let lookups = join_all(targets.iter().map(|t| self.addresses(&t.target, None))).await;
         for (target, result) in targets.iter().zip(lookups) {
             match result {
                 Ok(Addresses {

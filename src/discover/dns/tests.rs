@@ -23,6 +23,8 @@ const S: Duration = Duration::from_secs(1);
 struct Fake {
     script: Arc<Mutex<VecDeque<(Duration, Lookup)>>>,
     asked_at: Arc<Mutex<Vec<Instant>>>,
+    /// Whether each lookup was made while no endpoint was known.
+    hurried: Arc<Mutex<Vec<bool>>>,
 }
 
 impl Fake {
@@ -40,8 +42,9 @@ impl Fake {
 }
 
 impl Resolve for Fake {
-    fn lookup(&self) -> Pin<Box<dyn Future<Output = Lookup> + Send + '_>> {
+    fn lookup(&self, hurry: bool) -> Pin<Box<dyn Future<Output = Lookup> + Send + '_>> {
         self.asked_at.lock().push(Instant::now());
+        self.hurried.lock().push(hurry);
         let (latency, lookup) = {
             let mut script = self.script.lock();
             if script.len() > 1 {
@@ -281,4 +284,20 @@ async fn a_partial_answer_yields_its_set_then_its_error() {
     let counted = counters(&metrics);
     assert_eq!(counted.get(LOOKUP_ERRORS_METRIC), Some(&1));
     assert_eq!(counted.get(LOOKUPS_METRIC), Some(&2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn lookups_hurry_only_while_no_endpoint_is_known() {
+    let fake = Fake::default();
+    let a = [ep(1)];
+    fake.push(Duration::ZERO, timeout(), 0)
+        .push(Duration::ZERO, records(&a, S), 0)
+        .push(Duration::ZERO, records(&[ep(2)], S), 0);
+    let (mut dns, _) = source(&fake, no_jitter(), None);
+    // The failure, then the first set: both lookups made with no set.
+    assert!(matches!(dns.next().await, Some(Err(_))));
+    assert_eq!(next_reset(&mut dns).await, a);
+    // The next one, with endpoints known, waits for every family.
+    assert_eq!(next_reset(&mut dns).await, [ep(2)]);
+    assert_eq!(*fake.hurried.lock(), [true, true, false]);
 }
