@@ -163,8 +163,9 @@ impl DnsBuilder {
     /// one family has given addresses. Default [`DEFAULT_FAMILY_WAIT`]
     /// (250 ms). A family still unanswered then counts as failed for that
     /// lookup: the first family's endpoints are published, the failure is
-    /// reported, and the next lookup (after the backoff, 1 s by default)
-    /// waits for both as every lookup with endpoints known does. So a
+    /// reported, and the next lookup (at the earlier of the TTL and the
+    /// backoff, 1 s at first by default) waits for both, as every lookup
+    /// with endpoints known does. So a
     /// resolver that never answers one family's queries delays the first
     /// endpoints by this wait, not by the query timeout (`timeout ×
     /// attempts`). Only with [`AddressFamilies::Both`] in host mode; SRV

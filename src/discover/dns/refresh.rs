@@ -264,8 +264,7 @@ impl Refresher {
     fn on_empty(&mut self, now: Instant, ttl: Option<Duration>) -> Step {
         self.failures = 0;
         let next_at = later(now, self.ttl_delay(ttl.unwrap_or(Duration::ZERO)));
-        let holding = self.current.as_ref().is_some_and(|set| !set.is_empty());
-        if holding {
+        if self.has_endpoints() {
             let first = self.empty_since.is_none();
             let since = *self.empty_since.get_or_insert(now);
             let until = later(since, self.policy.empty_grace);

@@ -9,8 +9,10 @@
 //! [`AddressFamilies`] setting asks for): if both fail in transport the
 //! lookup fails and the set is kept; if one fails and the other gives
 //! addresses, the answer is [`Answer::Partial`]: the new addresses of the
-//! one family, the last ones of the other kept (see [`super::family`]); if
-//! both say "no records" the answer is empty. SRV mode sends one SRV query,
+//! one family, the last ones of the other kept (see [`super::family`]); a
+//! lookup made while no endpoint is known counts a family still silent
+//! `family_wait` after the other gave addresses as failed; if both say "no
+//! records" the answer is empty. SRV mode sends one SRV query,
 //! then address queries for the targets of the chosen priority that the
 //! additional section left out; there any transport failure fails the whole
 //! lookup (a partial answer would not say which target lost a family).
