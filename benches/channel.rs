@@ -11,12 +11,18 @@
 //!
 //! "1 task" runs calls one after another; "64 tasks" splits the calls over 64
 //! tasks on a 2-worker multi-thread runtime and reports elapsed / calls.
+//!
+//! `cargo bench --bench channel -- side-by-side N CALLS ROUNDS` instead
+//! times two threads calling one channel of N endpoints at once (see
+//! [`side_by_side`]): the two-core contention the 64-task figure meets in
+//! only some runs.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group};
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
 use tower::discover::ServiceList;
@@ -176,4 +182,61 @@ criterion_group! {
         .sample_size(30);
     targets = one_task, many_tasks
 }
-criterion_main!(benches);
+/// Two OS threads, each with its own clone of one channel of `n`
+/// endpoints and its own single-threaded runtime, make `calls` calls each
+/// at the same time (started together): ns per call on each thread. Both
+/// threads write the slots they pick, so this is where two cores contend
+/// on the endpoints' cache lines; the 64-task benchmark's tasks reach that
+/// regime only when its two workers happen to run at once.
+fn side_by_side(n: usize, calls: u64) -> [f64; 2] {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let channel = rt.block_on(ready_channel(n));
+    let start = Arc::new(Barrier::new(2));
+    let threads = [0, 1].map(|_| {
+        let (mut channel, start) = (channel.clone(), start.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            start.wait();
+            rt.block_on(sequential(&mut channel, calls)).as_nanos() as f64 / calls as f64
+        })
+    });
+    threads.map(|t| t.join().unwrap())
+}
+
+/// `channel side-by-side N CALLS ROUNDS`: [`side_by_side`] `ROUNDS` times,
+/// printing each round's two figures and the median of all; otherwise the
+/// criterion benchmarks.
+fn main() {
+    // `cargo bench` adds `--bench`.
+    let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
+    if let [_, mode, n, calls, rounds] = args.as_slice()
+        && mode == "side-by-side"
+    {
+        let usage = "usage: channel side-by-side N CALLS ROUNDS";
+        let (n, calls, rounds): (usize, u64, usize) = (
+            n.parse().expect(usage),
+            calls.parse().expect(usage),
+            rounds.parse().expect(usage),
+        );
+        let mut all = Vec::new();
+        for _ in 0..rounds {
+            let [a, b] = side_by_side(n, calls);
+            println!("{n} endpoints: {a:.0} and {b:.0} ns per call");
+            all.extend([a, b]);
+        }
+        all.sort_by(f64::total_cmp);
+        println!(
+            "{n} endpoints, median: {:.0} ns per call",
+            all[all.len() / 2]
+        );
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -187,6 +187,12 @@ pub(crate) trait OutcomeSink: Send + Sync {
     fn record(&self, attempt: &Answered, outcome: Outcome);
 }
 
+impl<T: OutcomeSink + ?Sized> OutcomeSink for Arc<T> {
+    fn record(&self, attempt: &Answered, outcome: Outcome) {
+        (**self).record(attempt, outcome);
+    }
+}
+
 /// An answered attempt whose outcome is deferred.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Answered {
@@ -205,13 +211,13 @@ pub(crate) struct Answered {
 /// unfinished records the outcome the head was classified with. Either way
 /// it records once.
 pub struct OutcomeReport {
-    sink: Option<Arc<dyn OutcomeSink>>,
+    sink: Option<Box<dyn OutcomeSink>>,
     attempt: Answered,
     head: Outcome,
 }
 
 impl OutcomeReport {
-    pub(crate) fn new(sink: Arc<dyn OutcomeSink>, attempt: Answered, head: Outcome) -> Self {
+    pub(crate) fn new(sink: Box<dyn OutcomeSink>, attempt: Answered, head: Outcome) -> Self {
         OutcomeReport {
             sink: Some(sink),
             attempt,

@@ -8,7 +8,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -18,7 +17,8 @@ use tracing::Span;
 
 use super::info::AttemptInfo;
 use super::inner::Hook;
-use super::slot::Slot;
+use super::slot::{LateOutcome, Slot};
+use super::slot_ref::SlotRef;
 use crate::BoxError;
 use crate::balance::{AttemptEnd, End};
 use crate::classify::{Answered, OutcomeReport, OutcomeSink};
@@ -34,7 +34,7 @@ use crate::policy::into_error;
 /// a bare call touches no reference count but the slot's.
 #[pin_project(PinnedDrop)]
 pub(crate) struct Attempt<Req, S: Service<Req>> {
-    slot: Arc<Slot<S>>,
+    slot: SlotRef<Slot<S>>,
     number: u32,
     #[pin]
     step: Step<S, Req>,
@@ -59,7 +59,7 @@ where
     #[inline(always)]
     pub(crate) fn new(
         hook: Option<&Hook<Req>>,
-        slot: Arc<Slot<S>>,
+        slot: SlotRef<Slot<S>>,
         mut req: Req,
         number: u32,
         kind: AttemptKind,
@@ -102,7 +102,7 @@ where
 
 impl<Req, S: Service<Req>> Attempt<Req, S> {
     /// The endpoint's slot.
-    pub(crate) fn slot(&self) -> &Arc<Slot<S>> {
+    pub(crate) fn slot(&self) -> &SlotRef<Slot<S>> {
         &self.slot
     }
 }
@@ -179,7 +179,9 @@ where
                     at,
                     admission: admission.map(Admission::into_raw),
                 };
-                let sink: Arc<dyn OutcomeSink> = this.slot.clone();
+                // The one allocation more of a deferred outcome: the
+                // report's way back to this endpoint.
+                let sink: Box<dyn OutcomeSink> = Box::new(LateOutcome(this.slot.clone()));
                 let report = OutcomeReport::new(sink, answered, outcome);
                 classify.defer(response, report);
             }

@@ -30,6 +30,7 @@ use super::boxed::{Boxed, CallFuture, Plain, boxed, boxed_in_place};
 use super::inner::Inner;
 use super::limits::{Entry, Held, InChannel};
 use super::slot::Slot;
+use super::slot_ref::SlotRef;
 use super::state::ChannelState;
 use super::table::Snapshot;
 use crate::balance::{AttemptEnd, End, PickContext};
@@ -47,7 +48,7 @@ fn pick<S>(
     at: Instant,
     key: Option<u64>,
     state: &ChannelState,
-) -> Option<Arc<Slot<S>>> {
+) -> Option<SlotRef<Slot<S>>> {
     let balancer = snapshot.balancer_for(key);
     let at = PickContext::new(at)
         .with_key(key)
@@ -301,7 +302,7 @@ where
     #[inline(always)]
     fn new(
         inner: &Inner<Req, S>,
-        slot: Arc<Slot<S>>,
+        slot: SlotRef<Slot<S>>,
         req: Req,
         sent: Instant,
         end: C,

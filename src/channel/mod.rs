@@ -80,6 +80,7 @@ mod service;
 mod settings;
 mod shared;
 mod slot;
+mod slot_ref;
 mod state;
 mod table;
 mod tuning;

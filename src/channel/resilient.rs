@@ -20,6 +20,7 @@ use super::choose::{self, Candidates, choose};
 use super::hold::Hold;
 use super::inner::Handle;
 use super::limits::{Entry, Held};
+use super::slot_ref::SlotRef;
 use super::table::Snapshot;
 use crate::balance::{AttemptEnd, End, PickContext};
 use crate::error::{BoxError, Error};
@@ -34,7 +35,7 @@ use crate::rng::with_thread_rng;
 impl<S> Candidates for Snapshot<S> {
     #[inline]
     fn id(&self, i: usize) -> usize {
-        Arc::as_ptr(self.slot(i)) as usize
+        SlotRef::as_ptr(self.slot(i)) as usize
     }
 
     #[inline]
@@ -160,7 +161,7 @@ where
         };
         let slot = snapshot.slot(chosen.index).clone();
         drop(snapshot);
-        let id = Arc::as_ptr(&slot) as usize;
+        let id = SlotRef::as_ptr(&slot) as usize;
         let attempt = Attempt::new(
             inner.on_attempt.as_ref(),
             slot,

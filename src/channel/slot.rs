@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::shared::SetShared;
+use super::slot_ref::SlotRef;
 use super::state::ChannelState;
 use crate::Endpoint;
 use crate::balance::{AttemptEnd, End, Load};
@@ -14,10 +15,14 @@ use crate::policy::breaker::{Admission, CircuitBreaker};
 use crate::policy::limit::Limiter;
 
 /// One endpoint of a channel.
+///
+/// Its load comes first: held through a [`SlotRef`](super::slot_ref::SlotRef),
+/// the load's hot fields share a cache line with the reference count.
+#[repr(C)]
 pub(crate) struct Slot<S> {
+    pub(crate) load: Load,
     pub(crate) endpoint: Endpoint,
     pub(crate) service: S,
-    pub(crate) load: Load,
     pub(crate) failures: AtomicU64,
     /// Set while the endpoint must get no picks (breaker open).
     pub(crate) ejected: AtomicBool,
@@ -151,9 +156,14 @@ impl<S> Slot<S> {
     }
 }
 
-impl<S: Send + Sync> OutcomeSink for Slot<S> {
+/// Where a deferred outcome is recorded: the endpoint's slot, held until
+/// then.
+pub(crate) struct LateOutcome<S>(pub(crate) SlotRef<Slot<S>>);
+
+impl<S: Send + Sync> OutcomeSink for LateOutcome<S> {
     fn record(&self, attempt: &Answered, outcome: Outcome) {
         let end = AttemptEnd::new(End::Response(outcome), attempt.elapsed, attempt.at);
-        Slot::record(self, &end, attempt.admission.map(Admission::from_raw));
+        self.0
+            .record(&end, attempt.admission.map(Admission::from_raw));
     }
 }

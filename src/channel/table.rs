@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 use super::ejection::{Health, Plan};
 use super::shared::SetShared;
 use super::slot::Slot;
+use super::slot_ref::SlotRef;
 use super::state::Endpoints;
 use crate::balance::{Balancer, ConsistentHash, EndpointSet, Load, LoadSet};
 use crate::discover::DiscoverError;
@@ -36,7 +37,7 @@ pub(crate) const CHUNK: usize = 128;
 const SHIFT: u32 = CHUNK.trailing_zeros();
 
 /// Up to [`CHUNK`] slots; every chunk of a snapshot but the last is full.
-pub(crate) type Chunk<S> = Vec<Arc<Slot<S>>>;
+pub(crate) type Chunk<S> = Vec<SlotRef<Slot<S>>>;
 
 /// One published endpoint set with its balancers.
 pub(crate) struct Snapshot<S> {
@@ -53,12 +54,12 @@ pub(crate) struct Snapshot<S> {
 impl<S> Snapshot<S> {
     /// The slot at `index` (`index < len`).
     #[inline]
-    pub(crate) fn slot(&self, index: usize) -> &Arc<Slot<S>> {
+    pub(crate) fn slot(&self, index: usize) -> &SlotRef<Slot<S>> {
         &self.chunks[index >> SHIFT][index & (CHUNK - 1)]
     }
 
     /// Every slot, in index order.
-    pub(crate) fn slots(&self) -> impl Iterator<Item = &Arc<Slot<S>>> {
+    pub(crate) fn slots(&self) -> impl Iterator<Item = &SlotRef<Slot<S>>> {
         self.chunks.iter().flat_map(|c| c.iter())
     }
 

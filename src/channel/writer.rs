@@ -32,6 +32,7 @@ use std::time::Instant;
 
 use super::keyed::{Built, Keyed};
 use super::slot::Slot;
+use super::slot_ref::SlotRef;
 use super::state::ChannelState;
 use super::table::{CHUNK, Chunk, Snapshot, Table};
 use crate::Endpoint;
@@ -119,7 +120,7 @@ impl<S: Send + Sync + 'static> TableWriter<S> {
         }
     }
 
-    fn slot_mut(&mut self, index: usize) -> &mut Arc<Slot<S>> {
+    fn slot_mut(&mut self, index: usize) -> &mut SlotRef<Slot<S>> {
         let chunk = Arc::make_mut(&mut self.chunks[index / CHUNK]);
         &mut chunk[index % CHUNK]
     }
@@ -152,7 +153,7 @@ impl<S: Send + Sync + 'static> TableWriter<S> {
         if self.table.is_populated() {
             self.state.shared.ramps.start(&load, crate::clock::now());
         }
-        let slot = Arc::new(Slot::new(
+        let slot = SlotRef::new(Slot::new(
             endpoint.clone(),
             (self.connect)(&endpoint),
             load,
@@ -324,7 +325,7 @@ mod tests {
         // The endpoint that stayed kept its slot, with the new weight.
         let now = w.table.snapshot();
         let slot = now.slot(w.index[&addr(7)]);
-        assert!(Arc::ptr_eq(slot, &kept));
+        assert!(SlotRef::ptr_eq(slot, &kept));
         assert_eq!(slot.load.weight(), 3);
         assert_eq!(w.weights[w.index[&addr(7)]], 3);
         // A reset to the same set publishes nothing new.
@@ -362,7 +363,7 @@ mod tests {
         w.apply(Update::Insert(zone("a").with_weight(4)));
         w.publish();
         let slot = w.table.snapshot().slot(w.index[&addr(7)]).clone();
-        assert!(Arc::ptr_eq(&slot, &first));
+        assert!(SlotRef::ptr_eq(&slot, &first));
         assert_eq!((slot.load.weight(), connects()), (4, 2));
         // New metadata (in a reset too): a new slot, connected again, with
         // the new metadata and weight.
@@ -372,7 +373,7 @@ mod tests {
         ]));
         w.publish();
         let slot = w.table.snapshot().slot(w.index[&addr(7)]).clone();
-        assert!(!Arc::ptr_eq(&slot, &first));
+        assert!(!SlotRef::ptr_eq(&slot, &first));
         assert_eq!(slot.endpoint.metadata["zone"], "b");
         assert_eq!((slot.load.weight(), connects()), (2, 3));
         assert_eq!(published(&w), [7, 8].into_iter().collect());

@@ -89,26 +89,34 @@ use crate::clock::{nanos, nanos_since};
 /// assert_eq!(steady.rtt(now, &decay), Some(20 * ms));
 /// ```
 #[derive(Debug)]
+// The fields every call writes come first, in this order (`HOT_BYTES`),
+// so that with the channel's reference count on the endpoint before them
+// they fit one cache line (`channel::slot_ref`): a call writes `calls`
+// twice and the estimates once, and picks on the other core read them, so
+// under two cores a call moves one line rather than two or three. The
+// epoch after them is never written.
+#[repr(C)]
 pub struct Load {
     /// In flight (low [`PENDING_BITS`] bits) and finished (the rest).
     calls: AtomicU64,
-    weight: AtomicU32,
     /// The latency estimate costs use, in ns as `f64` bits (the answered
     /// latency or a censored sample above it); `UNSET` before any sample.
     rtt_ns: AtomicU64,
-    /// The answered latency, in ns as `f64` bits; `UNSET` before an answer.
-    answered_ns: AtomicU64,
-    /// The failure estimate in `[0, 1]`, as `f64` bits.
-    failure: AtomicU64,
     /// When the estimates last changed, in ns since `epoch` (each is kept
     /// as of that time).
     stamp_ns: AtomicU64,
-    /// Until when the endpoint asked to be avoided, in ns since `epoch`.
-    avoid_until_ns: AtomicU64,
+    /// The failure estimate in `[0, 1]`, as `f64` bits.
+    failure: AtomicU64,
+    /// The answered latency, in ns as `f64` bits; `UNSET` before an answer.
+    answered_ns: AtomicU64,
+    weight: AtomicU32,
     epoch: Instant,
+    // Read only while an endpoint ramps up or is avoided.
     /// When the endpoint's slow-start ramp ends, in ns since `epoch`; 0
     /// for none (see [`Ramps`](super::Ramps)).
     ramp_end: AtomicU64,
+    /// Until when the endpoint asked to be avoided, in ns since `epoch`.
+    avoid_until_ns: AtomicU64,
 }
 
 const UNSET: u64 = u64::MAX;
@@ -149,6 +157,10 @@ impl Load {
     pub const MIN_ANSWER_GAIN: f64 = 1.0 / 256.0;
     /// A failure estimate below this (about 0.1%) is taken as 0.
     const NEGLIGIBLE: f64 = 1.0 / 1024.0;
+    /// How many bytes from its start hold what every call writes (the
+    /// in-flight count and the estimates) and every pick reads.
+    #[cfg(test)]
+    pub(crate) const HOT_BYTES: usize = std::mem::offset_of!(Load, weight) + 4;
 
     /// Zero load, no RTT observed, with this weight. `epoch` is the time
     /// origin for the decay clock (any instant not after the first `now`).

@@ -222,3 +222,18 @@ fn many_fast_answers_bring_a_raised_estimate_down_without_waiting_for_time() {
     let rtt = load.rtt(t0, &d).unwrap();
     assert!(rtt <= 40 * MS && rtt > 39 * MS, "{rtt:?}");
 }
+
+#[test]
+fn what_every_call_touches_comes_first() {
+    use std::mem::offset_of;
+    assert_eq!(Load::HOT_BYTES, 44);
+    for field in [
+        offset_of!(Load, calls),
+        offset_of!(Load, rtt_ns),
+        offset_of!(Load, stamp_ns),
+        offset_of!(Load, failure),
+        offset_of!(Load, answered_ns),
+    ] {
+        assert!(field + 8 <= Load::HOT_BYTES);
+    }
+}
