@@ -74,6 +74,7 @@
 //! ```
 
 use std::fmt;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -187,9 +188,74 @@ pub(crate) trait OutcomeSink: Send + Sync {
     fn record(&self, attempt: &Answered, outcome: Outcome);
 }
 
-impl<T: OutcomeSink + ?Sized> OutcomeSink for Arc<T> {
+/// An owned sink that a report can hold as a plain pointer, so that
+/// deferring an outcome allocates nothing (an endpoint's slot reference).
+///
+/// # Safety
+///
+/// [`into_raw`](Self::into_raw) must give a pointer that stays valid
+/// until [`from_raw`](Self::from_raw) takes it back, once, as the same
+/// sink.
+pub(crate) unsafe trait RawSink: OutcomeSink + Sized + 'static {
+    /// The sink as a pointer, owning it.
+    fn into_raw(self) -> NonNull<()>;
+
+    /// The sink `raw` came from.
+    ///
+    /// # Safety
+    ///
+    /// `raw` comes from [`into_raw`](Self::into_raw) on this type and is
+    /// taken back once.
+    unsafe fn from_raw(raw: NonNull<()>) -> Self;
+}
+
+impl<T: OutcomeSink> OutcomeSink for Arc<T> {
     fn record(&self, attempt: &Answered, outcome: Outcome) {
         (**self).record(attempt, outcome);
+    }
+}
+
+// SAFETY: `Arc::from_raw` takes back what `Arc::into_raw` gave, once.
+unsafe impl<T: OutcomeSink + 'static> RawSink for Arc<T> {
+    fn into_raw(self) -> NonNull<()> {
+        NonNull::new(Arc::into_raw(self).cast_mut().cast()).expect("an Arc is never null")
+    }
+
+    unsafe fn from_raw(raw: NonNull<()>) -> Self {
+        // SAFETY: as the caller promises.
+        unsafe { Arc::from_raw(raw.cast::<T>().as_ptr()) }
+    }
+}
+
+/// A sink held as a pointer with the one function that uses it: records
+/// through the sink and releases it.
+struct HeldSink {
+    raw: NonNull<()>,
+    finish: unsafe fn(NonNull<()>, &Answered, Outcome),
+}
+
+// SAFETY: the pointer is an owned `RawSink`, which is `Send + Sync`.
+unsafe impl Send for HeldSink {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for HeldSink {}
+
+impl HeldSink {
+    fn new<P: RawSink>(sink: P) -> Self {
+        /// Takes the sink back, records through it, drops it.
+        unsafe fn finish<P: RawSink>(raw: NonNull<()>, attempt: &Answered, outcome: Outcome) {
+            // SAFETY: `raw` came from `P::into_raw` and is finished once.
+            let sink = unsafe { P::from_raw(raw) };
+            sink.record(attempt, outcome);
+        }
+        HeldSink {
+            raw: sink.into_raw(),
+            finish: finish::<P>,
+        }
+    }
+
+    fn finish(self, attempt: &Answered, outcome: Outcome) {
+        // SAFETY: `self` is consumed, so the sink is taken back once.
+        unsafe { (self.finish)(self.raw, attempt, outcome) }
     }
 }
 
@@ -211,15 +277,15 @@ pub(crate) struct Answered {
 /// unfinished records the outcome the head was classified with. Either way
 /// it records once.
 pub struct OutcomeReport {
-    sink: Option<Box<dyn OutcomeSink>>,
+    sink: Option<HeldSink>,
     attempt: Answered,
     head: Outcome,
 }
 
 impl OutcomeReport {
-    pub(crate) fn new(sink: Box<dyn OutcomeSink>, attempt: Answered, head: Outcome) -> Self {
+    pub(crate) fn new<P: RawSink>(sink: P, attempt: Answered, head: Outcome) -> Self {
         OutcomeReport {
-            sink: Some(sink),
+            sink: Some(HeldSink::new(sink)),
             attempt,
             head,
         }
@@ -252,7 +318,7 @@ impl OutcomeReport {
     /// Records `outcome` as the attempt's final outcome.
     pub fn finish(mut self, outcome: Outcome) {
         if let Some(sink) = self.sink.take() {
-            sink.record(&self.attempt, outcome);
+            sink.finish(&self.attempt, outcome);
         }
     }
 }
@@ -260,7 +326,7 @@ impl OutcomeReport {
 impl Drop for OutcomeReport {
     fn drop(&mut self) {
         if let Some(sink) = self.sink.take() {
-            sink.record(&self.attempt, self.head);
+            sink.finish(&self.attempt, self.head);
         }
     }
 }

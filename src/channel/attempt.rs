@@ -21,7 +21,7 @@ use super::slot::{LateOutcome, Slot};
 use super::slot_ref::SlotRef;
 use crate::BoxError;
 use crate::balance::{AttemptEnd, End};
-use crate::classify::{Answered, OutcomeReport, OutcomeSink};
+use crate::classify::{Answered, OutcomeReport};
 use crate::policy::breaker::Admission;
 use crate::policy::call::{AttemptKind, Ended};
 use crate::policy::drive::{self, Finished, Step};
@@ -179,9 +179,7 @@ where
                     at,
                     admission: admission.map(Admission::into_raw),
                 };
-                // The one allocation more of a deferred outcome: the
-                // report's way back to this endpoint.
-                let sink: Box<dyn OutcomeSink> = Box::new(LateOutcome(this.slot.clone()));
+                let sink = LateOutcome(this.slot.clone());
                 let report = OutcomeReport::new(sink, answered, outcome);
                 classify.defer(response, report);
             }

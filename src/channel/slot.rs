@@ -1,6 +1,7 @@
 //! Everything the channel keeps about one endpoint, and how an attempt's
 //! end is recorded on it.
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -9,7 +10,7 @@ use super::slot_ref::SlotRef;
 use super::state::ChannelState;
 use crate::Endpoint;
 use crate::balance::{AttemptEnd, End, Load};
-use crate::classify::{Answered, Outcome, OutcomeSink};
+use crate::classify::{Answered, Outcome, OutcomeSink, RawSink};
 use crate::metrics::EndpointMetrics;
 use crate::policy::breaker::{Admission, CircuitBreaker};
 use crate::policy::limit::Limiter;
@@ -157,7 +158,7 @@ impl<S> Slot<S> {
 }
 
 /// Where a deferred outcome is recorded: the endpoint's slot, held until
-/// then.
+/// then (as a plain pointer in the report: no allocation).
 pub(crate) struct LateOutcome<S>(pub(crate) SlotRef<Slot<S>>);
 
 impl<S: Send + Sync> OutcomeSink for LateOutcome<S> {
@@ -165,5 +166,17 @@ impl<S: Send + Sync> OutcomeSink for LateOutcome<S> {
         let end = AttemptEnd::new(End::Response(outcome), attempt.elapsed, attempt.at);
         self.0
             .record(&end, attempt.admission.map(Admission::from_raw));
+    }
+}
+
+// SAFETY: `SlotRef::from_raw` takes back what `SlotRef::into_raw` gave.
+unsafe impl<S: Send + Sync + 'static> RawSink for LateOutcome<S> {
+    fn into_raw(self) -> NonNull<()> {
+        SlotRef::into_raw(self.0)
+    }
+
+    unsafe fn from_raw(raw: NonNull<()>) -> Self {
+        // SAFETY: as the caller promises.
+        LateOutcome(unsafe { SlotRef::from_raw(raw) })
     }
 }

@@ -9,8 +9,8 @@
 //! the count is the first word of a 64-byte-aligned cell and the load's hot
 //! fields follow it in the same line, so a call moves one line.
 //!
-//! Only what the channel needs of an `Arc`: clone, drop, deref and pointer
-//! identity (no weak references).
+//! Only what the channel needs of an `Arc`: clone, drop, deref, pointer
+//! identity and a raw form for deferred outcomes (no weak references).
 
 use std::ops::Deref;
 use std::ptr::NonNull;
@@ -55,6 +55,24 @@ impl<T> SlotRef<T> {
     /// The slot's address: an identity for the slot while it lives.
     pub(crate) fn as_ptr(this: &Self) -> *const T {
         &this.cell().slot
+    }
+
+    /// The reference as a plain pointer, still counted: give it back to
+    /// [`from_raw`](Self::from_raw) once.
+    pub(crate) fn into_raw(this: Self) -> NonNull<()> {
+        let raw = this.cell.cast();
+        std::mem::forget(this);
+        raw
+    }
+
+    /// The reference [`into_raw`](Self::into_raw) gave.
+    ///
+    /// # Safety
+    ///
+    /// `raw` comes from `into_raw` on a `SlotRef<T>` and is taken back
+    /// once.
+    pub(crate) unsafe fn from_raw(raw: NonNull<()>) -> Self {
+        SlotRef { cell: raw.cast() }
     }
 
     /// Whether `a` and `b` refer to the same slot.

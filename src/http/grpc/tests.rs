@@ -157,7 +157,7 @@ fn waiting<B>(body: B) -> (GrpcStatusBody<B>, Arc<Recorder>) {
         admission: None,
     };
     let pending = Arc::new(PendingStatus::default());
-    let report = OutcomeReport::new(Box::new(sink.clone()), attempt, Outcome::Success);
+    let report = OutcomeReport::new(sink.clone(), attempt, Outcome::Success);
     pending.wait(report, GrpcClassify::new());
     (GrpcStatusBody::new(body, Some(pending)), sink)
 }
