@@ -52,12 +52,21 @@ where
     S: Service<Req> + Clone,
 {
     /// Starts attempt `number` of `kind` on `slot` at `started` (runs the
-    /// hook, marks the attempt in flight, opens its span under `call`).
+    /// hook, marks the attempt in flight, opens its span under `call`), and
+    /// writes it at `this`, field by field: built as a value and moved into
+    /// its future, its small fields would be copied back in wide loads that
+    /// wait for the narrow stores (see [`Place`](crate::policy::drive::Place)).
     /// `placed`: it holds a place under the endpoint's concurrency limit,
     /// given back when it ends.
+    ///
+    /// # Safety
+    ///
+    /// `this` must be valid for writes and aligned; on return the attempt
+    /// there is fully initialized (and not yet pinned).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    pub(crate) fn new(
+    pub(crate) unsafe fn init(
+        this: *mut Self,
         hook: Option<&Hook<Req>>,
         slot: SlotRef<Slot<S>>,
         mut req: Req,
@@ -68,34 +77,41 @@ where
         admission: Option<Admission>,
         placed: bool,
         call: &Span,
-    ) -> Self {
+    ) {
+        use std::ptr::addr_of_mut;
         if let Some(hook) = hook {
             let info = AttemptInfo::new(slot.endpoint.addr, number, kind, started, cut);
             hook(&mut req, &info);
         }
-        let span = if call.is_disabled() {
-            Span::none()
-        } else {
-            tracing::debug_span!(
-                target: "towline",
-                parent: call,
-                "attempt",
-                endpoint = %slot.endpoint.addr,
-                attempt = number,
-                kind = kind.name(),
-                outcome = tracing::field::Empty,
-            )
-        };
+        // SAFETY (this block and the next): the caller gives a writable,
+        // aligned place; every field is written once. The span is written
+        // in each branch, not chosen into a temporary first: copied from
+        // one, it is read back in wide loads from narrow stores.
+        unsafe {
+            let span = addr_of_mut!((*this).span);
+            if call.is_disabled() {
+                span.write(Span::none());
+            } else {
+                span.write(tracing::debug_span!(
+                    target: "towline",
+                    parent: call,
+                    "attempt",
+                    endpoint = %slot.endpoint.addr,
+                    attempt = number,
+                    kind = kind.name(),
+                    outcome = tracing::field::Empty,
+                ));
+            }
+        }
         slot.begin();
-        Attempt {
-            step: Step::new(slot.service.clone(), req),
-            slot,
-            number,
-            started,
-            admission,
-            superseded: false,
-            placed,
-            span,
+        unsafe {
+            addr_of_mut!((*this).step).write(Step::new(slot.service.clone(), req));
+            addr_of_mut!((*this).slot).write(slot);
+            addr_of_mut!((*this).number).write(number);
+            addr_of_mut!((*this).started).write(started);
+            addr_of_mut!((*this).admission).write(admission);
+            addr_of_mut!((*this).superseded).write(false);
+            addr_of_mut!((*this).placed).write(placed);
         }
     }
 }
@@ -164,8 +180,7 @@ where
         let at = crate::clock::now();
         let elapsed = at.saturating_duration_since(*this.started);
         let classifier = &slot.state.classifier;
-        let classify = classifier.get::<S::Response, S::Error>();
-        let outcome = classify.classify(&result);
+        let outcome = classifier.classify(&result);
         slot.leave();
         let admission = this.admission.take();
         let end = AttemptEnd::new(End::Response(outcome), elapsed, at);
@@ -181,7 +196,9 @@ where
                 };
                 let sink = LateOutcome(this.slot.clone());
                 let report = OutcomeReport::new(sink, answered, outcome);
-                classify.defer(response, report);
+                classifier
+                    .get::<S::Response, S::Error>()
+                    .defer(response, report);
             }
             _ => slot.record(&end, admission),
         }

@@ -90,9 +90,8 @@ where
     match picked {
         Some(Some(slot)) => {
             let make = |at: *mut Bare<Req, S, P>, span: &Span| {
-                let bare = Bare::new(inner, slot, req, start, place, span);
                 // SAFETY: `at` is the box's place for the call.
-                unsafe { at.write(bare) }
+                unsafe { Bare::init(at, inner, slot, req, start, place, span) }
             };
             // SAFETY: `make` writes the call.
             unsafe { boxed_in_place(span, make) }
@@ -308,21 +307,52 @@ where
         end: C,
         span: &Span,
     ) -> Self {
+        let mut bare = std::mem::MaybeUninit::<Self>::uninit();
+        // SAFETY: the place is writable and aligned; `init` initializes it.
+        unsafe {
+            Self::init(bare.as_mut_ptr(), inner, slot, req, sent, end, span);
+            bare.assume_init()
+        }
+    }
+
+    /// Writes at `this` the call [`new`](Self::new) would return, field by
+    /// field (see [`Attempt::init`]).
+    ///
+    /// # Safety
+    ///
+    /// `this` must be valid for writes and aligned; on return the call
+    /// there is fully initialized (and not yet pinned).
+    #[inline(always)]
+    unsafe fn init(
+        this: *mut Self,
+        inner: &Inner<Req, S>,
+        slot: SlotRef<Slot<S>>,
+        req: Req,
+        sent: Instant,
+        end: C,
+        span: &Span,
+    ) {
+        use std::ptr::addr_of_mut;
         let _entered = (!span.is_disabled()).then(|| span.enter());
-        let attempt = Attempt::new(
-            inner.on_attempt.as_ref(),
-            slot,
-            req,
-            1,
-            AttemptKind::First,
-            sent,
-            None,
-            None,
-            false,
-            span,
-        );
+        // SAFETY: the caller gives a writable, aligned place; both fields
+        // are written once.
+        unsafe {
+            Attempt::init(
+                addr_of_mut!((*this).attempt),
+                inner.on_attempt.as_ref(),
+                slot,
+                req,
+                1,
+                AttemptKind::First,
+                sent,
+                None,
+                None,
+                false,
+                span,
+            );
+            addr_of_mut!((*this).end).write(end);
+        }
         drop(_entered);
-        Bare { attempt, end }
     }
 }
 

@@ -7,6 +7,7 @@
 //! set changed in between. Nothing here allocates unless a hedge is sent.
 
 use std::cell::Cell;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -27,7 +28,7 @@ use crate::error::{BoxError, Error};
 use crate::policy::breaker::CircuitBreaker;
 use crate::policy::budget::Tallies;
 use crate::policy::call::{AttemptKind, Ending, NotSent, Refused, Rules, SendAttempt, Tried};
-use crate::policy::drive::{Dispatch, Drive};
+use crate::policy::drive::{Dispatch, Drive, Place};
 use crate::policy::limit::Limiter;
 use crate::policy::throttle::Decision;
 use crate::rng::with_thread_rng;
@@ -115,7 +116,8 @@ where
         send: &SendAttempt,
         req: Req,
         now: Instant,
-    ) -> Result<(Self::Attempt, Option<usize>), NotSent> {
+        place: Pin<&mut Place<Self::Attempt>>,
+    ) -> Result<Option<usize>, NotSent> {
         let inner = &*self.handle.inner;
         let settings = &self.handle.settings;
         let state = &inner.state;
@@ -162,19 +164,27 @@ where
         let slot = snapshot.slot(chosen.index).clone();
         drop(snapshot);
         let id = SlotRef::as_ptr(&slot) as usize;
-        let attempt = Attempt::new(
-            inner.on_attempt.as_ref(),
-            slot,
-            req,
-            send.number,
-            send.kind,
-            now,
-            send.cut,
-            chosen.admission,
-            chosen.placed,
-            &self.span,
-        );
-        Ok((attempt, Some(id)))
+        let write = |at: *mut Self::Attempt| {
+            // SAFETY: `fill` gives a writable, aligned, empty place.
+            unsafe {
+                Attempt::init(
+                    at,
+                    inner.on_attempt.as_ref(),
+                    slot,
+                    req,
+                    send.number,
+                    send.kind,
+                    now,
+                    send.cut,
+                    chosen.admission,
+                    chosen.placed,
+                    &self.span,
+                )
+            }
+        };
+        // SAFETY: `write` initializes the attempt.
+        unsafe { place.fill(write) };
+        Ok(Some(id))
     }
 
     fn replay(&self, req: &Req) -> Option<Req> {

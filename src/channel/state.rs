@@ -15,7 +15,7 @@ use super::ejection::{Health, Plan, plan};
 use super::settings::ChannelPolicy;
 use super::shared::SetShared;
 use crate::balance::Balancer;
-use crate::classify::{Classify, DefaultClassify};
+use crate::classify::{Classify, DefaultClassify, Outcome};
 use crate::discover::RefreshHint;
 use crate::error::BuildError;
 use crate::metrics::ChannelMetrics;
@@ -52,16 +52,27 @@ pub(crate) trait Endpoints: Send + Sync {
 /// reaches it through its endpoint's slot: a call in flight then holds a
 /// reference on that slot only, not on the channel.
 pub(crate) struct Classifier {
-    /// A `Box<dyn Classify<Resp, E>>`.
-    any: Box<dyn Any + Send + Sync>,
+    /// A `Box<dyn Classify<Resp, E>>`; none for [`DefaultClassify`],
+    /// which is then called directly rather than found and called
+    /// through two virtual calls.
+    any: Option<Box<dyn Any + Send + Sync>>,
     defers: bool,
 }
 
 impl Classifier {
+    /// The channel's own classifier.
     pub(crate) fn new<Resp: 'static, E: 'static>(classify: Box<dyn Classify<Resp, E>>) -> Self {
         Classifier {
             defers: classify.defers(),
-            any: Box::new(classify),
+            any: Some(Box::new(classify)),
+        }
+    }
+
+    /// [`DefaultClassify`], the classifier of a channel that sets none.
+    pub(crate) fn default_one() -> Self {
+        Classifier {
+            any: None,
+            defers: false,
         }
     }
 
@@ -70,9 +81,22 @@ impl Classifier {
     /// default.
     #[inline]
     pub(crate) fn get<Resp: 'static, E: 'static>(&self) -> &dyn Classify<Resp, E> {
-        match self.any.downcast_ref::<Box<dyn Classify<Resp, E>>>() {
+        match self
+            .any
+            .as_ref()
+            .and_then(|any| any.downcast_ref::<Box<dyn Classify<Resp, E>>>())
+        {
             Some(classify) => &**classify,
             None => &DefaultClassify,
+        }
+    }
+
+    /// The outcome of `result` by [`get`](Self::get)'s classifier.
+    #[inline]
+    pub(crate) fn classify<Resp: 'static, E: 'static>(&self, result: &Result<Resp, E>) -> Outcome {
+        match &self.any {
+            None => DefaultClassify.classify(result),
+            Some(_) => self.get::<Resp, E>().classify(result),
         }
     }
 
@@ -184,7 +208,7 @@ impl ChannelState {
             retry_metrics: RetryMetrics::register(&label()),
             hedge_metrics: HedgeMetrics::register(&label()),
             metrics: ChannelMetrics::new(name),
-            classifier: Classifier::new::<(), ()>(Box::new(DefaultClassify)),
+            classifier: Classifier::default_one(),
             balancer,
             shared,
             breakers: policy.breaker().is_some(),

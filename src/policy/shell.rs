@@ -13,7 +13,7 @@ use pin_project::pin_project;
 use tower::Service;
 
 use super::call::{AttemptKind, Ended, Ending, NotSent, Refused, Rules, SendAttempt, Tried};
-use super::drive::{self, Dispatch, Finished, Step};
+use super::drive::{self, Dispatch, Finished, Place, Step};
 use super::into_error;
 use super::replay::Replay;
 use crate::classify::Classify;
@@ -124,21 +124,20 @@ where
         send: &SendAttempt,
         req: Req,
         now: Instant,
-    ) -> Result<(Self::Attempt, Option<usize>), NotSent> {
+        place: Pin<&mut Place<Self::Attempt>>,
+    ) -> Result<Option<usize>, NotSent> {
         let svc = self.svc.take().ok_or(NotSent::NoEndpoint)?;
         if !send.last {
             // Keep a clone for the attempts that may follow.
             self.svc.set(Some(svc.clone()));
         }
-        Ok((
-            Attempt {
-                number: send.number,
-                started: now,
-                step: Step::new(svc, req),
-                classify: self.parts.clone(),
-            },
-            None,
-        ))
+        place.put(Attempt {
+            number: send.number,
+            started: now,
+            step: Step::new(svc, req),
+            classify: self.parts.clone(),
+        });
+        Ok(None)
     }
 
     fn replay(&self, req: &Req) -> Option<Req> {

@@ -18,7 +18,7 @@ use super::state::{ChannelState, Classifier, Endpoints};
 use super::table::Table;
 use super::writer::{Connect, TableWriter};
 use crate::balance::{Balancer, ConsistentHash, P2c};
-use crate::classify::{Classify, DefaultClassify, Outcome};
+use crate::classify::{Classify, Outcome};
 use crate::discover::{Discover, DiscoverError, RefreshHint, Update};
 use crate::policy::replay::Replay;
 use crate::subset::{Aperture, ApertureSettings, Coordinates};
@@ -78,9 +78,10 @@ impl<Req, Resp> Channel<Req, Resp> {
 /// Builds a [`Channel`]. Made by [`Channel::builder`].
 ///
 /// Defaults: balancer [`P2c::peak_ewma`], no keyed balancer, name
-/// `"default"`, initial wait 5 s, classifier [`DefaultClassify`], no
-/// refresh hint, no policy (no slow start), no replay, no attempt hook. A
-/// discovery source is required.
+/// `"default"`, initial wait 5 s, classifier
+/// [`DefaultClassify`](crate::classify::DefaultClassify), no refresh hint,
+/// no policy (no slow start), no replay, no attempt hook. A discovery
+/// source is required.
 ///
 /// Every bound the channel needs is checked by [`build`](Self::build): the
 /// request and the service's response, error and future must be `Send` and
@@ -91,7 +92,8 @@ pub struct Builder<Req, S: Service<Req>> {
     balancer: Box<dyn Balancer>,
     name: String,
     initial_wait: Duration,
-    classify: Box<dyn Classify<S::Response, S::Error>>,
+    /// The classifier set, if any (none: [`DefaultClassify`](crate::classify::DefaultClassify)).
+    classify: Option<Box<dyn Classify<S::Response, S::Error>>>,
     refresh: Option<RefreshHint>,
     policy: ChannelPolicy,
     replay: Option<Box<dyn Replay<Req>>>,
@@ -115,7 +117,7 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
             balancer: Box::new(P2c::peak_ewma()),
             name: "default".to_string(),
             initial_wait: Self::DEFAULT_INITIAL_WAIT,
-            classify: Box::new(DefaultClassify),
+            classify: None,
             refresh: None,
             policy: ChannelPolicy::default(),
             replay: None,
@@ -259,7 +261,7 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
         self
     }
 
-    /// Classifies results with a function (default [`DefaultClassify`]:
+    /// Classifies results with a function (default [`DefaultClassify`](crate::classify::DefaultClassify):
     /// `Ok` succeeds, `Err` is a retryable failure). Its argument's type is
     /// known, so a closure needs no annotation:
     ///
@@ -285,7 +287,7 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
     /// Classifies results with a [`Classify`] implementation, for example
     /// one that [defers](crate::classify#late-outcomes) its outcomes.
     pub fn classifier(mut self, classify: impl Classify<S::Response, S::Error>) -> Self {
-        self.classify = Box::new(classify);
+        self.classify = Some(Box::new(classify));
         self
     }
 
@@ -379,7 +381,9 @@ impl<Req, S: Service<Req>> Builder<Req, S> {
             shared,
             weak as std::sync::Weak<dyn Endpoints>,
         );
-        state.classifier = Classifier::new(self.classify);
+        if let Some(classify) = self.classify {
+            state.classifier = Classifier::new(classify);
+        }
         let state = Arc::new(state);
         let (built_tx, mut built_rx) = tokio::sync::mpsc::unbounded_channel::<Built>();
         let keyed = hash.map(|h| Keyed::new(h, built_tx));

@@ -1,9 +1,11 @@
 //! Where a driven call's attempts go ([`Dispatch`]: the channel's endpoints
 //! or a layer's inner service), and the request each attempt carries.
 
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use super::attempt::Attempt;
+use super::place::Place;
 use crate::error::Error;
 use crate::policy::call::{AttemptKind, Ending, NotSent, Refused, Rules, SendAttempt, Tried};
 
@@ -18,16 +20,18 @@ pub(crate) trait Dispatch<Req> {
     fn rules(&self) -> Rules<'_>;
 
     /// Starts attempt `send` with `req`, avoiding the endpoints in `tried`
-    /// while others can take it; returns it with an identity of the
-    /// endpoint it went to (for the call's tried set), or why it could not
-    /// be sent (the request is dropped).
+    /// while others can take it, and writes it into `place` (which it may
+    /// empty); returns an identity of the endpoint it went to (for the
+    /// call's tried set), or why it could not be sent (the request is
+    /// dropped, `place` left empty or as it was).
     fn send(
         &self,
         tried: &Tried,
         send: &SendAttempt,
         req: Req,
         now: Instant,
-    ) -> Result<(Self::Attempt, Option<usize>), NotSent>;
+        place: Pin<&mut Place<Self::Attempt>>,
+    ) -> Result<Option<usize>, NotSent>;
 
     /// A copy of `req` for another attempt, or `None`.
     fn replay(&self, req: &Req) -> Option<Req>;

@@ -11,6 +11,7 @@ use tokio::time::Sleep;
 
 use super::attempt::{Attempt, Finished};
 use super::dispatch::{Dispatch, request};
+use super::place::Place;
 use crate::error::Error;
 use crate::policy::call::{Action, AttemptKind, Call, Ended, NotSent, Rules};
 use crate::rng::{Rng, with_thread_rng};
@@ -19,8 +20,9 @@ use crate::rng::{Rng, with_thread_rng};
 #[pin_project]
 pub(super) struct Machine<A, T> {
     pub(super) call: Call,
-    /// Hedges, each boxed (a hedge is the one case that allocates).
-    hedges: Vec<Pin<Box<A>>>,
+    /// Hedges, each in a boxed place (a hedge is the one case that
+    /// allocates).
+    hedges: Vec<Pin<Box<Place<A>>>>,
     #[pin]
     timer: Option<Sleep>,
     /// What the timer is armed for.
@@ -56,7 +58,7 @@ impl<A, T> Machine<A, T> {
 pub(super) fn run_machine<D: Dispatch<Req>, Req>(
     dispatch: &D,
     rules: &Rules,
-    mut first: Pin<&mut Option<D::Attempt>>,
+    mut first: Pin<&mut Place<D::Attempt>>,
     mut machine: Pin<&mut Option<Machine<D::Attempt, D::Response>>>,
     template: &mut Option<Req>,
     now: &mut Instant,
@@ -83,7 +85,7 @@ pub(super) fn run_machine<D: Dispatch<Req>, Req>(
             && let Some(attempt) = first.as_mut().as_pin_mut()
             && let Poll::Ready(out) = attempt.poll(cx)
         {
-            first.set(None);
+            first.as_mut().clear();
             if out.number == 1 && quick {
                 *m.took = Some(out.elapsed);
             }
@@ -91,7 +93,8 @@ pub(super) fn run_machine<D: Dispatch<Req>, Req>(
         }
         let mut i = 0;
         while i < m.hedges.len() {
-            if let Poll::Ready(out) = m.hedges[i].as_mut().poll(cx) {
+            let hedge = m.hedges[i].as_mut().as_pin_mut();
+            if let Poll::Ready(out) = hedge.expect("a sent hedge").poll(cx) {
                 drop(m.hedges.swap_remove(i));
                 feed(m.call, rules, m.kept, now, m.answered_in, out);
             } else {
@@ -112,15 +115,18 @@ pub(super) fn run_machine<D: Dispatch<Req>, Req>(
                     if copied {
                         m.call.on_unreplayable();
                     }
-                    match dispatch.send(m.call.tried(), send, req, *now) {
-                        Ok((attempt, endpoint)) => {
+                    let sending = if send.kind == AttemptKind::Hedge {
+                        let mut place = Box::pin(Place::empty());
+                        dispatch
+                            .send(m.call.tried(), send, req, *now, place.as_mut())
+                            .inspect(|_| m.hedges.push(place))
+                    } else {
+                        dispatch.send(m.call.tried(), send, req, *now, first.as_mut())
+                    };
+                    match sending {
+                        Ok(endpoint) => {
                             m.call.on_sent(send.number, endpoint);
                             dispatch.on_sent(send.kind);
-                            if send.kind == AttemptKind::Hedge {
-                                m.hedges.push(Box::pin(attempt));
-                            } else {
-                                first.set(Some(attempt));
-                            }
                             // Poll it before asking the machine again:
                             // an answer at once ends the round.
                             sent = true;
@@ -134,10 +140,16 @@ pub(super) fn run_machine<D: Dispatch<Req>, Req>(
                         && a.number() == number
                     {
                         a.cut(at);
-                        first.set(None);
-                    } else if let Some(i) = m.hedges.iter().position(|a| a.number() == number) {
+                        first.as_mut().clear();
+                    } else if let Some(i) = m
+                        .hedges
+                        .iter()
+                        .position(|a| a.get().is_some_and(|a| a.number() == number))
+                    {
                         let mut a = m.hedges.swap_remove(i);
-                        a.as_mut().cut(at);
+                        if let Some(a) = a.as_mut().as_pin_mut() {
+                            a.cut(at);
+                        }
                     }
                     let out = Finished {
                         number,
@@ -157,9 +169,11 @@ pub(super) fn run_machine<D: Dispatch<Req>, Req>(
                         a.supersede();
                     }
                     for a in m.hedges.iter_mut() {
-                        a.as_mut().supersede();
+                        if let Some(a) = a.as_mut().as_pin_mut() {
+                            a.supersede();
+                        }
                     }
-                    first.set(None);
+                    first.as_mut().clear();
                     m.hedges.clear();
                     let ending = m.call.ending();
                     let took = m.took.filter(|_| ending.attempts_sent == 1);

@@ -19,6 +19,7 @@
 mod attempt;
 mod dispatch;
 mod machine;
+mod place;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +32,7 @@ pub(crate) use attempt::{Attempt, Finished, Step};
 pub(crate) use dispatch::Dispatch;
 use dispatch::request;
 use machine::{Machine, run_machine};
+pub(crate) use place::Place;
 
 use super::call::{AttemptKind, Call, Ended, Tried};
 use crate::classify::Outcome;
@@ -43,7 +45,7 @@ pub(crate) struct Drive<D: Dispatch<Req>, Req> {
     /// The round's first attempt, in place (the call's first attempt is
     /// sent and polled here before the machine exists).
     #[pin]
-    first: Option<D::Attempt>,
+    first: Place<D::Attempt>,
     template: Option<Req>,
     /// When the call started.
     start: Instant,
@@ -113,7 +115,7 @@ impl<D: Dispatch<Req>, Req> Drive<D, Req> {
         // is written once.
         unsafe {
             addr_of_mut!((*this).dispatch).write(dispatch);
-            addr_of_mut!((*this).first).write(None);
+            addr_of_mut!((*this).first).write(Place::empty());
             addr_of_mut!((*this).template).write(Some(req));
             addr_of_mut!((*this).start).write(start);
             addr_of_mut!((*this).now).write(now);
@@ -155,10 +157,9 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                     let (req, copied) = request(dispatch, this.template, &send)
                         .expect("a first attempt always has its request");
                     let replayable = !copied;
-                    match dispatch.send(&Tried::NONE, &send, req, *this.now) {
-                        Ok((attempt, endpoint)) => {
+                    match dispatch.send(&Tried::NONE, &send, req, *this.now, first.as_mut()) {
+                        Ok(endpoint) => {
                             dispatch.on_sent(AttemptKind::First);
-                            first.set(Some(attempt));
                             *this.quick = Quick::Sent {
                                 endpoint,
                                 replayable,
@@ -197,7 +198,7 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
                 // The answer is the output as it is: built once, where the
                 // caller reads it.
                 let output = Poll::Ready(result);
-                first.set(None);
+                first.as_mut().clear();
                 let ending = Call::first_succeeded(&rules, elapsed, at);
                 dispatch.on_finish(&ending, at, quick.then_some(elapsed));
                 if let Poll::Ready(result) = &output {
@@ -215,7 +216,7 @@ impl<D: Dispatch<Req>, Req> Future for Drive<D, Req> {
             machine.set(Some(Machine::new(call)));
             match poll {
                 Poll::Ready(out) => {
-                    first.set(None);
+                    first.as_mut().clear();
                     ended = Some(out);
                 }
                 Poll::Pending => polled = true,
