@@ -83,11 +83,15 @@ where
             let info = AttemptInfo::new(slot.endpoint.addr, number, kind, started, cut);
             hook(&mut req, &info);
         }
-        // SAFETY (this block and the next): the caller gives a writable,
-        // aligned place; every field is written once. The span is written
-        // in each branch, not chosen into a temporary first: copied from
-        // one, it is read back in wide loads from narrow stores.
+        slot.begin();
+        // SAFETY: the caller gives a writable, aligned place; every field
+        // is written once. The step comes first: the service's clone is
+        // the one step that runs user code, and if it panics nothing has
+        // been written that would leak. The span is written in each
+        // branch, not chosen into a temporary first: copied from one, it
+        // is read back in wide loads from narrow stores.
         unsafe {
+            addr_of_mut!((*this).step).write(Step::new(slot.service.clone(), req));
             let span = addr_of_mut!((*this).span);
             if call.is_disabled() {
                 span.write(Span::none());
@@ -102,10 +106,6 @@ where
                     outcome = tracing::field::Empty,
                 ));
             }
-        }
-        slot.begin();
-        unsafe {
-            addr_of_mut!((*this).step).write(Step::new(slot.service.clone(), req));
             addr_of_mut!((*this).slot).write(slot);
             addr_of_mut!((*this).number).write(number);
             addr_of_mut!((*this).started).write(started);
