@@ -4,7 +4,7 @@
 //!
 //! Each attempt picks from the current endpoint set; the call remembers
 //! the endpoints it tried by identity, so a retry avoids them even if the
-//! set changed in between. Nothing here allocates unless a hedge is sent.
+//! set changed in between. Nothing here allocates unless a hedge is tried.
 
 use std::cell::Cell;
 use std::pin::Pin;

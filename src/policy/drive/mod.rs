@@ -10,7 +10,8 @@
 //! no timer can be due meanwhile (no timeout, deadline or hedging). Anything
 //! else builds it as it would be after that attempt, and it takes over.
 //!
-//! It allocates nothing unless a hedge is sent (each hedge is boxed), has
+//! It allocates nothing unless it tries a hedge (each hedge's place is
+//! boxed as it is tried, so that the attempt is written where it stays), has
 //! one timer for every time the machine cares about (the next hedge, the
 //! end of a pause, the cut of an attempt, the deadline), arms it only when
 //! it is about to wait, and reads the clock only when it fired: every other
