@@ -36,6 +36,7 @@ use super::table::Snapshot;
 use crate::balance::{AttemptEnd, End, PickContext};
 use crate::classify::Outcome;
 use crate::policy::call::{AttemptKind, Ended};
+use crate::policy::drive::Place;
 use crate::policy::limit::Limiter;
 use crate::rng::with_thread_rng;
 use crate::{BoxError, Error};
@@ -160,7 +161,14 @@ where
     };
     drop(snapshot);
     let end = (start, place);
-    let mut bare = std::pin::pin!(Bare::new(&inner, slot, req, now, end, &span));
+    let mut place = std::pin::pin!(Place::empty());
+    // SAFETY: `fill` gives a writable, aligned, empty place; `init` writes
+    // the call there.
+    unsafe {
+        let write = |at| Bare::init(at, &inner, slot, req, now, end, &span);
+        place.as_mut().fill(write);
+    }
+    let mut bare = place.as_mut().as_pin_mut().expect("the call was written");
     std::future::poll_fn(|cx| bare.as_mut().poll_in(cx, &span)).await
 }
 
@@ -296,27 +304,9 @@ where
     S: Service<Req> + Clone,
     C: CallEnd,
 {
-    /// The call's attempt on `slot`, sent at `sent`; `end` ends the call
-    /// (see [`CallEnd`]).
-    #[inline(always)]
-    fn new(
-        inner: &Inner<Req, S>,
-        slot: SlotRef<Slot<S>>,
-        req: Req,
-        sent: Instant,
-        end: C,
-        span: &Span,
-    ) -> Self {
-        let mut bare = std::mem::MaybeUninit::<Self>::uninit();
-        // SAFETY: the place is writable and aligned; `init` initializes it.
-        unsafe {
-            Self::init(bare.as_mut_ptr(), inner, slot, req, sent, end, span);
-            bare.assume_init()
-        }
-    }
-
-    /// Writes at `this` the call [`new`](Self::new) would return, field by
-    /// field (see [`Attempt::init`]).
+    /// Writes at `this`, field by field (see [`Attempt::init`]), the call's
+    /// attempt on `slot`, sent at `sent`; `end` ends the call (see
+    /// [`CallEnd`]).
     ///
     /// # Safety
     ///
